@@ -1,0 +1,2 @@
+//! The ringcache client library.
+#![forbid(unsafe_code)]

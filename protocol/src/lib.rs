@@ -1,0 +1,11 @@
+//! Everything two ringcache processes must agree on byte for byte, and no I/O.
+//!
+//! # Layout
+//! - [`text`]: the memcached text protocol (classic and meta commands): an
+//!   incremental request parser over `BytesMut`, typed requests, response
+//!   encoders for the server and a response parser for clients.
+//! - [`ring`]: key placement on a consistent-hash ring with virtual nodes.
+#![forbid(unsafe_code)]
+
+pub mod ring;
+pub mod text;

@@ -1,0 +1,1 @@
+//! Key placement on a consistent-hash ring.

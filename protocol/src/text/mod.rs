@@ -1,0 +1,20 @@
+//! The memcached text protocol as memcached 1.6 speaks it.
+//!
+//! # Layout
+//! - [`request`]: the typed requests ([`Request`]) and the limits a parser enforces.
+//! - [`parse`]: the incremental request parser: [`parse_request`] takes whatever the
+//!   socket delivered and returns one request, "incomplete", or memcached's error line.
+//! - [`meta`]: the meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`): their flags,
+//!   parser and response encoders.
+//! - [`response`]: encoders for every classic response and a response parser for clients.
+//!
+//! Keys and values in parsed requests are `Bytes` slices of the connection's read
+//! buffer: nothing is copied on the way in.
+
+pub mod meta;
+pub mod parse;
+pub mod request;
+pub mod response;
+
+pub use parse::{parse_request, ParseError};
+pub use request::*;

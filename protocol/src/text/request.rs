@@ -1,0 +1,153 @@
+//! Typed memcached requests, as produced by [`crate::text::parse_request`].
+//!
+//! Every key here has been validated (1..=250 bytes, no control characters or
+//! spaces) and every value has exactly the length its command line declared.
+
+use bytes::Bytes;
+
+use crate::text::meta::MetaRequest;
+
+/// The longest key memcached accepts.
+pub const KEY_MAX_LEN: usize = 250;
+
+/// Limits the parser enforces, taken from the server's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest value accepted; larger ones are swallowed and answered with
+    /// `SERVER_ERROR object too large for cache`.
+    pub max_item_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_item_size: 1024 * 1024,
+        }
+    }
+}
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `get`, `gets`, `gat`, `gats`.
+    Get(GetRequest),
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
+    Store(StoreRequest),
+    /// `delete <key> [0] [noreply]`.
+    Delete { key: Bytes, noreply: bool },
+    /// `incr|decr <key> <delta> [noreply]`.
+    Arith {
+        op: ArithOp,
+        key: Bytes,
+        delta: u64,
+        noreply: bool,
+    },
+    /// `touch <key> <exptime> [noreply]`.
+    Touch {
+        key: Bytes,
+        exptime: i64,
+        noreply: bool,
+    },
+    /// `flush_all [delay] [noreply]`; `delay` is 0 without the argument.
+    FlushAll { delay: i64, noreply: bool },
+    /// `version`.
+    Version,
+    /// `verbosity <level> [noreply]`.
+    Verbosity { noreply: bool },
+    /// `stats [group]`; `group` is empty for the general statistics.
+    Stats { group: Bytes },
+    /// `quit`: close the connection.
+    Quit,
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
+    Meta(MetaRequest),
+}
+
+/// Which of the retrieval commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetKind {
+    Get,
+    Gets,
+    /// Get and touch: the items' new expiry.
+    Gat {
+        exptime: i64,
+    },
+    /// Get and touch, with CAS.
+    Gats {
+        exptime: i64,
+    },
+}
+
+impl GetKind {
+    /// Whether responses carry the CAS unique (`gets`, `gats`).
+    pub fn with_cas(self) -> bool {
+        matches!(self, GetKind::Gets | GetKind::Gats { .. })
+    }
+}
+
+/// A retrieval request with one or more keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRequest {
+    pub kind: GetKind,
+    /// The keys in request order, separated by single or repeated spaces.
+    pub keys: Keys,
+}
+
+/// The keys of a multi-key request, kept as one slice of the read buffer and split
+/// lazily so that a request with many keys costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// The validated keys, separated by one or more spaces; no leading or trailing space.
+    raw: Bytes,
+}
+
+impl Keys {
+    /// Wraps already validated, space separated keys.
+    pub fn new(raw: Bytes) -> Keys {
+        Keys { raw }
+    }
+
+    /// The keys in request order.
+    pub fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.raw
+            .split(|&b| b == b' ')
+            .filter(|k| !k.is_empty())
+            .map(|k| self.raw.slice_ref(k))
+    }
+
+    /// The raw, space separated key list.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
+    }
+}
+
+/// Which storage command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// Store only if the item's CAS unique still equals this one.
+    Cas(u64),
+}
+
+/// A storage request with its data block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    pub mode: StoreMode,
+    pub key: Bytes,
+    pub flags: u32,
+    /// As sent: 0 never, up to 30 days relative, larger absolute Unix time, negative expired.
+    pub exptime: i64,
+    /// The data block without its trailing `\r\n`.
+    pub value: Bytes,
+    pub noreply: bool,
+}
+
+/// `incr` or `decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOp {
+    Incr,
+    Decr,
+}

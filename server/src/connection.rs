@@ -1,0 +1,113 @@
+//! One client connection: read → parse every complete request → execute → write once.
+//!
+//! The read buffer is reused for the connection's life; parsed keys and values are
+//! slices of it. Replies for a whole batch of pipelined requests go into one output
+//! buffer that is written with one call. Memory stays bounded for any client: the
+//! output buffer is flushed whenever it passes [`FLUSH_AT`], and a client that does
+//! not read its replies blocks that flush, which stops this loop from reading more.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use ringcache_protocol::text::{parse_request, response, Limits, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::exec::{self, Flow};
+use crate::node::{unix_now, Node};
+use crate::stats::Counters;
+
+/// Initial capacity of the read buffer.
+const READ_BUF: usize = 16 * 1024;
+/// Flush the output buffer before it grows past this many bytes.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Serves one client until it quits, breaks framing, or the node shuts down.
+pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let _ = sock.set_nodelay(true);
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+    let mut out = BytesMut::with_capacity(READ_BUF);
+    let mut counters = Counters::default();
+    // Bytes still to discard from a refused data block.
+    let mut swallow: u64 = 0;
+    'conn: loop {
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(READ_BUF);
+        }
+        let n = tokio::select! {
+            r = sock.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => break 'conn,
+                Ok(n) => n,
+            },
+            _ = shutdown.changed() => break 'conn,
+        };
+        counters.bytes_read += n as u64;
+        let now = unix_now();
+        let mut close = false;
+        loop {
+            if swallow > 0 {
+                let d = swallow.min(rbuf.len() as u64);
+                rbuf.advance(d as usize);
+                swallow -= d;
+                if swallow > 0 {
+                    break;
+                }
+            }
+            match parse_request(&mut rbuf, &limits) {
+                Ok(Some(Request::Get(get))) => {
+                    for key in get.keys.iter() {
+                        exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
+                        if out.len() >= FLUSH_AT
+                            && flush(&mut sock, &mut out, &mut counters).await.is_err()
+                        {
+                            break 'conn;
+                        }
+                    }
+                    out.put_slice(response::END);
+                }
+                Ok(Some(req)) => {
+                    if exec::execute(&node, req, now, &mut counters, &mut out) == Flow::Close {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.put_slice(e.reply);
+                    if let Some(key) = &e.unlink {
+                        node.store.with(key, now, |slot| slot.remove());
+                    }
+                    swallow = e.swallow;
+                    if e.close {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
+                break 'conn;
+            }
+        }
+        if flush(&mut sock, &mut out, &mut counters).await.is_err() || close {
+            break;
+        }
+        node.stats.totals.absorb(&mut counters);
+    }
+    node.stats.totals.absorb(&mut counters);
+    node.stats.curr_connections.fetch_sub(1, Relaxed);
+}
+
+async fn flush(sock: &mut TcpStream, out: &mut BytesMut, c: &mut Counters) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    sock.write_all(out).await?;
+    c.bytes_written += out.len() as u64;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Command semantics: what each request does to the store and what it answers.
+//!
+//! [`execute`] runs one parsed request against the node and appends memcached's exact
+//! reply bytes to the connection's output buffer. It never blocks on I/O, so a
+//! connection can run a whole pipelined batch before it writes once.
+
+pub mod meta;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ringcache_protocol::text::response::{self, write_number, write_value};
+use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Request, StoreMode, StoreRequest};
+
+use crate::node::Node;
+use crate::stats::Counters;
+use crate::storage::{absolute_expiry, Item, MissReason, StoreError};
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// `quit`: close after flushing what is buffered.
+    Close,
+}
+
+/// Runs `req` and appends its reply to `out`.
+pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut BytesMut) -> Flow {
+    match req {
+        Request::Get(get) => retrieve(node, get, now, c, out),
+        Request::Store(store) => {
+            let noreply = store.noreply;
+            let reply = store_item(node, store, now, c);
+            if !noreply {
+                out.put_slice(reply);
+            }
+        }
+        Request::Delete { key, noreply } => {
+            let found = node.store.with(&key, now, |slot| {
+                slot.get().is_some() && slot.remove().is_some()
+            });
+            if found {
+                c.delete_hits += 1;
+            } else {
+                c.delete_misses += 1;
+            }
+            if !noreply {
+                out.put_slice(if found {
+                    response::DELETED
+                } else {
+                    response::NOT_FOUND
+                });
+            }
+        }
+        Request::Arith {
+            op,
+            key,
+            delta,
+            noreply,
+        } => {
+            let mut reply = BytesMut::new();
+            let out_ref: &mut BytesMut = if noreply { &mut reply } else { out };
+            arith(node, op, &key, delta, now, c, out_ref);
+        }
+        Request::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            c.cmd_touch += 1;
+            let exp = absolute_expiry(exptime, now);
+            let hit = node.store.with(&key, now, |slot| match slot.get() {
+                Some(item) => {
+                    item.exptime = exp;
+                    item.last_access = now;
+                    true
+                }
+                None => false,
+            });
+            if hit {
+                c.touch_hits += 1;
+            } else {
+                c.touch_misses += 1;
+            }
+            if !noreply {
+                out.put_slice(if hit {
+                    response::TOUCHED
+                } else {
+                    response::NOT_FOUND
+                });
+            }
+        }
+        Request::FlushAll { delay, noreply } => {
+            c.cmd_flush += 1;
+            node.store.flush_all(now, delay);
+            if !noreply {
+                out.put_slice(response::OK);
+            }
+        }
+        Request::Version => {
+            out.put_slice(b"VERSION ");
+            out.put_slice(crate::VERSION_LINE.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        Request::Verbosity { noreply } => {
+            if !noreply {
+                out.put_slice(response::OK);
+            }
+        }
+        Request::Stats { group } => crate::stats_report::write(node, &group, now, out),
+        Request::Quit => return Flow::Close,
+        Request::Meta(m) => meta::execute(node, m, now, c, out),
+    }
+    Flow::Continue
+}
+
+fn retrieve(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {
+    for key in get.keys.iter() {
+        retrieve_one(node, get.kind, &key, now, c, out);
+    }
+    out.put_slice(response::END);
+}
+
+/// Looks up one key of a `get`/`gets`/`gat`/`gats` and appends its `VALUE` block on a
+/// hit. The connection calls this key by key so it can flush between keys.
+pub fn retrieve_one(
+    node: &Node,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) {
+    let touch_to = match kind {
+        GetKind::Gat { exptime } | GetKind::Gats { exptime } => Some(absolute_expiry(exptime, now)),
+        GetKind::Get | GetKind::Gets => None,
+    };
+    c.cmd_get += 1;
+    if touch_to.is_some() {
+        c.cmd_touch += 1;
+    }
+    let found = node.store.with(key, now, |slot| {
+        let hit = slot.get().map(|item| {
+            item.fetched = true;
+            item.last_access = now;
+            if let Some(exp) = touch_to {
+                item.exptime = exp;
+            }
+            (item.value.clone(), item.flags, item.cas)
+        });
+        (hit, slot.miss_reason())
+    });
+    match found {
+        (Some((value, flags, cas)), _) => {
+            if touch_to.is_some() {
+                c.touch_hits += 1;
+            } else {
+                c.get_hits += 1;
+            }
+            write_value(out, key, flags, &value, kind.with_cas().then_some(cas));
+        }
+        (None, reason) => {
+            if touch_to.is_some() {
+                c.touch_misses += 1;
+            } else {
+                c.get_misses += 1;
+            }
+            match reason {
+                MissReason::Expired => c.get_expired += 1,
+                MissReason::Flushed => c.get_flushed += 1,
+                MissReason::Absent => {}
+            }
+        }
+    }
+}
+
+/// Executes a storage command and returns its reply line.
+fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'static [u8] {
+    c.cmd_set += 1;
+    let exptime = absolute_expiry(req.exptime, now);
+    let max = node.settings.max_item_size;
+    let outcome = node.store.with(&req.key, now, |slot| {
+        let current = slot.get();
+        let value = match (req.mode, current) {
+            (StoreMode::Set, _) => req.value,
+            (StoreMode::Add, Some(item)) => {
+                // memcached bumps an existing item on a failed add.
+                item.last_access = now;
+                return Ok(Outcome::NotStored);
+            }
+            (StoreMode::Add, None) => req.value,
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return Ok(Outcome::NotStored)
+            }
+            (StoreMode::Cas(_), None) => return Ok(Outcome::NotFound),
+            (StoreMode::Cas(token), Some(item)) => {
+                if item.cas != token {
+                    return Ok(Outcome::Exists);
+                }
+                req.value
+            }
+            (StoreMode::Replace, Some(_)) => req.value,
+            (StoreMode::Append | StoreMode::Prepend, Some(item)) => {
+                if item.value.len() + req.value.len() + req.key.len() > max {
+                    return Ok(Outcome::NotStored);
+                }
+                let mut joined = BytesMut::with_capacity(item.value.len() + req.value.len());
+                if req.mode == StoreMode::Append {
+                    joined.put_slice(&item.value);
+                    joined.put_slice(&req.value);
+                } else {
+                    joined.put_slice(&req.value);
+                    joined.put_slice(&item.value);
+                }
+                // Append and prepend keep the item's flags and expiry.
+                let item = Item::new(
+                    joined.freeze(),
+                    item.flags,
+                    item.exptime,
+                    node.store.next_cas(),
+                    now,
+                );
+                return slot.insert(item).map(|()| Outcome::Stored);
+            }
+        };
+        let item = Item::new(value, req.flags, exptime, node.store.next_cas(), now);
+        slot.insert(item).map(|()| Outcome::Stored)
+    });
+    let outcome = outcome.unwrap_or_else(|e| match e {
+        StoreError::TooLarge => {
+            c.store_too_large += 1;
+            Outcome::TooLarge
+        }
+        StoreError::OutOfMemory => {
+            c.store_no_memory += 1;
+            Outcome::OutOfMemory
+        }
+    });
+    if let StoreMode::Cas(_) = req.mode {
+        match outcome {
+            Outcome::Stored => c.cas_hits += 1,
+            Outcome::Exists => c.cas_badval += 1,
+            Outcome::NotFound => c.cas_misses += 1,
+            Outcome::NotStored | Outcome::TooLarge | Outcome::OutOfMemory => {}
+        }
+    }
+    outcome.reply()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    TooLarge,
+    OutOfMemory,
+}
+
+impl Outcome {
+    fn reply(self) -> &'static [u8] {
+        match self {
+            Outcome::Stored => response::STORED,
+            Outcome::NotStored => response::NOT_STORED,
+            Outcome::Exists => response::EXISTS,
+            Outcome::NotFound => response::NOT_FOUND,
+            Outcome::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            Outcome::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+        }
+    }
+}
+
+/// The result of applying a delta to an item's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithResult {
+    /// The new value.
+    Value(u64),
+    NotFound,
+    NonNumeric,
+}
+
+/// Applies `incr`/`decr` to the item under `key`, as memcached does: the value must be
+/// a decimal number of at most 20 digits; incr wraps at 2^64, decr stops at 0; a
+/// result shorter than the old value is padded with spaces to the old length (the
+/// item is rewritten in place). The item gets a new CAS unique and keeps its flags
+/// and expiry.
+pub fn apply_delta(
+    node: &Node,
+    op: ArithOp,
+    key: &[u8],
+    delta: u64,
+    now: u32,
+    new_cas: Option<u64>,
+) -> ArithResult {
+    node.store.with(key, now, |slot| {
+        let Some(item) = slot.get() else {
+            return ArithResult::NotFound;
+        };
+        let Some(current) = parse_counter(&item.value) else {
+            return ArithResult::NonNumeric;
+        };
+        let next = match op {
+            ArithOp::Incr => current.wrapping_add(delta),
+            ArithOp::Decr => current.saturating_sub(delta),
+        };
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(next).as_bytes();
+        let mut value = BytesMut::with_capacity(digits.len().max(item.value.len()));
+        value.put_slice(digits);
+        if digits.len() < item.value.len() {
+            value.resize(item.value.len(), b' ');
+        }
+        let mut updated = item.clone();
+        updated.value = value.freeze();
+        updated.cas = new_cas.unwrap_or_else(|| node.store.next_cas());
+        updated.last_access = now;
+        match slot.insert(updated) {
+            Ok(()) => ArithResult::Value(next),
+            Err(_) => ArithResult::NotFound,
+        }
+    })
+}
+
+/// Parses a counter value as memcached's `safe_strtoull` does on item data: optional
+/// leading spaces, decimal digits, optional trailing spaces; no sign.
+pub fn parse_counter(value: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(value).ok()?;
+    let t = s
+        .trim_start_matches([' ', '\t'])
+        .trim_end_matches([' ', '\t', '\r', '\n']);
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse::<u64>().ok()
+}
+
+fn arith(
+    node: &Node,
+    op: ArithOp,
+    key: &Bytes,
+    delta: u64,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) {
+    let result = apply_delta(node, op, key, delta, now, None);
+    let (hits, misses) = match op {
+        ArithOp::Incr => (&mut c.incr_hits, &mut c.incr_misses),
+        ArithOp::Decr => (&mut c.decr_hits, &mut c.decr_misses),
+    };
+    match result {
+        ArithResult::Value(v) => {
+            *hits += 1;
+            write_number(out, v);
+        }
+        ArithResult::NotFound => {
+            *misses += 1;
+            out.put_slice(response::NOT_FOUND);
+        }
+        ArithResult::NonNumeric => {
+            out.put_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The listener: accepts connections, enforces `-c`, runs the expiry sweep, and shuts
+//! down gracefully on request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::node::{unix_now, Node, Settings};
+use crate::storage::{Store, StoreConfig};
+
+/// How often the background sweep reclaims expired items.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Builds the node from `config`.
+pub fn build_node(config: &Config) -> Node {
+    let memory_limit = config.memory_limit.saturating_mul(1024 * 1024);
+    let shards = (config.threads.max(1) * 8).next_power_of_two();
+    let store = Store::new(StoreConfig {
+        memory_limit: memory_limit as usize,
+        shards,
+        max_item_size: config.max_item_size,
+    });
+    Node::new(
+        store,
+        Settings {
+            port: config.port,
+            listen: config.listen.clone(),
+            memory_limit,
+            max_conns: config.max_conns,
+            max_item_size: config.max_item_size,
+            threads: config.threads,
+            verbosity: config.verbose,
+        },
+    )
+}
+
+/// Binds the client port.
+pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let addr = format!("{}:{}", config.listen, config.port);
+    TcpListener::bind(addr).await
+}
+
+/// Serves clients on `listener` until `shutdown` turns true, then stops accepting and
+/// lets open connections finish the batch they are in.
+pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    info!(addr = ?local, "listening");
+    let sweeper = {
+        let node = node.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => node.store.sweep(unix_now()),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        })
+    };
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (mut sock, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let curr = node.stats.curr_connections.fetch_add(1, Relaxed) + 1;
+        node.stats.total_connections.fetch_add(1, Relaxed);
+        if curr as usize > node.settings.max_conns {
+            node.stats.curr_connections.fetch_sub(1, Relaxed);
+            node.stats.totals.rejected_connections.fetch_add(1, Relaxed);
+            debug!(%peer, "too many connections");
+            tokio::spawn(async move {
+                let _ = sock.write_all(b"ERROR Too many open connections\r\n").await;
+            });
+            continue;
+        }
+        debug!(%peer, "accepted");
+        conns.spawn(crate::connection::serve(
+            node.clone(),
+            sock,
+            shutdown.clone(),
+        ));
+        while conns.try_join_next().is_some() {}
+    }
+    info!("shutting down");
+    // Connections see the same signal and end after their current batch.
+    let drain = async { while conns.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    sweeper.abort();
+}

@@ -1,0 +1,174 @@
+//! The text of `stats`, `stats settings`, `stats items`, `stats slabs`, `stats sizes`
+//! and `stats conns`, with memcached's names, order and meanings so that dashboards
+//! and exporters built for memcached read it unchanged.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{BufMut, BytesMut};
+use ringcache_protocol::text::response::{write_stat, END};
+
+use crate::node::Node;
+
+/// Appends the reply to `stats <group>`.
+pub fn write(node: &Node, group: &[u8], now: u32, out: &mut BytesMut) {
+    match group {
+        b"" => general(node, now, out),
+        b"settings" => settings(node, out),
+        b"items" => items(node, out),
+        b"slabs" => slabs(node, out),
+        b"sizes" => {
+            write_stat(out, "sizes_status", "disabled");
+            out.put_slice(END);
+        }
+        b"conns" => out.put_slice(END),
+        b"reset" => {
+            node.stats.reset();
+            out.put_slice(b"RESET\r\n");
+        }
+        _ => out.put_slice(b"ERROR\r\n"),
+    }
+}
+
+fn general(node: &Node, now: u32, out: &mut BytesMut) {
+    let s = node.stats.totals.snapshot();
+    let st = node.store.stats();
+    let (user, system) = rusage();
+    let uptime = node.started.elapsed().as_secs();
+    write_stat(out, "pid", std::process::id());
+    write_stat(out, "uptime", uptime);
+    write_stat(out, "time", now);
+    write_stat(out, "version", crate::VERSION_STAT);
+    write_stat(out, "pointer_size", usize::BITS);
+    write_stat(out, "rusage_user", format_args!("{}.{:06}", user.0, user.1));
+    write_stat(
+        out,
+        "rusage_system",
+        format_args!("{}.{:06}", system.0, system.1),
+    );
+    write_stat(out, "max_connections", node.settings.max_conns);
+    write_stat(
+        out,
+        "curr_connections",
+        node.stats.curr_connections.load(Relaxed),
+    );
+    write_stat(
+        out,
+        "total_connections",
+        node.stats.total_connections.load(Relaxed),
+    );
+    write_stat(out, "rejected_connections", s.rejected_connections);
+    write_stat(
+        out,
+        "connection_structures",
+        node.stats.curr_connections.load(Relaxed),
+    );
+    write_stat(out, "reserved_fds", 0);
+    write_stat(out, "cmd_get", s.cmd_get);
+    write_stat(out, "cmd_set", s.cmd_set);
+    write_stat(out, "cmd_flush", s.cmd_flush);
+    write_stat(out, "cmd_touch", s.cmd_touch);
+    write_stat(out, "cmd_meta", s.cmd_meta);
+    write_stat(out, "get_hits", s.get_hits);
+    write_stat(out, "get_misses", s.get_misses);
+    write_stat(out, "get_expired", s.get_expired);
+    write_stat(out, "get_flushed", s.get_flushed);
+    write_stat(out, "delete_misses", s.delete_misses);
+    write_stat(out, "delete_hits", s.delete_hits);
+    write_stat(out, "incr_misses", s.incr_misses);
+    write_stat(out, "incr_hits", s.incr_hits);
+    write_stat(out, "decr_misses", s.decr_misses);
+    write_stat(out, "decr_hits", s.decr_hits);
+    write_stat(out, "cas_misses", s.cas_misses);
+    write_stat(out, "cas_hits", s.cas_hits);
+    write_stat(out, "cas_badval", s.cas_badval);
+    write_stat(out, "touch_hits", s.touch_hits);
+    write_stat(out, "touch_misses", s.touch_misses);
+    write_stat(out, "store_too_large", s.store_too_large);
+    write_stat(out, "store_no_memory", s.store_no_memory);
+    write_stat(out, "auth_cmds", s.auth_cmds);
+    write_stat(out, "auth_errors", s.auth_errors);
+    write_stat(out, "bytes_read", s.bytes_read);
+    write_stat(out, "bytes_written", s.bytes_written);
+    write_stat(out, "limit_maxbytes", st.limit_maxbytes);
+    write_stat(out, "accepting_conns", 1);
+    write_stat(out, "listen_disabled_num", 0);
+    write_stat(out, "threads", node.settings.threads);
+    write_stat(out, "conn_yields", s.conn_yields);
+    write_stat(out, "bytes", st.bytes);
+    write_stat(out, "curr_items", st.curr_items);
+    write_stat(out, "total_items", st.total_items);
+    write_stat(out, "expired_unfetched", st.expired_unfetched);
+    write_stat(out, "evicted_unfetched", st.evicted_unfetched);
+    write_stat(out, "evicted_active", 0);
+    write_stat(out, "evictions", st.evictions);
+    write_stat(out, "reclaimed", st.reclaimed);
+    out.put_slice(END);
+}
+
+fn settings(node: &Node, out: &mut BytesMut) {
+    let s = &node.settings;
+    write_stat(out, "maxbytes", s.memory_limit);
+    write_stat(out, "maxconns", s.max_conns);
+    write_stat(out, "tcpport", s.port);
+    write_stat(out, "udpport", 0);
+    write_stat(out, "inter", &s.listen);
+    write_stat(out, "verbosity", s.verbosity);
+    write_stat(out, "oldest", 0);
+    write_stat(out, "evictions", "on");
+    write_stat(out, "domain_socket", "NULL");
+    write_stat(out, "num_threads", s.threads);
+    write_stat(out, "cas_enabled", "yes");
+    write_stat(out, "binding_protocol", "ascii");
+    write_stat(out, "item_size_max", s.max_item_size);
+    write_stat(out, "flush_enabled", "yes");
+    write_stat(out, "hash_algorithm", "xxh3");
+    write_stat(out, "eviction_policy", crate::storage::EVICTION_POLICY);
+    write_stat(out, "shards", node.store.shard_count());
+    out.put_slice(END);
+}
+
+/// ringcache has no slab classes; it reports the whole store as class 1 so that
+/// tools which walk `stats items` (memcached-tool, exporters) see the totals.
+fn items(node: &Node, out: &mut BytesMut) {
+    let st = node.store.stats();
+    if st.curr_items > 0 {
+        write_stat(out, "items:1:number", st.curr_items);
+        write_stat(out, "items:1:age", 0);
+        write_stat(out, "items:1:mem_requested", st.bytes);
+        write_stat(out, "items:1:evicted", st.evictions);
+        write_stat(out, "items:1:evicted_nonzero", 0);
+        write_stat(out, "items:1:evicted_time", 0);
+        write_stat(out, "items:1:outofmemory", 0);
+        write_stat(out, "items:1:reclaimed", st.reclaimed);
+        write_stat(out, "items:1:expired_unfetched", st.expired_unfetched);
+        write_stat(out, "items:1:evicted_unfetched", st.evicted_unfetched);
+    }
+    out.put_slice(END);
+}
+
+fn slabs(node: &Node, out: &mut BytesMut) {
+    let st = node.store.stats();
+    let active = u64::from(st.curr_items > 0);
+    if active == 1 {
+        write_stat(out, "1:used_chunks", st.curr_items);
+        write_stat(out, "1:mem_requested", st.bytes);
+    }
+    write_stat(out, "active_slabs", active);
+    write_stat(out, "total_malloced", st.bytes);
+    out.put_slice(END);
+}
+
+/// User and system CPU time of this process as (seconds, microseconds).
+fn rusage() -> ((u64, u64), (u64, u64)) {
+    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks.
+    let ticks = 100u64;
+    let parse = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split(' ').skip(11);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    };
+    let (u, s) = parse().unwrap_or((0, 0));
+    let split = |t: u64| (t / ticks, (t % ticks) * (1_000_000 / ticks));
+    (split(u), split(s))
+}
