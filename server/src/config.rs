@@ -50,9 +50,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         _ => (s, 1),
     };
     let n: usize = num.parse().map_err(|_| format!("invalid size: {s}"))?;
-    let size = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size too large: {s}"))?;
+    let size = n.checked_mul(mult).ok_or_else(|| format!("size too large: {s}"))?;
     if !(1024..=1024 * 1024 * 1024).contains(&size) {
         return Err(format!("item size must be between 1k and 1024m, got {s}"));
     }

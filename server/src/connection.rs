@@ -62,9 +62,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 Ok(Some(Request::Get(get))) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
-                        if out.len() >= FLUSH_AT
-                            && flush(&mut sock, &mut out, &mut counters).await.is_err()
-                        {
+                        if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
                             break 'conn;
                         }
                     }

@@ -92,11 +92,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
             continue;
         }
         debug!(%peer, "accepted");
-        conns.spawn(crate::connection::serve(
-            node.clone(),
-            sock,
-            shutdown.clone(),
-        ));
+        conns.spawn(crate::connection::serve(node.clone(), sock, shutdown.clone()));
         while conns.try_join_next().is_some() {}
     }
     info!("shutting down");

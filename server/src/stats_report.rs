@@ -40,28 +40,12 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
     write_stat(out, "version", crate::VERSION_STAT);
     write_stat(out, "pointer_size", usize::BITS);
     write_stat(out, "rusage_user", format_args!("{}.{:06}", user.0, user.1));
-    write_stat(
-        out,
-        "rusage_system",
-        format_args!("{}.{:06}", system.0, system.1),
-    );
+    write_stat(out, "rusage_system", format_args!("{}.{:06}", system.0, system.1));
     write_stat(out, "max_connections", node.settings.max_conns);
-    write_stat(
-        out,
-        "curr_connections",
-        node.stats.curr_connections.load(Relaxed),
-    );
-    write_stat(
-        out,
-        "total_connections",
-        node.stats.total_connections.load(Relaxed),
-    );
+    write_stat(out, "curr_connections", node.stats.curr_connections.load(Relaxed));
+    write_stat(out, "total_connections", node.stats.total_connections.load(Relaxed));
     write_stat(out, "rejected_connections", s.rejected_connections);
-    write_stat(
-        out,
-        "connection_structures",
-        node.stats.curr_connections.load(Relaxed),
-    );
+    write_stat(out, "connection_structures", node.stats.curr_connections.load(Relaxed));
     write_stat(out, "reserved_fds", 0);
     write_stat(out, "cmd_get", s.cmd_get);
     write_stat(out, "cmd_set", s.cmd_set);

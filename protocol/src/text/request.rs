@@ -43,11 +43,7 @@ pub enum Request {
         noreply: bool,
     },
     /// `touch <key> <exptime> [noreply]`.
-    Touch {
-        key: Bytes,
-        exptime: i64,
-        noreply: bool,
-    },
+    Touch { key: Bytes, exptime: i64, noreply: bool },
     /// `flush_all [delay] [noreply]`; `delay` is 0 without the argument.
     FlushAll { delay: i64, noreply: bool },
     /// `version`.

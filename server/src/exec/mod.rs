@@ -34,20 +34,16 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
             }
         }
         Request::Delete { key, noreply } => {
-            let found = node.store.with(&key, now, |slot| {
-                slot.get().is_some() && slot.remove().is_some()
-            });
+            let found = node
+                .store
+                .with(&key, now, |slot| slot.get().is_some() && slot.remove().is_some());
             if found {
                 c.delete_hits += 1;
             } else {
                 c.delete_misses += 1;
             }
             if !noreply {
-                out.put_slice(if found {
-                    response::DELETED
-                } else {
-                    response::NOT_FOUND
-                });
+                out.put_slice(if found { response::DELETED } else { response::NOT_FOUND });
             }
         }
         Request::Arith {
@@ -60,11 +56,7 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
             let out_ref: &mut BytesMut = if noreply { &mut reply } else { out };
             arith(node, op, &key, delta, now, c, out_ref);
         }
-        Request::Touch {
-            key,
-            exptime,
-            noreply,
-        } => {
+        Request::Touch { key, exptime, noreply } => {
             c.cmd_touch += 1;
             let exp = absolute_expiry(exptime, now);
             let hit = node.store.with(&key, now, |slot| match slot.get() {
@@ -81,11 +73,7 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
                 c.touch_misses += 1;
             }
             if !noreply {
-                out.put_slice(if hit {
-                    response::TOUCHED
-                } else {
-                    response::NOT_FOUND
-                });
+                out.put_slice(if hit { response::TOUCHED } else { response::NOT_FOUND });
             }
         }
         Request::FlushAll { delay, noreply } => {
@@ -121,14 +109,7 @@ fn retrieve(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut 
 
 /// Looks up one key of a `get`/`gets`/`gat`/`gats` and appends its `VALUE` block on a
 /// hit. The connection calls this key by key so it can flush between keys.
-pub fn retrieve_one(
-    node: &Node,
-    kind: GetKind,
-    key: &Bytes,
-    now: u32,
-    c: &mut Counters,
-    out: &mut BytesMut,
-) {
+pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut Counters, out: &mut BytesMut) {
     let touch_to = match kind {
         GetKind::Gat { exptime } | GetKind::Gats { exptime } => Some(absolute_expiry(exptime, now)),
         GetKind::Get | GetKind::Gets => None,
@@ -187,9 +168,7 @@ fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'s
                 return Ok(Outcome::NotStored);
             }
             (StoreMode::Add, None) => req.value,
-            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
-                return Ok(Outcome::NotStored)
-            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return Ok(Outcome::NotStored),
             (StoreMode::Cas(_), None) => return Ok(Outcome::NotFound),
             (StoreMode::Cas(token), Some(item)) => {
                 if item.cas != token {
@@ -211,13 +190,7 @@ fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'s
                     joined.put_slice(&item.value);
                 }
                 // Append and prepend keep the item's flags and expiry.
-                let item = Item::new(
-                    joined.freeze(),
-                    item.flags,
-                    item.exptime,
-                    node.store.next_cas(),
-                    now,
-                );
+                let item = Item::new(joined.freeze(), item.flags, item.exptime, node.store.next_cas(), now);
                 return slot.insert(item).map(|()| Outcome::Stored);
             }
         };
@@ -282,14 +255,7 @@ pub enum ArithResult {
 /// result shorter than the old value is padded with spaces to the old length (the
 /// item is rewritten in place). The item gets a new CAS unique and keeps its flags
 /// and expiry.
-pub fn apply_delta(
-    node: &Node,
-    op: ArithOp,
-    key: &[u8],
-    delta: u64,
-    now: u32,
-    new_cas: Option<u64>,
-) -> ArithResult {
+pub fn apply_delta(node: &Node, op: ArithOp, key: &[u8], delta: u64, now: u32, new_cas: Option<u64>) -> ArithResult {
     node.store.with(key, now, |slot| {
         let Some(item) = slot.get() else {
             return ArithResult::NotFound;
@@ -332,15 +298,7 @@ pub fn parse_counter(value: &[u8]) -> Option<u64> {
     t.parse::<u64>().ok()
 }
 
-fn arith(
-    node: &Node,
-    op: ArithOp,
-    key: &Bytes,
-    delta: u64,
-    now: u32,
-    c: &mut Counters,
-    out: &mut BytesMut,
-) {
+fn arith(node: &Node, op: ArithOp, key: &Bytes, delta: u64, now: u32, c: &mut Counters, out: &mut BytesMut) {
     let result = apply_delta(node, op, key, delta, now, None);
     let (hits, misses) = match op {
         ArithOp::Incr => (&mut c.incr_hits, &mut c.incr_misses),

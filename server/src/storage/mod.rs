@@ -124,11 +124,7 @@ impl Slot<'_> {
     /// The live item, if any. An expired or flushed item is removed and
     /// [`Slot::miss_reason`] says so.
     pub fn get(&mut self) -> Option<&mut Item> {
-        if self
-            .map
-            .get(self.key)
-            .is_some_and(|i| i.is_expired(self.now))
-        {
+        if self.map.get(self.key).is_some_and(|i| i.is_expired(self.now)) {
             self.map.remove(self.key);
             self.miss = MissReason::Expired;
         }
@@ -154,9 +150,7 @@ impl Slot<'_> {
 
 impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
-        let shards = (0..cfg.shards)
-            .map(|_| Mutex::new(HashMap::new()))
-            .collect();
+        let shards = (0..cfg.shards).map(|_| Mutex::new(HashMap::new())).collect();
         Store {
             shards,
             cas: AtomicU64::new(0),
