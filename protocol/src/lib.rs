@@ -5,7 +5,9 @@
 //!   incremental request parser over `BytesMut`, typed requests, response
 //!   encoders for the server and a response parser for clients.
 //! - [`ring`]: key placement on a consistent-hash ring with virtual nodes.
+//! - [`cluster`]: node identity and the topology view clients download.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod ring;
 pub mod text;

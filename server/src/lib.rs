@@ -12,6 +12,7 @@
 pub mod config;
 pub mod connection;
 pub mod exec;
+pub mod membership;
 pub mod node;
 pub mod server;
 pub mod stats;

@@ -1,0 +1,536 @@
+//! Cluster membership by SWIM gossip (crate `foca`) over UDP.
+//!
+//! One task owns the `Foca` instance, its UDP socket and a timer heap: foca does no
+//! I/O of its own (it says "send these bytes to X", "call me back in d"), so after
+//! every call the task drains foca's `AccumulatingRuntime` and acts on it. Whenever
+//! the set of active members changes, the task publishes a new [`ClusterView`] on a
+//! `watch` channel; request handlers read the latest one with a cheap `Arc` clone and
+//! never wait for this task.
+//!
+//! Identity ([`NodeId`]): name, gossip address, client address and an incarnation
+//! that starts at the Unix time in milliseconds, so a restarted node wins over its
+//! old identity at once. Identities that share a gossip address are the same member;
+//! the larger incarnation wins. When the cluster declares this node down while it is
+//! still running (it was cut off or frozen), foca renews the identity and rejoins;
+//! the node then calls `on_declared_down` *before* it serves again, so that data it
+//! holds from before (which may have been overwritten or deleted elsewhere meanwhile)
+//! is dropped.
+//!
+//! Packets are `Header` + updates encoded with bincode (serde), see [`BincodeCodec`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use foca::{AccumulatingRuntime, Config as FocaConfig, Foca, Header, Identity, Member, OwnedNotification, Timer};
+use foca_rand::rngs::SmallRng;
+use foca_rand::SeedableRng;
+use ringcache_protocol::cluster::{MemberState, NodeId};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Largest gossip packet we send or accept.
+const MAX_PACKET: usize = 1400;
+
+/// How often a node with no peers re-announces itself to its seeds.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
+
+impl Identity for NodeIdentity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        let mut next = self.0.clone();
+        next.incarnation = next.incarnation.wrapping_add(1).max(now_millis());
+        Some(NodeIdentity(next))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.gossip
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.0.incarnation > adversary.0.incarnation
+    }
+}
+
+/// [`NodeId`] as foca's identity (the orphan rule keeps the impl on a local type).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct NodeIdentity(pub NodeId);
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// foca's wire codec over `bincode::serde` (foca 2 ships only a postcard codec).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BincodeCodec;
+
+/// A gossip packet that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_PACKET>()
+}
+
+impl foca::Codec<NodeIdentity> for BincodeCodec {
+    type Error = CodecError;
+
+    fn encode_header(&mut self, header: &Header<NodeIdentity>, buf: impl BufMut) -> Result<(), CodecError> {
+        bincode::serde::encode_into_std_write(header, &mut buf.writer(), bincode_config())?;
+        Ok(())
+    }
+
+    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<NodeIdentity>, CodecError> {
+        let (header, used) = bincode::serde::decode_from_slice(buf.chunk(), bincode_config())?;
+        buf.advance(used);
+        Ok(header)
+    }
+
+    fn encode_member(&mut self, member: &Member<NodeIdentity>, buf: impl BufMut) -> Result<(), CodecError> {
+        bincode::serde::encode_into_std_write(member, &mut buf.writer(), bincode_config())?;
+        Ok(())
+    }
+
+    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<NodeIdentity>, CodecError> {
+        let (member, used) = bincode::serde::decode_from_slice(buf.chunk(), bincode_config())?;
+        buf.advance(used);
+        Ok(member)
+    }
+}
+
+/// Gossip settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub name: String,
+    /// UDP address to bind and advertise for gossip.
+    pub gossip_addr: SocketAddr,
+    /// The memcached address peers and clients use to reach this node.
+    pub client_addr: SocketAddr,
+    /// Gossip addresses of nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// How often each node probes one random member.
+    pub probe_period: Duration,
+    /// How long a probe waits for its ack before asking others to probe.
+    pub probe_rtt: Duration,
+    /// How long a suspect member has to refute before it is declared down.
+    pub suspect_timeout: Duration,
+}
+
+/// The members this node currently sees as up (alive or suspect), itself included,
+/// sorted by name.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// Changes whenever the member set (names, addresses, incarnations) changes; equal
+    /// on every node that sees the same members.
+    pub version: u64,
+    /// This node's identity.
+    pub me: NodeId,
+    pub members: Vec<(NodeId, MemberState)>,
+}
+
+impl ClusterView {
+    fn new(me: NodeId, mut members: Vec<(NodeId, MemberState)>) -> ClusterView {
+        members.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.incarnation.cmp(&b.0.incarnation)));
+        let mut h = Vec::new();
+        for (id, _) in &members {
+            h.extend_from_slice(id.name.as_bytes());
+            h.push(0);
+            h.extend_from_slice(id.client.to_string().as_bytes());
+            h.push(0);
+            h.extend_from_slice(&id.incarnation.to_le_bytes());
+        }
+        ClusterView {
+            version: xxhash_rust::xxh3::xxh3_64(&h),
+            me,
+            members,
+        }
+    }
+}
+
+/// Counters of the gossip layer, for `stats`.
+#[derive(Debug, Default)]
+pub struct GossipStats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub packets_bad: AtomicU64,
+    pub rejoins: AtomicU64,
+}
+
+/// Handle to the membership task.
+pub struct Membership {
+    view: watch::Receiver<Arc<ClusterView>>,
+    cmds: mpsc::Sender<Command>,
+    pub stats: Arc<GossipStats>,
+    pub local_addr: SocketAddr,
+}
+
+enum Command {
+    Leave(oneshot::Sender<()>),
+}
+
+/// Called when the cluster has declared this node down while it kept running.
+pub type OnDeclaredDown = Arc<dyn Fn() + Send + Sync>;
+
+impl Membership {
+    /// Binds the gossip socket and starts the membership task.
+    pub async fn start(cfg: GossipConfig, on_declared_down: OnDeclaredDown) -> std::io::Result<Membership> {
+        let socket = UdpSocket::bind(cfg.gossip_addr).await?;
+        let local_addr = socket.local_addr()?;
+        let me = NodeId {
+            name: cfg.name.clone(),
+            gossip: local_addr,
+            client: cfg.client_addr,
+            incarnation: now_millis(),
+        };
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(
+            me.clone(),
+            vec![(me.clone(), MemberState::Alive)],
+        )));
+        let (cmds, cmds_rx) = mpsc::channel(4);
+        let stats = Arc::new(GossipStats::default());
+        let task = Task {
+            foca: Foca::new(
+                NodeIdentity(me),
+                foca_config(&cfg),
+                SmallRng::seed_from_u64(now_millis() ^ u64::from(std::process::id())),
+                BincodeCodec,
+            ),
+            runtime: AccumulatingRuntime::new(),
+            socket,
+            timers: Timers::default(),
+            seeds: cfg.seeds.clone(),
+            view_tx,
+            stats: stats.clone(),
+            on_declared_down,
+        };
+        tokio::spawn(task.run(cmds_rx));
+        Ok(Membership {
+            view,
+            cmds,
+            stats,
+            local_addr,
+        })
+    }
+
+    /// The latest view (a cheap `Arc` clone; never waits for the gossip task).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    /// Tells the cluster this node is leaving, so peers drop it at once instead of
+    /// waiting out failure detection. Returns once the goodbye has been sent.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+    }
+}
+
+fn foca_config(cfg: &GossipConfig) -> FocaConfig {
+    let mut c = FocaConfig::new_lan(std::num::NonZeroU32::new(16).expect("nonzero"));
+    c.probe_period = cfg.probe_period;
+    c.probe_rtt = cfg.probe_rtt;
+    c.suspect_to_down_after = cfg.suspect_timeout;
+    c.max_packet_size = NonZeroUsize::new(MAX_PACKET).expect("nonzero");
+    c.max_transmissions = NonZeroU8::new(10).expect("nonzero");
+    // Remember down members long enough that stale gossip cannot revive them.
+    c.remove_down_after = Some(Duration::from_secs(60));
+    c.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: Duration::from_millis(100),
+        num_members: NonZeroUsize::new(3).expect("nonzero"),
+    });
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::new(1).expect("nonzero"),
+    });
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(2),
+        num_members: NonZeroUsize::new(2).expect("nonzero"),
+    });
+    c
+}
+
+/// foca's timers, due at an instant, in order.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Timer<NodeIdentity>>,
+    seq: u64,
+}
+
+impl Timers {
+    fn push(&mut self, at: Instant, timer: Timer<NodeIdentity>) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, timer);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Timer<NodeIdentity>> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                let Reverse((_, seq)) = self.heap.pop()?;
+                self.events.remove(&seq)
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Task {
+    foca: Foca<NodeIdentity, BincodeCodec, SmallRng, foca::NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    socket: UdpSocket,
+    timers: Timers,
+    seeds: Vec<SocketAddr>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    stats: Arc<GossipStats>,
+    on_declared_down: OnDeclaredDown,
+}
+
+impl Task {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        loop {
+            let next = self
+                .timers
+                .next_due()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        self.stats.packets_in.fetch_add(1, Relaxed);
+                        if let Err(e) = self.foca.handle_data(&buf[..n], &mut self.runtime) {
+                            self.stats.packets_bad.fetch_add(1, Relaxed);
+                            debug!(%from, error = %e, "gossip packet rejected");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "gossip recv failed"),
+                },
+                _ = tokio::time::sleep_until(next) => {
+                    let now = Instant::now();
+                    while let Some(timer) = self.timers.pop_due(now) {
+                        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                            debug!(error = %e, "gossip timer");
+                        }
+                    }
+                }
+                _ = announce.tick() => {
+                    if self.foca.num_members() == 0 {
+                        let me = self.foca.identity().0.gossip;
+                        for seed in self.seeds.iter().copied().filter(|s| *s != me) {
+                            let _ = self.foca.announce(seed_identity(seed), &mut self.runtime);
+                        }
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Leave(done)) => {
+                        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+                            warn!(error = %e, "leaving the cluster");
+                        }
+                        self.drain().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            self.drain().await;
+        }
+    }
+
+    /// Acts on everything foca asked for during the last call.
+    async fn drain(&mut self) {
+        let mut changed = false;
+        while let Some((dst, data)) = self.runtime.to_send() {
+            self.stats.packets_out.fetch_add(1, Relaxed);
+            if let Err(e) = self.socket.send_to(&data, dst.0.gossip).await {
+                debug!(to = %dst.0.gossip, error = %e, "gossip send failed");
+            }
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.push(Instant::now() + after, timer);
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(id) => {
+                    info!(member = ?id, "member up");
+                    changed = true;
+                }
+                OwnedNotification::MemberDown(id) => {
+                    info!(member = ?id, "member down");
+                    changed = true;
+                }
+                OwnedNotification::Rename(old, new) => {
+                    info!(?old, ?new, "member restarted");
+                    changed = true;
+                }
+                OwnedNotification::Rejoin(id) => {
+                    warn!(identity = ?id, "the cluster declared this node down; dropping local data and rejoining");
+                    self.stats.rejoins.fetch_add(1, Relaxed);
+                    (self.on_declared_down)();
+                    changed = true;
+                }
+                OwnedNotification::Defunct => {
+                    warn!("declared down and unable to rejoin");
+                    (self.on_declared_down)();
+                    changed = true;
+                }
+                OwnedNotification::Active | OwnedNotification::Idle => changed = true,
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let me = self.foca.identity().0.clone();
+        let mut members: Vec<(NodeId, MemberState)> = self
+            .foca
+            .iter_members()
+            .map(|m| {
+                let state = match m.state() {
+                    foca::State::Suspect => MemberState::Suspect,
+                    foca::State::Alive | foca::State::Down => MemberState::Alive,
+                };
+                (m.id().0.clone(), state)
+            })
+            .collect();
+        members.push((me.clone(), MemberState::Alive));
+        let view = ClusterView::new(me, members);
+        if view.version != self.view_tx.borrow().version {
+            info!(
+                version = view.version,
+                members = view.members.len(),
+                "membership changed"
+            );
+        }
+        self.view_tx.send_replace(Arc::new(view));
+    }
+}
+
+/// A stand-in identity for a seed we know only by address: the seed answers our
+/// announce with its real identity, which replaces this one (same address, larger
+/// incarnation).
+fn seed_identity(addr: SocketAddr) -> NodeIdentity {
+    NodeIdentity(NodeId {
+        name: String::new(),
+        gossip: addr,
+        client: addr,
+        incarnation: 0,
+    })
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str, seeds: Vec<SocketAddr>) -> GossipConfig {
+        GossipConfig {
+            name: name.into(),
+            gossip_addr: "127.0.0.1:0".parse().unwrap(),
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            seeds,
+            probe_period: Duration::from_millis(300),
+            probe_rtt: Duration::from_millis(150),
+            suspect_timeout: Duration::from_millis(900),
+        }
+    }
+
+    async fn wait_for(m: &Membership, what: impl Fn(&ClusterView) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if what(&m.view()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn names(v: &ClusterView) -> Vec<String> {
+        v.members.iter().map(|(id, _)| id.name.clone()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_find_each_other_through_a_seed_and_see_a_leave() {
+        let noop: OnDeclaredDown = Arc::new(|| {});
+        let a = Membership::start(cfg("a", vec![]), noop.clone()).await.unwrap();
+        let b = Membership::start(cfg("b", vec![a.local_addr]), noop.clone())
+            .await
+            .unwrap();
+        let c = Membership::start(cfg("c", vec![a.local_addr]), noop.clone())
+            .await
+            .unwrap();
+        for m in [&a, &b, &c] {
+            assert!(wait_for(m, |v| v.members.len() == 3).await, "{:?}", names(&m.view()));
+        }
+        let versions: Vec<u64> = [&a, &b, &c].iter().map(|m| m.view().version).collect();
+        assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+        assert_eq!(names(&a.view()), ["a", "b", "c"]);
+
+        let left_at = Instant::now();
+        c.leave().await;
+        for m in [&a, &b] {
+            assert!(wait_for(m, |v| v.members.len() == 2).await);
+        }
+        assert!(
+            left_at.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            left_at.elapsed()
+        );
+        assert_ne!(a.view().version, versions[0]);
+    }
+
+    #[test]
+    fn the_codec_round_trips_and_rejects_garbage() {
+        use foca::Codec;
+        let id = NodeIdentity(NodeId {
+            name: "n1".into(),
+            gossip: "127.0.0.1:7000".parse().unwrap(),
+            client: "127.0.0.1:11211".parse().unwrap(),
+            incarnation: 7,
+        });
+        let member = Member::alive(id);
+        let mut buf = Vec::new();
+        BincodeCodec.encode_member(&member, &mut buf).unwrap();
+        let back = BincodeCodec.decode_member(&buf[..]).unwrap();
+        assert_eq!(back, member);
+        assert!(BincodeCodec.decode_member(&b"\xff\xff\xff"[..]).is_err());
+        assert!(BincodeCodec.decode_header(&b""[..]).is_err());
+    }
+}
