@@ -6,11 +6,13 @@
 //!   socket delivered and returns one request, "incomplete", or memcached's error line.
 //! - [`meta`]: the meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`): their flags,
 //!   parser and response encoders.
+//! - [`frame`]: where one reply ends in a stream of replies (for pipelining and relaying).
 //! - [`response`]: encoders for every classic response and a response parser for clients.
 //!
 //! Keys and values in parsed requests are `Bytes` slices of the connection's read
 //! buffer: nothing is copied on the way in.
 
+pub mod frame;
 pub mod meta;
 pub mod parse;
 pub mod request;

@@ -1,0 +1,73 @@
+//! A small pool of pipelined connections to one node.
+//!
+//! Each connection already carries many requests at once; a few of them spread the
+//! work over the node's threads. Requests pick a connection round-robin; a closed one
+//! is replaced on next use.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringcache_protocol::text::frame::Expect;
+
+use crate::conn::NodeConn;
+use crate::error::Result;
+
+/// Connections to one node.
+pub struct NodePool {
+    addr: SocketAddr,
+    slots: Box<[Mutex<Option<NodeConn>>]>,
+    next: AtomicUsize,
+    connect_timeout: Duration,
+}
+
+impl NodePool {
+    /// A pool of `size` connections (opened lazily) to `addr`.
+    pub fn new(addr: SocketAddr, size: usize, connect_timeout: Duration) -> NodePool {
+        NodePool {
+            addr,
+            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            connect_timeout,
+        }
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A live connection, opening one if its slot is empty or closed.
+    pub async fn conn(&self) -> Result<NodeConn> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        if let Some(c) = self.slots[i].lock().map(|s| s.clone()).unwrap_or(None) {
+            if !c.is_closed() {
+                return Ok(c);
+            }
+        }
+        let c = NodeConn::connect(self.addr, self.connect_timeout).await?;
+        if let Ok(mut slot) = self.slots[i].lock() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// Sends one request on a pooled connection; see [`NodeConn::request`].
+    pub async fn request(&self, request: Bytes, expect: Expect, timeout: Duration) -> Result<Bytes> {
+        let conn = self.conn().await?;
+        conn.request(request, expect, timeout).await
+    }
+
+    /// Closes every connection (after a node has been declared down).
+    pub fn close_all(&self) {
+        for slot in self.slots.iter() {
+            if let Ok(mut s) = slot.lock() {
+                if let Some(c) = s.take() {
+                    c.close();
+                }
+            }
+        }
+    }
+}
