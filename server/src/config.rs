@@ -1,5 +1,7 @@
 //! Command-line flags, named like memcached's where the meaning matches.
 
+use std::net::{IpAddr, SocketAddr};
+
 use clap::Parser;
 
 /// ringcache: a memcached-compatible cache node.
@@ -39,6 +41,80 @@ pub struct Config {
     /// Verbose logging (-v, -vv, -vvv); RUST_LOG overrides.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// This node's name: its identity on the ring. Must be unique in the cluster and
+    /// kept across restarts. Default: node-<port>.
+    #[arg(long = "node-name", help_heading = "Cluster")]
+    pub node_name: Option<String>,
+
+    /// UDP address for gossip (SWIM). Default: the listen address, port + 1000.
+    #[arg(long = "gossip-addr", help_heading = "Cluster")]
+    pub gossip_addr: Option<SocketAddr>,
+
+    /// Gossip address of a node to join through (repeatable).
+    #[arg(long = "seed", help_heading = "Cluster")]
+    pub seeds: Vec<SocketAddr>,
+
+    /// The address peers and clients use to reach this node's memcached port, when it
+    /// differs from --listen:--port (e.g. listening on 0.0.0.0).
+    #[arg(long = "advertise-addr", help_heading = "Cluster")]
+    pub advertise_addr: Option<SocketAddr>,
+
+    /// How many distinct nodes hold each key (1 = no replication).
+    #[arg(long = "replicas", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8), help_heading = "Cluster")]
+    pub replicas: u32,
+
+    /// Virtual nodes per node on the hash ring.
+    #[arg(long = "vnodes", default_value_t = 160, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Cluster")]
+    pub vnodes: u32,
+
+    /// Gossip: how often each node probes a random member, in milliseconds.
+    #[arg(long = "gossip-probe-ms", default_value_t = 500, help_heading = "Cluster")]
+    pub gossip_probe_ms: u64,
+
+    /// Gossip: how long a probe waits for its ack, in milliseconds.
+    #[arg(long = "gossip-rtt-ms", default_value_t = 200, help_heading = "Cluster")]
+    pub gossip_rtt_ms: u64,
+
+    /// Gossip: how long a suspected node has to refute before it is declared down,
+    /// in milliseconds.
+    #[arg(long = "gossip-suspect-ms", default_value_t = 1500, help_heading = "Cluster")]
+    pub gossip_suspect_ms: u64,
+
+    /// How long a forwarded request waits for its owner, in milliseconds. A read that
+    /// times out is a miss; a write gets SERVER_ERROR.
+    #[arg(long = "peer-timeout-ms", default_value_t = 1000, help_heading = "Cluster")]
+    pub peer_timeout_ms: u64,
+}
+
+impl Config {
+    /// The address this node's memcached port is reached at.
+    pub fn client_addr(&self) -> Result<SocketAddr, String> {
+        if let Some(a) = self.advertise_addr {
+            return Ok(a);
+        }
+        let ip: IpAddr = self
+            .listen
+            .parse()
+            .map_err(|_| format!("--listen {} is not an IP address; give --advertise-addr", self.listen))?;
+        Ok(SocketAddr::new(ip, self.port))
+    }
+
+    /// The gossip address: --gossip-addr, or the listen address with port + 1000.
+    pub fn gossip_addr(&self) -> Result<SocketAddr, String> {
+        if let Some(a) = self.gossip_addr {
+            return Ok(a);
+        }
+        let client = self.client_addr()?;
+        let port = self.port.checked_add(1000).ok_or("--port too large to derive --gossip-addr")?;
+        let ip = self.listen.parse().unwrap_or(client.ip());
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    /// The node name: --node-name or node-<port>.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| format!("node-{}", self.port))
+    }
 }
 
 /// Parses `1048576`, `512k`, `1m` (memcached's `-I` syntax).
