@@ -404,3 +404,29 @@ fn a_leaving_node_hands_its_keys_out_and_nobody_elses_move() {
         "moved {moved}, node-4 owned {owned:.4}"
     );
 }
+
+#[test]
+fn a_point_owns_its_own_hash_and_the_walk_wraps() {
+    let r = ring(&["node-1", "node-2", "node-3"], 160, 3);
+    let node2 = r.index_of(b"node-2").expect("on ring");
+    // Key "node-2-i" hashes exactly onto point i of node-2: arcs are (prev, point].
+    let mut key = Vec::new();
+    for i in 0..160 {
+        point_input(&mut key, b"node-2", i);
+        assert_eq!(r.primary(&key), Some(node2), "point {i}");
+        assert_eq!(r.owners(&key).primary(), Some(node2), "point {i}");
+    }
+    // Past the last point the walk wraps to the first one.
+    let first = NodeIdx(r.point_nodes[0]);
+    let last = *r.points.last().expect("points");
+    assert!(last < u64::MAX);
+    assert_eq!(r.primary_of_hash(last + 1), Some(first));
+    assert_eq!(r.primary_of_hash(u64::MAX), Some(first));
+    assert_eq!(r.primary_of_hash(0), Some(first));
+    let mut out = [NodeIdx::default(); 3];
+    assert_eq!(r.owners_of_hash_into(u64::MAX, &mut out), 3);
+    assert_eq!(out[0], first);
+    // Starting at the last point, the walk wraps and still finds all three nodes.
+    assert_eq!(r.owners_of_hash_into(last, &mut out), 3);
+    assert_eq!(out[0], NodeIdx(*r.point_nodes.last().expect("points")));
+}
