@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ringcache_protocol::text::frame::Expect;
 
 use crate::conn::NodeConn;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Connections to one node.
 pub struct NodePool {
@@ -21,6 +21,9 @@ pub struct NodePool {
     slots: Box<[Mutex<Option<NodeConn>>]>,
     next: AtomicUsize,
     connect_timeout: Duration,
+    /// Sent first on every new connection; the reply must be `OK` (a node marks its
+    /// connections to peers this way).
+    hello: Option<Bytes>,
 }
 
 impl NodePool {
@@ -31,7 +34,14 @@ impl NodePool {
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             connect_timeout,
+            hello: None,
         }
+    }
+
+    /// Sends `hello` as the first request of every new connection and requires `OK`.
+    pub fn with_hello(mut self, hello: Bytes) -> NodePool {
+        self.hello = Some(hello);
+        self
     }
 
     /// The node's address.
@@ -48,6 +58,13 @@ impl NodePool {
             }
         }
         let c = NodeConn::connect(self.addr, self.connect_timeout).await?;
+        if let Some(hello) = &self.hello {
+            let reply = c.request(hello.clone(), Expect::Line, self.connect_timeout).await?;
+            if &reply[..] != b"OK\r\n" {
+                c.close();
+                return Err(Error::Server(String::from_utf8_lossy(&reply).trim_end().to_string()));
+            }
+        }
         if let Ok(mut slot) = self.slots[i].lock() {
             *slot = Some(c.clone());
         }

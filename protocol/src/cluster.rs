@@ -161,6 +161,12 @@ impl Topology {
     }
 }
 
+impl crate::ring::RingNode for NodeId {
+    fn ring_name(&self) -> &[u8] {
+        self.name.as_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,7 +106,10 @@ impl Config {
             return Ok(a);
         }
         let client = self.client_addr()?;
-        let port = self.port.checked_add(1000).ok_or("--port too large to derive --gossip-addr")?;
+        let port = self
+            .port
+            .checked_add(1000)
+            .ok_or("--port too large to derive --gossip-addr")?;
         let ip = self.listen.parse().unwrap_or(client.ip());
         Ok(SocketAddr::new(ip, port))
     }

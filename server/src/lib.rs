@@ -9,6 +9,7 @@
 //! - [`stats`] and [`stats_report`]: counters and the text of `stats`.
 //! - [`node`]: the state shared by all connections.
 
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod exec;

@@ -1,5 +1,6 @@
 //! The state one cache node shares between its connections.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::stats::Stats;
@@ -19,7 +20,7 @@ pub struct Settings {
 
 /// Everything a connection needs: the store, the counters, the settings.
 pub struct Node {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub stats: Stats,
     pub settings: Settings,
     /// When the process started, for `uptime`.
@@ -29,7 +30,7 @@ pub struct Node {
 impl Node {
     pub fn new(store: Store, settings: Settings) -> Node {
         Node {
-            store,
+            store: Arc::new(store),
             stats: Stats::default(),
             settings,
             started: Instant::now(),

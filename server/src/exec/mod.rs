@@ -14,6 +14,11 @@ use crate::node::Node;
 use crate::stats::Counters;
 use crate::storage::{absolute_expiry, Item, MissReason, StoreError};
 
+/// The first line a node sends on a connection to a peer (followed by its name):
+/// requests on such a connection are executed locally and never forwarded again, so
+/// nodes whose rings briefly disagree cannot bounce a request between them.
+pub const PEER_HELLO: &str = "rc_peer";
+
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

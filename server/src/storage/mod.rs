@@ -185,6 +185,19 @@ impl Store {
         }
     }
 
+    /// Keeps only the items whose key satisfies `keep`; returns how many were dropped.
+    /// Locks one shard at a time.
+    pub fn retain_keys(&self, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
+        let mut dropped = 0;
+        for s in self.shards.iter() {
+            let mut map = s.lock().unwrap();
+            let before = map.len();
+            map.retain(|k, _| keep(k));
+            dropped += (before - map.len()) as u64;
+        }
+        dropped
+    }
+
     /// A fresh CAS unique.
     pub fn next_cas(&self) -> u64 {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1

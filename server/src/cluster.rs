@@ -1,0 +1,221 @@
+//! This node's place in the cluster: the current ring, the connections to peers, and
+//! the counters behind the `cluster_*` stats.
+//!
+//! A task follows the membership views published by [`crate::membership`]; for each
+//! new member set it builds a [`Ring`] and publishes a [`RingView`] that request
+//! handlers read without waiting (an `Arc` clone out of a `watch` channel). After a
+//! change it drops every local item whose key this node no longer owns: a copy left
+//! from a range held only for a while would otherwise be served as current after a
+//! later change hands the range back, although newer writes went elsewhere meanwhile.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringcache_client::pool::NodePool;
+use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
+use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::membership::{ClusterView, GossipConfig, Membership, OnDeclaredDown};
+use crate::storage::Store;
+
+/// Connections kept open to each peer.
+const PEER_POOL: usize = 2;
+
+/// The ring as this node sees it now.
+pub struct RingView {
+    /// The membership version the ring was built from (also `ring.epoch()`).
+    pub version: u64,
+    pub ring: Ring<NodeId>,
+    /// Per ring node (same index): alive or suspect.
+    pub states: Vec<MemberState>,
+    /// This node's index on the ring.
+    pub me: Option<NodeIdx>,
+}
+
+impl RingView {
+    fn build(view: &ClusterView, config: RingConfig) -> RingView {
+        let ids: Vec<NodeId> = view.members.iter().map(|(id, _)| id.clone()).collect();
+        let ring = Ring::new(ids, config, view.version).unwrap_or_else(|e| {
+            // Only a duplicate name can fail here (the config was validated at start).
+            warn!(error = %e, "cannot build the ring from the current members; serving alone");
+            Ring::new([view.me.clone()], config, view.version).unwrap_or_default()
+        });
+        let states = ring
+            .nodes()
+            .iter()
+            .map(|n| {
+                view.members
+                    .iter()
+                    .find(|(id, _)| id == n)
+                    .map(|(_, s)| *s)
+                    .unwrap_or(MemberState::Alive)
+            })
+            .collect();
+        let me = ring.index_of(view.me.name.as_bytes());
+        RingView {
+            version: view.version,
+            ring,
+            states,
+            me,
+        }
+    }
+
+    /// The topology clients download.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            version: self.version,
+            hash: ring_hash_name().to_string(),
+            vnodes: self.ring.vnodes(),
+            replicas: self.ring.replicas(),
+            members: self
+                .ring
+                .nodes()
+                .iter()
+                .zip(&self.states)
+                .map(|(id, state)| TopologyMember {
+                    name: id.name.clone(),
+                    client: id.client,
+                    state: *state,
+                })
+                .collect(),
+        }
+    }
+
+    /// This node's share of the hash circle as primary.
+    pub fn my_share(&self) -> f64 {
+        self.me.map(|me| self.ring.share(me)).unwrap_or(0.0)
+    }
+}
+
+/// Counters of forwarding and replication (`stats`: `cluster_*`).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Requests (or parts of a multi-key get) sent on to their owner.
+    pub forwarded: AtomicU64,
+    /// Forwarded requests whose owner failed (connection refused or broken).
+    pub forward_errors: AtomicU64,
+    /// Forwarded requests whose owner did not answer in time.
+    pub forward_timeouts: AtomicU64,
+    /// Reads answered by a later owner because an earlier one failed.
+    pub read_failovers: AtomicU64,
+    /// Writes applied to a replica.
+    pub replicated: AtomicU64,
+    /// Replica applications that failed or timed out.
+    pub replication_errors: AtomicU64,
+    /// Items dropped because a ring change took their key away from this node.
+    pub purged_items: AtomicU64,
+    /// Times the whole store was dropped because the cluster had declared this node
+    /// down (or it was frozen) while it kept running.
+    pub resets: AtomicU64,
+}
+
+/// Cluster settings from the command line.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub gossip: GossipConfig,
+    pub ring: RingConfig,
+    pub peer_timeout: Duration,
+}
+
+/// The node's cluster state.
+pub struct Cluster {
+    pub membership: Membership,
+    ring: watch::Receiver<Arc<RingView>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<NodePool>>>,
+    pub peer_timeout: Duration,
+    pub stats: Arc<ClusterStats>,
+    name: String,
+}
+
+impl Cluster {
+    /// Joins the cluster and starts following it.
+    pub async fn start(config: ClusterConfig, store: Arc<Store>) -> std::io::Result<Cluster> {
+        let stats = Arc::new(ClusterStats::default());
+        let on_down: OnDeclaredDown = {
+            let store = store.clone();
+            let stats = stats.clone();
+            Arc::new(move || {
+                stats.resets.fetch_add(1, Relaxed);
+                store.flush_all(crate::node::unix_now(), 0);
+            })
+        };
+        let name = config.gossip.name.clone();
+        let membership = Membership::start(config.gossip.clone(), on_down).await?;
+        let mut views = membership.subscribe();
+        let first = RingView::build(&views.borrow_and_update(), config.ring);
+        let (tx, ring) = watch::channel(Arc::new(first));
+        let ring_config = config.ring;
+        let purge_stats = stats.clone();
+        tokio::spawn(async move {
+            while views.changed().await.is_ok() {
+                let view = views.borrow_and_update().clone();
+                if view.version == tx.borrow().version {
+                    // Only a member's state changed (alive/suspect): same ring.
+                    let next = RingView::build(&view, ring_config);
+                    tx.send_replace(Arc::new(next));
+                    continue;
+                }
+                let next = Arc::new(RingView::build(&view, ring_config));
+                info!(
+                    version = next.version,
+                    nodes = next.ring.len(),
+                    share = next.my_share(),
+                    "ring changed"
+                );
+                tx.send_replace(next.clone());
+                let store = store.clone();
+                let stats = purge_stats.clone();
+                // Scanning the store is CPU work: keep it off the request threads' queues.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let purged = purge_unowned(&store, &next);
+                    stats.purged_items.fetch_add(purged, Relaxed);
+                })
+                .await;
+            }
+        });
+        Ok(Cluster {
+            membership,
+            ring,
+            peers: Mutex::new(HashMap::new()),
+            peer_timeout: config.peer_timeout,
+            stats,
+            name,
+        })
+    }
+
+    /// The current ring (cheap; never waits on the membership task).
+    pub fn ring(&self) -> Arc<RingView> {
+        self.ring.borrow().clone()
+    }
+
+    /// The pool of connections to the peer serving clients at `addr`.
+    pub fn peer(&self, addr: SocketAddr) -> Arc<NodePool> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .entry(addr)
+            .or_insert_with(|| {
+                let hello = Bytes::from(format!("{} {}\r\n", crate::exec::PEER_HELLO, self.name));
+                Arc::new(NodePool::new(addr, PEER_POOL, self.peer_timeout).with_hello(hello))
+            })
+            .clone()
+    }
+
+    /// Leaves the cluster (on shutdown).
+    pub async fn leave(&self) {
+        self.membership.leave().await;
+    }
+}
+
+/// Drops every item whose key `view` does not place on this node; returns how many.
+pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {
+    let Some(me) = view.me else {
+        return 0;
+    };
+    store.retain_keys(|key| view.ring.is_owner(key, me))
+}
