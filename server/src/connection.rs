@@ -10,13 +10,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use ringcache_protocol::text::{parse_request, response, Limits, Request};
+use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::{parse_request, response, GetKind, GetRequest, Limits, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::debug;
 
 use crate::exec::{self, Flow};
 use crate::node::{unix_now, Node};
+use crate::router;
 use crate::stats::Counters;
 
 /// Initial capacity of the read buffer.
@@ -35,6 +38,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     let mut counters = Counters::default();
     // Bytes still to discard from a refused data block.
     let mut swallow: u64 = 0;
+    // Set by `rc_peer`: requests run here and are never forwarded again.
+    let mut from_peer = false;
     'conn: loop {
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
@@ -59,7 +64,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
             }
             match parse_request(&mut rbuf, &limits) {
-                Ok(Some(Request::Get(get))) => {
+                Ok(Some(Request::Get(get))) if local_gets(&node, from_peer, &get) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
                         if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
@@ -68,8 +73,20 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                     }
                     out.put_slice(response::END);
                 }
+                Ok(Some(Request::Peer(PeerRequest::Hello { name }))) => {
+                    debug!(peer = %String::from_utf8_lossy(&name), "peer connection");
+                    from_peer = true;
+                    out.put_slice(response::OK);
+                }
+                Ok(Some(Request::Peer(_))) if !from_peer => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {
-                    if exec::execute(&node, req, now, &mut counters, &mut out) == Flow::Close {
+                    let flow = match &node.cluster {
+                        Some(cluster) => {
+                            router::handle(&node, cluster, req, from_peer, now, &mut counters, &mut out).await
+                        }
+                        None => exec::execute(&node, req, now, &mut counters, &mut out),
+                    };
+                    if flow == Flow::Close {
                         close = true;
                         break;
                     }
@@ -98,6 +115,24 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     }
     node.stats.totals.absorb(&mut counters);
     node.stats.curr_connections.fetch_sub(1, Relaxed);
+}
+
+/// Whether a retrieval can run entirely here, key by key with flushes in between
+/// (so a huge multi-get never builds a huge reply): true on a peer connection, on a
+/// cluster of one, and when this node is the primary of every key (and the command
+/// does not touch, which would have to update the replicas).
+fn local_gets(node: &Node, from_peer: bool, get: &GetRequest) -> bool {
+    let Some(cluster) = &node.cluster else {
+        return true;
+    };
+    if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
+        return false;
+    }
+    if from_peer {
+        return true;
+    }
+    let view = cluster.ring();
+    view.ring.len() <= 1 || get.keys.iter().all(|k| view.ring.primary(&k) == view.me)
 }
 
 async fn flush(sock: &mut TcpStream, out: &mut BytesMut, c: &mut Counters) -> std::io::Result<()> {

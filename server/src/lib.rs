@@ -15,6 +15,7 @@ pub mod connection;
 pub mod exec;
 pub mod membership;
 pub mod node;
+pub mod router;
 pub mod server;
 pub mod stats;
 pub mod stats_report;

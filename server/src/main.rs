@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listener = server::bind(&config).await?;
-        let node = Arc::new(server::build_node(&config));
+        let node = Arc::new(server::build_node(&config).await?);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

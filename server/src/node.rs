@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cluster::Cluster;
 use crate::stats::Stats;
 use crate::storage::Store;
 
@@ -25,15 +26,18 @@ pub struct Node {
     pub settings: Settings,
     /// When the process started, for `uptime`.
     pub started: Instant,
+    /// Membership, ring and peers; `None` for a node built without gossip (unit tests).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Node {
-    pub fn new(store: Store, settings: Settings) -> Node {
+    pub fn new(store: Arc<Store>, settings: Settings, cluster: Option<Arc<Cluster>>) -> Node {
         Node {
-            store: Arc::new(store),
+            store,
             stats: Stats::default(),
             settings,
             started: Instant::now(),
+            cluster,
         }
     }
 }

@@ -6,28 +6,56 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringcache_protocol::ring::RingConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::Config;
+use crate::membership::GossipConfig;
 use crate::node::{unix_now, Node, Settings};
 use crate::storage::{Store, StoreConfig};
 
 /// How often the background sweep reclaims expired items.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Builds the node from `config`.
-pub fn build_node(config: &Config) -> Node {
+/// Builds the node from `config` and joins its cluster (a node without seeds is a
+/// cluster of one that others can join).
+pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
     let memory_limit = config.memory_limit.saturating_mul(1024 * 1024);
     let shards = (config.threads.max(1) * 8).next_power_of_two();
-    let store = Store::new(StoreConfig {
+    let store = Arc::new(Store::new(StoreConfig {
         memory_limit: memory_limit as usize,
         shards,
         max_item_size: config.max_item_size,
-    });
-    Node::new(
+    }));
+    let gossip = GossipConfig {
+        name: config.node_name(),
+        gossip_addr: config.gossip_addr().map_err(anyhow::Error::msg)?,
+        client_addr: config.client_addr().map_err(anyhow::Error::msg)?,
+        seeds: config.seeds.clone(),
+        probe_period: Duration::from_millis(config.gossip_probe_ms.max(10)),
+        probe_rtt: Duration::from_millis(config.gossip_rtt_ms.max(5)),
+        suspect_timeout: Duration::from_millis(config.gossip_suspect_ms.max(10)),
+    };
+    if !gossip.gossip_addr.ip().is_loopback() {
+        warn!(addr = %gossip.gossip_addr, "gossip listens beyond loopback without authentication");
+    }
+    let cluster = Cluster::start(
+        ClusterConfig {
+            gossip,
+            ring: RingConfig {
+                vnodes: config.vnodes,
+                replicas: config.replicas,
+            },
+            peer_timeout: Duration::from_millis(config.peer_timeout_ms.max(1)),
+        },
+        store.clone(),
+    )
+    .await?;
+    Ok(Node::new(
         store,
         Settings {
             port: config.port,
@@ -38,7 +66,8 @@ pub fn build_node(config: &Config) -> Node {
             threads: config.threads,
             verbosity: config.verbose,
         },
-    )
+        Some(Arc::new(cluster)),
+    ))
 }
 
 /// Binds the client port.
@@ -96,6 +125,10 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
         while conns.try_join_next().is_some() {}
     }
     info!("shutting down");
+    if let Some(cluster) = &node.cluster {
+        // Leave first, so peers move this node's ranges at once.
+        cluster.leave().await;
+    }
     // Connections see the same signal and end after their current batch.
     let drain = async { while conns.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;

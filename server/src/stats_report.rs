@@ -86,6 +86,26 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
     write_stat(out, "evicted_active", 0);
     write_stat(out, "evictions", st.evictions);
     write_stat(out, "reclaimed", st.reclaimed);
+    if let Some(cluster) = &node.cluster {
+        let view = cluster.ring();
+        let cs = &cluster.stats;
+        let gs = &cluster.membership.stats;
+        write_stat(out, "cluster_members", view.ring.len());
+        write_stat(out, "cluster_ring_version", view.version);
+        write_stat(out, "cluster_ring_share", format_args!("{:.4}", view.my_share()));
+        write_stat(out, "cluster_replicas", view.ring.replicas());
+        write_stat(out, "cluster_forwarded", cs.forwarded.load(Relaxed));
+        write_stat(out, "cluster_forward_errors", cs.forward_errors.load(Relaxed));
+        write_stat(out, "cluster_forward_timeouts", cs.forward_timeouts.load(Relaxed));
+        write_stat(out, "cluster_read_failovers", cs.read_failovers.load(Relaxed));
+        write_stat(out, "cluster_replicated", cs.replicated.load(Relaxed));
+        write_stat(out, "cluster_replication_errors", cs.replication_errors.load(Relaxed));
+        write_stat(out, "cluster_purged_items", cs.purged_items.load(Relaxed));
+        write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
+        write_stat(out, "gossip_packets_in", gs.packets_in.load(Relaxed));
+        write_stat(out, "gossip_packets_out", gs.packets_out.load(Relaxed));
+        write_stat(out, "gossip_packets_bad", gs.packets_bad.load(Relaxed));
+    }
     out.put_slice(END);
 }
 

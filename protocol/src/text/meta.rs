@@ -8,6 +8,13 @@ pub struct MetaRequest {
     pub key: Bytes,
 }
 
+impl MetaRequest {
+    /// Appends the wire form.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.key);
+    }
+}
+
 use bytes::BytesMut;
 
 use crate::text::parse::ParseError;
@@ -23,7 +30,7 @@ pub fn parse_meta(
     limits: &Limits,
 ) -> Result<Option<MetaRequest>, ParseError> {
     let _ = (line_len, limits);
-    let _ = bytes::Buf::advance(buf, next);
+    bytes::Buf::advance(buf, next);
     Err(ParseError {
         reply: b"ERROR\r\n",
         swallow: 0,

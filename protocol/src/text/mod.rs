@@ -12,9 +12,11 @@
 //! Keys and values in parsed requests are `Bytes` slices of the connection's read
 //! buffer: nothing is copied on the way in.
 
+pub mod encode;
 pub mod frame;
 pub mod meta;
 pub mod parse;
+pub mod peer;
 pub mod request;
 pub mod response;
 

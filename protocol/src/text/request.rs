@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use crate::text::meta::MetaRequest;
+use crate::text::peer::PeerRequest;
 
 /// The longest key memcached accepts.
 pub const KEY_MAX_LEN: usize = 250;
@@ -56,6 +57,10 @@ pub enum Request {
     Quit,
     /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
     Meta(MetaRequest),
+    /// `topology`: the cluster's members and ring parameters (see `docs/PROTOCOL.md`).
+    Topology,
+    /// A command between nodes (`rc_peer`, `rc_set`, `rc_del`).
+    Peer(PeerRequest),
 }
 
 /// Which of the retrieval commands.

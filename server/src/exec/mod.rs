@@ -7,6 +7,7 @@
 pub mod meta;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ringcache_protocol::text::peer::PeerRequest;
 use ringcache_protocol::text::response::{self, write_number, write_value};
 use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Request, StoreMode, StoreRequest};
 
@@ -101,8 +102,60 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
         Request::Stats { group } => crate::stats_report::write(node, &group, now, out),
         Request::Quit => return Flow::Close,
         Request::Meta(m) => meta::execute(node, m, now, c, out),
+        Request::Topology => match &node.cluster {
+            Some(cluster) => {
+                let mut text = Vec::new();
+                cluster.ring().topology().encode(&mut text);
+                out.put_slice(&text);
+            }
+            None => out.put_slice(response::ERROR),
+        },
+        Request::Peer(p) => apply_peer(node, p, now, out),
     }
     Flow::Continue
+}
+
+/// Runs a command from a peer. `rc_peer` was already handled by the connection (it
+/// marks the connection); here it only answers.
+fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
+    match req {
+        PeerRequest::Hello { .. } => out.put_slice(response::OK),
+        PeerRequest::Set {
+            key,
+            flags,
+            exptime,
+            cas,
+            value,
+        } => {
+            node.store.observe_cas(cas);
+            let applied = node.store.with(&key, now, |slot| {
+                if slot.get().is_some_and(|old| old.cas > cas) {
+                    return false;
+                }
+                slot.insert(Item::new(value, flags, exptime, cas, now)).is_ok()
+            });
+            out.put_slice(if applied {
+                response::STORED
+            } else {
+                response::NOT_STORED
+            });
+        }
+        PeerRequest::Del { key, cas } => {
+            node.store.observe_cas(cas);
+            let removed = node.store.with(&key, now, |slot| {
+                if slot.get().is_some_and(|old| old.cas <= cas) {
+                    slot.remove();
+                    return true;
+                }
+                false
+            });
+            out.put_slice(if removed {
+                response::DELETED
+            } else {
+                response::NOT_FOUND
+            });
+        }
+    }
 }
 
 fn retrieve(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {

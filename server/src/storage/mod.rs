@@ -203,6 +203,11 @@ impl Store {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Makes every later CAS unique larger than `cas` (one applied from a peer).
+    pub fn observe_cas(&self, cas: u64) {
+        self.cas.fetch_max(cas, Ordering::Relaxed);
+    }
+
     /// Invalidates every item now.
     pub fn flush_all(&self, _now: u32, _delay: i64) {
         for s in self.shards.iter() {

@@ -1,0 +1,248 @@
+//! Commands nodes send each other on peer connections (never valid from clients).
+//!
+//! ```text
+//! rc_peer <node name>\r\n                               -> OK
+//! rc_set <key> <flags> <exptime> <cas> <bytes>\r\n<data>\r\n -> STORED | NOT_STORED
+//! rc_del <key> <cas>\r\n                                -> DELETED | NOT_FOUND
+//! ```
+//!
+//! `rc_peer` opens every connection a node makes to a peer: requests on it are
+//! executed where they arrive and never forwarded again. `rc_set` and `rc_del` are how a
+//! key's primary applies the outcome of a write to the other owners: `exptime` is an
+//! absolute Unix time (0 = never) and `cas` the primary's CAS unique. A replica keeps
+//! whichever of its item and the incoming one has the larger CAS, so replicas converge
+//! to the primary's state whatever order the applications arrive in. A client that
+//! sends these on an ordinary connection gets `ERROR`, like any unknown command.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::text::parse::ParseError;
+use crate::text::request::{Limits, KEY_MAX_LEN};
+
+/// A peer command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRequest {
+    /// Marks the connection as coming from the named peer.
+    Hello { name: Bytes },
+    /// Apply this item (the primary's state of the key).
+    Set {
+        key: Bytes,
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        value: Bytes,
+    },
+    /// The key no longer exists on the primary (deleted at CAS `cas` or later).
+    Del { key: Bytes, cas: u64 },
+}
+
+const BAD_FORMAT: ParseError = ParseError {
+    reply: b"CLIENT_ERROR bad command line format\r\n",
+    swallow: 0,
+    close: false,
+    unlink: None,
+};
+
+/// Parses the peer command whose line is `buf[..line_len]`; a data block starts at
+/// `buf[next..]`. Same contract as [`crate::text::parse_request`].
+pub fn parse_peer(
+    buf: &mut BytesMut,
+    line_len: usize,
+    next: usize,
+    limits: &Limits,
+) -> Result<Option<PeerRequest>, ParseError> {
+    // Token positions (not slices) so that `buf` can be split afterwards.
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(6);
+    let mut i = 0;
+    while i < line_len && spans.len() < 7 {
+        while i < line_len && buf[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < line_len && buf[i] != b' ' {
+            i += 1;
+        }
+        if i > start {
+            spans.push((start, i));
+        }
+    }
+    let tok =
+        |buf: &BytesMut, j: usize| -> Vec<u8> { spans.get(j).map(|&(a, b)| buf[a..b].to_vec()).unwrap_or_default() };
+    let key_ok = |k: &[u8]| !k.is_empty() && k.len() <= KEY_MAX_LEN && k.iter().all(|&b| b > b' ' && b != 0x7f);
+    let bad = |buf: &mut BytesMut| {
+        buf.advance(next);
+        Err(BAD_FORMAT)
+    };
+    let cmd = tok(buf, 0);
+    let nfields = spans.len().saturating_sub(1);
+    match (cmd.as_slice(), nfields) {
+        (b"rc_peer", 1) => {
+            let (a, b) = spans[1];
+            let frame = buf.split_to(next).freeze();
+            Ok(Some(PeerRequest::Hello {
+                name: frame.slice(a..b),
+            }))
+        }
+        (b"rc_del", 2) if key_ok(&tok(buf, 1)) => {
+            let Some(cas) = number(&tok(buf, 2)) else {
+                return bad(buf);
+            };
+            let (a, b) = spans[1];
+            let frame = buf.split_to(next).freeze();
+            Ok(Some(PeerRequest::Del {
+                key: frame.slice(a..b),
+                cas,
+            }))
+        }
+        (b"rc_set", 5) if key_ok(&tok(buf, 1)) => {
+            let (Some(flags), Some(exptime), Some(cas), Some(len)) = (
+                number(&tok(buf, 2)),
+                number(&tok(buf, 3)),
+                number(&tok(buf, 4)),
+                number(&tok(buf, 5)),
+            ) else {
+                return bad(buf);
+            };
+            let (Ok(flags), Ok(exptime), Ok(len)) =
+                (u32::try_from(flags), u32::try_from(exptime), usize::try_from(len))
+            else {
+                return bad(buf);
+            };
+            if len > limits.max_item_size {
+                buf.advance(next);
+                return Err(ParseError {
+                    reply: b"SERVER_ERROR object too large for cache\r\n",
+                    swallow: len as u64 + 2,
+                    close: false,
+                    unlink: None,
+                });
+            }
+            let end = next + len + 2;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                buf.advance(end);
+                return Err(ParseError {
+                    reply: b"CLIENT_ERROR bad data chunk\r\n",
+                    ..BAD_FORMAT
+                });
+            }
+            let (a, b) = spans[1];
+            let frame = buf.split_to(end).freeze();
+            Ok(Some(PeerRequest::Set {
+                key: frame.slice(a..b),
+                flags,
+                exptime,
+                cas,
+                value: frame.slice(next..next + len),
+            }))
+        }
+        _ => bad(buf),
+    }
+}
+
+fn number(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+impl PeerRequest {
+    /// Appends the wire form.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut num = itoa::Buffer::new();
+        match self {
+            PeerRequest::Hello { name } => {
+                out.put_slice(b"rc_peer ");
+                out.put_slice(name);
+                out.put_slice(b"\r\n");
+            }
+            PeerRequest::Set {
+                key,
+                flags,
+                exptime,
+                cas,
+                value,
+            } => {
+                out.reserve(key.len() + value.len() + 80);
+                out.put_slice(b"rc_set ");
+                out.put_slice(key);
+                for n in [u64::from(*flags), u64::from(*exptime), *cas, value.len() as u64] {
+                    out.put_u8(b' ');
+                    out.put_slice(num.format(n).as_bytes());
+                }
+                out.put_slice(b"\r\n");
+                out.put_slice(value);
+                out.put_slice(b"\r\n");
+            }
+            PeerRequest::Del { key, cas } => {
+                out.put_slice(b"rc_del ");
+                out.put_slice(key);
+                out.put_u8(b' ');
+                out.put_slice(num.format(*cas).as_bytes());
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<Option<PeerRequest>, ParseError> {
+        let mut buf = BytesMut::from(bytes);
+        let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line_len = if nl > 0 && bytes[nl - 1] == b'\r' { nl - 1 } else { nl };
+        parse_peer(&mut buf, line_len, nl + 1, &Limits::default())
+    }
+
+    #[test]
+    fn round_trips() {
+        for req in [
+            PeerRequest::Hello {
+                name: Bytes::from_static(b"node-1"),
+            },
+            PeerRequest::Set {
+                key: Bytes::from_static(b"k"),
+                flags: 7,
+                exptime: 1_800_000_000,
+                cas: 99,
+                value: Bytes::from_static(b"a\r\nb"),
+            },
+            PeerRequest::Del {
+                key: Bytes::from_static(b"k"),
+                cas: 3,
+            },
+        ] {
+            let mut out = BytesMut::new();
+            req.encode(&mut out);
+            assert_eq!(parse(&out), Ok(Some(req.clone())));
+            for cut in 0..out.len() {
+                assert_eq!(parse(&out[..cut]), Ok(None), "{req:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            &b"rc_set k 0 0 1\r\nx\r\n"[..],
+            b"rc_set k x 0 1 1\r\nx\r\n",
+            b"rc_set k 0 0 1 99999999999999999999999\r\n",
+            b"rc_del k\r\n",
+            b"rc_peer\r\n",
+            b"rc_del \x01 1\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            parse(b"rc_set k 0 0 1 1\r\nxyz\r\n").unwrap_err().reply,
+            b"CLIENT_ERROR bad data chunk\r\n"
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Where each request runs: here, on its owner, or on every owner.
+//!
+//! - A key whose primary owner is this node runs here; a write is then applied to
+//!   the key's other owners (replicas) before the client gets its answer, so with R
+//!   owners the loss of R-1 nodes loses no acknowledged write.
+//! - A key owned elsewhere is forwarded to its primary over a pooled, pipelined peer
+//!   connection and the owner's reply is relayed byte for byte. A read whose primary
+//!   fails (refused, broken, or silent past the peer timeout) fails over to the next
+//!   owner, and becomes a miss when none answers; a write whose primary fails gets
+//!   `SERVER_ERROR owner unavailable`. Nothing waits longer than the peer timeout per
+//!   owner tried.
+//! - Multi-key `get`/`gets`/`gat`/`gats` are split by primary, the parts sent
+//!   concurrently, and the values merged back in the client's key order.
+//! - `flush_all` empties every node.
+//! - Requests arriving on a peer connection run here and are never forwarded again
+//!   (rings can disagree for a moment while gossip converges, and a request must not
+//!   bounce between nodes), but a write there still goes to the other owners.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ringcache_client::Error as ClientError;
+use ringcache_protocol::ring::NodeIdx;
+use ringcache_protocol::text::frame::Expect;
+use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::{response, GetKind, GetRequest, Keys, Request};
+
+use crate::cluster::{Cluster, RingView};
+use crate::exec::{self, Flow};
+use crate::node::Node;
+use crate::stats::Counters;
+
+/// The reply to a write whose owner cannot be reached.
+pub const OWNER_UNAVAILABLE: &[u8] = b"SERVER_ERROR owner unavailable\r\n";
+
+/// Runs one request from a client (`from_peer` false) or a peer (`from_peer` true).
+pub async fn handle(
+    node: &Node,
+    cluster: &Cluster,
+    req: Request,
+    from_peer: bool,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) -> Flow {
+    let view = cluster.ring();
+    match &req {
+        Request::Get(get) => {
+            let get = get.clone();
+            if from_peer || view.ring.len() <= 1 {
+                local_get(node, cluster, &view, &get, now, c, out).await;
+            } else {
+                multi_get(node, cluster, &view, get, now, c, out).await;
+            }
+            Flow::Continue
+        }
+        Request::Store(s) => {
+            let key = s.key.clone();
+            write(node, cluster, &view, req, key, from_peer, now, c, out).await
+        }
+        Request::Delete { key, .. } | Request::Arith { key, .. } | Request::Touch { key, .. } => {
+            let key = key.clone();
+            write(node, cluster, &view, req, key, from_peer, now, c, out).await
+        }
+        Request::FlushAll { delay, .. } => {
+            let delay = *delay;
+            let flow = exec::execute(node, req, now, c, out);
+            if !from_peer {
+                flush_everywhere(cluster, &view, delay).await;
+            }
+            flow
+        }
+        Request::Meta(_)
+        | Request::Version
+        | Request::Verbosity { .. }
+        | Request::Stats { .. }
+        | Request::Quit
+        | Request::Topology
+        | Request::Peer(_) => exec::execute(node, req, now, c, out),
+    }
+}
+
+/// A single-key write: run here if this node is the primary (or the request came from
+/// a peer), else forward to the primary.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    req: Request,
+    key: Bytes,
+    from_peer: bool,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) -> Flow {
+    let owners = view.ring.owners(&key);
+    let primary = owners.primary();
+    if from_peer || primary.is_none() || primary == view.me {
+        let flow = exec::execute(node, req, now, c, out);
+        replicate(node, cluster, view, &key, now).await;
+        return flow;
+    }
+    let noreply = req.noreply();
+    let mut wire = BytesMut::new();
+    req.encode_with(&mut wire, false);
+    let Some(primary) = primary else {
+        return Flow::Continue;
+    };
+    match forward(cluster, view, primary, wire.freeze(), expect_of(&req)).await {
+        Ok(reply) => {
+            if !noreply {
+                out.put_slice(&reply);
+            }
+        }
+        Err(_) => {
+            if !noreply {
+                out.put_slice(OWNER_UNAVAILABLE);
+            }
+        }
+    }
+    Flow::Continue
+}
+
+/// Applies this node's current state of `key` to the key's other owners and waits
+/// (bounded by the peer timeout) until they have it.
+pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) {
+    let owners = view.ring.owners(key);
+    let others: Vec<NodeIdx> = owners.iter().copied().filter(|o| Some(*o) != view.me).collect();
+    if others.is_empty() {
+        return;
+    }
+    let state = node.store.with(key, now, |slot| {
+        slot.get().map(|i| (i.value.clone(), i.flags, i.exptime, i.cas))
+    });
+    let cmd = match state {
+        Some((value, flags, exptime, cas)) => PeerRequest::Set {
+            key: key.clone(),
+            flags,
+            exptime,
+            cas,
+            value,
+        },
+        None => PeerRequest::Del {
+            key: key.clone(),
+            cas: node.store.next_cas(),
+        },
+    };
+    let mut wire = BytesMut::new();
+    cmd.encode(&mut wire);
+    let wire = wire.freeze();
+    let mut tasks = Vec::with_capacity(others.len());
+    for owner in others {
+        let Some(id) = view.ring.node(owner) else { continue };
+        let pool = cluster.peer(id.client);
+        let wire = wire.clone();
+        let timeout = cluster.peer_timeout;
+        tasks.push(tokio::spawn(
+            async move { pool.request(wire, Expect::Line, timeout).await },
+        ));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(_)) => cluster.stats.replicated.fetch_add(1, Relaxed),
+            _ => cluster.stats.replication_errors.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+/// Sends `wire` to `owner` and returns its reply.
+async fn forward(
+    cluster: &Cluster,
+    view: &RingView,
+    owner: NodeIdx,
+    wire: Bytes,
+    expect: Expect,
+) -> Result<Bytes, ClientError> {
+    let id = view.ring.node(owner).ok_or(ClientError::NoNode)?;
+    cluster.stats.forwarded.fetch_add(1, Relaxed);
+    let result = cluster
+        .peer(id.client)
+        .request(wire, expect, cluster.peer_timeout)
+        .await;
+    match &result {
+        Err(ClientError::Timeout(_)) => {
+            cluster.stats.forward_timeouts.fetch_add(1, Relaxed);
+        }
+        Err(_) => {
+            cluster.stats.forward_errors.fetch_add(1, Relaxed);
+        }
+        Ok(_) => {}
+    }
+    result
+}
+
+fn expect_of(req: &Request) -> Expect {
+    match req {
+        Request::Get(_) => Expect::Values,
+        Request::Stats { .. } | Request::Topology => Expect::Lines,
+        Request::Meta(_) => Expect::Meta,
+        _ => Expect::Line,
+    }
+}
+
+/// Runs a retrieval here; a touching one (`gat`/`gats`) then updates the replicas.
+async fn local_get(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    get: &GetRequest,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) {
+    for key in get.keys.iter() {
+        exec::retrieve_one(node, get.kind, &key, now, c, out);
+        if is_touching(get.kind) {
+            replicate(node, cluster, view, &key, now).await;
+        }
+    }
+    out.put_slice(response::END);
+}
+
+fn is_touching(kind: GetKind) -> bool {
+    matches!(kind, GetKind::Gat { .. } | GetKind::Gats { .. })
+}
+
+/// Splits a multi-key retrieval by primary owner, runs the parts concurrently, and
+/// writes the values in the client's key order.
+async fn multi_get(
+    node: &Node,
+    cluster: &Cluster,
+    view: &Arc<RingView>,
+    get: GetRequest,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) {
+    let keys: Vec<Bytes> = get.keys.iter().collect();
+    let mut local = Vec::new();
+    let mut remote: HashMap<NodeIdx, Vec<usize>> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        match view.ring.primary(key) {
+            Some(p) if Some(p) != view.me => remote.entry(p).or_default().push(i),
+            _ => local.push(i),
+        }
+    }
+    if remote.is_empty() {
+        local_get(node, cluster, view, &get, now, c, out).await;
+        return;
+    }
+    // Start the remote parts first so they run while the local keys are read.
+    let mut parts = Vec::with_capacity(remote.len());
+    for (owner, idxs) in remote {
+        let raw: Vec<&[u8]> = idxs.iter().map(|&i| &keys[i][..]).collect();
+        let part = Request::Get(GetRequest {
+            kind: get.kind,
+            keys: Keys::new(Bytes::from(raw.join(&b' '))),
+        });
+        let mut wire = BytesMut::new();
+        part.encode_with(&mut wire, false);
+        let wire = wire.freeze();
+        let Some(id) = view.ring.node(owner) else { continue };
+        let pool = cluster.peer(id.client);
+        let timeout = cluster.peer_timeout;
+        cluster.stats.forwarded.fetch_add(1, Relaxed);
+        let task = tokio::spawn(async move { pool.request(wire, Expect::Values, timeout).await });
+        parts.push((idxs, task));
+    }
+    let mut blocks: Vec<Option<Bytes>> = vec![None; keys.len()];
+    for i in local {
+        let mut block = BytesMut::new();
+        exec::retrieve_one(node, get.kind, &keys[i], now, c, &mut block);
+        if is_touching(get.kind) {
+            replicate(node, cluster, view, &keys[i], now).await;
+        }
+        if !block.is_empty() {
+            blocks[i] = Some(block.freeze());
+        }
+    }
+    for (idxs, task) in parts {
+        let reply = match task.await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Closed),
+        };
+        match reply.ok().and_then(|r| value_blocks(&r)) {
+            Some(found) => {
+                for i in idxs {
+                    count_remote_get(get.kind, found.contains_key(&keys[i]), c);
+                    blocks[i] = found.get(&keys[i]).cloned();
+                }
+            }
+            None => {
+                cluster.stats.forward_errors.fetch_add(1, Relaxed);
+                // The primary failed: read each of its keys from the next owners.
+                for i in idxs {
+                    blocks[i] = failover_get(cluster, view, get.kind, &keys[i]).await;
+                    count_remote_get(get.kind, blocks[i].is_some(), c);
+                }
+            }
+        }
+    }
+    for block in blocks.into_iter().flatten() {
+        out.put_slice(&block);
+    }
+    out.put_slice(response::END);
+}
+
+/// Counts a key answered by another node the way a local lookup would count.
+fn count_remote_get(kind: GetKind, hit: bool, c: &mut Counters) {
+    c.cmd_get += 1;
+    match (is_touching(kind), hit) {
+        (false, true) => c.get_hits += 1,
+        (false, false) => c.get_misses += 1,
+        (true, true) => c.touch_hits += 1,
+        (true, false) => c.touch_misses += 1,
+    }
+}
+
+/// Reads one key from its owners after the primary, first answer wins; `None` (a
+/// miss) when none answers.
+async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &Bytes) -> Option<Bytes> {
+    let owners = view.ring.owners(key);
+    let req = Request::Get(GetRequest {
+        kind,
+        keys: Keys::new(key.clone()),
+    });
+    let mut wire = BytesMut::new();
+    req.encode_with(&mut wire, false);
+    let wire = wire.freeze();
+    for owner in owners.iter().skip(1) {
+        cluster.stats.read_failovers.fetch_add(1, Relaxed);
+        if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), Expect::Values).await {
+            if let Some(found) = value_blocks(&reply) {
+                return found.get(key).cloned();
+            }
+        }
+    }
+    None
+}
+
+/// Splits a retrieval reply into its `VALUE` blocks by key; `None` if the reply is an
+/// error line or malformed.
+pub fn value_blocks(reply: &Bytes) -> Option<HashMap<Bytes, Bytes>> {
+    let mut found = HashMap::new();
+    let mut pos = 0;
+    loop {
+        let rest = &reply[pos..];
+        let nl = memchr::memchr(b'\n', rest)?;
+        let line = &rest[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line == b"END" {
+            return Some(found);
+        }
+        let header = line.strip_prefix(b"VALUE ")?;
+        let mut fields = header.split(|&b| b == b' ');
+        let key = fields.next()?;
+        let len: usize = std::str::from_utf8(fields.nth(1)?).ok()?.parse().ok()?;
+        let end = pos + nl + 1 + len + 2;
+        if end > reply.len() {
+            return None;
+        }
+        let key = reply.slice_ref(key);
+        found.entry(key).or_insert_with(|| reply.slice(pos..end));
+        pos = end;
+    }
+}
+
+/// Sends `flush_all <delay>` to every other member, concurrently, bounded by the peer
+/// timeout.
+async fn flush_everywhere(cluster: &Cluster, view: &RingView, delay: i64) {
+    let mut wire = BytesMut::new();
+    Request::FlushAll { delay, noreply: false }.encode_with(&mut wire, false);
+    let wire = wire.freeze();
+    let mut tasks = Vec::new();
+    for (i, id) in view.ring.nodes().iter().enumerate() {
+        if view.me.map(|m| m.get()) == Some(i) {
+            continue;
+        }
+        let pool = cluster.peer(id.client);
+        let wire = wire.clone();
+        let timeout = cluster.peer_timeout;
+        tasks.push(tokio::spawn(
+            async move { pool.request(wire, Expect::Line, timeout).await },
+        ));
+    }
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(_))) {
+            cluster.stats.forward_errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_value_blocks_by_key() {
+        let reply = Bytes::from_static(b"VALUE a 0 1\r\nx\r\nVALUE b 5 3 77\r\n\r\n\n\r\nEND\r\n");
+        let found = value_blocks(&reply).unwrap();
+        assert_eq!(
+            found[&Bytes::from_static(b"a")],
+            Bytes::from_static(b"VALUE a 0 1\r\nx\r\n")
+        );
+        assert_eq!(
+            found[&Bytes::from_static(b"b")],
+            Bytes::from_static(b"VALUE b 5 3 77\r\n\r\n\n\r\n")
+        );
+        assert!(value_blocks(&Bytes::from_static(b"SERVER_ERROR x\r\n")).is_none());
+        assert!(value_blocks(&Bytes::from_static(b"VALUE a 0 9\r\nx\r\nEND\r\n")).is_none());
+        assert_eq!(value_blocks(&Bytes::from_static(b"END\r\n")).map(|f| f.len()), Some(0));
+    }
+}
