@@ -123,6 +123,57 @@ pub struct ClusterConfig {
     pub peer_timeout: Duration,
 }
 
+/// Notices that this process was frozen (SIGSTOP, a VM pause) for longer than the
+/// cluster takes to declare a node down.
+///
+/// A thread of its own beats every [`FreezeGuard::BEAT`]; a request handler that finds
+/// the last beat older than the detection time knows the whole process stood still,
+/// so the cluster may have declared it down and moved on, with writes and deletes
+/// going to other owners meanwhile. It drops the store before serving anything, as a
+/// node that was declared down must. Gossip would tell it the same a moment later;
+/// the guard closes the window in between.
+pub struct FreezeGuard {
+    started: std::time::Instant,
+    /// Milliseconds since `started` at the last beat.
+    beat: AtomicU64,
+    /// A gap larger than this (ms) means frozen.
+    limit_ms: u64,
+}
+
+impl FreezeGuard {
+    /// How often the beat thread beats.
+    pub const BEAT: Duration = Duration::from_millis(100);
+
+    fn start(limit: Duration) -> Arc<FreezeGuard> {
+        let guard = Arc::new(FreezeGuard {
+            started: std::time::Instant::now(),
+            beat: AtomicU64::new(0),
+            limit_ms: limit.as_millis() as u64,
+        });
+        let weak = Arc::downgrade(&guard);
+        let _ = std::thread::Builder::new().name("freeze-guard".into()).spawn(move || {
+            while let Some(g) = weak.upgrade() {
+                g.beat.fetch_max(g.elapsed_ms(), Relaxed);
+                drop(g);
+                std::thread::sleep(FreezeGuard::BEAT);
+            }
+        });
+        guard
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// True once per freeze: the first caller after a freeze gets true (and must drop
+    /// the store); everyone else, and every call without a freeze, gets false.
+    pub fn thawed(&self) -> bool {
+        let now = self.elapsed_ms();
+        let beat = self.beat.load(Relaxed);
+        now.saturating_sub(beat) > self.limit_ms && self.beat.compare_exchange(beat, now, Relaxed, Relaxed).is_ok()
+    }
+}
+
 /// The node's cluster state.
 pub struct Cluster {
     pub membership: Membership,
@@ -131,6 +182,8 @@ pub struct Cluster {
     pub peer_timeout: Duration,
     pub stats: Arc<ClusterStats>,
     name: String,
+    freeze: Arc<FreezeGuard>,
+    store: Arc<Store>,
 }
 
 impl Cluster {
@@ -146,13 +199,16 @@ impl Cluster {
             })
         };
         let name = config.gossip.name.clone();
+        let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
         let (tx, ring) = watch::channel(Arc::new(first));
         let ring_config = config.ring;
         let purge_stats = stats.clone();
+        let purge_store = store.clone();
         tokio::spawn(async move {
+            let store = purge_store;
             while views.changed().await.is_ok() {
                 let view = views.borrow_and_update().clone();
                 if view.version == tx.borrow().version {
@@ -186,7 +242,20 @@ impl Cluster {
             peer_timeout: config.peer_timeout,
             stats,
             name,
+            freeze,
+            store,
         })
+    }
+
+    /// Called before serving a batch: if the process was frozen for longer than
+    /// failure detection while it had peers, drops the store first (see
+    /// [`FreezeGuard`]).
+    pub fn check_thawed(&self, now: u32) {
+        if self.freeze.thawed() && self.ring().ring.len() > 1 {
+            warn!("this process was frozen longer than failure detection; dropping local data");
+            self.stats.resets.fetch_add(1, Relaxed);
+            self.store.flush_all(now, 0);
+        }
     }
 
     /// The current ring (cheap; never waits on the membership task).

@@ -53,6 +53,9 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         };
         counters.bytes_read += n as u64;
         let now = unix_now();
+        if let Some(cluster) = &node.cluster {
+            cluster.check_thawed(now);
+        }
         let mut close = false;
         loop {
             if swallow > 0 {
