@@ -1,0 +1,2 @@
+//! The ringcache load generator (being built).
+fn main() {}
