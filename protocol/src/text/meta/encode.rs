@@ -171,7 +171,18 @@ mod tests {
     #[test]
     fn slab_classes() {
         // memcached -vv prints: 96, 120, 152, 192, 240, 304, 384, 480, ...
-        let table = [(1, 1), (61, 1), (96, 1), (97, 2), (120, 2), (121, 3), (152, 3), (153, 4), (240, 5), (241, 6)];
+        let table = [
+            (1, 1),
+            (61, 1),
+            (96, 1),
+            (97, 2),
+            (120, 2),
+            (121, 3),
+            (152, 3),
+            (153, 4),
+            (240, 5),
+            (241, 6),
+        ];
         for (total, class) in table {
             assert_eq!(slab_class(total), class, "total {total}");
         }

@@ -195,7 +195,18 @@ fn parse_debug(
         }
         flags.set(b'b');
     }
-    Ok(Some(finish(buf, tokens, 2, line_len, next, 0, MetaCommand::Debug, flags, decoded, None)))
+    Ok(Some(finish(
+        buf,
+        tokens,
+        2,
+        line_len,
+        next,
+        0,
+        MetaCommand::Debug,
+        flags,
+        decoded,
+        None,
+    )))
 }
 
 fn parse_keyed(
@@ -214,7 +225,11 @@ fn parse_keyed(
         return fail(buf, next, BAD_FORMAT, 0);
     }
     if tokens.count >= MAX_TOKENS {
-        let reply = if command == MetaCommand::Get { MG_TOO_MANY } else { TOO_MANY };
+        let reply = if command == MetaCommand::Get {
+            MG_TOO_MANY
+        } else {
+            TOO_MANY
+        };
         return fail(buf, next, reply, 0);
     }
     let line = &buf[..line_len];
@@ -322,7 +337,11 @@ fn finish(
     } else {
         line_len
     };
-    let consumed = if command == MetaCommand::Set { next + vlen + 2 } else { next };
+    let consumed = if command == MetaCommand::Set {
+        next + vlen + 2
+    } else {
+        next
+    };
     let all = buf.split_to(consumed).freeze();
     flags.opaque = opaque.map(|(s, e)| all.slice(s..e));
     MetaRequest {
@@ -569,7 +588,11 @@ mod tests {
             (b"mg aGs= b k\r\n", req(Get, b"hk", b"b k", b""), b""),
             (b"mg aG*s= k b\r\n", req(Get, b"hk", b"k b", b""), b""),
             (b"md foo q I T30\r\n", req(Delete, b"foo", b"q I T30", b""), b""),
-            (b"ma foo N0 J10 D2 MD\r\n", req(Arithmetic, b"foo", b"N0 J10 D2 MD", b""), b""),
+            (
+                b"ma foo N0 J10 D2 MD\r\n",
+                req(Arithmetic, b"foo", b"N0 J10 D2 MD", b""),
+                b"",
+            ),
             (b"ms foo 3 T10 F5\r\nbar\r\n", req(Set, b"foo", b"T10 F5", b"bar"), b""),
             (b"ms foo 0\r\n\r\nmn\r\n", req(Set, b"foo", b"", b""), b"mn\r\n"),
             (b"ms foo 4294967298 c\r\nab\r\n", req(Set, b"foo", b"c", b"ab"), b""),
@@ -621,8 +644,16 @@ mod tests {
             (b"mg x T D\r\n", err(BAD_DELTA, 0), b""),
             (b"mg x b\r\n", err(DECODING, 0), b""),
             (b"mg aGs b k\r\n", err(DECODING, 0), b""),
-            (b"mg x O12345678901234567890123456789012 k\r\n", err(OPAQUE_TOO_LONG, 0), b""),
-            (b"mg x O1234567890123456789012345678901 k\r\n", req(Get, b"x", b"O1234567890123456789012345678901 k", b""), b""),
+            (
+                b"mg x O12345678901234567890123456789012 k\r\n",
+                err(OPAQUE_TOO_LONG, 0),
+                b"",
+            ),
+            (
+                b"mg x O1234567890123456789012345678901 k\r\n",
+                req(Get, b"x", b"O1234567890123456789012345678901 k", b""),
+                b"",
+            ),
             (b"md d1 x b\r\n", err(INVALID_OR_DUPLICATE, 0), b""),
             (b"md d1 Zq\r\n", err(INVALID_OR_DUPLICATE, 0), b""),
             (b"ma a1 Mxx\r\n", err(INVALID_OR_DUPLICATE, 0), b""),
@@ -642,8 +673,16 @@ mod tests {
             (b"ms z 2 Ms\r\nab\r\n", err(MS_MODE, 4), b"ab\r\n"),
             (b"ms z 2 b\r\nab\r\n", err(DECODING, 4), b"ab\r\n"),
             (b"ms z 2 D\r\nab\r\n", err(BAD_DELTA, 4), b"ab\r\n"),
-            (b"ms z 2 O123456789012345678901234567890123\r\nab\r\n", err(OPAQUE_TOO_LONG, 4), b"ab\r\n"),
-            (b"ms z 2 O123456789012345678901234567890123 MX\r\nab\r\n", err(MS_MODE, 4), b"ab\r\n"),
+            (
+                b"ms z 2 O123456789012345678901234567890123\r\nab\r\n",
+                err(OPAQUE_TOO_LONG, 4),
+                b"ab\r\n",
+            ),
+            (
+                b"ms z 2 O123456789012345678901234567890123 MX\r\nab\r\n",
+                err(MS_MODE, 4),
+                b"ab\r\n",
+            ),
             // Bad data chunk: the block is consumed, whatever follows is the next command.
             (b"ms z 2\r\nabc\r\n", err(BAD_CHUNK, 0), b"\n"),
             (b"ms z 2\r\nab\r\r\n", err(BAD_CHUNK, 0), b"\n"),
@@ -684,9 +723,8 @@ mod tests {
 
     #[test]
     fn decoded_flags() {
-        let mut buf = BytesMut::from(
-            &b"ms k 1 T-1 N+7 R30 F4294967306 C18446744073709551615 E5 MA q I O123 c k\r\nx\r\n"[..],
-        );
+        let mut buf =
+            BytesMut::from(&b"ms k 1 T-1 N+7 R30 F4294967306 C18446744073709551615 E5 MA q I O123 c k\r\nx\r\n"[..]);
         let r = drive(&mut buf).unwrap().unwrap();
         let f = &r.flags;
         assert_eq!(f.ttl, Some(-1));
@@ -764,7 +802,9 @@ mod tests {
                 s = s.rotate_left(5).wrapping_mul(0x2545f4914f6cdd1d);
             }
             let mut buf = BytesMut::from(&line[..]);
-            let Some(nl) = memchr::memchr(b'\n', &buf) else { continue };
+            let Some(nl) = memchr::memchr(b'\n', &buf) else {
+                continue;
+            };
             if !matches!(buf.get(1), Some(b'g' | b's' | b'd' | b'a' | b'n' | b'e')) {
                 continue;
             }

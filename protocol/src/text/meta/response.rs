@@ -176,14 +176,38 @@ mod tests {
     use super::*;
     use bytes::BufMut;
 
-    type Row = (&'static [u8], MetaStatus, &'static [u8], Option<&'static [u8]>, &'static [u8]);
+    type Row = (
+        &'static [u8],
+        MetaStatus,
+        &'static [u8],
+        Option<&'static [u8]>,
+        &'static [u8],
+    );
 
     /// (input, status, rest, value, left over); inputs are replies memcached 1.6.18 sent.
     const TABLE: &[Row] = &[
         (b"HD\r\n", MetaStatus::Hd, b"", None, b""),
-        (b"HD c5 kczE= b O5\r\nMN\r\n", MetaStatus::Hd, b"c5 kczE= b O5", None, b"MN\r\n"),
-        (b"VA 3 O1 khk c3 f5 t100 s3 h0 l0\r\nabc\r\n", MetaStatus::Va, b"O1 khk c3 f5 t100 s3 h0 l0", Some(b"abc"), b""),
-        (b"VA 0 c18 t30 s0 f0 W\r\n\r\n", MetaStatus::Va, b"c18 t30 s0 f0 W", Some(b""), b""),
+        (
+            b"HD c5 kczE= b O5\r\nMN\r\n",
+            MetaStatus::Hd,
+            b"c5 kczE= b O5",
+            None,
+            b"MN\r\n",
+        ),
+        (
+            b"VA 3 O1 khk c3 f5 t100 s3 h0 l0\r\nabc\r\n",
+            MetaStatus::Va,
+            b"O1 khk c3 f5 t100 s3 h0 l0",
+            Some(b"abc"),
+            b"",
+        ),
+        (
+            b"VA 0 c18 t30 s0 f0 W\r\n\r\n",
+            MetaStatus::Va,
+            b"c18 t30 s0 f0 W",
+            Some(b""),
+            b"",
+        ),
         (b"VA 2\r\n10\r\nHD\r\n", MetaStatus::Va, b"", Some(b"10"), b"HD\r\n"),
         (b"VA 4\r\na\r\nb\r\n", MetaStatus::Va, b"", Some(b"a\r\nb"), b""),
         (b"EN\r\n", MetaStatus::En, b"", None, b""),
@@ -200,7 +224,13 @@ mod tests {
             b"",
         ),
         (b"ERROR\r\n", MetaStatus::Error, b"", None, b""),
-        (b"CLIENT_ERROR bad data chunk\r\n", MetaStatus::ClientError, b"bad data chunk", None, b""),
+        (
+            b"CLIENT_ERROR bad data chunk\r\n",
+            MetaStatus::ClientError,
+            b"bad data chunk",
+            None,
+            b"",
+        ),
         (
             b"SERVER_ERROR object too large for cache\r\n",
             MetaStatus::ServerError,
