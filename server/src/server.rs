@@ -24,13 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Builds the node from `config` and joins its cluster (a node without seeds is a
 /// cluster of one that others can join).
 pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
-    let memory_limit = config.memory_limit.saturating_mul(1024 * 1024);
-    let shards = (config.threads.max(1) * 8).next_power_of_two();
-    let store = Arc::new(Store::new(StoreConfig {
-        memory_limit: memory_limit as usize,
-        shards,
-        max_item_size: config.max_item_size,
-    }));
+    let (store, settings) = store_and_settings(config);
     let gossip = GossipConfig {
         name: config.node_name(),
         gossip_addr: config.gossip_addr().map_err(anyhow::Error::msg)?,
@@ -55,19 +49,34 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
         store.clone(),
     )
     .await?;
-    Ok(Node::new(
-        store,
-        Settings {
-            port: config.port,
-            listen: config.listen.clone(),
-            memory_limit,
-            max_conns: config.max_conns,
-            max_item_size: config.max_item_size,
-            threads: config.threads,
-            verbosity: config.verbose,
-        },
-        Some(Arc::new(cluster)),
-    ))
+    Ok(Node::new(store, settings, Some(Arc::new(cluster))))
+}
+
+/// A node without gossip or peers: a store and settings only (for unit tests of
+/// command semantics).
+pub fn build_local_node(config: &Config) -> Node {
+    let (store, settings) = store_and_settings(config);
+    Node::new(store, settings, None)
+}
+
+fn store_and_settings(config: &Config) -> (Arc<Store>, Settings) {
+    let memory_limit = config.memory_limit.saturating_mul(1024 * 1024);
+    let shards = (config.threads.max(1) * 8).next_power_of_two();
+    let store = Arc::new(Store::new(StoreConfig {
+        memory_limit: memory_limit as usize,
+        shards,
+        max_item_size: config.max_item_size,
+    }));
+    let settings = Settings {
+        port: config.port,
+        listen: config.listen.clone(),
+        memory_limit,
+        max_conns: config.max_conns,
+        max_item_size: config.max_item_size,
+        threads: config.threads,
+        verbosity: config.verbose,
+    };
+    (store, settings)
 }
 
 /// Binds the client port.

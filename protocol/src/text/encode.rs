@@ -7,6 +7,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::text::meta::{base64, MetaCommand, MetaRequest};
 use crate::text::request::{ArithOp, GetKind, Request, StoreMode};
 
 impl Request {
@@ -139,6 +140,52 @@ impl Request {
             | Request::Meta(_)
             | Request::Topology
             | Request::Peer(_) => false,
+        }
+    }
+}
+
+impl MetaRequest {
+    /// Appends the request's wire form, as parsed.
+    pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_with(out, true);
+    }
+
+    /// Appends the request's wire form, without its `q` flag unless `keep_quiet`
+    /// (a node forwarding a quiet request needs the reply to decide what to relay).
+    pub fn encode_with(&self, out: &mut BytesMut, keep_quiet: bool) {
+        let mut num = itoa::Buffer::new();
+        out.reserve(self.key.len() * 2 + self.tokens.len() + self.value.len() + 32);
+        out.put_slice(match self.command {
+            MetaCommand::Get => b"mg".as_slice(),
+            MetaCommand::Set => b"ms",
+            MetaCommand::Delete => b"md",
+            MetaCommand::Arithmetic => b"ma",
+            MetaCommand::NoOp => b"mn",
+            MetaCommand::Debug => b"me",
+        });
+        if self.command != MetaCommand::NoOp {
+            out.put_u8(b' ');
+            if self.flags.base64_key() {
+                base64::encode(out, &self.key);
+            } else {
+                out.put_slice(&self.key);
+            }
+        }
+        if self.command == MetaCommand::Set {
+            out.put_u8(b' ');
+            out.put_slice(num.format(self.value.len()).as_bytes());
+        }
+        for token in self.tokens.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+            if !keep_quiet && token == b"q" {
+                continue;
+            }
+            out.put_u8(b' ');
+            out.put_slice(token);
+        }
+        out.put_slice(b"\r\n");
+        if self.command == MetaCommand::Set {
+            out.put_slice(&self.value);
+            out.put_slice(b"\r\n");
         }
     }
 }

@@ -318,22 +318,11 @@ pub fn apply_delta(node: &Node, op: ArithOp, key: &[u8], delta: u64, now: u32, n
         let Some(item) = slot.get() else {
             return ArithResult::NotFound;
         };
-        let Some(current) = parse_counter(&item.value) else {
+        let Some((next, value)) = next_counter(&item.value, op, delta) else {
             return ArithResult::NonNumeric;
         };
-        let next = match op {
-            ArithOp::Incr => current.wrapping_add(delta),
-            ArithOp::Decr => current.saturating_sub(delta),
-        };
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(next).as_bytes();
-        let mut value = BytesMut::with_capacity(digits.len().max(item.value.len()));
-        value.put_slice(digits);
-        if digits.len() < item.value.len() {
-            value.resize(item.value.len(), b' ');
-        }
         let mut updated = item.clone();
-        updated.value = value.freeze();
+        updated.value = value;
         updated.cas = new_cas.unwrap_or_else(|| node.store.next_cas());
         updated.last_access = now;
         match slot.insert(updated) {
@@ -341,6 +330,25 @@ pub fn apply_delta(node: &Node, op: ArithOp, key: &[u8], delta: u64, now: u32, n
             Err(_) => ArithResult::NotFound,
         }
     })
+}
+
+/// The counter after `incr`/`decr` by `delta` of an item holding `old`: the new number
+/// and the item's new value (the digits, padded with spaces to the old length when
+/// shorter, as memcached rewrites in place). `None` if `old` is not a counter.
+pub(crate) fn next_counter(old: &[u8], op: ArithOp, delta: u64) -> Option<(u64, Bytes)> {
+    let current = parse_counter(old)?;
+    let next = match op {
+        ArithOp::Incr => current.wrapping_add(delta),
+        ArithOp::Decr => current.saturating_sub(delta),
+    };
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(next).as_bytes();
+    let mut value = BytesMut::with_capacity(digits.len().max(old.len()));
+    value.put_slice(digits);
+    if digits.len() < old.len() {
+        value.resize(old.len(), b' ');
+    }
+    Some((next, value.freeze()))
 }
 
 /// Parses a counter value as memcached's `safe_strtoull` does on item data: optional
