@@ -4,9 +4,9 @@
 //! # Cases
 //! A [`Case`] is a name and a list of [`Step`]s: raw chunks to send (each its own write, so a
 //! command can be split across many writes), pauses between them, and sync points. Before
-//! sending, `{k}` becomes the case's unique key prefix (`k017_`, [`PREFIX_LEN`] bytes) and
-//! `{b64:TEXT}` becomes the base64 of prefix + TEXT, so cases running at once on one server
-//! pair never share keys. Data blocks must not contain `{`.
+//! sending, `$K` becomes the case's unique key prefix (`k017_`, [`PREFIX_LEN`] bytes) and
+//! `$B(TEXT)` becomes the base64 of prefix + TEXT, so cases running at once on one server
+//! pair never share keys. Data blocks must not contain `$`.
 //!
 //! # Knowing when a reply is complete
 //! After the last step (and at every sync point) the runner sends the sentinel `mn\r\n`, which
@@ -25,6 +25,10 @@
 //! names that only one side reports, except the [`CORE_STATS`]; STAT lines are sorted), and the
 //! numbers in `me` debug lines other than `cas=`. Data blocks (`VALUE`/`VA`) are copied verbatim.
 //!
+//! # Looking at the reference
+//! With `RINGCACHE_DIFF_DUMP=DIR`, every group writes `DIR/<group>.txt`: each case's request
+//! and memcached's normalised reply.
+//!
 //! # Markers
 //! The runner appends lines such as `<<CLOSED>>` (server closed the connection) or
 //! `<<TIMEOUT ...>>` to a transcript, so those outcomes are compared too.
@@ -40,7 +44,7 @@ use base64::Engine;
 use crate::process::{ServerKind, ServerProcess};
 use crate::raw::{RawConn, ReadEnd};
 
-/// Length of the per-case key prefix that replaces `{k}` (`k` + 3 digits + `_`).
+/// Length of the per-case key prefix that replaces `$K` (`k` + 3 digits + `_`).
 pub const PREFIX_LEN: usize = 5;
 /// The sentinel request and the line that answers it.
 const SENTINEL: &[u8] = b"mn\r\n";
@@ -73,11 +77,21 @@ pub const CORE_STATS: &[&str] = &[
 /// One thing a case does on its connection.
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// Write these bytes (after `{k}`/`{b64:..}` substitution) in one write.
+    /// Write these bytes (after `$K`/`$B(..)` substitution) in one write.
     Send(Vec<u8>),
     /// Sync, then write these bytes with `$CAS` replaced by the last CAS number seen in the
-    /// replies so far and `$CAS1` by that number plus one.
+    /// replies so far, `$CAS1` by that number plus one and `$PREVCAS` by that number minus one.
     SendCas(Vec<u8>),
+    /// Substitute, then write the bytes as writes of `size` bytes with `pause` between them
+    /// (one command split across many small writes).
+    Split {
+        /// The bytes (before substitution).
+        bytes: Vec<u8>,
+        /// Bytes per write.
+        size: usize,
+        /// Pause between writes.
+        pause: Duration,
+    },
     /// Wait this long before the next step.
     Pause(Duration),
     /// Send the sentinel and wait for everything so far to be answered.
@@ -138,16 +152,13 @@ impl Case {
         self
     }
 
-    /// Sends `bytes` as writes of `size` bytes with `pause_ms` between them.
+    /// Sends `bytes` (after substitution) as writes of `size` bytes with `pause_ms` between them.
     pub fn split(mut self, bytes: impl AsRef<[u8]>, size: usize, pause_ms: u64) -> Case {
-        let chunks: Vec<&[u8]> = bytes.as_ref().chunks(size.max(1)).collect();
-        let n = chunks.len();
-        for (i, c) in chunks.into_iter().enumerate() {
-            self.steps.push(Step::Send(c.to_vec()));
-            if i + 1 < n && pause_ms > 0 {
-                self.steps.push(Step::Pause(Duration::from_millis(pause_ms)));
-            }
-        }
+        self.steps.push(Step::Split {
+            bytes: bytes.as_ref().to_vec(),
+            size: size.max(1),
+            pause: Duration::from_millis(pause_ms),
+        });
         self
     }
 
@@ -178,22 +189,22 @@ pub fn prefix(index: usize) -> String {
     format!("k{index:03}_")
 }
 
-/// Replaces `{k}` and `{b64:TEXT}` in `bytes`.
+/// Replaces `$K` (the case's key prefix) and `$B(TEXT)` (base64 of prefix + TEXT) in `bytes`.
 pub fn substitute(bytes: &[u8], prefix: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'{' {
+        if bytes[i] == b'$' {
             let rest = &bytes[i..];
-            if rest.starts_with(b"{k}") {
+            if rest.starts_with(b"$K") {
                 out.extend_from_slice(prefix.as_bytes());
-                i += 3;
+                i += 2;
                 continue;
             }
-            if rest.starts_with(b"{b64:") {
-                if let Some(end) = rest.iter().position(|&b| b == b'}') {
+            if rest.starts_with(b"$B(") {
+                if let Some(end) = rest.iter().position(|&b| b == b')') {
                     let mut key = prefix.as_bytes().to_vec();
-                    key.extend_from_slice(&rest[5..end]);
+                    key.extend_from_slice(&rest[3..end]);
                     out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(key).as_bytes());
                     i += end + 1;
                     continue;
@@ -267,7 +278,9 @@ pub fn play(case: &Case, prefix: &str, addr: SocketAddr, timeout: Duration) -> V
             return false;
         }
         let want = count_lines(sent, b"mn");
-        let end = conn.read_until(out, timeout, |b| b.ends_with(b"MN\r\n") && count_lines(b, b"MN") >= want);
+        let end = conn.read_until(out, timeout, |b| {
+            b.ends_with(b"MN\r\n") && count_lines(b, b"MN") >= want
+        });
         match end {
             ReadEnd::Done => true,
             ReadEnd::Closed => {
@@ -302,9 +315,22 @@ pub fn play(case: &Case, prefix: &str, addr: SocketAddr, timeout: Duration) -> V
                 };
                 let text = String::from_utf8_lossy(&substitute(b, prefix))
                     .replace("$CAS1", &(cas.wrapping_add(1)).to_string())
+                    .replace("$PREVCAS", &(cas.wrapping_sub(1)).to_string())
                     .replace("$CAS", &cas.to_string());
                 if !send(&mut conn, &mut out, &mut sent, text.as_bytes()) {
                     return out;
+                }
+                unsynced = true;
+            }
+            Step::Split { bytes, size, pause } => {
+                let b = substitute(bytes, prefix);
+                for (i, chunk) in b.chunks(*size).enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(*pause);
+                    }
+                    if !send(&mut conn, &mut out, &mut sent, chunk) {
+                        return out;
+                    }
                 }
                 unsynced = true;
             }
@@ -429,7 +455,8 @@ fn stat_name(line: &[u8]) -> Option<&[u8]> {
 /// Drops STAT lines whose names only one side reports (keeping [`CORE_STATS`]) and sorts each
 /// run of STAT lines, in both transcripts.
 pub fn align_stats(a: &mut Vec<Vec<u8>>, b: &mut Vec<Vec<u8>>) {
-    let names = |v: &Vec<Vec<u8>>| -> HashSet<Vec<u8>> { v.iter().filter_map(|l| stat_name(l)).map(<[u8]>::to_vec).collect() };
+    let names =
+        |v: &Vec<Vec<u8>>| -> HashSet<Vec<u8>> { v.iter().filter_map(|l| stat_name(l)).map(<[u8]>::to_vec).collect() };
     let (na, nb) = (names(a), names(b));
     let keep = |l: &Vec<u8>| match stat_name(l) {
         None => true,
@@ -456,7 +483,11 @@ pub fn align_stats(a: &mut Vec<Vec<u8>>, b: &mut Vec<Vec<u8>>) {
 /// text is cut in the middle.
 pub fn escape(bytes: &[u8]) -> String {
     const MAX: usize = 240;
-    let (shown, cut) = if bytes.len() > MAX { (&bytes[..MAX], bytes.len() - MAX) } else { (bytes, 0) };
+    let (shown, cut) = if bytes.len() > MAX {
+        (&bytes[..MAX], bytes.len() - MAX)
+    } else {
+        (bytes, 0)
+    };
     let mut s = String::new();
     for &b in shown {
         match b {
@@ -503,6 +534,23 @@ pub fn render_request(case: &Case, prefix: &str) -> String {
                     }
                 }
             }
+            Step::Split { bytes, size, pause } => {
+                flush(&mut row, &mut s);
+                row.push_str(&format!(
+                    "<the next bytes go as writes of {size} bytes, {}ms apart>",
+                    pause.as_millis()
+                ));
+                flush(&mut row, &mut s);
+                for line in substitute(bytes, prefix).split_inclusive(|&c| c == b'\n') {
+                    row.push_str(&escape(line));
+                    if line.ends_with(b"\n") {
+                        flush(&mut row, &mut s);
+                    }
+                }
+                flush(&mut row, &mut s);
+                row.push_str("<end of split writes>");
+                flush(&mut row, &mut s);
+            }
             Step::Pause(d) => {
                 row.push_str(&format!("<pause {}ms>", d.as_millis()));
             }
@@ -540,14 +588,15 @@ pub struct Mismatch {
     pub report: String,
 }
 
-/// Plays `case` (number `index` of `group`) on both servers and compares.
+/// Plays `case` (number `index` of `group`) on both servers and compares. Also returns the
+/// case's request and the reference's normalised reply, readable (for `RINGCACHE_DIFF_DUMP`).
 pub fn check_case(
     group: &str,
     index: usize,
     case: &Case,
     reference: SocketAddr,
     target: (SocketAddr, ServerKind),
-) -> Option<Mismatch> {
+) -> (Option<Mismatch>, String) {
     let prefix = prefix(index);
     let raw_ref = play(case, &prefix, reference, REFERENCE_TIMEOUT);
     let raw_tgt = play(case, &prefix, target.0, TARGET_TIMEOUT);
@@ -555,8 +604,14 @@ pub fn check_case(
     let mut b = normalise(&raw_tgt);
     align_stats(&mut a, &mut b);
     let malformed = raw_ref.windows(10).any(|w| w == b"<<TIMEOUT:") || raw_ref.windows(9).any(|w| w == b"<<NO CAS ");
+    let dump = format!(
+        "--- case `{}` ---\n  request:\n{}  memcached replied (normalised):\n{}",
+        case.name,
+        render_request(case, &prefix),
+        render_lines(&a, &a)
+    );
     if a == b && !malformed {
-        return None;
+        return (None, dump);
     }
     let mut report = format!("--- case `{}` (group `{group}`, key prefix {prefix}) ---\n", case.name);
     if malformed {
@@ -564,11 +619,11 @@ pub fn check_case(
     }
     report.push_str("  request:\n");
     report.push_str(&render_request(case, &prefix));
-    report.push_str("  memcached replied (normalised; ! marks lines that differ):\n");
+    report.push_str("  reference memcached replied (normalised; ! marks lines that differ):\n");
     report.push_str(&render_lines(&a, &b));
-    report.push_str(&format!("  {} replied (normalised):\n", target.1.name()));
+    report.push_str(&format!("  target {} replied (normalised):\n", target.1.name()));
     report.push_str(&render_lines(&b, &a));
-    Some(Mismatch { report })
+    (Some(Mismatch { report }), dump)
 }
 
 /// Outcome of a group.
@@ -585,25 +640,33 @@ pub fn run_group(group: &Group, target: ServerKind) -> GroupOutcome {
     let reference = ServerProcess::start(ServerKind::Memcached, &group.flags);
     let tgt = ServerProcess::start(target, &group.flags);
     let (ra, ta) = (reference.addr(), (tgt.addr(), target));
-    let results: Mutex<Vec<(usize, Mismatch)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Option<Mismatch>, String)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
-    let workers = if group.parallel { WORKERS.min(group.cases.len()).max(1) } else { 1 };
+    let workers = if group.parallel {
+        WORKERS.min(group.cases.len()).max(1)
+    } else {
+        1
+    };
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = group.cases.get(i) else { break };
-                if let Some(m) = check_case(group.name, i, case, ra, ta) {
-                    results.lock().unwrap_or_else(|e| e.into_inner()).push((i, m));
-                }
+                let (m, dump) = check_case(group.name, i, case, ra, ta);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push((i, m, dump));
             });
         }
     });
     let mut r = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    r.sort_by_key(|(i, _)| *i);
+    r.sort_by_key(|(i, _, _)| *i);
+    if let Some(dir) = std::env::var_os("RINGCACHE_DIFF_DUMP") {
+        let text: String = r.iter().map(|(_, _, d)| d.as_str()).collect();
+        let path = std::path::Path::new(&dir).join(format!("{}.txt", group.name));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
     GroupOutcome {
         cases: group.cases.len(),
-        mismatches: r.into_iter().map(|(_, m)| m).collect(),
+        mismatches: r.into_iter().filter_map(|(_, m, _)| m).collect(),
     }
 }
 
@@ -613,7 +676,12 @@ pub fn assert_group(group: &Group) {
     let outcome = run_group(group, target);
     let n = outcome.mismatches.len();
     if n == 0 {
-        println!("group `{}`: {} cases, {} matches memcached on all", group.name, outcome.cases, target.name());
+        println!(
+            "group `{}`: {} cases, {} matches memcached on all",
+            group.name,
+            outcome.cases,
+            target.name()
+        );
         return;
     }
     let mut all = String::new();
@@ -636,10 +704,13 @@ mod tests {
 
     #[test]
     fn substitution() {
-        assert_eq!(substitute(b"get {k}a {k}b\r\n", "k001_"), b"get k001_a k001_b\r\n");
+        assert_eq!(substitute(b"get $Ka $Kb\r\n", "k001_"), b"get k001_a k001_b\r\n");
         let b64 = base64::engine::general_purpose::STANDARD.encode("k001_x");
-        assert_eq!(substitute(b"mg {b64:x} b v\r\n", "k001_"), format!("mg {b64} b v\r\n").into_bytes());
-        assert_eq!(substitute(b"{z} {", "k001_"), b"{z} {");
+        assert_eq!(
+            substitute(b"mg $B(x) b v\r\n", "k001_"),
+            format!("mg {b64} b v\r\n").into_bytes()
+        );
+        assert_eq!(substitute(b"$Z $B(", "k001_"), b"$Z $B(");
     }
 
     #[test]
@@ -679,7 +750,14 @@ mod tests {
         let mut a = normalise(b"STAT pid 1\r\nSTAT only_a 2\r\nSTAT both 3\r\nEND\r\n");
         let mut b = normalise(b"STAT both 9\r\nSTAT only_b 2\r\nEND\r\n");
         align_stats(&mut a, &mut b);
-        assert_eq!(a, vec![b"STAT both <value>\r\n".to_vec(), b"STAT pid <value>\r\n".to_vec(), b"END\r\n".to_vec()]);
+        assert_eq!(
+            a,
+            vec![
+                b"STAT both <value>\r\n".to_vec(),
+                b"STAT pid <value>\r\n".to_vec(),
+                b"END\r\n".to_vec()
+            ]
+        );
         assert_eq!(b, vec![b"STAT both <value>\r\n".to_vec(), b"END\r\n".to_vec()]);
         assert_ne!(a, b, "a missing core stat must show");
     }

@@ -191,15 +191,21 @@ impl ServerProcess {
                 Err(e) => last_err = e,
             }
         }
-        panic!("{} did not start after {START_ATTEMPTS} attempts: {last_err}", kind.name());
+        panic!(
+            "{} did not start after {START_ATTEMPTS} attempts: {last_err}",
+            kind.name()
+        );
     }
 
     /// Starts a server of `kind` on `port`; returns the reason (with the log) if it exits or
     /// does not accept connections within [`START_TIMEOUT`].
     pub fn start_on(kind: ServerKind, port: u16, args: &[String]) -> Result<ServerProcess, String> {
         let seq = LOG_SEQ.fetch_add(1, Ordering::Relaxed);
-        let log_path =
-            std::env::temp_dir().join(format!("ringcache-test-{}-{}-{port}-{seq}.log", std::process::id(), kind.name()));
+        let log_path = std::env::temp_dir().join(format!(
+            "ringcache-test-{}-{}-{port}-{seq}.log",
+            std::process::id(),
+            kind.name()
+        ));
         let mut p = ServerProcess {
             kind,
             port,
@@ -302,7 +308,12 @@ impl ServerProcess {
         let pid = self.pid().expect("signal: the server process is not running");
         // SAFETY: kill(2) with a pid we spawned and have not reaped (so it cannot have been reused).
         let rc = unsafe { libc::kill(pid as libc::pid_t, sig.raw()) };
-        assert_eq!(rc, 0, "kill({pid}, {sig:?}) failed: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig:?}) failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Whether the process is still alive (a frozen process counts as alive).
@@ -357,7 +368,8 @@ impl ServerProcess {
 
     /// A fresh raw connection to the server.
     pub fn connect(&self) -> RawConn {
-        RawConn::connect(self.addr()).unwrap_or_else(|e| panic!("connect to {} at {}: {e}", self.kind.name(), self.addr()))
+        RawConn::connect(self.addr())
+            .unwrap_or_else(|e| panic!("connect to {} at {}: {e}", self.kind.name(), self.addr()))
     }
 }
 
