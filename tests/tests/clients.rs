@@ -33,7 +33,11 @@ fn run_pymemcache(ports: &[u16]) {
         ran.stdout,
         ran.stderr
     );
-    assert!(ran.stdout.contains(" passed, 0 failed"), "unexpected suite output: {}", ran.stdout);
+    assert!(
+        ran.stdout.contains(" passed, 0 failed"),
+        "unexpected suite output: {}",
+        ran.stdout
+    );
 }
 
 #[test]
@@ -70,7 +74,11 @@ fn libmemcached_tools_copy_cat_remove_stat_flush() {
     assert!(ran.status.success(), "memccp failed: {ran:?}");
     let stored = raw_get(&n, key);
     let header = format!("VALUE {key} ");
-    assert!(stored.starts_with(header.as_bytes()), "memccp did not store {key}: {}", String::from_utf8_lossy(&stored));
+    assert!(
+        stored.starts_with(header.as_bytes()),
+        "memccp did not store {key}: {}",
+        String::from_utf8_lossy(&stored)
+    );
     assert!(
         stored.windows(content.len()).any(|w| w == content.as_bytes()),
         "stored value differs from the file"
@@ -79,12 +87,20 @@ fn libmemcached_tools_copy_cat_remove_stat_flush() {
     // memccat prints it back.
     let ran = run_bounded(tool("memccat", port).arg(key), TOOL_TIMEOUT);
     assert!(ran.status.success(), "memccat failed: {ran:?}");
-    assert!(ran.stdout.starts_with(&content), "memccat printed something else: {:?}", ran.stdout);
+    assert!(
+        ran.stdout.starts_with(&content),
+        "memccat printed something else: {:?}",
+        ran.stdout
+    );
 
     // memcstat reports the server.
     let ran = run_bounded(&mut tool("memcstat", port), TOOL_TIMEOUT);
     assert!(ran.status.success(), "memcstat failed: {ran:?}");
-    assert!(ran.stdout.contains(&format!("Server: 127.0.0.1 ({port})")), "memcstat: {}", ran.stdout);
+    assert!(
+        ran.stdout.contains(&format!("Server: 127.0.0.1 ({port})")),
+        "memcstat: {}",
+        ran.stdout
+    );
     for stat in ["pid:", "uptime:", "version:", "curr_items:"] {
         assert!(ran.stdout.contains(stat), "memcstat shows no `{stat}`: {}", ran.stdout);
     }
@@ -119,7 +135,11 @@ fn rust_memcache_crate() {
     // add / replace (the crate maps NOT_STORED to Ok, so check the stored values)
     client.add("rs-b", "1", 0).expect("add new");
     client.add("rs-b", "2", 0).expect("add existing");
-    assert_eq!(client.get::<String>("rs-b").unwrap(), Some("1".to_string()), "add replaced a value");
+    assert_eq!(
+        client.get::<String>("rs-b").unwrap(),
+        Some("1".to_string()),
+        "add replaced a value"
+    );
     client.replace("rs-none", "x", 0).expect("replace missing");
     assert_eq!(client.get::<String>("rs-none").unwrap(), None, "replace created a key");
     client.replace("rs-b", "3", 0).expect("replace existing");
@@ -131,22 +151,35 @@ fn rust_memcache_crate() {
     assert_eq!(client.get::<String>("rs-b").unwrap(), Some("012345".to_string()));
 
     // flags stored by another client come back through the crate
-    assert_eq!(n.connect().request(b"set rs-flags 42 0 1\r\nv\r\n", b"\r\n"), b"STORED\r\n");
+    assert_eq!(
+        n.connect().request(b"set rs-flags 42 0 1\r\nv\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
     let (v, flags): (Vec<u8>, u32) = client.get("rs-flags").unwrap().expect("hit");
     assert_eq!((v.as_slice(), flags), (b"v".as_slice(), 42));
 
     // gets + cas
-    let got: std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)> = client.gets(&["rs-a", "rs-b"]).expect("gets");
+    let got: std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)> =
+        client.gets(&["rs-a", "rs-b"]).expect("gets");
     let cas = got["rs-a"].2.expect("gets returns a cas");
-    assert!(client.cas("rs-a", "v2", 0, cas).expect("cas"), "cas with a fresh token must store");
-    assert!(!client.cas("rs-a", "v3", 0, cas).expect("cas"), "cas with a stale token must not store");
+    assert!(
+        client.cas("rs-a", "v2", 0, cas).expect("cas"),
+        "cas with a fresh token must store"
+    );
+    assert!(
+        !client.cas("rs-a", "v3", 0, cas).expect("cas"),
+        "cas with a stale token must not store"
+    );
     assert_eq!(client.get::<String>("rs-a").unwrap(), Some("v2".to_string()));
 
     // incr / decr
     client.set("rs-n", 10u64, 0).expect("set number");
     assert_eq!(client.increment("rs-n", 5).expect("incr"), 15);
     assert_eq!(client.decrement("rs-n", 20).expect("decr"), 0);
-    assert!(client.increment("rs-n-missing", 1).is_err(), "incr of a missing key must fail");
+    assert!(
+        client.increment("rs-n-missing", 1).is_err(),
+        "incr of a missing key must fail"
+    );
 
     // touch / delete
     assert!(client.touch("rs-a", 100).expect("touch"));

@@ -4,7 +4,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ringcache_tests::{poll_until, free_port, ReadEnd, ServerKind, ServerProcess, Signal};
+use ringcache_tests::{free_port, poll_until, ReadEnd, ServerKind, ServerProcess, Signal};
 
 fn pid_alive(pid: u32) -> bool {
     // A reaped child's /proc entry disappears; a zombie would still show, but Drop reaps.
@@ -28,14 +28,23 @@ fn memcached_stop_cont_term_restart_drop() {
     m.signal(Signal::Stop);
     c.send(b"get h\r\n").unwrap();
     let mut out = Vec::new();
-    assert_eq!(c.read_until_suffix(&mut out, b"END\r\n", Duration::from_millis(300)), ReadEnd::Timeout);
+    assert_eq!(
+        c.read_until_suffix(&mut out, b"END\r\n", Duration::from_millis(300)),
+        ReadEnd::Timeout
+    );
     m.signal(Signal::Cont);
-    assert_eq!(c.read_until_suffix(&mut out, b"END\r\n", Duration::from_secs(5)), ReadEnd::Done);
+    assert_eq!(
+        c.read_until_suffix(&mut out, b"END\r\n", Duration::from_secs(5)),
+        ReadEnd::Done
+    );
     assert_eq!(out, b"VALUE h 0 1\r\nx\r\nEND\r\n");
 
     // SIGTERM ends it; the port is then closed.
     m.signal(Signal::Term);
-    assert!(m.wait_exit(Duration::from_secs(10)).is_some(), "memcached ignored SIGTERM");
+    assert!(
+        m.wait_exit(Duration::from_secs(10)).is_some(),
+        "memcached ignored SIGTERM"
+    );
     let mut rest = Vec::new();
     assert_eq!(c.read_to_eof(&mut rest, Duration::from_secs(5)), ReadEnd::Closed);
 
@@ -49,7 +58,9 @@ fn memcached_stop_cont_term_restart_drop() {
     drop(m);
     assert!(!pid_alive(pid), "memcached {pid} survived drop");
     assert!(
-        poll_until(Duration::from_secs(5), Duration::from_millis(20), || TcpStream::connect(("127.0.0.1", port)).is_err()),
+        poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_err()
+        }),
         "port {port} still accepts after drop"
     );
 }
@@ -60,7 +71,11 @@ fn ringcache_starts_accepts_and_stops_on_sigterm() {
     assert!(TcpStream::connect(r.addr()).is_ok());
     r.signal(Signal::Term);
     let status = r.wait_exit(Duration::from_secs(10)).expect("ringcache ignored SIGTERM");
-    assert!(status.success(), "ringcache exited with {status} after SIGTERM; log:\n{}", r.log());
+    assert!(
+        status.success(),
+        "ringcache exited with {status} after SIGTERM; log:\n{}",
+        r.log()
+    );
 }
 
 #[test]
