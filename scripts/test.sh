@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (only what is missing), builds the
+# workspace, runs every test (nextest if present, else cargo test), then checks formatting
+# and lints. Exits non-zero if any step fails; later checks still run after a test failure
+# so one run reports everything.
+#
+#   bash scripts/test.sh            # everything
+#   RINGCACHE_DIFF_AGAINST=memcached bash scripts/test.sh
+#                                   # harness self-check: tests that target ringcache run
+#                                   # against a second memcached instead
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- system packages: memcached (the reference server) and libmemcached's tools ---
+apt_packages=()
+command -v memcached >/dev/null 2>&1 || apt_packages+=(memcached)
+command -v memccp >/dev/null 2>&1 || apt_packages+=(libmemcached-tools)
+command -v python3 >/dev/null 2>&1 || apt_packages+=(python3 python3-pip)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    log "installing ${apt_packages[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+fi
+
+# --- pymemcache for the real-client tests ---
+if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
+    log "installing pymemcache"
+    python3 -m pip install --quiet pymemcache \
+        || python3 -m pip install --quiet --break-system-packages pymemcache \
+        || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pymemcache; }
+    python3 -c 'import pymemcache' || { echo "pymemcache could not be installed" >&2; exit 1; }
+fi
+
+log "building the workspace"
+cargo build --workspace --all-targets
+
+failed=()
+
+log "running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast || failed+=("tests")
+else
+    cargo test --workspace --no-fail-fast || failed+=("tests")
+fi
+
+log "checking formatting"
+cargo fmt --all -- --check || failed+=("cargo fmt")
+
+log "running clippy"
+cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    log "FAILED: ${failed[*]}"
+    exit 1
+fi
+log "all checks passed"
