@@ -2,7 +2,7 @@
 //! memcached's expiry and `flush_all` rules.
 //!
 //! # Shape
-//! A [`Store`] is a power-of-two number of [`shard`]s, each a `std::sync::Mutex`
+//! A [`Store`] is a power-of-two number of shards (`shard.rs`), each a `std::sync::Mutex`
 //! around its own table, slab, eviction policy and slice of the memory budget
 //! (`memory_limit / shards`). A request hashes its key once with xxh3-64; bits 32..48
 //! of the hash pick the shard and the whole hash probes the shard's table (whose
@@ -51,7 +51,7 @@
 //!
 //! # Eviction
 //! [`PolicyKind`] selects S3-FIFO, SIEVE or LRU behind one internal trait
-//! ([`policy`]). `benches/eviction.rs` measures their hit ratios on Zipf workloads
+//! (`policy.rs`). `benches/eviction.rs` measures their hit ratios on Zipf workloads
 //! at equal byte budgets (so each policy pays for its own per-item state); S3-FIFO
 //! is the default ([`EVICTION_POLICY`]) on those numbers. A read never reorders a
 //! list under S3-FIFO or SIEVE: it sets a bit or bumps a 2-bit counter.
@@ -62,7 +62,7 @@
 //! Its memory comes back on that access, when eviction meets it (counted as
 //! `reclaimed`, not as an eviction), or in [`Store::sweep`], which the server calls
 //! every second and which examines a bounded number of slots per shard, releasing the
-//! lock between batches. The `flush_all` rule is in [`flush`].
+//! lock between batches. The `flush_all` rule is in `flush.rs`.
 
 mod flush;
 mod list;
@@ -378,7 +378,7 @@ impl Store {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// `flush_all` with `delay` at `now` (see [`flush`] for the exact rule).
+    /// `flush_all` with `delay` at `now` (see `flush.rs` for the exact rule).
     pub fn flush_all(&self, now: u32, delay: i64) {
         let cas_now = self.cas.load(Ordering::Relaxed);
         for i in 0..self.shards.len() {

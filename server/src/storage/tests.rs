@@ -363,3 +363,32 @@ fn default_policy_beats_lru_on_zipf() {
         );
     }
 }
+
+#[test]
+fn concurrent_writers_keep_the_invariants() {
+    let limit = 128 * 1024;
+    let s = store(limit, 8);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let s = &s;
+            scope.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                for _ in 0..5_000 {
+                    let key = format!("k{}", rng.gen_range(0..3000u32));
+                    if rng.gen_bool(0.5) {
+                        get(s, key.as_bytes(), NOW);
+                    } else {
+                        set(s, key.as_bytes(), &vec![b'x'; rng.gen_range(0..500)], 0, NOW).unwrap();
+                    }
+                }
+            });
+        }
+        scope.spawn(|| {
+            for i in 0..50 {
+                s.sweep(NOW + i);
+            }
+        });
+    });
+    check_all(&s);
+    assert!(s.stats().bytes <= limit as u64);
+}
