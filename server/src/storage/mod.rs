@@ -53,8 +53,18 @@
 //! [`PolicyKind`] selects S3-FIFO, SIEVE or LRU behind one internal trait
 //! (`policy.rs`). `benches/eviction.rs` measures their hit ratios on Zipf workloads
 //! at equal byte budgets (so each policy pays for its own per-item state); S3-FIFO
-//! is the default ([`EVICTION_POLICY`]) on those numbers. A read never reorders a
-//! list under S3-FIFO or SIEVE: it sets a bit or bumps a 2-bit counter.
+//! is the default ([`EVICTION_POLICY`]) on those numbers (8 MiB, 16 shards, 100-byte
+//! values, 455,900 keys, 4M requests):
+//!
+//! ```text
+//! alpha   s3fifo   sieve    lru
+//! 0.99    0.7877   0.7870   0.7514
+//! 0.8     0.5514   0.5469   0.4802
+//! ```
+//!
+//! A read never reorders a list under S3-FIFO or SIEVE: it sets a bit or bumps a
+//! 2-bit counter. (SIEVE is within half a point at 10 bytes less per item; it is the
+//! candidate if items per MiB ever matter more than hit ratio.)
 //!
 //! # Expiry and flush
 //! [`absolute_expiry`] converts memcached exptimes. An expired or flushed item is
