@@ -286,5 +286,5 @@ pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {
     let Some(me) = view.me else {
         return 0;
     };
-    store.retain_keys(|key| view.ring.is_owner(key, me))
+    store.retain_keys(crate::node::unix_now(), |key| view.ring.is_owner(key, me))
 }

@@ -221,9 +221,10 @@ impl ServerProcess {
         let (program, mut argv) = match self.kind {
             // Gossip on an ephemeral port unless the test chose one, so that parallel
             // tests never collide on the default (client port + 1000).
-            ServerKind::Ringcache if !self.args.iter().any(|a| a == "--gossip-addr") => {
-                (ringcache_bin(), vec!["--gossip-addr".to_string(), "127.0.0.1:0".to_string()])
-            }
+            ServerKind::Ringcache if !self.args.iter().any(|a| a == "--gossip-addr") => (
+                ringcache_bin(),
+                vec!["--gossip-addr".to_string(), "127.0.0.1:0".to_string()],
+            ),
             ServerKind::Ringcache => (ringcache_bin(), vec![]),
             ServerKind::Memcached => {
                 let mut v: Vec<String> = vec![];

@@ -1,0 +1,410 @@
+//! Store-level tests: the public API against memcached's rules and the budget.
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::workload::{hit_ratio, Workload};
+use super::*;
+
+const NOW: u32 = 1_700_000_000;
+
+fn store(memory_limit: usize, shards: usize) -> Store {
+    Store::new(StoreConfig {
+        memory_limit,
+        shards,
+        max_item_size: 1024 * 1024,
+    })
+}
+
+fn set(s: &Store, key: &[u8], value: &[u8], exptime: u32, now: u32) -> Result<(), StoreError> {
+    let item = Item::new(Bytes::copy_from_slice(value), 0, exptime, s.next_cas(), now);
+    s.with(key, now, |slot| slot.insert(item))
+}
+
+/// The value under `key` and the miss reason; marks a hit fetched, as the server does.
+fn get(s: &Store, key: &[u8], now: u32) -> (Option<Bytes>, MissReason) {
+    s.with(key, now, |slot| {
+        let v = slot.get().map(|i| {
+            i.fetched = true;
+            i.value.clone()
+        });
+        (v, slot.miss_reason())
+    })
+}
+
+fn check_all(s: &Store) {
+    for i in 0..s.shard_count() {
+        s.lock(i).check();
+    }
+}
+
+#[test]
+fn policy_name_matches_default() {
+    assert_eq!(EVICTION_POLICY, DEFAULT_POLICY.name());
+}
+
+#[test]
+fn absolute_expiry_edges() {
+    assert_eq!(absolute_expiry(0, NOW), 0);
+    assert_eq!(absolute_expiry(1, NOW), NOW + 1);
+    assert_eq!(
+        absolute_expiry(2_592_000, NOW),
+        NOW + 2_592_000,
+        "30 days is still relative"
+    );
+    assert_eq!(
+        absolute_expiry(2_592_001, NOW),
+        2_592_001,
+        "above 30 days is a Unix time"
+    );
+    assert_eq!(absolute_expiry(-1, NOW), 1);
+    assert_eq!(absolute_expiry(i64::MIN, NOW), 1);
+    assert_eq!(absolute_expiry(i64::from(NOW) + 5, NOW), NOW + 5);
+    assert_eq!(absolute_expiry(i64::MAX, NOW), u32::MAX);
+    assert_eq!(absolute_expiry(100, u32::MAX - 10), u32::MAX);
+}
+
+#[test]
+fn expiry_as_seen_through_the_store() {
+    let s = store(1 << 20, 4);
+    let cases: [(&[u8], i64, bool); 6] = [
+        (b"never", 0, true),
+        (b"relative", 10, true),
+        (b"thirty-days", 2_592_000, true),
+        (b"absolute-past", 2_592_001, false),
+        (b"negative", -1, false),
+        (b"absolute-future", i64::from(NOW) + 10, true),
+    ];
+    for (key, exptime, _) in cases {
+        set(&s, key, b"v", absolute_expiry(exptime, NOW), NOW).unwrap();
+    }
+    for (key, _, live) in cases {
+        let (v, reason) = get(&s, key, NOW);
+        assert_eq!(v.is_some(), live, "{}", String::from_utf8_lossy(key));
+        let want = if live { MissReason::Absent } else { MissReason::Expired };
+        assert_eq!(reason, want);
+    }
+    // The expired ones are gone, not just hidden: a second look finds nothing there.
+    assert_eq!(get(&s, b"negative", NOW), (None, MissReason::Absent));
+    // exptime == now is expired (memcached: exptime <= current_time).
+    assert!(get(&s, b"relative", NOW + 9).0.is_some());
+    assert_eq!(get(&s, b"relative", NOW + 10), (None, MissReason::Expired));
+    assert!(get(&s, b"never", u32::MAX).0.is_some());
+    let st = s.stats();
+    assert_eq!(st.curr_items, 3);
+    assert_eq!(st.reclaimed, 3);
+    assert_eq!(st.expired_unfetched, 2, "absolute-past and negative were never fetched");
+    check_all(&s);
+}
+
+#[test]
+fn miss_reasons() {
+    let s = store(1 << 20, 2);
+    assert_eq!(get(&s, b"k", NOW), (None, MissReason::Absent));
+    set(&s, b"k", b"v", NOW + 1, NOW).unwrap();
+    assert_eq!(get(&s, b"k", NOW), (Some(Bytes::from_static(b"v")), MissReason::Absent));
+    assert_eq!(get(&s, b"k", NOW + 1), (None, MissReason::Expired));
+    set(&s, b"k", b"v", 0, NOW).unwrap();
+    s.flush_all(NOW, 0);
+    assert_eq!(get(&s, b"k", NOW), (None, MissReason::Flushed));
+    assert_eq!(get(&s, b"k", NOW), (None, MissReason::Absent));
+}
+
+#[test]
+fn insert_copies_the_value_out_of_its_buffer() {
+    let s = store(1 << 20, 1);
+    let read_buffer = Bytes::from(vec![7u8; 16 * 1024]);
+    let value = read_buffer.slice(100..200);
+    s.with(b"k", NOW, |slot| slot.insert(Item::new(value, 3, 0, 1, NOW)))
+        .unwrap();
+    assert!(read_buffer.is_unique(), "the store must not keep the read buffer alive");
+    let (v, _) = get(&s, b"k", NOW);
+    assert_eq!(v.as_deref(), Some(&[7u8; 100][..]));
+}
+
+#[test]
+fn replace_adjusts_bytes() {
+    let s = store(1 << 20, 1);
+    set(&s, b"key", &[1; 100], 0, NOW).unwrap();
+    assert_eq!(s.stats().bytes, s.item_cost(3, 100) as u64);
+    set(&s, b"key", &[2; 1000], 0, NOW).unwrap();
+    let st = s.stats();
+    assert_eq!(st.bytes, s.item_cost(3, 1000) as u64);
+    assert_eq!(st.curr_items, 1);
+    assert_eq!(st.total_items, 2);
+    s.with(b"key", NOW, |slot| slot.remove()).unwrap();
+    assert_eq!(s.stats().bytes, 0);
+    check_all(&s);
+}
+
+#[test]
+fn item_cost_formula() {
+    let s = store(1 << 20, 1);
+    // 16-byte key + 100-byte value: a 128-byte malloc chunk, 40 slab, 8 index, 19 S3-FIFO.
+    assert_eq!(s.item_cost(16, 100), 128 + 40 + 8 + 19);
+    assert_eq!(s.item_cost(1, 0), 32 + 67);
+}
+
+#[test]
+fn too_large_items_are_refused_and_drop_the_old_value() {
+    let s = Store::new(StoreConfig {
+        memory_limit: 64 * 1024,
+        shards: 64,
+        max_item_size: 1000,
+    });
+    // 64 KiB cannot hold two 1000-byte items in each of 64 shards: the store halves
+    // the shard count until it can.
+    assert_eq!(s.shard_count(), 32);
+    set(&s, b"k", b"old", 0, NOW).unwrap();
+    assert_eq!(set(&s, b"k", &[0; 1000], 0, NOW), Err(StoreError::TooLarge));
+    assert_eq!(get(&s, b"k", NOW).0, None, "a failed set removes the old value");
+    set(&s, b"k", &[0; 999], 0, NOW).unwrap();
+
+    let tiny = Store::new(StoreConfig {
+        memory_limit: 1000,
+        shards: 1,
+        max_item_size: 1 << 20,
+    });
+    assert_eq!(set(&tiny, b"k", &[0; 950], 0, NOW), Err(StoreError::TooLarge));
+    set(&tiny, b"k", &[0; 800], 0, NOW).unwrap();
+    check_all(&tiny);
+}
+
+#[test]
+fn random_inserts_stay_within_budget() {
+    for policy in PolicyKind::ALL {
+        let limit = 256 * 1024;
+        let s = Store::with_policy(
+            StoreConfig {
+                memory_limit: limit,
+                shards: 4,
+                max_item_size: 16 * 1024,
+            },
+            policy,
+        );
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut inserted = 0u64;
+        for i in 0..20_000u32 {
+            let key = format!("k{}", rng.gen_range(0..5000u32));
+            let len = if rng.gen_bool(0.05) {
+                rng.gen_range(0..16 * 1024 - 8)
+            } else {
+                rng.gen_range(0..300)
+            };
+            let exptime = if rng.gen_bool(0.1) {
+                NOW + rng.gen_range(1..5)
+            } else {
+                0
+            };
+            let now = NOW + i / 4000;
+            match rng.gen_range(0..10) {
+                0 => {
+                    s.with(key.as_bytes(), now, |slot| slot.remove());
+                }
+                1..=3 => {
+                    get(&s, key.as_bytes(), now);
+                }
+                _ => {
+                    set(&s, key.as_bytes(), &vec![b'x'; len], exptime, now).unwrap();
+                    inserted += 1;
+                }
+            }
+            if i % 1000 == 0 {
+                check_all(&s);
+                s.sweep(now);
+            }
+            assert!(s.stats().bytes <= limit as u64);
+        }
+        check_all(&s);
+        let st = s.stats();
+        assert_eq!(st.total_items, inserted);
+        assert!(st.evictions > 0, "{policy:?} never evicted");
+        assert!(st.bytes > limit as u64 / 2, "{policy:?} left the budget mostly unused");
+    }
+}
+
+#[test]
+fn eviction_counts_unfetched_items() {
+    let s = store(100 * 1024, 1);
+    let per_item = s.item_cost(8, 100) as u64;
+    for i in 0..2000 {
+        set(&s, format!("key{i:05}").as_bytes(), &[0; 100], 0, NOW).unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(st.curr_items, st.bytes / per_item);
+    assert_eq!(st.evictions, 2000 - st.curr_items);
+    assert_eq!(st.evicted_unfetched, st.evictions);
+}
+
+#[test]
+fn flush_without_delay() {
+    let s = store(1 << 20, 8);
+    for i in 0..100 {
+        set(&s, format!("a{i}").as_bytes(), b"v", 0, NOW - 5).unwrap();
+    }
+    set(&s, b"same-second", b"v", 0, NOW).unwrap();
+    s.flush_all(NOW, 0);
+    set(&s, b"after", b"v", 0, NOW).unwrap();
+    assert_eq!(get(&s, b"a1", NOW), (None, MissReason::Flushed));
+    assert_eq!(get(&s, b"same-second", NOW), (None, MissReason::Flushed));
+    assert!(get(&s, b"after", NOW).0.is_some());
+    // Memory of the flushed items comes back through the sweep.
+    assert_eq!(s.stats().curr_items, 100);
+    s.sweep(NOW);
+    let st = s.stats();
+    assert_eq!(st.curr_items, 1);
+    assert_eq!(st.bytes, s.item_cost(5, 1) as u64);
+    assert_eq!(st.reclaimed, 101);
+    check_all(&s);
+}
+
+#[test]
+fn flush_with_delay() {
+    let s = store(1 << 20, 8);
+    set(&s, b"old", b"v", 0, NOW).unwrap();
+    s.flush_all(NOW, 10);
+    set(&s, b"during", b"v", 0, NOW + 5).unwrap();
+    assert!(get(&s, b"old", NOW + 8).0.is_some(), "not before deadline - 1");
+    // memcached acts at deadline - 1 on items last accessed at or before it.
+    set(&s, b"at", b"v", 0, NOW + 9).unwrap();
+    assert_eq!(get(&s, b"old", NOW + 9), (None, MissReason::Flushed));
+    assert_eq!(get(&s, b"during", NOW + 9), (None, MissReason::Flushed));
+    assert_eq!(get(&s, b"at", NOW + 10), (None, MissReason::Flushed));
+    set(&s, b"later", b"v", 0, NOW + 10).unwrap();
+    assert!(get(&s, b"later", NOW + 100).0.is_some());
+    check_all(&s);
+}
+
+#[test]
+fn sweep_reclaims_expired_memory() {
+    let s = store(4 << 20, 4);
+    for i in 0..3000 {
+        let exptime = if i % 3 == 0 { 0 } else { NOW + 10 };
+        set(&s, format!("k{i}").as_bytes(), &[0; 50], exptime, NOW).unwrap();
+    }
+    let full = s.stats().bytes;
+    s.sweep(NOW + 9);
+    assert_eq!(s.stats().bytes, full, "nothing expired yet");
+    s.sweep(NOW + 10);
+    let st = s.stats();
+    assert_eq!(st.curr_items, 1000);
+    assert_eq!(st.reclaimed, 2000);
+    assert_eq!(st.expired_unfetched, 2000);
+    assert!(st.bytes * 3 <= full + 3000);
+    check_all(&s);
+}
+
+#[test]
+fn sweep_is_bounded_per_call_and_resumes() {
+    let s = store(64 << 20, 1);
+    let n = SWEEP_BATCH * SWEEP_ROUNDS + 500;
+    for i in 0..n {
+        set(&s, format!("k{i}").as_bytes(), b"v", NOW + 1, NOW).unwrap();
+    }
+    s.sweep(NOW + 1);
+    assert_eq!(s.stats().curr_items, 500);
+    s.sweep(NOW + 1);
+    assert_eq!(s.stats().curr_items, 0);
+}
+
+#[test]
+fn changes_through_get_are_kept() {
+    let s = store(1 << 20, 1);
+    set(&s, b"k", b"12", 0, NOW).unwrap();
+    s.with(b"k", NOW, |slot| {
+        let item = slot.get().unwrap();
+        item.exptime = NOW + 5;
+        item.flags = 9;
+        item.fetched = true;
+    });
+    let item = s.with(b"k", NOW, |slot| slot.get().cloned()).unwrap();
+    assert_eq!((item.exptime, item.flags, item.fetched), (NOW + 5, 9, true));
+    s.with(b"k", NOW, |slot| {
+        slot.get().unwrap().value = Bytes::from_static(b"a longer value")
+    });
+    assert_eq!(get(&s, b"k", NOW).0.as_deref(), Some(&b"a longer value"[..]));
+    assert_eq!(s.stats().bytes, s.item_cost(1, 14) as u64);
+    check_all(&s);
+}
+
+#[test]
+fn cas_uniques_increase() {
+    let s = store(1 << 20, 1);
+    let a = s.next_cas();
+    let b = s.next_cas();
+    assert!(a >= 1 && b > a);
+}
+
+/// The default policy must hit at least as often as LRU on a skewed read-through
+/// workload whose key space is ~10x what fits.
+#[test]
+fn default_policy_beats_lru_on_zipf() {
+    let budget = 512 * 1024;
+    let config = StoreConfig {
+        memory_limit: budget,
+        shards: 4,
+        max_item_size: 1 << 20,
+    };
+    let fits = budget / Store::new(config).item_cost(9, 100);
+    for alpha in [0.99, 0.8] {
+        let w = Workload {
+            keys: fits * 10,
+            alpha,
+            requests: 200_000,
+            value_len: 100,
+            seed: 42,
+        };
+        let ours = hit_ratio(&Store::with_policy(config, DEFAULT_POLICY), &w);
+        let lru = hit_ratio(&Store::with_policy(config, PolicyKind::Lru), &w);
+        assert!(
+            ours >= lru,
+            "alpha {alpha}: {DEFAULT_POLICY:?} {ours:.4} < LRU {lru:.4}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_writers_keep_the_invariants() {
+    let limit = 128 * 1024;
+    let s = store(limit, 8);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let s = &s;
+            scope.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                for _ in 0..5_000 {
+                    let key = format!("k{}", rng.gen_range(0..3000u32));
+                    if rng.gen_bool(0.5) {
+                        get(s, key.as_bytes(), NOW);
+                    } else {
+                        set(s, key.as_bytes(), &vec![b'x'; rng.gen_range(0..500)], 0, NOW).unwrap();
+                    }
+                }
+            });
+        }
+        scope.spawn(|| {
+            for i in 0..50 {
+                s.sweep(NOW + i);
+            }
+        });
+    });
+    check_all(&s);
+    assert!(s.stats().bytes <= limit as u64);
+}
+
+#[test]
+fn retain_keys_drops_exactly_the_rejected_keys_and_their_bytes() {
+    let s = store(8 << 20, 4);
+    for i in 0..1000 {
+        set(&s, format!("k{i}").as_bytes(), b"value", 0, NOW).unwrap();
+    }
+    let before = s.stats().bytes;
+    let dropped = s.retain_keys(NOW, |k| k.last().is_some_and(|d| d % 2 == 0));
+    assert_eq!(dropped, 500);
+    assert_eq!(s.stats().curr_items, 500);
+    assert!(s.stats().bytes < before);
+    assert!(get(&s, b"k10", NOW).0.is_some());
+    assert_eq!(get(&s, b"k11", NOW).0, None);
+    check_all(&s);
+}

@@ -1,0 +1,79 @@
+//! A seeded Zipf read-through workload for measuring eviction policies.
+//!
+//! Shared by the hit-ratio unit test in `storage::tests` and by
+//! `benches/eviction.rs`, which includes this file by path; it needs `Item` and
+//! `Store` in its parent module and `rand` (a dev-dependency), so it is compiled
+//! only for tests and benches.
+//!
+//! The trace: each request draws a key rank from a Zipf(alpha) distribution over
+//! `keys` keys; a `get` that misses is followed by a `set` of the key (read-through,
+//! as a cache in front of a database sees it). The hit ratio is hits / requests.
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Item, Store};
+
+/// Zipf(alpha) over ranks `0..n` (rank 0 the most popular), sampled by inverting a
+/// precomputed cumulative distribution.
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: usize, alpha: f64) -> Zipf {
+        let mut cdf: Vec<f64> = (1..=n.max(1))
+            .scan(0.0, |sum, k| {
+                *sum += 1.0 / (k as f64).powf(alpha);
+                Some(*sum)
+            })
+            .collect();
+        let total = cdf.last().copied().unwrap_or(1.0);
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    pub fn sample(&self, rng: &mut impl Rng) -> usize {
+        let u: f64 = rng.gen();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// One read-through run.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub keys: usize,
+    pub alpha: f64,
+    pub requests: usize,
+    pub value_len: usize,
+    pub seed: u64,
+}
+
+/// Replays `w` against `store` at a fixed clock and returns the hit ratio.
+pub fn hit_ratio(store: &Store, w: &Workload) -> f64 {
+    const NOW: u32 = 1_700_000_000;
+    let zipf = Zipf::new(w.keys, w.alpha);
+    let mut rng = StdRng::seed_from_u64(w.seed);
+    let value = Bytes::from(vec![b'v'; w.value_len]);
+    let mut key = Vec::with_capacity(32);
+    let mut hits = 0usize;
+    for _ in 0..w.requests {
+        let rank = zipf.sample(&mut rng);
+        key.clear();
+        key.extend_from_slice(b"key:");
+        key.extend_from_slice(itoa::Buffer::new().format(rank).as_bytes());
+        let hit = store.with(&key, NOW, |slot| {
+            if slot.get().is_some() {
+                return true;
+            }
+            // A refused set is a miss like any other.
+            let _ = slot.insert(Item::new(value.clone(), 0, 0, store.next_cas(), NOW));
+            false
+        });
+        hits += usize::from(hit);
+    }
+    hits as f64 / w.requests.max(1) as f64
+}
