@@ -17,6 +17,7 @@
 //!   ringcache node starts a memcached instead, so the differential suite compares two
 //!   memcached processes and the client suites run against memcached. All must pass.
 
+pub mod cluster;
 pub mod diff;
 pub mod process;
 pub mod raw;

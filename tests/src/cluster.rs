@@ -1,0 +1,237 @@
+//! A local ringcache cluster for tests: N real nodes on free 127.0.0.1 ports, seeded
+//! from the first, plus the few client operations the cluster tests need.
+
+use std::time::{Duration, Instant};
+
+use ringcache_protocol::cluster::Topology;
+
+use crate::process::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess};
+use crate::raw::RawConn;
+
+/// One node of a [`TestCluster`].
+pub struct ClusterNode {
+    pub name: String,
+    pub gossip_port: u16,
+    pub process: ServerProcess,
+}
+
+/// Nodes started with the same replica count and gossip timing.
+pub struct TestCluster {
+    pub nodes: Vec<ClusterNode>,
+    replicas: u32,
+    extra: Vec<String>,
+    seed_gossip: u16,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes named `n1..` with `replicas` owners per key, default gossip
+    /// timing, and `extra` flags, and waits until every node sees all of them.
+    pub fn start(n: usize, replicas: u32, extra: &[&str]) -> TestCluster {
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            replicas,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            seed_gossip: 0,
+        };
+        for _ in 0..n {
+            c.add();
+        }
+        c.wait_converged(Duration::from_secs(15));
+        c
+    }
+
+    /// Starts one more node (named `n<k>`, seeded from the first) without waiting for
+    /// the others to see it.
+    pub fn add(&mut self) -> &ClusterNode {
+        let name = format!("n{}", self.nodes.len() + 1);
+        let mut last = String::new();
+        for _ in 0..5 {
+            let gossip = free_udp_port();
+            if self.nodes.is_empty() {
+                self.seed_gossip = gossip;
+            }
+            let args = self.args(&name, gossip);
+            match ServerProcess::start_on(ServerKind::Ringcache, free_port(), &args) {
+                Ok(process) => {
+                    self.nodes.push(ClusterNode {
+                        name,
+                        gossip_port: gossip,
+                        process,
+                    });
+                    return self.nodes.last().expect("just pushed");
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("node {name} did not start: {last}");
+    }
+
+    fn args(&self, name: &str, gossip: u16) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-m".into(),
+            "64".into(),
+            "-t".into(),
+            "2".into(),
+            "--node-name".into(),
+            name.into(),
+            "--gossip-addr".into(),
+            format!("127.0.0.1:{gossip}"),
+            "--replicas".into(),
+            self.replicas.to_string(),
+        ];
+        if self.seed_gossip != 0 && self.seed_gossip != gossip {
+            args.push("--seed".into());
+            args.push(format!("127.0.0.1:{}", self.seed_gossip));
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// The indices of the nodes whose processes are running.
+    pub fn live(&mut self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].process.is_running())
+            .collect()
+    }
+
+    /// Waits until every running node's ring holds exactly the running nodes, with one
+    /// version; panics after `timeout`.
+    pub fn wait_converged(&mut self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let ok = poll_until(timeout, Duration::from_millis(50), || self.converged());
+        assert!(ok, "cluster did not converge within {timeout:?}: {}", self.describe());
+        start.elapsed()
+    }
+
+    /// Whether every running node sees exactly the running nodes, with one version.
+    pub fn converged(&mut self) -> bool {
+        let live = self.live();
+        let mut want: Vec<String> = live.iter().map(|&i| self.nodes[i].name.clone()).collect();
+        want.sort();
+        let mut versions = Vec::new();
+        for &i in &live {
+            let Some(t) = topology(&self.nodes[i].process) else {
+                return false;
+            };
+            let names: Vec<String> = t.members.iter().map(|m| m.name.clone()).collect();
+            if names != want {
+                return false;
+            }
+            versions.push(t.version);
+        }
+        versions.windows(2).all(|w| w[0] == w[1])
+    }
+
+    /// Each running node's view, for failure messages.
+    pub fn describe(&mut self) -> String {
+        let live = self.live();
+        live.iter()
+            .map(|&i| {
+                let n = &self.nodes[i];
+                match topology(&n.process) {
+                    Some(t) => format!(
+                        "{} sees v{} {:?}",
+                        n.name,
+                        t.version,
+                        t.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>()
+                    ),
+                    None => format!("{}: no topology", n.name),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Restarts node `i` with its name and ports.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].process.restart();
+    }
+}
+
+/// The node's `topology` reply, `None` if it does not answer properly.
+pub fn topology(p: &ServerProcess) -> Option<Topology> {
+    let mut conn = RawConn::connect(p.addr()).ok()?;
+    conn.send(b"topology\r\n").ok()?;
+    let mut out = Vec::new();
+    conn.read_until_suffix(&mut out, b"END\r\n", Duration::from_secs(2));
+    Topology::parse(&out).ok().flatten().map(|(t, _)| t)
+}
+
+/// One `STAT` value of the node, as a number.
+pub fn stat(p: &ServerProcess, name: &str) -> Option<f64> {
+    let mut conn = RawConn::connect(p.addr()).ok()?;
+    let reply = conn.request(b"stats\r\n", b"END\r\n");
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let prefix = format!("STAT {name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sets every `(key, value)` through `conn`, pipelined in batches; returns the replies
+/// that were not `STORED`.
+pub fn set_all(conn: &mut RawConn, items: &[(String, String)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for batch in items.chunks(200) {
+        let mut req = Vec::new();
+        for (k, v) in batch {
+            req.extend_from_slice(format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        }
+        conn.send(&req).expect("send");
+        let mut out = Vec::new();
+        let n = batch.len();
+        conn.read_until(&mut out, Duration::from_secs(20), |o| count_lines(o) >= n);
+        for line in String::from_utf8_lossy(&out).lines() {
+            if line != "STORED" {
+                bad.push(line.to_string());
+            }
+        }
+        if count_lines(&out) < n {
+            bad.push(format!("only {} of {n} replies", count_lines(&out)));
+        }
+    }
+    bad
+}
+
+fn count_lines(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+/// Reads `keys` through `conn` with multi-key gets of `width` keys; returns each key's
+/// value (`None` for a miss). Panics if the reply is not a well-formed retrieval reply.
+pub fn get_all(conn: &mut RawConn, keys: &[String], width: usize) -> Vec<Option<String>> {
+    let mut values = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(width.max(1)) {
+        let req = format!("get {}\r\n", batch.join(" "));
+        let reply = conn.request(req.as_bytes(), b"END\r\n");
+        let found = parse_values(&reply).unwrap_or_else(|| panic!("bad reply: {}", String::from_utf8_lossy(&reply)));
+        for k in batch {
+            values.push(found.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone()));
+        }
+    }
+    values
+}
+
+/// `VALUE` blocks of a retrieval reply as `(key, value)`; `None` unless it ends in END.
+pub fn parse_values(reply: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let nl = reply[pos..].iter().position(|&b| b == b'\n')? + pos;
+        let line = String::from_utf8_lossy(&reply[pos..nl]).trim_end().to_string();
+        if line == "END" {
+            return (nl + 1 == reply.len()).then_some(out);
+        }
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 4 || f[0] != "VALUE" {
+            return None;
+        }
+        let len: usize = f[3].parse().ok()?;
+        let data = reply.get(nl + 1..nl + 1 + len)?;
+        out.push((f[1].to_string(), String::from_utf8_lossy(data).into_owned()));
+        pos = nl + 1 + len + 2;
+        if pos > reply.len() {
+            return None;
+        }
+    }
+}

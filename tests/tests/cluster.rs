@@ -1,0 +1,187 @@
+//! Multi-node behaviour: real ringcache processes on 127.0.0.1, joined by gossip.
+//!
+//! Every wait polls a condition with a deadline; timings the issue promises (a killed
+//! node dropped within 5 s, a node that leaves dropped within 1 s) are measured and
+//! printed, and asserted with those bounds.
+
+use std::time::{Duration, Instant};
+
+use ringcache_tests::cluster::{get_all, set_all, stat, topology, TestCluster};
+use ringcache_tests::tools::{require_python_module, run_bounded, workspace_root};
+use ringcache_tests::{poll_until, Signal};
+
+const KEYS: usize = 10_000;
+
+fn items(tag: &str) -> Vec<(String, String)> {
+    (0..KEYS)
+        .map(|i| (format!("{tag}:{i}"), format!("v{i}-{tag}")))
+        .collect()
+}
+
+fn keys(items: &[(String, String)]) -> Vec<String> {
+    items.iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// Asserts that reading every key through node `i` returns its value.
+fn assert_all_read(c: &TestCluster, i: usize, items: &[(String, String)]) {
+    let mut conn = c.nodes[i].process.connect();
+    let got = get_all(&mut conn, &keys(items), 50);
+    let wrong: Vec<_> = items
+        .iter()
+        .zip(&got)
+        .filter(|((_, v), g)| g.as_deref() != Some(v.as_str()))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "through {}: {} wrong, e.g. {wrong:?}",
+        c.nodes[i].name,
+        wrong.len()
+    );
+}
+
+#[test]
+fn three_nodes_any_node_answers_every_key() {
+    let mut c = TestCluster::start(3, 1, &[]);
+    let data = items("r1");
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    for i in 1..3 {
+        assert_all_read(&c, i, &data);
+    }
+    // The keys are spread over the owners, and each is held exactly once (R=1).
+    let held: Vec<f64> = c
+        .nodes
+        .iter()
+        .map(|n| stat(&n.process, "curr_items").unwrap_or(0.0))
+        .collect();
+    println!("items per node: {held:?}");
+    assert_eq!(held.iter().sum::<f64>() as usize, KEYS);
+    for h in &held {
+        assert!(*h > KEYS as f64 * 0.2, "uneven spread: {held:?}");
+    }
+    // Every node reports the same ring version once membership settles.
+    assert!(c.converged(), "{}", c.describe());
+    let forwarded = stat(&c.nodes[0].process, "cluster_forwarded").unwrap_or(0.0);
+    assert!(forwarded > 0.0, "node 1 forwarded nothing");
+}
+
+#[test]
+fn with_two_replicas_a_killed_node_loses_no_key_and_is_dropped_within_5s() {
+    let mut c = TestCluster::start(3, 2, &[]);
+    let data = items("r2");
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    // Every key is held twice.
+    let held: f64 = c
+        .nodes
+        .iter()
+        .map(|n| stat(&n.process, "curr_items").unwrap_or(0.0))
+        .sum();
+    assert_eq!(held as usize, 2 * KEYS);
+
+    let killed_at = Instant::now();
+    c.nodes[2].process.signal(Signal::Kill);
+    // During detection: reads through the survivors fail over to the next owner.
+    assert_all_read(&c, 0, &data);
+    assert_all_read(&c, 1, &data);
+    let dropped = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        (0..2).all(|i| topology(&c.nodes[i].process).is_some_and(|t| t.members.iter().all(|m| m.name != "n3")))
+    });
+    let took = killed_at.elapsed();
+    println!("killed node dropped from every ring after {took:?}");
+    assert!(dropped, "dead node still on a ring: {}", c.describe());
+    assert!(took < Duration::from_secs(5), "detection took {took:?}");
+    // After detection: still every value.
+    assert_all_read(&c, 0, &data);
+    assert_all_read(&c, 1, &data);
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_is_dropped_within_1s() {
+    let mut c = TestCluster::start(3, 1, &[]);
+    let stopped_at = Instant::now();
+    c.nodes[1].process.signal(Signal::Term);
+    let dropped = poll_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        [0, 2]
+            .iter()
+            .all(|&i| topology(&c.nodes[i].process).is_some_and(|t| t.members.iter().all(|m| m.name != "n2")))
+    });
+    let took = stopped_at.elapsed();
+    println!("node that left dropped from every ring after {took:?}");
+    assert!(dropped, "{}", c.describe());
+    assert!(took < Duration::from_secs(1), "leaving took {took:?}");
+    assert!(
+        c.nodes[1].process.wait_exit(Duration::from_secs(5)).is_some(),
+        "node did not exit on SIGTERM"
+    );
+}
+
+#[test]
+fn a_fourth_node_joins_takes_a_quarter_and_reads_stay_correct() {
+    let mut c = TestCluster::start(3, 1, &[]);
+    let data = items("join");
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    c.add();
+    c.wait_converged(Duration::from_secs(10));
+    let share = stat(&c.nodes[3].process, "cluster_ring_share").unwrap_or(0.0);
+    println!("the new node's share of the ring: {share:.3}");
+    assert!((0.15..=0.35).contains(&share), "share {share}");
+    let t = topology(&c.nodes[3].process).expect("topology");
+    // Keys the new node now owns but does not hold are misses; every other key is
+    // still read correctly; no key returns a wrong value.
+    for i in 0..4 {
+        let mut conn = c.nodes[i].process.connect();
+        let got = get_all(&mut conn, &keys(&data), 50);
+        let mut misses = 0;
+        for ((k, v), g) in data.iter().zip(&got) {
+            match g {
+                Some(g) => assert_eq!(g, v, "key {k} through n{}", i + 1),
+                None => misses += 1,
+            }
+        }
+        let moved = misses as f64 / KEYS as f64;
+        println!("through n{}: {misses} misses ({moved:.3}), ring v{}", i + 1, t.version);
+        assert!((0.1..=0.4).contains(&moved), "misses {moved}");
+    }
+}
+
+#[test]
+fn a_restarted_node_rejoins_with_its_name() {
+    let mut c = TestCluster::start(3, 1, &[]);
+    let before = topology(&c.nodes[0].process).expect("topology").version;
+    c.nodes[2].process.signal(Signal::Kill);
+    c.restart(2);
+    let took = c.wait_converged(Duration::from_secs(10));
+    println!("restarted node back on every ring after {took:?}");
+    let after = topology(&c.nodes[0].process).expect("topology");
+    assert_eq!(after.members.len(), 3);
+    assert_ne!(after.version, before, "a new incarnation must change the version");
+}
+
+#[test]
+fn flush_all_through_one_node_empties_the_cluster() {
+    let c = TestCluster::start(3, 1, &[]);
+    let data: Vec<_> = items("flush").into_iter().take(300).collect();
+    let mut conn = c.nodes[1].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    assert_eq!(conn.request(b"flush_all\r\n", b"\r\n"), b"OK\r\n");
+    for n in &c.nodes {
+        assert_eq!(stat(&n.process, "curr_items"), Some(0.0), "{}", n.name);
+    }
+}
+
+#[test]
+fn pymemcache_plain_and_hash_clients_against_the_cluster() {
+    let c = TestCluster::start(3, 2, &[]);
+    let python = require_python_module("pymemcache", "pip install pymemcache");
+    let script = workspace_root().join("tests/python/pymemcache_suite.py");
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.process.port().to_string()).collect();
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script).args(&ports);
+    let ran = run_bounded(&mut cmd, Duration::from_secs(180));
+    println!("{}", ran.stdout);
+    assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains(" passed, 0 failed"), "{}", ran.stdout);
+}
