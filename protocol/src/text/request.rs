@@ -19,6 +19,29 @@ pub struct Limits {
     pub max_item_size: usize,
 }
 
+impl Limits {
+    /// What memcached 1.6 counts against `-I` besides the key and the value: the item
+    /// header (48 bytes on 64-bit), the key's NUL, the data block's `\r\n` and the CAS
+    /// unique (8). Nonzero flags add 4 more ([`Limits::FLAGS_OVERHEAD`]).
+    pub const ITEM_OVERHEAD: usize = 48 + 1 + 2 + 8;
+    /// Extra bytes memcached stores for nonzero client flags.
+    pub const FLAGS_OVERHEAD: usize = 4;
+
+    /// Whether memcached (`-I` = `max_item_size`) would store an item with this key
+    /// length, flags and value length: `59 + key + value (+ 4 if flags != 0) <= -I`.
+    /// With `-I 1m`, a 1-byte key and flags 0 allow values of up to 1 048 516 bytes
+    /// (verified against memcached 1.6.18, also for 250-byte keys, nonzero flags and
+    /// `-I 2m`). A larger value is refused with `SERVER_ERROR object too large for
+    /// cache`; `append`/`prepend` whose result would not fit answer `NOT_STORED`.
+    pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
+        let flags = if flags != 0 { Self::FLAGS_OVERHEAD } else { 0 };
+        value_len
+            .saturating_add(key_len)
+            .saturating_add(Self::ITEM_OVERHEAD + flags)
+            <= self.max_item_size
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -45,13 +68,16 @@ pub enum Request {
     },
     /// `touch <key> <exptime> [noreply]`.
     Touch { key: Bytes, exptime: i64, noreply: bool },
-    /// `flush_all [delay] [noreply]`; `delay` is 0 without the argument.
+    /// `flush_all [delay] [noreply]`; `delay` is 0 without the argument; memcached
+    /// treats a delay <= 0 as "now".
     FlushAll { delay: i64, noreply: bool },
     /// `version`.
     Version,
     /// `verbosity <level> [noreply]`.
     Verbosity { noreply: bool },
-    /// `stats [group]`; `group` is empty for the general statistics.
+    /// `stats [group]`; `group` is empty for the general statistics. Only the first
+    /// argument is kept: memcached ignores the others for every group ringcache serves
+    /// (`stats items junk` is `stats items`).
     Stats { group: Bytes },
     /// `quit`: close the connection.
     Quit,
@@ -139,7 +165,8 @@ pub struct StoreRequest {
     pub mode: StoreMode,
     pub key: Bytes,
     pub flags: u32,
-    /// As sent: 0 never, up to 30 days relative, larger absolute Unix time, negative expired.
+    /// As sent (truncated to 32 bits, as memcached does): 0 never, up to 30 days
+    /// relative, larger absolute Unix time, negative expired.
     pub exptime: i64,
     /// The data block without its trailing `\r\n`.
     pub value: Bytes,
