@@ -182,6 +182,10 @@ enum Plan {
     Meta {
         start: usize,
     },
+    /// A node-to-node command (`rc_*`) whose name starts at this offset.
+    Peer {
+        start: usize,
+    },
     Fail(Fail),
 }
 
@@ -316,6 +320,12 @@ fn carry_out(
             }
             return crate::text::meta::parse_meta(buf, end - start, next - start, limits).map(|m| m.map(Request::Meta));
         }
+        Plan::Peer { start } => {
+            if start > 0 {
+                buf.advance(start);
+            }
+            return crate::text::peer::parse_peer(buf, end - start, next - start, limits).map(|p| p.map(Request::Peer));
+        }
         Plan::Fail(f) => {
             let unlink = match f.unlink {
                 Some(key) => Some(take(buf, key, next)),
@@ -380,6 +390,8 @@ fn plan(line: &[u8], limits: &Limits) -> Plan {
         b"decr" => arith(line, i, ArithOp::Decr),
         b"touch" => touch(line, i),
         [b'm', b'g' | b's' | b'n' | b'd' | b'a' | b'e'] => Plan::Meta { start },
+        b"topology" => Plan::Plain(Request::Topology),
+        b"rc_peer" | b"rc_set" | b"rc_del" => Plan::Peer { start },
         b"flush_all" => flush_all(line, i),
         b"version" => Plan::Plain(Request::Version),
         b"verbosity" => verbosity(line, i),

@@ -9,7 +9,7 @@ pub mod meta;
 use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::peer::PeerRequest;
 use ringcache_protocol::text::response::{self, write_number, write_value};
-use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Request, StoreMode, StoreRequest};
+use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Limits, Request, StoreMode, StoreRequest};
 
 use crate::node::Node;
 use crate::stats::Counters;
@@ -215,7 +215,9 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
 fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'static [u8] {
     c.cmd_set += 1;
     let exptime = absolute_expiry(req.exptime, now);
-    let max = node.settings.max_item_size;
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
     let outcome = node.store.with(&req.key, now, |slot| {
         let current = slot.get();
         let value = match (req.mode, current) {
@@ -236,7 +238,7 @@ fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'s
             }
             (StoreMode::Replace, Some(_)) => req.value,
             (StoreMode::Append | StoreMode::Prepend, Some(item)) => {
-                if item.value.len() + req.value.len() + req.key.len() > max {
+                if !limits.item_fits(req.key.len(), item.flags, item.value.len() + req.value.len()) {
                     return Ok(Outcome::NotStored);
                 }
                 let mut joined = BytesMut::with_capacity(item.value.len() + req.value.len());
