@@ -320,6 +320,17 @@ impl ServerProcess {
             "kill({pid}, {sig:?}) failed: {}",
             std::io::Error::last_os_error()
         );
+        if sig == Signal::Stop {
+            // kill(2) returns before the stop takes effect; a test that goes on to send
+            // requests must find the process stopped, so wait (bounded) for state T.
+            let stat = format!("/proc/{pid}/stat");
+            poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
+                std::fs::read_to_string(&stat)
+                    .ok()
+                    .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].trim_start().chars().next()))
+                    .is_some_and(|state| state == 'T' || state == 't')
+            });
+        }
     }
 
     /// Whether the process is still alive (a frozen process counts as alive).

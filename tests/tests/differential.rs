@@ -226,7 +226,11 @@ fn retrieval() -> Group {
             c("get_key_251").send(format!("get {long_key_251}\r\n")),
             c("get_key_251_among_others")
                 .send(set("$Ka", "v"))
-                .send(format!("get $Ka {long_key_251} $Ka\r\n")),
+                .send(format!("get $Ka {long_key_251} $Ka\r\n"))
+                .diverges(
+                    "memcached also drops the replies of earlier pipelined commands not yet sent",
+                    "STORED\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
+                ),
             c("get_trailing_space").send(set("$Ka", "v")).send("get $Ka \r\n"),
             c("get_many_spaces")
                 .send(set("$Ka", "1"))
@@ -439,7 +443,13 @@ fn meta() -> Group {
             c("mg_k_hit").send(set("$Ka", "x")).send("mg $Ka k v\r\n"),
             c("mg_opaque_31").send(format!("mg $Ka O{}\r\n", "o".repeat(31))),
             c("mg_opaque_32_too_long").send(format!("mg $Ka O{}\r\n", "o".repeat(32))),
-            c("mg_base64_key").send(set("$Kb64", "x")).send("mg $B(b64) b v k\r\n"),
+            c("mg_base64_key")
+                .send(set("$Kb64", "x"))
+                .send("mg $B(b64) b v k\r\n")
+                .diverges(
+                    "k echoes the key in the request's encoding; memcached uses the encoding it was stored with",
+                    "STORED\r\nVA 1 k$B(b64) b\r\nx\r\nMN\r\n",
+                ),
             c("mg_base64_miss").send("mg $B(none) b v k O5\r\n"),
             c("mg_base64_invalid").send("mg !!!!notbase64 b v\r\n"),
             c("mg_duplicate_flag").send(set("$Ka", "x")).send("mg $Ka v v\r\n"),
@@ -506,7 +516,12 @@ fn meta() -> Group {
                 .send(set("$Ka", "ab"))
                 .send("ms $Ka 2 MP\r\ncd\r\nmg $Ka v\r\n"),
             c("ms_mode_append_missing").send("ms $Ka 2 MA\r\ncd\r\n"),
-            c("ms_mode_append_vivify").send("ms $Ka 2 MA N30\r\ncd\r\nmg $Ka v t\r\n"),
+            c("ms_mode_append_vivify")
+                .send("ms $Ka 2 MA N30\r\ncd\r\nmg $Ka v t\r\n")
+                .diverges(
+                    "N on ms (autovivify an append miss) as later memcached releases do",
+                    "HD\r\nVA 2 t30\r\ncd\r\nMN\r\n",
+                ),
             c("ms_mode_set_explicit").send("ms $Ka 1 MS\r\nx\r\nmg $Ka v\r\n"),
             c("ms_mode_lowercase").send("ms $Ka 1 Ms\r\nx\r\nmg $Ka v\r\n"),
             c("ms_mode_invalid").send("ms $Ka 1 MZ\r\nx\r\n"),
@@ -519,7 +534,12 @@ fn meta() -> Group {
                 .send("mg $Ka c\r\n")
                 .send_cas("ms $Ka 1 C$CAS1\r\nw\r\nmg $Ka v\r\n"),
             c("ms_C_missing").send("ms $Ka 1 C12345\r\nw\r\n"),
-            c("ms_E_flag_rejected").send("ms $Ka 1 E987654\r\nw\r\nmg $Ka c\r\ngets $Ka\r\n"),
+            c("ms_E_flag_rejected")
+                .send("ms $Ka 1 E987654\r\nw\r\nmg $Ka c\r\ngets $Ka\r\n")
+                .diverges(
+                    "E (explicit new CAS) as later memcached releases do",
+                    "HD\r\nHD c987654\r\nVALUE $Ka 0 1 987654\r\nw\r\nEND\r\nMN\r\n",
+                ),
             c("ms_q_success_silent").send("ms $Ka 1 q\r\nx\r\nmn\r\nmg $Ka v\r\n"),
             c("ms_q_failure_shown")
                 .send(set("$Ka", "v"))
@@ -542,7 +562,11 @@ fn meta() -> Group {
                 .send_cas("md $Ka C$CAS1\r\nmg $Ka\r\n"),
             c("md_x_flag_rejected")
                 .send(st("set", "$Ka", "3", "0", "value"))
-                .send("md $Ka x\r\nmg $Ka v f s\r\n"),
+                .send("md $Ka x\r\nmg $Ka v f s\r\n")
+                .diverges(
+                    "md x (drop the value, keep the item) as later memcached releases do",
+                    "STORED\r\nHD\r\nVA 0 f3 s0\r\n\r\nMN\r\n",
+                ),
             c("md_base64").send(set("$Kk", "v")).send("md $B(k) b\r\nget $Kk\r\n"),
             c("md_no_key").send("md\r\n"),
             // ma
@@ -578,7 +602,11 @@ fn meta() -> Group {
                 .send_cas("ma $Ka C$CAS v c\r\n"),
             c("ma_E_flag_rejected")
                 .send(set("$Ka", "5"))
-                .send("ma $Ka E555 c\r\nmg $Ka c\r\n"),
+                .send("ma $Ka E555 c\r\nmg $Ka c\r\n")
+                .diverges(
+                    "E (explicit new CAS) as later memcached releases do",
+                    "STORED\r\nHD c555\r\nHD c555\r\nMN\r\n",
+                ),
             c("ma_non_numeric").send(set("$Ka", "abc")).send("ma $Ka\r\n"),
             c("ma_bad_delta").send(set("$Ka", "5")).send("ma $Ka Dabc\r\n"),
             c("ma_wrap")
@@ -624,7 +652,13 @@ fn errors() -> Group {
             c("tab_separator").send("get\t$Ka\r\n"),
             c("bare_newline_commands").send("set $Ka 0 0 1\nx\r\nget $Ka\n"),
             c("bare_newline_after_data").send("set $Ka 0 0 1\r\nx\nget $Ka\r\n"),
-            c("extra_cr_in_key").send(set("$Ka", "v")).send("get $Ka\r\r\n"),
+            c("extra_cr_in_key")
+                .send(set("$Ka", "v"))
+                .send("get $Ka\r\r\n")
+                .diverges(
+                    "keys with control characters are refused",
+                    "STORED\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
+                ),
             c("several_spaces_between_tokens").send("set  $Ka  0  0  1\r\nx\r\nget $Ka\r\n"),
             c("data_block_too_long").send("set $Ka 0 0 3\r\nabcde\r\nget $Ka\r\n"),
             c("data_block_too_short").send("set $Ka 0 0 5\r\nabc\r\nget $Ka\r\n"),
@@ -642,8 +676,16 @@ fn errors() -> Group {
             c("key_251_add").send(st("add", &key_of_len(251), "0", "0", "v")),
             c("key_251_incr").send(format!("incr {} 1\r\n", key_of_len(251))),
             c("key_3000_set").send(format!("set $K{long_line} 0 0 1\r\nx\r\n")),
-            c("key_control_char_set").send(b"set $Ka\x01b 0 0 1\r\nx\r\nget $Ka\x01b\r\n".as_slice()),
-            c("key_del_char_get").send(b"get $Ka\x7fb\r\n".as_slice()),
+            c("key_control_char_set")
+                .send(b"set $Ka\x01b 0 0 1\r\nx\r\nget $Ka\x01b\r\n".as_slice())
+                .diverges(
+                    "keys with control characters are refused",
+                    "CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
+                ),
+            c("key_del_char_get").send(b"get $Ka\x7fb\r\n".as_slice()).diverges(
+                "keys with control characters are refused",
+                "CLIENT_ERROR bad command line format\r\nMN\r\n",
+            ),
             c("key_nul_byte_get").send(b"get $Ka\x00b\r\n".as_slice()),
             c("line_too_long_closes").send(&long_line).closes(),
             c("line_too_long_get_is_kept")
