@@ -24,6 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_client::Error as ClientError;
 use ringcache_protocol::ring::NodeIdx;
 use ringcache_protocol::text::frame::Expect;
+use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
 use ringcache_protocol::text::peer::PeerRequest;
 use ringcache_protocol::text::{response, GetKind, GetRequest, Keys, Request};
 
@@ -72,8 +73,18 @@ pub async fn handle(
             }
             flow
         }
-        Request::Meta(_)
-        | Request::Version
+        Request::Meta(m) => match meta_route(m) {
+            MetaRoute::Local => exec::execute(node, req, now, c, out),
+            MetaRoute::Read => {
+                let key = m.key.clone();
+                read(node, cluster, &view, req, key, from_peer, now, c, out).await
+            }
+            MetaRoute::Write => {
+                let key = m.key.clone();
+                write(node, cluster, &view, req, key, from_peer, now, c, out).await
+            }
+        },
+        Request::Version
         | Request::Verbosity { .. }
         | Request::Stats { .. }
         | Request::Quit
@@ -104,15 +115,14 @@ async fn write(
         return flow;
     }
     let noreply = req.noreply();
-    let mut wire = BytesMut::new();
-    req.encode_with(&mut wire, false);
+    let (wire, expect) = wire_for(&req);
     let Some(primary) = primary else {
         return Flow::Continue;
     };
-    match forward(cluster, view, primary, wire.freeze(), expect_of(&req)).await {
+    match forward(cluster, view, primary, wire, expect).await {
         Ok(reply) => {
             if !noreply {
-                out.put_slice(&reply);
+                out.put_slice(strip_noop(&reply, expect));
             }
         }
         Err(_) => {
@@ -122,6 +132,95 @@ async fn write(
         }
     }
     Flow::Continue
+}
+
+/// A single-key read (a meta get or debug): run here if this node owns the key (or
+/// the request came from a peer), else ask the owners in order, primary first; a miss
+/// when none answers.
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    req: Request,
+    key: Bytes,
+    from_peer: bool,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) -> Flow {
+    let owners = view.ring.owners(&key);
+    if from_peer || owners.is_empty() || owners.primary() == view.me {
+        return exec::execute(node, req, now, c, out);
+    }
+    let (wire, expect) = wire_for(&req);
+    for (i, owner) in owners.iter().enumerate() {
+        if Some(*owner) == view.me {
+            return exec::execute(node, req, now, c, out);
+        }
+        if i > 0 {
+            cluster.stats.read_failovers.fetch_add(1, Relaxed);
+        }
+        if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), expect).await {
+            out.put_slice(strip_noop(&reply, expect));
+            return Flow::Continue;
+        }
+    }
+    // No owner answered: a miss, as the owner would have said it.
+    c.get_misses += 1;
+    if let Request::Meta(m) = &req {
+        if !m.flags.quiet() {
+            out.put_slice(b"EN\r\n");
+        }
+    }
+    Flow::Continue
+}
+
+/// How a meta command is routed.
+enum MetaRoute {
+    /// `mn`: answered here.
+    Local,
+    /// Reads: `mg` without flags that change the item, `me`.
+    Read,
+    /// Everything that may change the item.
+    Write,
+}
+
+fn meta_route(m: &MetaRequest) -> MetaRoute {
+    match m.command {
+        MetaCommand::NoOp => MetaRoute::Local,
+        MetaCommand::Debug => MetaRoute::Read,
+        // N creates, T touches, R and the lease flags hand out a win token: all are
+        // decided by the primary and must reach the replicas.
+        MetaCommand::Get if ![b'N', b'T', b'R', b'E'].iter().any(|&f| m.flags.has(f)) => MetaRoute::Read,
+        MetaCommand::Get | MetaCommand::Set | MetaCommand::Delete | MetaCommand::Arithmetic => MetaRoute::Write,
+    }
+}
+
+/// The bytes to send an owner for `req`, and the reply shape. `noreply` is cleared
+/// (the reply decides what to relay); a quiet meta command keeps its `q` and is
+/// followed by `mn`, so the owner's own quiet-mode rules decide what the client sees.
+fn wire_for(req: &Request) -> (Bytes, Expect) {
+    let mut wire = BytesMut::new();
+    match req {
+        Request::Meta(m) if m.flags.quiet() => {
+            m.encode(&mut wire);
+            wire.put_slice(b"mn\r\n");
+            (wire.freeze(), Expect::MetaUntilNoop)
+        }
+        _ => {
+            req.encode_with(&mut wire, false);
+            (wire.freeze(), expect_of(req))
+        }
+    }
+}
+
+/// A reply without the `MN` that [`wire_for`] asked for.
+fn strip_noop(reply: &Bytes, expect: Expect) -> &[u8] {
+    match expect {
+        Expect::MetaUntilNoop => reply.strip_suffix(b"MN\r\n").unwrap_or(reply),
+        _ => reply,
+    }
 }
 
 /// Applies this node's current state of `key` to the key's other owners and waits

@@ -188,3 +188,43 @@ fn pymemcache_plain_and_hash_clients_against_the_cluster() {
     assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
     assert!(ran.stdout.contains(" passed, 0 failed"), "{}", ran.stdout);
 }
+
+#[test]
+fn meta_commands_through_any_node_behave_as_on_the_owner() {
+    let c = TestCluster::start(3, 2, &[]);
+    let mut conn = c.nodes[0].process.connect();
+    for i in 0..60 {
+        let k = format!("meta:{i}");
+        let v = format!("v{i}");
+        let reply = conn.request(format!("ms {k} {} T0 F5 O7 k\r\n{v}\r\n", v.len()).as_bytes(), b"\r\n");
+        assert_eq!(reply, format!("HD O7 k{k}\r\n").into_bytes(), "ms {k}");
+        // Quiet mode: the hit is shown, the miss is not, `mn` ends the pipeline.
+        let reply = conn.request(
+            format!("mg {k} v f O9 k q\r\nmg nothere:{i} v q\r\nmn\r\n").as_bytes(),
+            b"MN\r\n",
+        );
+        assert_eq!(
+            reply,
+            format!("VA {} f5 O9 k{k}\r\n{v}\r\nMN\r\n", v.len()).into_bytes(),
+            "mg {k}"
+        );
+        // Through another node too (a different path to the owner).
+        let mut other = c.nodes[1 + i % 2].process.connect();
+        let reply = other.request(format!("mg {k} s v\r\n").as_bytes(), format!("{v}\r\n").as_bytes());
+        assert_eq!(reply, format!("VA {} s{}\r\n{v}\r\n", v.len(), v.len()).into_bytes());
+        assert_eq!(
+            conn.request(format!("md {k} q\r\nmn\r\n").as_bytes(), b"MN\r\n"),
+            b"MN\r\n"
+        );
+        assert_eq!(conn.request(format!("mg {k} v\r\n").as_bytes(), b"\r\n"), b"EN\r\n");
+        assert_eq!(
+            conn.request(format!("ma ctr:{i} N0 J5 v\r\n").as_bytes(), b"5\r\n"),
+            b"VA 1\r\n5\r\n"
+        );
+        assert_eq!(
+            other.request(format!("ma ctr:{i} v\r\n").as_bytes(), b"6\r\n"),
+            b"VA 1\r\n6\r\n"
+        );
+    }
+    assert!(stat(&c.nodes[0].process, "cluster_forwarded").unwrap_or(0.0) > 0.0);
+}

@@ -19,6 +19,9 @@ pub enum Expect {
     Line,
     /// A meta command: one line, followed by a data block for `VA <size> ...`.
     Meta,
+    /// Quiet meta commands followed by `mn`: any number of meta replies (a quiet
+    /// command may answer nothing) up to and including `MN`.
+    MetaUntilNoop,
 }
 
 /// A reply that cannot be framed: the connection's stream is out of sync.
@@ -54,6 +57,18 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
                     return Ok(data_end(buf, next, size));
                 }
                 return Ok(Some(next));
+            }
+            Expect::MetaUntilNoop => {
+                if line == b"MN" {
+                    return Ok(Some(next));
+                }
+                pos = match line.strip_prefix(b"VA ") {
+                    Some(rest) => match data_end(buf, next, leading_number(rest)?) {
+                        Some(end) => end,
+                        None => return Ok(None),
+                    },
+                    None => next,
+                };
             }
             Expect::Values => {
                 if let Some(rest) = line.strip_prefix(b"VALUE ") {
@@ -136,6 +151,8 @@ mod tests {
         (Expect::Meta, b"VA 2 f0\r\nab\r\n"),
         (Expect::Meta, b"EN\r\n"),
         (Expect::Meta, b"VA 0\r\n\r\n"),
+        (Expect::MetaUntilNoop, b"MN\r\n"),
+        (Expect::MetaUntilNoop, b"HD\r\nVA 2 k\r\nMN\r\nEN\r\nMN\r\n"),
     ];
 
     #[test]
