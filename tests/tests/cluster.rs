@@ -228,3 +228,39 @@ fn meta_commands_through_any_node_behave_as_on_the_owner() {
     }
     assert!(stat(&c.nodes[0].process, "cluster_forwarded").unwrap_or(0.0) > 0.0);
 }
+
+#[test]
+fn a_frozen_node_is_dropped_taken_back_and_serves_nothing_stale() {
+    let mut c = TestCluster::start(3, 1, &[]);
+    let data = items("freeze");
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    let frozen_items = stat(&c.nodes[2].process, "curr_items").unwrap_or(0.0);
+    assert!(frozen_items > 0.0);
+
+    c.nodes[2].process.signal(Signal::Stop);
+    let dropped = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        (0..2).all(|i| topology(&c.nodes[i].process).is_some_and(|t| t.members.len() == 2))
+    });
+    assert!(dropped, "frozen node not dropped: {}", c.describe());
+    // While it is away its keys move to the others: overwrite every key.
+    let newer: Vec<(String, String)> = data.iter().map(|(k, v)| (k.clone(), format!("{v}-new"))).collect();
+    assert_eq!(set_all(&mut conn, &newer), Vec::<String>::new());
+
+    c.nodes[2].process.signal(Signal::Cont);
+    c.wait_converged(Duration::from_secs(15));
+    // Every read, through every node including the thawed one, is the newer value
+    // or a miss; never the value from before the freeze.
+    for i in 0..3 {
+        let mut conn = c.nodes[i].process.connect();
+        let got = get_all(&mut conn, &keys(&newer), 50);
+        for ((k, v), g) in newer.iter().zip(&got) {
+            if let Some(g) = g {
+                assert_eq!(g, v, "stale value for {k} through n{}", i + 1);
+            }
+        }
+    }
+    let resets = stat(&c.nodes[2].process, "cluster_resets").unwrap_or(0.0);
+    println!("thawed node dropped its data {resets} time(s)");
+    assert!(resets >= 1.0);
+}

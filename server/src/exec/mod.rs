@@ -386,3 +386,116 @@ fn arith(node: &Node, op: ArithOp, key: &Bytes, delta: u64, now: u32, c: &mut Co
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::server::build_local_node;
+
+    const NOW: u32 = 1_800_000_000;
+
+    fn node() -> Node {
+        build_local_node(&Config::parse_from(["ringcache"]))
+    }
+
+    fn set(node: &Node, key: &[u8], value: &[u8]) {
+        let item = Item::new(Bytes::copy_from_slice(value), 0, 0, node.store.next_cas(), NOW);
+        node.store.with(key, NOW, |slot| slot.insert(item)).unwrap();
+    }
+
+    fn value(node: &Node, key: &[u8]) -> Option<Bytes> {
+        node.store.with(key, NOW, |slot| slot.get().map(|i| i.value.clone()))
+    }
+
+    #[test]
+    fn incr_wraps_at_2_pow_64_and_decr_stops_at_zero() {
+        let n = node();
+        set(&n, b"c", b"18446744073709551615");
+        assert_eq!(
+            apply_delta(&n, ArithOp::Incr, b"c", 2, NOW, None),
+            ArithResult::Value(1)
+        );
+        // The shorter result is padded to the old length, as memcached rewrites in place.
+        assert_eq!(value(&n, b"c").unwrap(), Bytes::from_static(b"1                   "));
+        assert_eq!(
+            apply_delta(&n, ArithOp::Decr, b"c", 5, NOW, None),
+            ArithResult::Value(0)
+        );
+        set(&n, b"d", b"99");
+        assert_eq!(
+            apply_delta(&n, ArithOp::Incr, b"d", 1, NOW, None),
+            ArithResult::Value(100)
+        );
+        assert_eq!(value(&n, b"d").unwrap(), Bytes::from_static(b"100"));
+        set(&n, b"x", b"12a");
+        assert_eq!(
+            apply_delta(&n, ArithOp::Incr, b"x", 1, NOW, None),
+            ArithResult::NonNumeric
+        );
+        assert_eq!(
+            apply_delta(&n, ArithOp::Incr, b"none", 1, NOW, None),
+            ArithResult::NotFound
+        );
+    }
+
+    #[test]
+    fn cas_succeeds_once_then_reports_exists() {
+        let n = node();
+        set(&n, b"k", b"v1");
+        let cas = n.store.with(b"k", NOW, |slot| slot.get().map(|i| i.cas)).unwrap();
+        let mut c = Counters::default();
+        let req = |token, v: &'static [u8]| StoreRequest {
+            mode: StoreMode::Cas(token),
+            key: Bytes::from_static(b"k"),
+            flags: 0,
+            exptime: 0,
+            value: Bytes::from_static(v),
+            noreply: false,
+        };
+        assert_eq!(store_item(&n, req(cas, b"v2"), NOW, &mut c), response::STORED);
+        assert_eq!(store_item(&n, req(cas, b"v3"), NOW, &mut c), response::EXISTS);
+        assert_eq!(value(&n, b"k").unwrap(), Bytes::from_static(b"v2"));
+        assert_eq!((c.cas_hits, c.cas_badval), (1, 1));
+    }
+
+    #[test]
+    fn peer_applications_keep_the_larger_cas() {
+        let n = node();
+        let mut out = BytesMut::new();
+        let apply = |cas, v: &'static [u8], out: &mut BytesMut| {
+            let req = PeerRequest::Set {
+                key: Bytes::from_static(b"r"),
+                flags: 1,
+                exptime: 0,
+                cas,
+                value: Bytes::from_static(v),
+            };
+            apply_peer(&n, req, NOW, out)
+        };
+        apply(10, b"new", &mut out);
+        apply(5, b"old", &mut out);
+        assert_eq!(&out[..], b"STORED\r\nNOT_STORED\r\n");
+        assert_eq!(value(&n, b"r").unwrap(), Bytes::from_static(b"new"));
+        // Later local writes get larger CAS uniques than the applied one.
+        assert!(n.store.next_cas() > 10);
+        out.clear();
+        let del = |cas, out: &mut BytesMut| {
+            apply_peer(
+                &n,
+                PeerRequest::Del {
+                    key: Bytes::from_static(b"r"),
+                    cas,
+                },
+                NOW,
+                out,
+            )
+        };
+        del(3, &mut out);
+        del(20, &mut out);
+        assert_eq!(&out[..], b"NOT_FOUND\r\nDELETED\r\n");
+        assert_eq!(value(&n, b"r"), None);
+    }
+}
