@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,9 +21,9 @@ pub struct NodePool {
     slots: Box<[Mutex<Option<NodeConn>>]>,
     next: AtomicUsize,
     connect_timeout: Duration,
-    /// Sent first on every new connection; the reply must be `OK` (a node marks its
-    /// connections to peers this way).
-    hello: Option<Bytes>,
+    /// Makes the request sent first on every new connection; the reply must be `OK`
+    /// (a node marks, and authenticates, its connections to peers this way).
+    hello: Option<Arc<dyn Fn() -> Bytes + Send + Sync>>,
 }
 
 impl NodePool {
@@ -39,7 +39,13 @@ impl NodePool {
     }
 
     /// Sends `hello` as the first request of every new connection and requires `OK`.
-    pub fn with_hello(mut self, hello: Bytes) -> NodePool {
+    pub fn with_hello(self, hello: Bytes) -> NodePool {
+        self.with_hello_fn(Arc::new(move || hello.clone()))
+    }
+
+    /// Like [`NodePool::with_hello`], with the request made afresh for each connection
+    /// (for one that carries a timestamp).
+    pub fn with_hello_fn(mut self, hello: Arc<dyn Fn() -> Bytes + Send + Sync>) -> NodePool {
         self.hello = Some(hello);
         self
     }
@@ -59,7 +65,7 @@ impl NodePool {
         }
         let c = NodeConn::connect(self.addr, self.connect_timeout).await?;
         if let Some(hello) = &self.hello {
-            let reply = c.request(hello.clone(), Expect::Line, self.connect_timeout).await?;
+            let reply = c.request(hello(), Expect::Line, self.connect_timeout).await?;
             if &reply[..] != b"OK\r\n" {
                 c.close();
                 return Err(Error::Server(String::from_utf8_lossy(&reply).trim_end().to_string()));

@@ -14,14 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringcache_client::pool::NodePool;
 use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
 use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
+use ringcache_protocol::text::peer::PeerRequest;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::membership::{ClusterView, GossipConfig, Membership, OnDeclaredDown};
+use crate::secret::ClusterKey;
 use crate::storage::Store;
 
 /// Connections kept open to each peer.
@@ -184,6 +186,8 @@ pub struct Cluster {
     name: String,
     freeze: Arc<FreezeGuard>,
     store: Arc<Store>,
+    /// The cluster secret, if any: peer connections must prove they know it.
+    pub key: Option<Arc<ClusterKey>>,
 }
 
 impl Cluster {
@@ -244,6 +248,7 @@ impl Cluster {
             name,
             freeze,
             store,
+            key: config.gossip.key.clone(),
         })
     }
 
@@ -269,8 +274,22 @@ impl Cluster {
         peers
             .entry(addr)
             .or_insert_with(|| {
-                let hello = Bytes::from(format!("{} {}\r\n", crate::exec::PEER_HELLO, self.name));
-                Arc::new(NodePool::new(addr, PEER_POOL, self.peer_timeout).with_hello(hello))
+                let name = Bytes::from(self.name.clone());
+                let key = self.key.clone();
+                let hello = move || {
+                    let proof = key.as_ref().map(|k| {
+                        let secs = u64::from(crate::node::unix_now());
+                        (secs, Bytes::from(k.peer_proof(&name, secs)))
+                    });
+                    let mut wire = BytesMut::new();
+                    PeerRequest::Hello {
+                        name: name.clone(),
+                        proof,
+                    }
+                    .encode(&mut wire);
+                    wire.freeze()
+                };
+                Arc::new(NodePool::new(addr, PEER_POOL, self.peer_timeout).with_hello_fn(Arc::new(hello)))
             })
             .clone()
     }

@@ -9,7 +9,7 @@ use clap::Parser;
 /// Speaks the memcached text protocol (classic and meta commands) on TCP; connect
 /// with any memcached client, or `telnet 127.0.0.1 11211`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ringcache", version, about, long_about = None)]
+#[command(name = "ringcache", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// TCP port to listen on.
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
@@ -81,6 +81,17 @@ pub struct Config {
     #[arg(long = "gossip-suspect-ms", default_value_t = 1500, help_heading = "Cluster")]
     pub gossip_suspect_ms: u64,
 
+    /// Shared cluster secret: authenticates and encrypts every gossip packet and
+    /// authenticates peer connections. Every node must have the same one. Needed
+    /// whenever gossip or the client port is reachable beyond loopback.
+    #[arg(
+        long = "gossip-key",
+        env = "RINGCACHE_GOSSIP_KEY",
+        hide_env_values = true,
+        help_heading = "Cluster"
+    )]
+    pub gossip_key: Option<String>,
+
     /// How long a forwarded request waits for its owner, in milliseconds. A read that
     /// times out is a miss; a write gets SERVER_ERROR.
     #[arg(long = "peer-timeout-ms", default_value_t = 1000, help_heading = "Cluster")]
@@ -147,5 +158,27 @@ mod tests {
         assert_eq!(parse_size("2048"), Ok(2048));
         assert!(parse_size("12").is_err());
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn repeated_seeds_add_up_and_other_flags_take_the_last_value() {
+        let c = Config::parse_from([
+            "ringcache",
+            "--seed",
+            "127.0.0.1:1",
+            "--seed",
+            "127.0.0.1:2",
+            "--gossip-key",
+            "a",
+            "--gossip-key",
+            "b",
+            "-p",
+            "1",
+            "-p",
+            "2",
+        ]);
+        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(c.gossip_key.as_deref(), Some("b"));
+        assert_eq!(c.port, 2);
     }
 }

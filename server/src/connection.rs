@@ -76,10 +76,21 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                     }
                     out.put_slice(response::END);
                 }
-                Ok(Some(Request::Peer(PeerRequest::Hello { name }))) => {
-                    debug!(peer = %String::from_utf8_lossy(&name), "peer connection");
-                    from_peer = true;
-                    out.put_slice(response::OK);
+                Ok(Some(Request::Peer(PeerRequest::Hello { name, proof }))) => {
+                    let key = node.cluster.as_ref().and_then(|c| c.key.as_ref());
+                    let trusted = match (key, &proof) {
+                        (None, _) => true,
+                        (Some(key), Some((secs, mac))) => key.check_peer_proof(&name, *secs, mac, u64::from(now)),
+                        (Some(_), None) => false,
+                    };
+                    if trusted {
+                        debug!(peer = %String::from_utf8_lossy(&name), "peer connection");
+                        from_peer = true;
+                        out.put_slice(response::OK);
+                    } else {
+                        counters.auth_errors += 1;
+                        out.put_slice(b"CLIENT_ERROR authentication failed\r\n");
+                    }
                 }
                 Ok(Some(Request::Peer(_))) if !from_peer => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {

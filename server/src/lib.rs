@@ -16,6 +16,7 @@ pub mod exec;
 pub mod membership;
 pub mod node;
 pub mod router;
+pub mod secret;
 pub mod server;
 pub mod stats;
 pub mod stats_report;

@@ -36,6 +36,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::secret::ClusterKey;
+
 /// Largest gossip packet we send or accept.
 const MAX_PACKET: usize = 1400;
 
@@ -130,6 +132,8 @@ pub struct GossipConfig {
     pub probe_rtt: Duration,
     /// How long a suspect member has to refute before it is declared down.
     pub suspect_timeout: Duration,
+    /// The cluster secret: when set, every packet is sealed and unsealed with it.
+    pub key: Option<Arc<ClusterKey>>,
 }
 
 /// The members this node currently sees as up (alive or suspect), itself included,
@@ -169,6 +173,8 @@ pub struct GossipStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub packets_bad: AtomicU64,
+    /// Packets dropped because they failed authentication with the cluster secret.
+    pub auth_failures: AtomicU64,
     pub rejoins: AtomicU64,
 }
 
@@ -215,6 +221,7 @@ impl Membership {
             socket,
             timers: Timers::default(),
             seeds: cfg.seeds.clone(),
+            key: cfg.key.clone(),
             view_tx,
             stats: stats.clone(),
             on_declared_down,
@@ -308,6 +315,7 @@ struct Task {
     socket: UdpSocket,
     timers: Timers,
     seeds: Vec<SocketAddr>,
+    key: Option<Arc<ClusterKey>>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     stats: Arc<GossipStats>,
     on_declared_down: OnDeclaredDown,
@@ -326,7 +334,22 @@ impl Task {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
                         self.stats.packets_in.fetch_add(1, Relaxed);
-                        if let Err(e) = self.foca.handle_data(&buf[..n], &mut self.runtime) {
+                        let opened;
+                        let packet = match &self.key {
+                            Some(key) => match key.open(&buf[..n]) {
+                                Some(p) => {
+                                    opened = p;
+                                    &opened[..]
+                                }
+                                None => {
+                                    self.stats.auth_failures.fetch_add(1, Relaxed);
+                                    debug!(%from, "gossip packet failed authentication");
+                                    continue;
+                                }
+                            },
+                            None => &buf[..n],
+                        };
+                        if let Err(e) = self.foca.handle_data(packet, &mut self.runtime) {
                             self.stats.packets_bad.fetch_add(1, Relaxed);
                             debug!(%from, error = %e, "gossip packet rejected");
                         }
@@ -370,7 +393,15 @@ impl Task {
         let mut changed = false;
         while let Some((dst, data)) = self.runtime.to_send() {
             self.stats.packets_out.fetch_add(1, Relaxed);
-            if let Err(e) = self.socket.send_to(&data, dst.0.gossip).await {
+            let sealed;
+            let data: &[u8] = match &self.key {
+                Some(key) => {
+                    sealed = key.seal(&data);
+                    &sealed
+                }
+                None => &data,
+            };
+            if let Err(e) = self.socket.send_to(data, dst.0.gossip).await {
                 debug!(to = %dst.0.gossip, error = %e, "gossip send failed");
             }
         }
@@ -468,6 +499,7 @@ mod tests {
             probe_period: Duration::from_millis(300),
             probe_rtt: Duration::from_millis(150),
             suspect_timeout: Duration::from_millis(900),
+            key: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::Config;
 use crate::membership::GossipConfig;
 use crate::node::{unix_now, Node, Settings};
+use crate::secret::ClusterKey;
 use crate::storage::{Store, StoreConfig};
 
 /// How often the background sweep reclaims expired items.
@@ -33,9 +34,17 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
         probe_period: Duration::from_millis(config.gossip_probe_ms.max(10)),
         probe_rtt: Duration::from_millis(config.gossip_rtt_ms.max(5)),
         suspect_timeout: Duration::from_millis(config.gossip_suspect_ms.max(10)),
+        key: config
+            .gossip_key
+            .as_deref()
+            .map(|s| Arc::new(ClusterKey::from_secret(s))),
     };
-    if !gossip.gossip_addr.ip().is_loopback() {
-        warn!(addr = %gossip.gossip_addr, "gossip listens beyond loopback without authentication");
+    if gossip.key.is_none() && !gossip.gossip_addr.ip().is_loopback() {
+        warn!(
+            addr = %gossip.gossip_addr,
+            "gossip listens beyond loopback without --gossip-key: anyone who can reach it can join the cluster \
+             and read or change its membership; set the same --gossip-key on every node"
+        );
     }
     let cluster = Cluster::start(
         ClusterConfig {

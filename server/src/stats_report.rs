@@ -105,6 +105,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "gossip_packets_in", gs.packets_in.load(Relaxed));
         write_stat(out, "gossip_packets_out", gs.packets_out.load(Relaxed));
         write_stat(out, "gossip_packets_bad", gs.packets_bad.load(Relaxed));
+        write_stat(out, "gossip_auth_failures", gs.auth_failures.load(Relaxed));
     }
     out.put_slice(END);
 }

@@ -43,6 +43,12 @@ impl TestCluster {
     /// Starts one more node (named `n<k>`, seeded from the first) without waiting for
     /// the others to see it.
     pub fn add(&mut self) -> &ClusterNode {
+        self.add_with(&[])
+    }
+
+    /// Like [`TestCluster::add`], with `more` flags for this node only (after the
+    /// cluster's, so they win).
+    pub fn add_with(&mut self, more: &[&str]) -> &ClusterNode {
         let name = format!("n{}", self.nodes.len() + 1);
         let mut last = String::new();
         for _ in 0..5 {
@@ -50,7 +56,8 @@ impl TestCluster {
             if self.nodes.is_empty() {
                 self.seed_gossip = gossip;
             }
-            let args = self.args(&name, gossip);
+            let mut args = self.args(&name, gossip);
+            args.extend(more.iter().map(|s| s.to_string()));
             match ServerProcess::start_on(ServerKind::Ringcache, free_port(), &args) {
                 Ok(process) => {
                     self.nodes.push(ClusterNode {

@@ -264,3 +264,36 @@ fn a_frozen_node_is_dropped_taken_back_and_serves_nothing_stale() {
     println!("thawed node dropped its data {resets} time(s)");
     assert!(resets >= 1.0);
 }
+
+#[test]
+fn with_a_gossip_key_only_nodes_that_know_it_join_or_act_as_peers() {
+    let mut c = TestCluster::start(2, 1, &["--gossip-key", "s3cret"]);
+    let data: Vec<_> = items("keyed").into_iter().take(200).collect();
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    assert_all_read(&c, 1, &data);
+
+    // A node with another secret never joins; its packets are counted and dropped.
+    c.add_with(&["--gossip-key", "wrong"]);
+    let rejected = poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        stat(&c.nodes[0].process, "gossip_auth_failures").unwrap_or(0.0) > 0.0
+    });
+    assert!(rejected, "no authentication failure counted");
+    for i in 0..2 {
+        let t = topology(&c.nodes[i].process).expect("topology");
+        assert_eq!(t.members.len(), 2, "{}", c.describe());
+    }
+
+    // A connection that claims to be a peer without the secret stays an ordinary one.
+    let mut raw = c.nodes[0].process.connect();
+    assert_eq!(
+        raw.request(b"rc_peer intruder\r\n", b"\r\n"),
+        b"CLIENT_ERROR authentication failed\r\n"
+    );
+    assert_eq!(
+        raw.request(b"rc_peer intruder 1800000000 00\r\n", b"\r\n"),
+        b"CLIENT_ERROR authentication failed\r\n"
+    );
+    assert_eq!(raw.request(b"rc_del keyed:1 99999999\r\n", b"\r\n"), b"ERROR\r\n");
+    assert_all_read(&c, 0, &data);
+}

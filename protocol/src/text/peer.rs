@@ -1,7 +1,7 @@
 //! Commands nodes send each other on peer connections (never valid from clients).
 //!
 //! ```text
-//! rc_peer <node name>\r\n                               -> OK
+//! rc_peer <node name> [<unix secs> <hex hmac>]\r\n        -> OK | CLIENT_ERROR authentication failed
 //! rc_set <key> <flags> <exptime> <cas> <bytes>\r\n<data>\r\n -> STORED | NOT_STORED
 //! rc_del <key> <cas>\r\n                                -> DELETED | NOT_FOUND
 //! ```
@@ -22,8 +22,9 @@ use crate::text::request::{Limits, KEY_MAX_LEN};
 /// A peer command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerRequest {
-    /// Marks the connection as coming from the named peer.
-    Hello { name: Bytes },
+    /// Marks the connection as coming from the named peer; with a cluster secret, the
+    /// Unix time and hex HMAC that prove the sender knows it.
+    Hello { name: Bytes, proof: Option<(u64, Bytes)> },
     /// Apply this item (the primary's state of the key).
     Set {
         key: Bytes,
@@ -81,6 +82,18 @@ pub fn parse_peer(
             let frame = buf.split_to(next).freeze();
             Ok(Some(PeerRequest::Hello {
                 name: frame.slice(a..b),
+                proof: None,
+            }))
+        }
+        (b"rc_peer", 3) => {
+            let Some(secs) = number(&tok(buf, 2)) else {
+                return bad(buf);
+            };
+            let ((a, b), (pa, pb)) = (spans[1], spans[3]);
+            let frame = buf.split_to(next).freeze();
+            Ok(Some(PeerRequest::Hello {
+                name: frame.slice(a..b),
+                proof: Some((secs, frame.slice(pa..pb))),
             }))
         }
         (b"rc_del", 2) if key_ok(&tok(buf, 1)) => {
@@ -154,9 +167,15 @@ impl PeerRequest {
     pub fn encode(&self, out: &mut BytesMut) {
         let mut num = itoa::Buffer::new();
         match self {
-            PeerRequest::Hello { name } => {
+            PeerRequest::Hello { name, proof } => {
                 out.put_slice(b"rc_peer ");
                 out.put_slice(name);
+                if let Some((secs, mac)) = proof {
+                    out.put_u8(b' ');
+                    out.put_slice(num.format(*secs).as_bytes());
+                    out.put_u8(b' ');
+                    out.put_slice(mac);
+                }
                 out.put_slice(b"\r\n");
             }
             PeerRequest::Set {
@@ -206,6 +225,11 @@ mod tests {
         for req in [
             PeerRequest::Hello {
                 name: Bytes::from_static(b"node-1"),
+                proof: None,
+            },
+            PeerRequest::Hello {
+                name: Bytes::from_static(b"node-1"),
+                proof: Some((1_800_000_000, Bytes::from_static(b"00ff"))),
             },
             PeerRequest::Set {
                 key: Bytes::from_static(b"k"),
