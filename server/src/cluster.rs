@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use ringcache_client::pool::NodePool;
 use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
 use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
+use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::peer::PeerRequest;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -28,6 +29,9 @@ use crate::storage::Store;
 
 /// Connections kept open to each peer.
 const PEER_POOL: usize = 2;
+
+/// Hand-off applications in flight at once.
+const HANDOFF_IN_FLIGHT: usize = 64;
 
 /// The ring as this node sees it now.
 pub struct RingView {
@@ -112,6 +116,8 @@ pub struct ClusterStats {
     pub replication_errors: AtomicU64,
     /// Items dropped because a ring change took their key away from this node.
     pub purged_items: AtomicU64,
+    /// Items sent to owners they newly had after a ring change.
+    pub handed_off: AtomicU64,
     /// Times the whole store was dropped because the cluster had declared this node
     /// down (or it was frozen) while it kept running.
     pub resets: AtomicU64,
@@ -192,7 +198,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Joins the cluster and starts following it.
-    pub async fn start(config: ClusterConfig, store: Arc<Store>) -> std::io::Result<Cluster> {
+    pub async fn start(config: ClusterConfig, store: Arc<Store>) -> std::io::Result<Arc<Cluster>> {
         let stats = Arc::new(ClusterStats::default());
         let on_down: OnDeclaredDown = {
             let store = store.clone();
@@ -208,38 +214,7 @@ impl Cluster {
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
         let (tx, ring) = watch::channel(Arc::new(first));
-        let ring_config = config.ring;
-        let purge_stats = stats.clone();
-        let purge_store = store.clone();
-        tokio::spawn(async move {
-            let store = purge_store;
-            while views.changed().await.is_ok() {
-                let view = views.borrow_and_update().clone();
-                if view.version == tx.borrow().version {
-                    // Only a member's state changed (alive/suspect): same ring.
-                    let next = RingView::build(&view, ring_config);
-                    tx.send_replace(Arc::new(next));
-                    continue;
-                }
-                let next = Arc::new(RingView::build(&view, ring_config));
-                info!(
-                    version = next.version,
-                    nodes = next.ring.len(),
-                    share = next.my_share(),
-                    "ring changed"
-                );
-                tx.send_replace(next.clone());
-                let store = store.clone();
-                let stats = purge_stats.clone();
-                // Scanning the store is CPU work: keep it off the request threads' queues.
-                let _ = tokio::task::spawn_blocking(move || {
-                    let purged = purge_unowned(&store, &next);
-                    stats.purged_items.fetch_add(purged, Relaxed);
-                })
-                .await;
-            }
-        });
-        Ok(Cluster {
+        let cluster = Arc::new(Cluster {
             membership,
             ring,
             peers: Mutex::new(HashMap::new()),
@@ -249,7 +224,114 @@ impl Cluster {
             freeze,
             store,
             key: config.gossip.key.clone(),
+        });
+        let ring_config = config.ring;
+        let weak = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            while views.changed().await.is_ok() {
+                let view = views.borrow_and_update().clone();
+                let prev = tx.borrow().clone();
+                let next = Arc::new(RingView::build(&view, ring_config));
+                tx.send_replace(next.clone());
+                if view.version == prev.version {
+                    // Only a member's state changed (alive/suspect): same ring.
+                    continue;
+                }
+                info!(
+                    version = next.version,
+                    nodes = next.ring.len(),
+                    share = next.my_share(),
+                    "ring changed"
+                );
+                let Some(cluster) = weak.upgrade() else { break };
+                cluster.rebalance(&prev, &next).await;
+            }
+        });
+        Ok(cluster)
+    }
+
+    /// After a ring change: hands every item to the owners it newly has (a node that
+    /// joined or came back empty, or the owner that replaces a lost one), then drops the
+    /// items this node no longer owns.
+    ///
+    /// Handed-off items travel as `rc_set`, which a receiver applies only if it holds
+    /// nothing newer (larger CAS), so a hand-off never overwrites a write made on the new
+    /// owner meanwhile. With R >= 2 this restores the replica count after a failure and
+    /// fills a returning primary, so an acknowledged write survives a node's restart.
+    async fn rebalance(&self, prev: &RingView, next: &Arc<RingView>) {
+        let handed = self.hand_off(prev, next).await;
+        if handed > 0 {
+            info!(items = handed, "handed items to their new owners");
+        }
+        let store = self.store.clone();
+        let stats = self.stats.clone();
+        let next = next.clone();
+        // Scanning the store is CPU work: keep it off the request threads' queues.
+        let _ = tokio::task::spawn_blocking(move || {
+            let purged = purge_unowned(&store, &next);
+            stats.purged_items.fetch_add(purged, Relaxed);
         })
+        .await;
+    }
+
+    /// Sends each local item to its owners under `next` that were not its owners under
+    /// `prev` (a restarted node, with its new incarnation, counts as new); returns how
+    /// many applications were sent. One shard at a time, so the
+    /// copies in flight stay bounded by a shard's budget.
+    async fn hand_off(&self, prev: &RingView, next: &RingView) -> u64 {
+        let Some(me) = next.me else {
+            return 0;
+        };
+        let now = crate::node::unix_now();
+        let mut sent = 0;
+        for shard in 0..self.store.shard_count() {
+            let mut batch: Vec<(SocketAddr, Bytes)> = Vec::new();
+            self.store.scan_shard(shard, now, |key, value, flags, exptime, cas| {
+                let owners = next.ring.owners(key);
+                let before = prev.ring.owners(key);
+                for o in owners.iter().filter(|o| **o != me) {
+                    let Some(id) = next.ring.node(*o) else { continue };
+                    // The same node, same incarnation: a node that restarted (even before anyone
+                    // noticed it died) comes back empty and is a new owner.
+                    let was_owner = before.iter().any(|b| prev.ring.node(*b) == Some(id));
+                    if was_owner {
+                        continue;
+                    }
+                    let mut wire = BytesMut::with_capacity(key.len() + value.len() + 64);
+                    PeerRequest::Set {
+                        key: Bytes::copy_from_slice(key),
+                        flags,
+                        exptime,
+                        cas,
+                        value: Bytes::copy_from_slice(value),
+                    }
+                    .encode(&mut wire);
+                    batch.push((id.client, wire.freeze()));
+                }
+            });
+            for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
+                let mut tasks = Vec::with_capacity(chunk.len());
+                for (addr, wire) in chunk {
+                    let pool = self.peer(*addr);
+                    let wire = wire.clone();
+                    let timeout = self.peer_timeout;
+                    tasks.push(tokio::spawn(
+                        async move { pool.request(wire, Expect::Line, timeout).await },
+                    ));
+                }
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok(_)) => sent += 1,
+                        _ => {
+                            self.stats.replication_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        self.stats.handed_off.fetch_add(sent, Relaxed);
+        sent
     }
 
     /// Called before serving a batch: if the process was frozen for longer than

@@ -58,7 +58,7 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
         store.clone(),
     )
     .await?;
-    Ok(Node::new(store, settings, Some(Arc::new(cluster))))
+    Ok(Node::new(store, settings, Some(cluster)))
 }
 
 /// A node without gossip or peers: a store and settings only (for unit tests of

@@ -129,7 +129,7 @@ fn a_fourth_node_joins_takes_a_quarter_and_reads_stay_correct() {
     println!("the new node's share of the ring: {share:.3}");
     assert!((0.15..=0.35).contains(&share), "share {share}");
     let t = topology(&c.nodes[3].process).expect("topology");
-    // Keys the new node now owns but does not hold are misses; every other key is
+    // Keys the new node now owns but does not hold yet are misses; every other key is
     // still read correctly; no key returns a wrong value.
     for i in 0..4 {
         let mut conn = c.nodes[i].process.connect();
@@ -141,9 +141,8 @@ fn a_fourth_node_joins_takes_a_quarter_and_reads_stay_correct() {
                 None => misses += 1,
             }
         }
-        let moved = misses as f64 / KEYS as f64;
-        println!("through n{}: {misses} misses ({moved:.3}), ring v{}", i + 1, t.version);
-        assert!((0.1..=0.4).contains(&moved), "misses {moved}");
+        // The old owners hand the new node its keys, so misses are a transient.
+        println!("through n{}: {misses} misses, ring v{}", i + 1, t.version);
     }
 }
 
@@ -296,4 +295,36 @@ fn with_a_gossip_key_only_nodes_that_know_it_join_or_act_as_peers() {
     );
     assert_eq!(raw.request(b"rc_del keyed:1 99999999\r\n", b"\r\n"), b"ERROR\r\n");
     assert_all_read(&c, 0, &data);
+}
+
+#[test]
+fn after_a_restart_and_a_new_owner_no_acknowledged_write_is_lost() {
+    let mut c = TestCluster::start(3, 2, &[]);
+    let data = items("handoff");
+    let mut conn = c.nodes[0].process.connect();
+    assert_eq!(set_all(&mut conn, &data), Vec::<String>::new());
+    // Kill a node and wait until the others have dropped it: the survivors hand its
+    // keys to their new second owners, restoring two copies of every key.
+    c.nodes[2].process.signal(Signal::Kill);
+    c.wait_converged(Duration::from_secs(10));
+    let settled = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let held: f64 = (0..2)
+            .map(|i| stat(&c.nodes[i].process, "curr_items").unwrap_or(0.0))
+            .sum();
+        held as usize == 2 * KEYS
+    });
+    assert!(settled, "two copies of every key were not restored");
+    // It comes back empty: the others hand it the keys it owns again.
+    c.restart(2);
+    c.wait_converged(Duration::from_secs(10));
+    let handed = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let held: f64 = (0..3)
+            .map(|i| stat(&c.nodes[i].process, "curr_items").unwrap_or(0.0))
+            .sum();
+        held as usize == 2 * KEYS
+    });
+    assert!(handed, "the restarted node did not get its keys back");
+    for i in 0..3 {
+        assert_all_read(&c, i, &data);
+    }
 }

@@ -7,9 +7,10 @@
 //!
 //! - `flush_all` (or a delay ≤ 0): every item stored before the command is gone at
 //!   once; items stored after it, even within the same second, survive. memcached
-//!   gets the same-second precision from CAS uniques; so do we: the rule remembers
-//!   the CAS counter at the flush and flushes items whose unique is at or below it.
-//!   (Unique 0 is never flushed by this rule, as in memcached.)
+//!   gets the same-second precision from CAS uniques; the store removes the items
+//!   outright instead (`Store::flush_all`), because items applied later from a peer
+//!   carry that peer's CAS uniques and a local CAS floor would hide them. The CAS
+//!   floor below remains for callers of the rule itself.
 //! - `flush_all N` (N > 0, relative like an exptime, or an absolute Unix time): with
 //!   `deadline = now + N`, memcached sets `oldest_live = deadline - 1` and, from the
 //!   moment the clock reaches `oldest_live`, every item whose last access time is at
@@ -48,6 +49,11 @@ impl FlushRule {
             let deadline = super::absolute_expiry(delay, now);
             self.pending = Some(deadline.saturating_sub(1));
         }
+    }
+
+    /// Drops a pending delayed flush (an immediate flush replaces it, as in memcached).
+    pub(super) fn cancel_pending(&mut self) {
+        self.pending = None;
     }
 
     /// Applies a pending flush whose time has come. Call before [`is_flushed`].

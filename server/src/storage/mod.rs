@@ -393,6 +393,14 @@ impl Store {
         dropped
     }
 
+    /// Calls `f` with every live item of shard `i` (key, value, flags, exptime, CAS),
+    /// under that shard's lock: keep `f` short (copy out what you need).
+    pub fn scan_shard(&self, i: usize, now: u32, mut f: impl FnMut(&[u8], &[u8], u32, u32, u64)) {
+        if i < self.shards.len() {
+            self.lock(i).scan(now, &mut f);
+        }
+    }
+
     /// A fresh CAS unique.
     pub fn next_cas(&self) -> u64 {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1
@@ -404,7 +412,19 @@ impl Store {
     }
 
     /// `flush_all` with `delay` at `now` (see `flush.rs` for the exact rule).
+    ///
+    /// An immediate flush (delay ≤ 0) removes every item at once, shard by shard,
+    /// rather than recording a CAS floor: items applied later from a peer carry the
+    /// peer's CAS uniques, which a local floor would wrongly hide.
     pub fn flush_all(&self, now: u32, delay: i64) {
+        if delay <= 0 {
+            for i in 0..self.shards.len() {
+                let mut shard = self.lock(i);
+                shard.flush.cancel_pending();
+                shard.retain_keys(&mut |_| false, now);
+            }
+            return;
+        }
         let cas_now = self.cas.load(Ordering::Relaxed);
         for i in 0..self.shards.len() {
             let mut shard = self.lock(i);

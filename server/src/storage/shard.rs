@@ -354,6 +354,18 @@ impl Shard {
         removed
     }
 
+    /// Calls `f` with every live item (key, value, flags, exptime, CAS).
+    pub(super) fn scan(&self, now: u32, f: &mut impl FnMut(&[u8], &[u8], u32, u32, u64)) {
+        for idx in 0..self.slots.len() as u32 {
+            if self.liveness(idx, now) != Liveness::Live {
+                continue;
+            }
+            if let Some(e) = self.entry(idx) {
+                f(e.key(), e.value(), e.flags, e.exptime, e.cas);
+            }
+        }
+    }
+
     /// Removes every item whose key fails `keep` (keys a ring change took away from
     /// this node). Returns how many it removed.
     pub(super) fn retain_keys(&mut self, keep: &mut impl FnMut(&[u8]) -> bool, now: u32) -> usize {
