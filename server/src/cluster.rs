@@ -30,6 +30,9 @@ use crate::storage::Store;
 /// Connections kept open to each peer.
 const PEER_POOL: usize = 2;
 
+/// How long after a ring change this node repairs reads (see [`Cluster::repairing`]).
+const REPAIR_WINDOW: Duration = Duration::from_secs(5);
+
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
 
@@ -42,6 +45,9 @@ pub struct RingView {
     pub states: Vec<MemberState>,
     /// This node's index on the ring.
     pub me: Option<NodeIdx>,
+    /// The ring before this one (for the repair window: nodes that have not yet
+    /// adopted this ring still route by that one).
+    pub previous: Option<Ring<NodeId>>,
 }
 
 impl RingView {
@@ -69,6 +75,7 @@ impl RingView {
             ring,
             states,
             me,
+            previous: None,
         }
     }
 
@@ -118,6 +125,8 @@ pub struct ClusterStats {
     pub purged_items: AtomicU64,
     /// Items sent to owners they newly had after a ring change.
     pub handed_off: AtomicU64,
+    /// Reads that found a newer version on another owner and took it (read repair).
+    pub repaired: AtomicU64,
     /// Times the whole store was dropped because the cluster had declared this node
     /// down (or it was frozen) while it kept running.
     pub resets: AtomicU64,
@@ -194,6 +203,8 @@ pub struct Cluster {
     store: Arc<Store>,
     /// The cluster secret, if any: peer connections must prove they know it.
     pub key: Option<Arc<ClusterKey>>,
+    /// Milliseconds since `freeze.started` at the last ring change (0 = never).
+    changed_at: AtomicU64,
 }
 
 impl Cluster {
@@ -224,6 +235,7 @@ impl Cluster {
             freeze,
             store,
             key: config.gossip.key.clone(),
+            changed_at: AtomicU64::new(0),
         });
         let ring_config = config.ring;
         let weak = Arc::downgrade(&cluster);
@@ -231,7 +243,23 @@ impl Cluster {
             while views.changed().await.is_ok() {
                 let view = views.borrow_and_update().clone();
                 let prev = tx.borrow().clone();
-                let next = Arc::new(RingView::build(&view, ring_config));
+                let mut next = RingView::build(&view, ring_config);
+                next.previous = if view.version == prev.version {
+                    prev.previous.clone()
+                } else if prev.ring.len() > 1 {
+                    Some(prev.ring.clone())
+                } else {
+                    // This node has just joined (or restarted): the others' previous
+                    // ring is the current one without it.
+                    let others = view
+                        .members
+                        .iter()
+                        .map(|(id, _)| id)
+                        .filter(|id| **id != view.me)
+                        .cloned();
+                    Ring::new(others, ring_config, prev.version).ok()
+                };
+                let next = Arc::new(next);
                 tx.send_replace(next.clone());
                 if view.version == prev.version {
                     // Only a member's state changed (alive/suspect): same ring.
@@ -244,6 +272,7 @@ impl Cluster {
                     "ring changed"
                 );
                 let Some(cluster) = weak.upgrade() else { break };
+                cluster.changed_at.store(cluster.freeze.elapsed_ms().max(1), Relaxed);
                 cluster.rebalance(&prev, &next).await;
             }
         });
@@ -343,6 +372,16 @@ impl Cluster {
             self.stats.resets.fetch_add(1, Relaxed);
             self.store.flush_all(now, 0);
         }
+    }
+
+    /// Whether the ring changed within the last few seconds. Nodes adopt a new ring
+    /// one after another as gossip spreads, and items move to their new owners only as
+    /// the hand-off proceeds, so for a while a key's primary may hold an older version
+    /// than another owner (or none). In that window the primary asks the other owners
+    /// for their version before it serves a key, and keeps the newest (largest CAS).
+    pub fn repairing(&self) -> bool {
+        let at = self.changed_at.load(Relaxed);
+        at != 0 && self.freeze.elapsed_ms().saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
     }
 
     /// The current ring (cheap; never waits on the membership task).

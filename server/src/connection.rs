@@ -142,6 +142,9 @@ fn local_gets(node: &Node, from_peer: bool, get: &GetRequest) -> bool {
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
         return false;
     }
+    if cluster.repairing() {
+        return false;
+    }
     if from_peer {
         return true;
     }

@@ -17,11 +17,13 @@
 //!   bounce between nodes), but a write there still goes to the other owners.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_client::Error as ClientError;
+use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::ring::NodeIdx;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
@@ -32,9 +34,13 @@ use crate::cluster::{Cluster, RingView};
 use crate::exec::{self, Flow};
 use crate::node::Node;
 use crate::stats::Counters;
+use crate::storage::Item;
 
 /// The reply to a write whose owner cannot be reached.
 pub const OWNER_UNAVAILABLE: &[u8] = b"SERVER_ERROR owner unavailable\r\n";
+
+/// The reply to a write the primary applied but could not apply on every live owner.
+pub const REPLICA_UNAVAILABLE: &[u8] = b"SERVER_ERROR replica unavailable\r\n";
 
 /// Runs one request from a client (`from_peer` false) or a peer (`from_peer` true).
 pub async fn handle(
@@ -110,8 +116,17 @@ async fn write(
     let owners = view.ring.owners(&key);
     let primary = owners.primary();
     if from_peer || primary.is_none() || primary == view.me {
-        let flow = exec::execute(node, req, now, c, out);
-        replicate(node, cluster, view, &key, now).await;
+        repair(node, cluster, view, &key, now).await;
+        let noreply = req.noreply();
+        let mut reply = BytesMut::new();
+        let flow = exec::execute(node, req, now, c, &mut reply);
+        if replicate(node, cluster, view, &key, now).await {
+            out.put_slice(&reply);
+        } else if !noreply {
+            // Applied here, but not on every owner: not acknowledged. (A later read may
+            // still see it, as it may see any write whose answer was lost.)
+            out.put_slice(REPLICA_UNAVAILABLE);
+        }
         return flow;
     }
     let noreply = req.noreply();
@@ -151,6 +166,7 @@ async fn read(
 ) -> Flow {
     let owners = view.ring.owners(&key);
     if from_peer || owners.is_empty() || owners.primary() == view.me {
+        repair(node, cluster, view, &key, now).await;
         return exec::execute(node, req, now, c, out);
     }
     let (wire, expect) = wire_for(&req);
@@ -223,13 +239,116 @@ fn strip_noop(reply: &Bytes, expect: Expect) -> &[u8] {
     }
 }
 
-/// Applies this node's current state of `key` to the key's other owners and waits
-/// (bounded by the peer timeout) until they have it.
-pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) {
-    let owners = view.ring.owners(key);
-    let others: Vec<NodeIdx> = owners.iter().copied().filter(|o| Some(*o) != view.me).collect();
-    if others.is_empty() {
+/// In the window after a ring change ([`Cluster::repairing`]), fetches `key` from its
+/// other owners and keeps the newest version here (larger CAS wins, as for `rc_set`),
+/// so the primary never serves a version older than one another owner holds.
+pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) {
+    if !cluster.repairing() {
         return;
+    }
+    let mut wire = BytesMut::new();
+    PeerRequest::Get { key: key.clone() }.encode(&mut wire);
+    let wire = wire.freeze();
+    let mut tasks = Vec::new();
+    for addr in owner_addrs(view, key, true) {
+        let pool = cluster.peer(addr);
+        let (wire, timeout) = (wire.clone(), cluster.peer_timeout);
+        tasks.push(tokio::spawn(async move {
+            pool.request(wire, Expect::Values, timeout).await
+        }));
+    }
+    let mut newest: Option<(Bytes, u32, u64, u32)> = None;
+    for t in tasks {
+        let Ok(Ok(reply)) = t.await else { continue };
+        if let Some(found) = peer_version(&reply) {
+            if newest.as_ref().is_none_or(|n| found.2 > n.2) {
+                newest = Some(found);
+            }
+        }
+    }
+    let Some((value, flags, cas, exptime)) = newest else {
+        return;
+    };
+    node.store.observe_cas(cas);
+    let repaired = node.store.with(key, now, |slot| {
+        if slot.get().is_some_and(|mine| mine.cas >= cas) {
+            return false;
+        }
+        slot.insert(Item::new(value, flags, exptime, cas, now)).is_ok()
+    });
+    if repaired {
+        cluster.stats.repaired.fetch_add(1, Relaxed);
+    }
+}
+
+/// The client addresses of `key`'s owners other than this node under the current
+/// ring, and with `with_previous` also under the previous one.
+fn owner_addrs(view: &RingView, key: &[u8], with_previous: bool) -> Vec<SocketAddr> {
+    let me = view.me.and_then(|m| view.ring.node(m));
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(4);
+    let mut add = |id: &NodeId| {
+        if Some(id) != me && !addrs.contains(&id.client) {
+            addrs.push(id.client);
+        }
+    };
+    for o in view.ring.owners(key).iter() {
+        if let Some(id) = view.ring.node(*o) {
+            add(id);
+        }
+    }
+    if let (true, Some(previous)) = (with_previous, &view.previous) {
+        for o in previous.owners(key).iter() {
+            if let Some(id) = previous.node(*o) {
+                add(id);
+            }
+        }
+    }
+    addrs
+}
+
+/// The version in an `rc_get` reply: (value, flags, CAS, exptime); `None` for a miss
+/// or a malformed reply.
+fn peer_version(reply: &Bytes) -> Option<(Bytes, u32, u64, u32)> {
+    let nl = memchr::memchr(b'\n', reply)?;
+    let line = std::str::from_utf8(reply[..nl].strip_suffix(b"\r")?).ok()?;
+    let f: Vec<&str> = line.split(' ').collect();
+    if f.len() != 6 || f[0] != "VALUE" {
+        return None;
+    }
+    let len: usize = f[3].parse().ok()?;
+    let start = nl + 1;
+    let value = reply.get(start..start + len)?;
+    Some((
+        reply.slice_ref(value),
+        f[2].parse().ok()?,
+        f[4].parse().ok()?,
+        f[5].parse().ok()?,
+    ))
+}
+
+/// Applies this node's current state of `key` to the key's other owners and waits
+/// (bounded by the peer timeout) until they have it. False if an owner could not be
+/// reached or did not answer in time.
+pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) -> bool {
+    let current = owner_addrs(view, key, false);
+    // Right after a ring change, nodes that still route by the previous ring read
+    // from the key's previous owners: keep them current too (best effort: one of them
+    // may be the node whose loss changed the ring).
+    let previous: Vec<SocketAddr> = if cluster.repairing() {
+        owner_addrs(view, key, true)
+            .into_iter()
+            .filter(|a| !current.contains(a))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let targets: Vec<(SocketAddr, bool)> = current
+        .into_iter()
+        .map(|a| (a, true))
+        .chain(previous.into_iter().map(|a| (a, false)))
+        .collect();
+    if targets.is_empty() {
+        return true;
     }
     let state = node.store.with(key, now, |slot| {
         slot.get().map(|i| (i.value.clone(), i.flags, i.exptime, i.cas))
@@ -250,22 +369,32 @@ pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &By
     let mut wire = BytesMut::new();
     cmd.encode(&mut wire);
     let wire = wire.freeze();
-    let mut tasks = Vec::with_capacity(others.len());
-    for owner in others {
-        let Some(id) = view.ring.node(owner) else { continue };
-        let pool = cluster.peer(id.client);
+    let mut tasks = Vec::with_capacity(targets.len());
+    for (addr, current) in targets {
+        let pool = cluster.peer(addr);
         let wire = wire.clone();
         let timeout = cluster.peer_timeout;
-        tasks.push(tokio::spawn(
-            async move { pool.request(wire, Expect::Line, timeout).await },
-        ));
+        let task = tokio::spawn(async move { pool.request(wire, Expect::Line, timeout).await });
+        // Previous owners are kept current without waiting for them.
+        if current {
+            tasks.push(task);
+        }
     }
+    let mut all = true;
     for t in tasks {
         match t.await {
-            Ok(Ok(_)) => cluster.stats.replicated.fetch_add(1, Relaxed),
-            _ => cluster.stats.replication_errors.fetch_add(1, Relaxed),
-        };
+            // STORED or DELETED, or NOT_STORED / NOT_FOUND when the owner already holds
+            // something newer: either way it has applied what it must.
+            Ok(Ok(reply)) if !reply.starts_with(b"SERVER_ERROR") && !reply.starts_with(b"ERROR") => {
+                cluster.stats.replicated.fetch_add(1, Relaxed);
+            }
+            _ => {
+                cluster.stats.replication_errors.fetch_add(1, Relaxed);
+                all = false;
+            }
+        }
     }
+    all
 }
 
 /// Sends `wire` to `owner` and returns its reply.
@@ -314,6 +443,7 @@ async fn local_get(
     out: &mut BytesMut,
 ) {
     for key in get.keys.iter() {
+        repair(node, cluster, view, &key, now).await;
         exec::retrieve_one(node, get.kind, &key, now, c, out);
         if is_touching(get.kind) {
             replicate(node, cluster, view, &key, now).await;
@@ -370,6 +500,7 @@ async fn multi_get(
     }
     let mut blocks: Vec<Option<Bytes>> = vec![None; keys.len()];
     for i in local {
+        repair(node, cluster, view, &keys[i], now).await;
         let mut block = BytesMut::new();
         exec::retrieve_one(node, get.kind, &keys[i], now, c, &mut block);
         if is_touching(get.kind) {

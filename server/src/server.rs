@@ -25,7 +25,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Builds the node from `config` and joins its cluster (a node without seeds is a
 /// cluster of one that others can join).
 pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
-    let (store, settings) = store_and_settings(config);
+    // CAS uniques must order across nodes and restarts for replicas to converge.
+    let (store, settings) = store_and_settings(config, true);
     let gossip = GossipConfig {
         name: config.node_name(),
         gossip_addr: config.gossip_addr().map_err(anyhow::Error::msg)?,
@@ -64,18 +65,19 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
 /// A node without gossip or peers: a store and settings only (for unit tests of
 /// command semantics).
 pub fn build_local_node(config: &Config) -> Node {
-    let (store, settings) = store_and_settings(config);
+    let (store, settings) = store_and_settings(config, false);
     Node::new(store, settings, None)
 }
 
-fn store_and_settings(config: &Config) -> (Arc<Store>, Settings) {
+fn store_and_settings(config: &Config, clock_cas: bool) -> (Arc<Store>, Settings) {
     let memory_limit = config.memory_limit.saturating_mul(1024 * 1024);
     let shards = (config.threads.max(1) * 8).next_power_of_two();
-    let store = Arc::new(Store::new(StoreConfig {
+    let store = Store::new(StoreConfig {
         memory_limit: memory_limit as usize,
         shards,
         max_item_size: config.max_item_size,
-    }));
+    });
+    let store = Arc::new(if clock_cas { store.with_clock_cas() } else { store });
     let settings = Settings {
         port: config.port,
         listen: config.listen.clone(),

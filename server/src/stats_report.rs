@@ -102,6 +102,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_replication_errors", cs.replication_errors.load(Relaxed));
         write_stat(out, "cluster_purged_items", cs.purged_items.load(Relaxed));
         write_stat(out, "cluster_handed_off", cs.handed_off.load(Relaxed));
+        write_stat(out, "cluster_repaired", cs.repaired.load(Relaxed));
         write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
         write_stat(out, "gossip_packets_in", gs.packets_in.load(Relaxed));
         write_stat(out, "gossip_packets_out", gs.packets_out.load(Relaxed));

@@ -4,6 +4,7 @@
 //! rc_peer <node name> [<unix secs> <hex hmac>]\r\n        -> OK | CLIENT_ERROR authentication failed
 //! rc_set <key> <flags> <exptime> <cas> <bytes>\r\n<data>\r\n -> STORED | NOT_STORED
 //! rc_del <key> <cas>\r\n                                -> DELETED | NOT_FOUND
+//! rc_get <key>\r\n       -> VALUE <key> <flags> <bytes> <cas> <exptime>\r\n<data>\r\nEND | END
 //! ```
 //!
 //! `rc_peer` opens every connection a node makes to a peer: requests on it are
@@ -35,6 +36,9 @@ pub enum PeerRequest {
     },
     /// The key no longer exists on the primary (deleted at CAS `cas` or later).
     Del { key: Bytes, cas: u64 },
+    /// Send this node's version of the key, for read repair:
+    /// `VALUE <key> <flags> <bytes> <cas> <exptime>\r\n<data>\r\nEND\r\n` or `END\r\n`.
+    Get { key: Bytes },
 }
 
 const BAD_FORMAT: ParseError = ParseError {
@@ -95,6 +99,11 @@ pub fn parse_peer(
                 name: frame.slice(a..b),
                 proof: Some((secs, frame.slice(pa..pb))),
             }))
+        }
+        (b"rc_get", 1) if key_ok(&tok(buf, 1)) => {
+            let (a, b) = spans[1];
+            let frame = buf.split_to(next).freeze();
+            Ok(Some(PeerRequest::Get { key: frame.slice(a..b) }))
         }
         (b"rc_del", 2) if key_ok(&tok(buf, 1)) => {
             let Some(cas) = number(&tok(buf, 2)) else {
@@ -196,6 +205,11 @@ impl PeerRequest {
                 out.put_slice(value);
                 out.put_slice(b"\r\n");
             }
+            PeerRequest::Get { key } => {
+                out.put_slice(b"rc_get ");
+                out.put_slice(key);
+                out.put_slice(b"\r\n");
+            }
             PeerRequest::Del { key, cas } => {
                 out.put_slice(b"rc_del ");
                 out.put_slice(key);
@@ -241,6 +255,9 @@ mod tests {
             PeerRequest::Del {
                 key: Bytes::from_static(b"k"),
                 cas: 3,
+            },
+            PeerRequest::Get {
+                key: Bytes::from_static(b"k"),
             },
         ] {
             let mut out = BytesMut::new();

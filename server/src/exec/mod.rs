@@ -140,6 +140,23 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
                 response::NOT_STORED
             });
         }
+        PeerRequest::Get { key } => {
+            let found = node.store.with(&key, now, |slot| {
+                slot.get().map(|i| (i.value.clone(), i.flags, i.cas, i.exptime))
+            });
+            if let Some((value, flags, cas, exptime)) = found {
+                let mut num = itoa::Buffer::new();
+                write_value(out, &key, flags, &value, Some(cas));
+                // The exptime goes after the CAS on the VALUE line: cut the line end,
+                // add it, and put the data back.
+                let data_start = out.len() - value.len() - 2;
+                let tail = out.split_off(data_start - 2);
+                out.put_u8(b' ');
+                out.put_slice(num.format(exptime).as_bytes());
+                out.put_slice(&tail);
+            }
+            out.put_slice(response::END);
+        }
         PeerRequest::Del { key, cas } => {
             node.store.observe_cas(cas);
             let removed = node.store.with(&key, now, |slot| {

@@ -212,6 +212,8 @@ pub struct Store {
     mask: usize,
     /// The last CAS unique handed out.
     cas: AtomicU64,
+    /// Whether CAS uniques follow the clock (see [`Store::with_clock_cas`]).
+    clock_cas: bool,
     cfg: StoreConfig,
 }
 
@@ -339,6 +341,7 @@ impl Store {
             shards,
             mask: n - 1,
             cas: AtomicU64::new(0),
+            clock_cas: false,
             cfg,
         }
     }
@@ -401,9 +404,36 @@ impl Store {
         }
     }
 
-    /// A fresh CAS unique.
+    /// Makes CAS uniques a hybrid logical clock: each is the larger of the last one
+    /// plus one and the current Unix time in microseconds. Uniques from different
+    /// nodes, and from one node before and after a restart, then order by when they
+    /// were made (as far as the clocks agree), which is what lets a replica keep the
+    /// newer of two versions (`rc_set`: larger CAS wins). A cluster node uses this; a
+    /// plain counter (the default) keeps unit tests exact.
+    pub fn with_clock_cas(mut self) -> Store {
+        self.clock_cas = true;
+        self
+    }
+
+    /// A fresh CAS unique, larger than every one handed out or observed before.
     pub fn next_cas(&self) -> u64 {
-        self.cas.fetch_add(1, Ordering::Relaxed) + 1
+        if !self.clock_cas {
+            return self.cas.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut cur = self.cas.load(Ordering::Relaxed);
+        loop {
+            let next = (cur + 1).max(now);
+            match self
+                .cas
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => cur = seen,
+            }
+        }
     }
 
     /// Makes every later CAS unique larger than `cas` (one applied from a peer).
