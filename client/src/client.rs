@@ -266,7 +266,7 @@ impl Client {
             let mut wire = BytesMut::new();
             command::meta_get(&mut wire, key, None);
             let item = match self.inner.read(key, wire.freeze(), Expect::Meta).await? {
-                Some(reply) => command::decode_lookup(&reply)?.into_value(),
+                Some(reply) => self.inner.plain(key, command::decode_lookup(&reply)?).await,
                 None => None,
             };
             self.inner.count_read(item.is_some());
@@ -294,14 +294,15 @@ impl Client {
         let span = tracing::debug_span!("ringcache.get_many", keys = keys.len());
         async {
             let lookups = self.inner.lookup_many(keys).await?;
-            Ok(lookups
-                .into_iter()
-                .map(|l| {
-                    let v = l.and_then(Lookup::into_value).map(|i| i.value);
-                    self.inner.count_read(v.is_some());
-                    v
-                })
-                .collect())
+            let values = lookups.into_iter().zip(keys).map(|(l, k)| async move {
+                let v = match l {
+                    Some(l) => self.inner.plain(k.as_ref(), l).await.map(|i| i.value),
+                    None => None,
+                };
+                self.inner.count_read(v.is_some());
+                v
+            });
+            Ok(join_all(values.collect()).await)
         }
         .instrument(span)
         .await
@@ -535,7 +536,11 @@ impl Client {
             let mut wire = BytesMut::new();
             command::meta_get(&mut wire, key, Some((b'T', exptime(ttl))));
             let value = match self.inner.write(key, wire.freeze(), Expect::Meta).await {
-                Ok(reply) => command::decode_lookup(&reply)?.into_value().map(|i| i.value),
+                Ok(reply) => self
+                    .inner
+                    .plain(key, command::decode_lookup(&reply)?)
+                    .await
+                    .map(|i| i.value),
                 Err(e) if e.is_unavailable() => {
                     Counters::add(&self.inner.stats.unreachable);
                     None
@@ -663,6 +668,24 @@ impl Inner {
             }
             Err(_) => node.succeeded(),
         }
+    }
+
+    /// What a plain read returns for a lookup: only a current value.
+    ///
+    /// The first fetch of a stale item wins its revalidation (`X W`) whether it asked
+    /// for a lease or not. A plain read cannot revalidate (it has no origin), so it
+    /// hands the win back with `md <key> C<cas> I`, which keeps the item stale and
+    /// lets the next reader win, unless someone wrote the key meanwhile (then the
+    /// CAS no longer matches and nothing changes).
+    pub(crate) async fn plain(self: &Arc<Self>, key: &[u8], lookup: Lookup) -> Option<Item> {
+        if let Lookup::Stale { item, won: true } = &lookup {
+            let mut wire = BytesMut::new();
+            command::meta_delete(&mut wire, key, Some(item.cas), true);
+            if let Err(e) = self.write(key, wire.freeze(), Expect::Meta).await {
+                tracing::debug!(error = %e, "could not hand back a revalidation win");
+            }
+        }
+        lookup.into_value()
     }
 
     /// A read: the owners in order, skipping nodes marked down; `None` when none

@@ -487,6 +487,7 @@ mod tests {
         meta_set_cas(&mut out, b"k", b"abc", 60, 3, 17);
         meta_delete(&mut out, b"k", Some(17), false);
         meta_delete(&mut out, b"k", None, true);
+        meta_delete(&mut out, b"k", Some(3), true);
         store(
             &mut out,
             StoreKind::Cas(5),
@@ -497,7 +498,7 @@ mod tests {
         );
         assert_eq!(
             &out[..],
-            &b"mg user:1 v f c\r\nmg user:1 v f c N10\r\nms k 3 T60 F3 C17\r\nabc\r\nmd k C17\r\nmd k I\r\ncas k 1 0 1 5\r\nv\r\n"[..]
+            &b"mg user:1 v f c\r\nmg user:1 v f c N10\r\nms k 3 T60 F3 C17\r\nabc\r\nmd k C17\r\nmd k I\r\nmd k C3 I\r\ncas k 1 0 1 5\r\nv\r\n"[..]
         );
     }
 
