@@ -80,8 +80,11 @@ pub struct ClientStats {
     pub marked_down: u64,
     /// New topology versions installed.
     pub topology_changes: u64,
-    /// Values loaded from an origin (read-through).
+    /// Calls into an origin (read-through); a batch (`load_many`) is one.
     pub origin_loads: u64,
+    /// Read-through calls that shared another caller's load in this process
+    /// (single-flight) instead of asking the cache themselves.
+    pub coalesced: u64,
     /// Origin loads that failed (nothing cached).
     pub origin_errors: u64,
     /// Read-through calls that waited for another process's load (a lease held
@@ -105,6 +108,7 @@ pub(crate) struct Counters {
     pub marked_down: AtomicU64,
     pub topology_changes: AtomicU64,
     pub origin_loads: AtomicU64,
+    pub coalesced: AtomicU64,
     pub origin_errors: AtomicU64,
     pub lease_waits: AtomicU64,
     pub stale_served: AtomicU64,
@@ -122,6 +126,7 @@ impl Counters {
             marked_down: self.marked_down.load(Relaxed),
             topology_changes: self.topology_changes.load(Relaxed),
             origin_loads: self.origin_loads.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
             origin_errors: self.origin_errors.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),

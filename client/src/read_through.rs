@@ -368,6 +368,7 @@ impl<O: Origin> ReadThrough<O> {
                 }
             };
             let Some(tx) = tx else {
+                Counters::add(&self.client.inner.stats.coalesced);
                 let mut rx = rx;
                 match rx.wait_for(Option::is_some).await {
                     Ok(outcome) => {

@@ -98,6 +98,7 @@ fn a_cold_key_read_by_200_tasks_loads_the_origin_once() {
         assert_eq!(origin.loads(), 1);
         // Single-flight: only the leader asked the cache, so nobody met its lease.
         assert_eq!(client.stats().lease_waits, 0, "{:?}", client.stats());
+        assert_eq!(client.stats().coalesced, 199, "{:?}", client.stats());
         // It was written back: a plain read hits, and a later read-through does not load.
         assert_eq!(client.get("cold:1").await.unwrap(), Some(want.clone()));
         assert_eq!(cache.get_or_load("cold:1", Duration::ZERO).await.unwrap(), Some(want));
