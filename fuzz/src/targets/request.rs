@@ -6,7 +6,8 @@
 //! - no panic; every `Ok(Some)` consumes bytes; `Ok(None)` leaves the buffer as it was
 //!   (except for spaces before a meta command's name, which it may drop); after a
 //!   hang-up the buffer is empty; an error reply is empty or one `\r\n`-ended line;
-//! - no allocation over 4 KiB while parsing (a length field is never allocated ahead);
+//! - no allocation over 4 KiB plus the bytes buffered while parsing (a length field is
+//!   never allocated ahead);
 //! - classic and peer keys are 1..=250 bytes without control characters or spaces;
 //!   meta keys are at most 250 bytes (decoded or not) and hold no space, `\n` or NUL —
 //!   control characters are allowed there as memcached 1.6.18 allows them (see
@@ -23,7 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
 use ringcache_protocol::text::parse::LINE_WITHOUT_NEWLINE_MAX;
 use ringcache_protocol::text::peer::PeerRequest;
-use ringcache_protocol::text::{parse_request, GetRequest, Keys, Limits, ParseError, Request, KEY_MAX_LEN};
+use ringcache_protocol::text::{parse_request, GetKind, GetRequest, Keys, Limits, ParseError, Request, KEY_MAX_LEN};
 
 use crate::alloc::{check, measure};
 use crate::mutate::{chunks, splits};
@@ -39,7 +40,9 @@ const LIMITS: [Limits; 2] = [
     Limits { max_item_size: 600 },
 ];
 
-/// The largest single allocation a parse call may make.
+/// The largest single allocation a parse call may make beyond the bytes it was given:
+/// copying what arrived is allowed (`rc_*` copies its tokens), allocating what a
+/// length field announces is not.
 const ALLOC_MAX: usize = 4096;
 
 const DICTIONARY: &[&[u8]] = &[
@@ -249,7 +252,7 @@ fn drive(input: &[u8], cuts: &[usize], limits: &Limits, deep: bool) -> Result<Ru
             let offset = fed - buf.len();
             let before = buf.len();
             let (result, usage) = measure(|| parse_request(&mut buf, limits));
-            check("parse_request", usage, ALLOC_MAX, 64 * ALLOC_MAX).map_err(|e| format!("{e} at offset {offset}"))?;
+            check("parse_request", usage, ALLOC_MAX + before, 64 * (ALLOC_MAX + before)).map_err(|e| format!("{e} at offset {offset}"))?;
             match result {
                 Ok(Some(req)) => {
                     let consumed = crate::targets::check_consumed("parse_request", &input[..fed], before, &buf)?;
@@ -352,7 +355,9 @@ fn classic_key(what: &str, key: &[u8]) -> Result<(), String> {
 fn check_keys(req: &Request) -> Result<(), String> {
     match req {
         Request::Get(g) => {
-            if g.keys.iter().next().is_none() {
+            // `gat <exptime>` without keys is answered `END`, as memcached does.
+            let touch = matches!(g.kind, GetKind::Gat { .. } | GetKind::Gats { .. });
+            if !touch && g.keys.iter().next().is_none() {
                 return Err(format!("a retrieval without keys: {req:?}"));
             }
             g.keys.iter().try_for_each(|k| classic_key("get", &k))
