@@ -2,11 +2,13 @@
 //! values of random sizes from 1 B to 512 KB, 250-byte keys, and floods of tiny items
 //! (where per-item overhead, not value bytes, dominates), then large values again.
 //! The measured numbers are in `docs/FUZZING.md`. The bound asserted is
-//! `-m × 2.5 + 64 MiB`: one pass stays under `-m × 1.5 + 64 MiB`, but once a flood of
-//! tiny items has grown the store's index, slab and policy arrays (capacity the store
-//! does not charge to `-m` and keeps, see `server/src/storage/mod.rs`) and the
-//! allocator holds their freed entries, large values filling `-m` again reach about
-//! `-m × 2.7` at `-m 64` and stay there (memcached: `-m` + 11 MiB).
+//! `-m × 3 + 64 MiB`, with room for run-to-run variation: at `-m 64` the peak measured
+//! 187-190 MiB (memcached: 77 MiB). Large values of random sizes alone reach
+//! `-m` + 15 to 64 MiB (malloc's free memory, which varies with thread scheduling);
+//! after a flood of tiny items has grown the store's index, slab and policy arrays
+//! (capacity the store does not charge to `-m` and keeps, see
+//! `server/src/storage/mod.rs`), large values filling `-m` again reach `-m` + 123 to
+//! 126 MiB, and repeating the cycle does not raise it further.
 //!
 //! Writes are pipelined with `noreply` (no replies to read, so the client never stalls
 //! the server) and each phase ends with `mn`, whose `MN` proves everything before it
@@ -28,7 +30,11 @@ fn memory(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
     let field = |name: &str| -> u64 {
         let line = status.lines().find(|l| l.starts_with(name)).expect("field");
-        line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("value") * 1024
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("value")
+            * 1024
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -105,14 +111,21 @@ fn set_noreply(batch: &mut Vec<u8>, key: &str, value: &[u8]) {
 
 #[test]
 fn rss_stays_within_the_memory_limit_plus_a_bounded_overhead() {
-    let n = ServerProcess::start(ServerKind::target(), &["-m", &LIMIT_MIB.to_string(), "-I", "1m", "-t", "2"]);
+    let n = ServerProcess::start(
+        ServerKind::target(),
+        &["-m", &LIMIT_MIB.to_string(), "-I", "1m", "-t", "2"],
+    );
     let pid = n.pid().expect("pid");
     let limit = LIMIT_MIB * MIB;
-    let bound = limit * 5 / 2 + 64 * MIB;
+    let bound = limit * 3 + 64 * MIB;
     let (idle, _) = memory(pid);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let data: Vec<u8> = (0..512 * 1024).map(|i| b'a' + (i % 23) as u8).collect();
-    let mut report = vec![format!("{}: -m {LIMIT_MIB}: idle RSS {:.1} MiB", n.kind().name(), idle as f64 / MIB as f64)];
+    let mut report = vec![format!(
+        "{}: -m {LIMIT_MIB}: idle RSS {:.1} MiB",
+        n.kind().name(),
+        idle as f64 / MIB as f64
+    )];
     let check = |name: &str, sent: (u64, u64), report: &mut Vec<String>| {
         let (now, peak) = memory(pid);
         report.push(format!(
@@ -148,7 +161,7 @@ fn rss_stays_within_the_memory_limit_plus_a_bounded_overhead() {
                 1u64 << rng.below(20)
             } as usize;
             total += size as u64;
-            let key = if i % 2 == 0 { long_key(i) } else { format!("r:{i}") };
+            let key = if i & 1 == 0 { long_key(i) } else { format!("r:{i}") };
             set_noreply(batch, &key, &data[..size]);
             Some(size)
         })
@@ -186,7 +199,9 @@ fn rss_stays_within_the_memory_limit_plus_a_bounded_overhead() {
     check("random sizes again", sent, &mut report);
 
     // The store still works.
-    let out = n.connect().request(b"set marker 0 0 1\r\nm\r\nget marker\r\n", b"END\r\n");
+    let out = n
+        .connect()
+        .request(b"set marker 0 0 1\r\nm\r\nget marker\r\n", b"END\r\n");
     assert_eq!(out, b"STORED\r\nVALUE marker 0 1\r\nm\r\nEND\r\n");
     println!("{}", report.join("\n"));
 }
