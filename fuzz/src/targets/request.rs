@@ -252,7 +252,8 @@ fn drive(input: &[u8], cuts: &[usize], limits: &Limits, deep: bool) -> Result<Ru
             let offset = fed - buf.len();
             let before = buf.len();
             let (result, usage) = measure(|| parse_request(&mut buf, limits));
-            check("parse_request", usage, ALLOC_MAX + before, 64 * (ALLOC_MAX + before)).map_err(|e| format!("{e} at offset {offset}"))?;
+            check("parse_request", usage, ALLOC_MAX + before, 64 * (ALLOC_MAX + before))
+                .map_err(|e| format!("{e} at offset {offset}"))?;
             match result {
                 Ok(Some(req)) => {
                     let consumed = crate::targets::check_consumed("parse_request", &input[..fed], before, &buf)?;
