@@ -49,6 +49,14 @@ else
     cargo test --workspace --no-fail-fast || failed+=("tests")
 fi
 
+# --- fuzzing (bounded): each target ~12 s, about a minute in all; any finding fails ---
+# Longer runs and replaying a finding: docs/FUZZING.md.
+log "fuzzing the decoders (bounded)"
+fuzz_seed="${RINGCACHE_FUZZ_SEED:-$(date +%s)}"
+echo "fuzz seed $fuzz_seed (replay this run with RINGCACHE_FUZZ_SEED=$fuzz_seed)"
+cargo run --quiet -p ringcache-fuzz -- --target all --seconds "${RINGCACHE_FUZZ_SECONDS:-12}" \
+    --seed "$fuzz_seed" --findings target/fuzz-findings || failed+=("fuzz")
+
 log "checking formatting"
 cargo fmt --all -- --check || failed+=("cargo fmt")
 

@@ -175,6 +175,10 @@ impl MetaRequest {
             out.put_u8(b' ');
             out.put_slice(num.format(self.value.len()).as_bytes());
         }
+        // `me` keeps no flag tokens: its `b` lives only in the flags.
+        if self.command == MetaCommand::Debug && self.flags.base64_key() {
+            out.put_slice(b" b");
+        }
         for token in self.tokens.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
             if !keep_quiet && token == b"q" {
                 continue;
@@ -186,6 +190,28 @@ impl MetaRequest {
         if self.command == MetaCommand::Set {
             out.put_slice(&self.value);
             out.put_slice(b"\r\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use crate::text::{parse_request, Limits};
+
+    /// Found by `ringcache-fuzz --target request`: `me <base64 key> b` re-encoded
+    /// without its `b`, so a node forwarding it asked the owner about the key's
+    /// base64 text instead of the key.
+    #[test]
+    fn debug_with_a_base64_key_round_trips() {
+        for line in [&b"me a2V5 b\r\n"[..], b"me k\r\n", b"mg a2V5 b v\r\n"] {
+            let mut buf = BytesMut::from(line);
+            let req = parse_request(&mut buf, &Limits::default()).unwrap().unwrap();
+            let mut wire = BytesMut::new();
+            req.encode(&mut wire);
+            let back = parse_request(&mut wire, &Limits::default()).unwrap().unwrap();
+            assert_eq!(back, req, "{:?}", String::from_utf8_lossy(line));
         }
     }
 }

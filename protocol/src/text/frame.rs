@@ -72,8 +72,9 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
             }
             Expect::Values => {
                 if let Some(rest) = line.strip_prefix(b"VALUE ") {
-                    // VALUE <key> <flags> <bytes> [<cas>]
-                    let mut fields = rest.split(|&b| b == b' ');
+                    // VALUE <key> <flags> <bytes> [<cas>], separated by runs of spaces
+                    // (as `response::parse_response` reads them).
+                    let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
                     let size = fields.nth(2).ok_or(FrameError::Malformed)?;
                     let size = leading_number(size)?;
                     match data_end(buf, next, size) {
@@ -170,6 +171,15 @@ mod tests {
                 assert_eq!(reply_len(&reply[..cut], *expect), Ok(None), "cut {cut} of {reply:?}");
             }
         }
+    }
+
+    /// Found by `ringcache-fuzz --target response`: `reply_len` took the third
+    /// single-space field as the length, so with repeated spaces it framed a different
+    /// reply than `response::parse_response`, which splits on runs of spaces.
+    #[test]
+    fn value_fields_split_on_runs_of_spaces_as_the_typed_parser_does() {
+        let reply = b"VALUE a  1 3\r\nabc\r\nEND\r\n";
+        assert_eq!(reply_len(reply, Expect::Values), Ok(Some(reply.len())));
     }
 
     #[test]

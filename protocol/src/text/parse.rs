@@ -18,7 +18,10 @@
 //! - Tokens are separated by one or more spaces (only spaces); leading and trailing
 //!   spaces are ignored. A wrong number of tokens, an unknown command or an empty
 //!   line is answered `ERROR`; the rest of the input (a data block included) is then
-//!   read as commands.
+//!   read as commands. An unknown command that looks like an HTTP request line (its
+//!   last token starts with `HTTP/`) makes memcached hang up without a word, unless the
+//!   command starts with a letter memcached dispatches on (`a c d g i s t`): see
+//!   [`unknown`].
 //! - Numbers follow C's `strtoul`/`strtol` (see `num`): `+5`, `-0`, `5\t` are accepted;
 //!   flags, exptimes and lengths are truncated to 32 bits as memcached does.
 //! - When the last token of a storage, `delete`, `incr`/`decr`, `touch`, `flush_all`
@@ -187,6 +190,8 @@ enum Plan {
         start: usize,
     },
     Fail(Fail),
+    /// Close the connection without a reply.
+    HangUp,
 }
 
 /// Parses one request from the front of `buf`; see the module documentation.
@@ -326,6 +331,7 @@ fn carry_out(
             }
             return crate::text::peer::parse_peer(buf, end - start, next - start, limits).map(|p| p.map(Request::Peer));
         }
+        Plan::HangUp => return Err(hang_up(buf, b"")),
         Plan::Fail(f) => {
             let unlink = match f.unlink {
                 Some(key) => Some(take(buf, key, next)),
@@ -405,7 +411,28 @@ fn plan(line: &[u8], limits: &Limits) -> Plan {
         // memcached 1.6.18 still answers the ancient "binary get" as `get`.
         b"bget" => get(line, i, GetKind::Get),
         b"shutdown" => Plan::Fail(fail(replies::SHUTDOWN_DISABLED)),
-        _ => Plan::Fail(fail(replies::ERROR)),
+        _ => unknown(line, start, cmd),
+    }
+}
+
+/// An unknown command: `ERROR`, or a silent hang-up for what looks like an HTTP request
+/// (`GET / HTTP/1.1`), as memcached 1.6.18 does. memcached checks the last token only
+/// for command words whose first letter it does not dispatch on (`a c d g i s t` answer
+/// `ERROR` in their own branch), and it splits at most 23 tokens, the 23rd holding the
+/// rest of the line.
+fn unknown(line: &[u8], start: usize, cmd: &[u8]) -> Plan {
+    if matches!(cmd.first(), None | Some(b'a' | b'c' | b'd' | b'g' | b'i' | b's' | b't')) {
+        return Plan::Fail(fail(replies::ERROR));
+    }
+    let last = line[start..]
+        .split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .take(23)
+        .last();
+    if last.is_some_and(|t| t.starts_with(b"HTTP/")) {
+        Plan::HangUp
+    } else {
+        Plan::Fail(fail(replies::ERROR))
     }
 }
 

@@ -1,0 +1,41 @@
+//! The fuzz targets, one module per decoder.
+
+pub mod gossip;
+pub mod meta_response;
+pub mod request;
+pub mod response;
+pub mod topology;
+
+use crate::Target;
+
+/// Every target, in the order `all` runs them.
+pub fn all() -> Vec<Box<dyn Target>> {
+    vec![
+        Box::new(request::RequestTarget),
+        Box::new(response::ResponseTarget),
+        Box::new(meta_response::MetaResponseTarget),
+        Box::new(topology::TopologyTarget),
+        Box::new(gossip::GossipTarget),
+    ]
+}
+
+/// Checks that `buf` is still the tail of the bytes fed so far (`fed`), `before` bytes
+/// long before the call, and returns how many bytes the call consumed. Short buffers
+/// are compared whole; long ones at both ends (comparing 64 KiB after every request
+/// would make the run quadratic).
+pub fn check_consumed(what: &str, fed: &[u8], before: usize, buf: &[u8]) -> Result<usize, String> {
+    let len = buf.len();
+    if len > before || len > fed.len() {
+        return Err(format!("{what}: the buffer grew from {before} to {len} bytes"));
+    }
+    let tail = &fed[fed.len() - len..];
+    let same = if len <= 1024 {
+        buf == tail
+    } else {
+        buf[..32] == tail[..32] && buf[len - 32..] == tail[len - 32..]
+    };
+    if !same {
+        return Err(format!("{what}: the buffer is not what is left of the input"));
+    }
+    Ok(before - len)
+}
