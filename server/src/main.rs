@@ -25,11 +25,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives while the node starts must still mean
+        // "shut down cleanly", not the default immediate death.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let listener = server::bind(&config).await?;
         let node = Arc::new(server::build_node(&config).await?);
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}

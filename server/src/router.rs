@@ -282,7 +282,8 @@ pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes
 }
 
 /// The client addresses of `key`'s owners other than this node under the current
-/// ring, and with `with_previous` also under the previous one.
+/// ring, and with `with_previous` also its owners under the previous ring that are
+/// still members (the others are gone: asking them would only wait for a timeout).
 fn owner_addrs(view: &RingView, key: &[u8], with_previous: bool) -> Vec<SocketAddr> {
     let me = view.me.and_then(|m| view.ring.node(m));
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(4);
@@ -298,7 +299,10 @@ fn owner_addrs(view: &RingView, key: &[u8], with_previous: bool) -> Vec<SocketAd
     }
     if let (true, Some(previous)) = (with_previous, &view.previous) {
         for o in previous.owners(key).iter() {
-            if let Some(id) = previous.node(*o) {
+            if let Some(id) = previous
+                .node(*o)
+                .filter(|id| view.ring.index_of(id.name.as_bytes()).is_some())
+            {
                 add(id);
             }
         }
@@ -330,23 +334,7 @@ fn peer_version(reply: &Bytes) -> Option<(Bytes, u32, u64, u32)> {
 /// (bounded by the peer timeout) until they have it. False if an owner could not be
 /// reached or did not answer in time.
 pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) -> bool {
-    let current = owner_addrs(view, key, false);
-    // Right after a ring change, nodes that still route by the previous ring read
-    // from the key's previous owners: keep them current too (best effort: one of them
-    // may be the node whose loss changed the ring).
-    let previous: Vec<SocketAddr> = if cluster.repairing() {
-        owner_addrs(view, key, true)
-            .into_iter()
-            .filter(|a| !current.contains(a))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let targets: Vec<(SocketAddr, bool)> = current
-        .into_iter()
-        .map(|a| (a, true))
-        .chain(previous.into_iter().map(|a| (a, false)))
-        .collect();
+    let targets = owner_addrs(view, key, false);
     if targets.is_empty() {
         return true;
     }
@@ -370,15 +358,13 @@ pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &By
     cmd.encode(&mut wire);
     let wire = wire.freeze();
     let mut tasks = Vec::with_capacity(targets.len());
-    for (addr, current) in targets {
+    for addr in targets {
         let pool = cluster.peer(addr);
         let wire = wire.clone();
         let timeout = cluster.peer_timeout;
-        let task = tokio::spawn(async move { pool.request(wire, Expect::Line, timeout).await });
-        // Previous owners are kept current without waiting for them.
-        if current {
-            tasks.push(task);
-        }
+        tasks.push(tokio::spawn(
+            async move { pool.request(wire, Expect::Line, timeout).await },
+        ));
     }
     let mut all = true;
     for t in tasks {

@@ -367,7 +367,9 @@ fn check_keys(req: &Request) -> Result<(), String> {
         Request::Delete { key, .. } | Request::Arith { key, .. } | Request::Touch { key, .. } => {
             classic_key("delete/arith/touch", key)
         }
-        Request::Peer(PeerRequest::Set { key, .. } | PeerRequest::Del { key, .. }) => classic_key("rc_*", key),
+        Request::Peer(PeerRequest::Set { key, .. } | PeerRequest::Del { key, .. } | PeerRequest::Get { key }) => {
+            classic_key("rc_*", key)
+        }
         Request::Meta(m) => meta_key(m),
         Request::Peer(PeerRequest::Hello { .. })
         | Request::FlushAll { .. }
