@@ -111,6 +111,8 @@ enum Inflight {
 
 /// One TCP connection with its reused buffers.
 struct Conn {
+    /// host:port, for error messages.
+    addr: String,
     stream: TcpStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
@@ -120,6 +122,7 @@ struct Conn {
 impl Conn {
     async fn open(addr: &str, limit: Duration) -> anyhow::Result<Conn> {
         Ok(Conn {
+            addr: addr.to_string(),
             stream: probe::connect(addr, limit).await?,
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: Vec::with_capacity(64 * 1024),
@@ -196,7 +199,10 @@ impl Worker {
             let t0 = Instant::now();
             for c in &mut self.conns {
                 if !c.wbuf.is_empty() {
-                    c.stream.write_all(&c.wbuf).await.context("writing requests")?;
+                    c.stream
+                        .write_all(&c.wbuf)
+                        .await
+                        .with_context(|| format!("writing requests to {}", c.addr))?;
                     c.wbuf.clear();
                 }
             }
@@ -305,14 +311,16 @@ impl Worker {
                 Inflight::Get { .. } => Expect::Values,
                 Inflight::Set => Expect::Stored,
             };
-            let Some((reply, used)) = parse_reply(&c.rbuf, expect)? else {
+            let parsed = parse_reply(&c.rbuf, expect).with_context(|| format!("reply from {}", c.addr))?;
+            let Some((reply, used)) = parsed else {
                 let n = timeout(plan.reply_timeout, c.stream.read_buf(&mut c.rbuf))
                     .await
-                    .with_context(|| format!("no reply within {:?}", plan.reply_timeout))?
-                    .context("reading replies")?;
+                    .map_err(|_| anyhow::anyhow!("no reply from {} within {:?}", c.addr, plan.reply_timeout))?
+                    .with_context(|| format!("reading replies from {}", c.addr))?;
                 if n == 0 {
                     bail!(
-                        "server closed the connection with {} requests unanswered",
+                        "{} closed the connection with {} requests unanswered",
+                        c.addr,
                         c.inflight.len()
                     );
                 }

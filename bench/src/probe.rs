@@ -55,7 +55,7 @@ fn shown(buf: &[u8]) -> String {
 pub async fn connect(addr: &str, limit: Duration) -> anyhow::Result<TcpStream> {
     let stream = timeout(limit, TcpStream::connect(addr))
         .await
-        .with_context(|| format!("connecting to {addr}: no answer within {limit:?}"))?
+        .map_err(|_| anyhow::anyhow!("connecting to {addr}: no answer within {limit:?}"))?
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     Ok(stream)
