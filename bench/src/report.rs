@@ -281,7 +281,13 @@ fn bar_chart(title: &str, note: &str, groups: &[(String, Vec<Bar>)]) -> String {
     let mut y = 60.0;
     for (name, bars) in groups {
         let max = bars.iter().filter_map(|b| b.1).fold(0.0f64, f64::max);
-        let top = y;
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{:.0}" font-weight="bold">{}</text>"#,
+            y + 12.0,
+            xml_escape(name)
+        );
+        y += 18.0;
         for (label, value, color) in bars {
             let len = match value {
                 Some(v) if max > 0.0 => (v / max * BAR_W).max(1.0),
@@ -308,12 +314,6 @@ fn bar_chart(title: &str, note: &str, groups: &[(String, Vec<Bar>)]) -> String {
             );
             y += BAR_H + 3.0;
         }
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="{:.0}" font-weight="bold">{}</text>"#,
-            top + BAR_H - 4.0,
-            xml_escape(&name.chars().take(24).collect::<String>())
-        );
         y += GAP;
     }
     s.push_str("</svg>\n");
