@@ -1,0 +1,527 @@
+//! From JSON result lines to the comparison: medians per scenario and side, ratios
+//! B/A, two Markdown tables, two SVG bar charts, `results.json` and `README.md`.
+//!
+//! Sides are taken in the order they first appear in a scenario's lines: A is the
+//! baseline (memcached, or the forwarding path in the cluster scenario), B the
+//! subject, and every ratio is B/A. Medians are over the rounds of a side (with two
+//! rounds, the mean of the two). Charts are hand-written SVG: each scenario's bars are
+//! scaled to that scenario's largest value, since scenarios differ by orders of
+//! magnitude, and every bar is labelled with its number.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::ReportArgs;
+use crate::result::RunResult;
+
+/// Picks one number out of a run.
+type Metric = fn(&RunResult) -> Option<f64>;
+
+/// The runs of one side of one scenario, and their medians.
+#[derive(Debug)]
+struct Side {
+    name: String,
+    runs: Vec<RunResult>,
+    errors: Vec<String>,
+}
+
+impl Side {
+    fn median(&self, f: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
+        median(self.runs.iter().filter_map(f).collect())
+    }
+}
+
+#[derive(Debug)]
+struct Scenario {
+    name: String,
+    sides: Vec<Side>,
+}
+
+/// The middle value (mean of the two middle values for an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Groups result lines by scenario and side, in order of first appearance.
+fn group(runs: Vec<RunResult>) -> Vec<Scenario> {
+    let mut out: Vec<Scenario> = Vec::new();
+    for r in runs {
+        let si = match out.iter().position(|s| s.name == r.scenario) {
+            Some(i) => i,
+            None => {
+                out.push(Scenario {
+                    name: r.scenario.clone(),
+                    sides: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let sides = &mut out[si].sides;
+        let di = match sides.iter().position(|d| d.name == r.side) {
+            Some(i) => i,
+            None => {
+                sides.push(Side {
+                    name: r.side.clone(),
+                    runs: Vec::new(),
+                    errors: Vec::new(),
+                });
+                sides.len() - 1
+            }
+        };
+        match &r.error {
+            Some(e) => sides[di].errors.push(e.clone()),
+            None => sides[di].runs.push(r),
+        }
+    }
+    out
+}
+
+/// Reads JSON lines; blank lines are skipped, anything else must parse.
+fn read_results(text: &str) -> anyhow::Result<Vec<RunResult>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("results line {}", i + 1)))
+        .collect()
+}
+
+/// The scenario-specific figure of merit besides throughput, if any.
+fn extra_metric(s: &Scenario) -> Option<(&'static str, Metric)> {
+    let any = |f: fn(&RunResult) -> bool| s.sides.iter().flat_map(|d| &d.runs).any(f);
+    if any(|r| r.fill) {
+        Some(("items per MiB", |r| r.items_per_mib))
+    } else if any(|r| r.read_through) {
+        Some(("hit ratio", |r| r.hit_ratio))
+    } else {
+        None
+    }
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != 0.0 => Some(b / a),
+        _ => None,
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("**{r:.2}**"))
+}
+
+/// A side's cell: its median, or why it has none.
+fn cell(d: Option<&Side>, f: Metric) -> (Option<f64>, String) {
+    let Some(d) = d else { return (None, "–".into()) };
+    let v = d.median(f);
+    if v.is_none() && !d.errors.is_empty() {
+        return (None, "failed†".into());
+    }
+    (v, fmt_num(v))
+}
+
+/// Lists every side that had failed runs, with its distinct errors.
+fn failures(scenarios: &[Scenario]) -> String {
+    let mut t = String::new();
+    for s in scenarios {
+        for d in &s.sides {
+            let mut seen: Vec<&String> = Vec::new();
+            for e in &d.errors {
+                if !seen.contains(&e) {
+                    seen.push(e);
+                }
+            }
+            for e in seen {
+                let n = d.errors.iter().filter(|x| *x == e).count();
+                let _ = writeln!(
+                    t,
+                    "- {} / {}: {n} of {} runs failed: {e}",
+                    s.name,
+                    d.name,
+                    n + d.runs.len()
+                );
+            }
+        }
+    }
+    if t.is_empty() {
+        t
+    } else {
+        format!("† Failed runs:\n\n{t}")
+    }
+}
+
+/// One table row per scenario: each metric as A, B, B/A.
+fn table(scenarios: &[Scenario], metrics: &[(&str, Metric)], extra: bool) -> String {
+    let mut t = String::from("| scenario | A → B | runs |");
+    let mut rule = String::from("|---|---|---|");
+    for (name, _) in metrics {
+        let _ = write!(t, " {name} A | {name} B | B/A |");
+        rule.push_str("---:|---:|---:|");
+    }
+    if extra {
+        t.push_str(" metric | A | B | B/A |");
+        rule.push_str("---|---:|---:|---:|");
+    }
+    t.push('\n');
+    t.push_str(&rule);
+    t.push('\n');
+    for s in scenarios {
+        let (a, b) = (s.sides.first(), s.sides.get(1));
+        let name = |d: Option<&Side>| d.map_or("–".to_string(), |d| d.name.clone());
+        let runs = |d: Option<&Side>| d.map_or(0, |d| d.runs.len() + d.errors.len());
+        let _ = write!(
+            t,
+            "| {} | {} → {} | {}+{} |",
+            s.name,
+            name(a),
+            name(b),
+            runs(a),
+            runs(b)
+        );
+        for (_, f) in metrics {
+            let (va, ca) = cell(a, *f);
+            let (vb, cb) = cell(b, *f);
+            let _ = write!(t, " {ca} | {cb} | {} |", fmt_ratio(ratio(va, vb)));
+        }
+        if extra {
+            match extra_metric(s) {
+                Some((label, f)) => {
+                    let (va, ca) = cell(a, f);
+                    let (vb, cb) = cell(b, f);
+                    let _ = write!(t, " {label} | {ca} | {cb} | {} |", fmt_ratio(ratio(va, vb)));
+                }
+                None => t.push_str(" | | | |"),
+            }
+        }
+        t.push('\n');
+    }
+    t
+}
+
+fn throughput_table(s: &[Scenario]) -> String {
+    table(
+        s,
+        &[
+            ("ops/s", (|r| Some(r.ops_per_s)) as Metric),
+            ("server CPU µs/op", |r| r.server_cpu_us_per_op),
+        ],
+        true,
+    )
+}
+
+fn latency_table(s: &[Scenario]) -> String {
+    table(
+        s,
+        &[
+            ("p50 µs", (|r| Some(r.p50_us)) as Metric),
+            ("p99 µs", |r| Some(r.p99_us)),
+            ("p99.9 µs", |r| Some(r.p999_us)),
+        ],
+        false,
+    )
+}
+
+/// A bar of a chart: label, value (none: the run failed), colour.
+type Bar = (String, Option<f64>, &'static str);
+
+const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#a0cbe8", "#ffbe7d"];
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Horizontal grouped bars, each group scaled to its own largest value.
+fn bar_chart(title: &str, note: &str, groups: &[(String, Vec<Bar>)]) -> String {
+    const W: f64 = 820.0;
+    const LABEL: f64 = 230.0;
+    const BAR_W: f64 = 460.0;
+    const BAR_H: f64 = 16.0;
+    const GAP: f64 = 14.0;
+    let height = 70.0
+        + groups
+            .iter()
+            .map(|(_, b)| b.len() as f64 * (BAR_H + 3.0) + GAP)
+            .sum::<f64>();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="22" font-size="16" font-weight="bold">{}</text>"#,
+        xml_escape(title)
+    );
+    let _ = writeln!(s, r##"<text x="10" y="42" fill="#555">{}</text>"##, xml_escape(note));
+    let mut y = 60.0;
+    for (name, bars) in groups {
+        let max = bars.iter().filter_map(|b| b.1).fold(0.0f64, f64::max);
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{:.0}" font-weight="bold">{}</text>"#,
+            y + 12.0,
+            xml_escape(name)
+        );
+        y += 18.0;
+        for (label, value, color) in bars {
+            let len = match value {
+                Some(v) if max > 0.0 => (v / max * BAR_W).max(1.0),
+                _ => 0.0,
+            };
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.0}" y="{:.0}" text-anchor="end" fill="#333">{}</text>"##,
+                LABEL - 6.0,
+                y + BAR_H - 4.0,
+                xml_escape(label)
+            );
+            let _ = writeln!(
+                s,
+                r#"<rect x="{LABEL}" y="{y:.0}" width="{len:.1}" height="{BAR_H}" fill="{color}"/>"#
+            );
+            let text = value.map_or("failed".to_string(), |v| fmt_num(Some(v)));
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.0}">{}</text>"#,
+                LABEL + len + 4.0,
+                y + BAR_H - 4.0,
+                text
+            );
+            y += BAR_H + 3.0;
+        }
+        y += GAP;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn throughput_chart(scenarios: &[Scenario]) -> String {
+    let groups: Vec<(String, Vec<Bar>)> = scenarios
+        .iter()
+        .map(|s| {
+            let bars = s
+                .sides
+                .iter()
+                .zip(COLORS)
+                .map(|(d, c)| (format!("{} ops/s", d.name), d.median(|r| Some(r.ops_per_s)), c))
+                .collect();
+            (s.name.clone(), bars)
+        })
+        .collect();
+    bar_chart(
+        "Throughput (median ops/s, higher is better)",
+        "Each scenario scaled to its own maximum.",
+        &groups,
+    )
+}
+
+fn latency_chart(scenarios: &[Scenario]) -> String {
+    let groups: Vec<(String, Vec<Bar>)> = scenarios
+        .iter()
+        .map(|s| {
+            let mut bars = Vec::new();
+            for (q, f) in [
+                ("p50", (|r: &RunResult| Some(r.p50_us)) as Metric),
+                ("p99", |r| Some(r.p99_us)),
+            ] {
+                for (i, d) in s.sides.iter().enumerate() {
+                    let color = COLORS[(i % 2) + if q == "p99" { 0 } else { 2 }];
+                    bars.push((format!("{} {q} µs", d.name), d.median(f), color));
+                }
+            }
+            (s.name.clone(), bars)
+        })
+        .collect();
+    bar_chart(
+        "Latency (median of runs' p50 and p99, µs, lower is better)",
+        "Each scenario scaled to its own maximum.",
+        &groups,
+    )
+}
+
+const METHOD: &str = "\
+Each scenario runs against both sides in alternation (A B A B …), each run on a fresh server \
+process started with the same `-m` and `-t`, the servers pinned to one core and the load \
+generator to another with `taskset` when the machine has at least two. Latency is measured \
+from writing a request's batch to parsing its reply (HDR histogram, 3 significant digits). \
+Server CPU µs/op is the server process's utime+stime (from `/proc/<pid>/stat`) over the \
+measured window divided by the requests completed in it: on a small machine the load \
+generator saturates its own core first, so this is the fairer efficiency comparison. \
+Numbers are medians over the rounds; ratios are B/A (for throughput and items/MiB higher is \
+better for B, for latency and CPU lower is).";
+
+/// Prints the tables; with `--out`, also writes results.json, the charts and README.md.
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.results).with_context(|| format!("reading {}", args.results.display()))?;
+    let runs = read_results(&text)?;
+    anyhow::ensure!(!runs.is_empty(), "{} holds no results", args.results.display());
+    let scenarios = group(runs);
+    let tput = throughput_table(&scenarios);
+    let lat = latency_table(&scenarios);
+    let failed = failures(&scenarios);
+    println!("{tput}\n{lat}\n{failed}");
+    let Some(out) = &args.out else { return Ok(()) };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, body: &str| -> anyhow::Result<()> {
+        let p: &Path = out.as_ref();
+        std::fs::write(p.join(name), body).with_context(|| format!("writing {}", p.join(name).display()))
+    };
+    write("throughput.svg", &throughput_chart(&scenarios))?;
+    write("latency.svg", &latency_chart(&scenarios))?;
+    let json = json!({
+        "command": args.command,
+        "note": args.note,
+        "scenarios": scenarios.iter().map(|s| json!({
+            "scenario": s.name,
+            "sides": s.sides.iter().map(|d| json!({
+                "side": d.name,
+                "median": {
+                    "ops_per_s": d.median(|r| Some(r.ops_per_s)),
+                    "p50_us": d.median(|r| Some(r.p50_us)),
+                    "p99_us": d.median(|r| Some(r.p99_us)),
+                    "p999_us": d.median(|r| Some(r.p999_us)),
+                    "server_cpu_us_per_op": d.median(|r| r.server_cpu_us_per_op),
+                    "hit_ratio": d.median(|r| r.hit_ratio),
+                    "items_per_mib": d.median(|r| r.items_per_mib),
+                },
+                "errors": d.errors,
+                "runs": d.runs,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    write("results.json", &serde_json::to_string_pretty(&json)?)?;
+    let readme = format!(
+        "# Benchmarks\n\nGenerated by `ringcache-bench report` from the runs of:\n\n```sh\n{}\n```\n\n{}\n\n\
+         ## Throughput and server CPU per request\n\n{tput}\n## Latency\n\n{lat}\n{failed}\n\
+         ![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n## Method\n\n{METHOD}\n\n\
+         Every run is in `results.json` (one object per run, with its flags).\n",
+        args.command, args.note
+    );
+    write("README.md", &readme)?;
+    eprintln!(
+        "wrote {}/{{README.md,results.json,throughput.svg,latency.svg}}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// One human-readable line per run, for stderr.
+pub fn summary_line(r: &RunResult) -> String {
+    let mut s = format!(
+        "{} {} r{}: {:.0} ops/s over {:.1} s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+        r.scenario, r.side, r.round, r.ops_per_s, r.duration_s, r.p50_us, r.p99_us, r.p999_us
+    );
+    if let Some(h) = r.hit_ratio {
+        let _ = write!(s, ", hit ratio {h:.4}");
+    }
+    if let Some(c) = r.server_cpu_us_per_op {
+        let _ = write!(s, ", server {c:.2} CPU-µs/op");
+    }
+    if let Some(c) = r.client_cpu_us_per_op {
+        let _ = write!(s, ", generator {c:.2} CPU-µs/op");
+    }
+    if let (Some(items), Some(per)) = (r.curr_items, r.items_per_mib) {
+        let _ = write!(s, ", {items} items = {per:.0} per MiB");
+    }
+    if r.errors > 0 {
+        let _ = write!(s, ", {} error replies", r.errors);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: &str, side: &str, ops: f64, p99: f64) -> RunResult {
+        RunResult {
+            scenario: scenario.into(),
+            side: side.into(),
+            ops_per_s: ops,
+            p99_us: p99,
+            server_cpu_us_per_op: Some(ops / 1e4),
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(median(vec![5.0, 1.0, 3.0, f64::NAN]), Some(3.0));
+    }
+
+    #[test]
+    fn table_has_medians_ratios_and_failures() {
+        let mut failed = run("s2", "ringcache", 0.0, 0.0);
+        failed.error = Some("no reply within 5s | x".into());
+        let lines = [
+            run("s1", "memcached", 100.0, 10.0),
+            run("s1", "ringcache", 150.0, 30.0),
+            run("s1", "memcached", 300.0, 20.0),
+            run("s1", "ringcache", 250.0, 10.0),
+            run("s2", "memcached", 10.0, 1.0),
+            failed,
+        ];
+        let text: String = lines
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n\n")
+            .collect();
+        let scenarios = group(read_results(&text).unwrap());
+        assert_eq!(scenarios.len(), 2);
+        let t = throughput_table(&scenarios);
+        // s1: medians 200 and 200 ops/s, ratio 1.00; CPU 0.020 vs 0.020.
+        assert!(
+            t.contains("| s1 | memcached → ringcache | 2+2 | 200.0 | 200.0 | **1.00** |"),
+            "{t}"
+        );
+        assert!(t.contains("| failed† |"), "{t}");
+        let f = failures(&scenarios);
+        assert!(
+            f.contains("- s2 / ringcache: 1 of 1 runs failed: no reply within 5s | x"),
+            "{f}"
+        );
+        let l = latency_table(&scenarios);
+        assert!(l.contains("| 15.0 | 20.0 | **1.33** |"), "{l}");
+        let svg = throughput_chart(&scenarios);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains(">failed<"));
+        assert!(read_results("{not json").is_err());
+    }
+
+    #[test]
+    fn svg_escapes_labels() {
+        let svg = bar_chart(
+            "a<b",
+            "",
+            &[("x&y".into(), vec![("\"q\"".into(), Some(1.0), COLORS[0])])],
+        );
+        assert!(svg.contains("a&lt;b") && svg.contains("x&amp;y") && svg.contains("&quot;q&quot;"));
+    }
+}

@@ -1,0 +1,56 @@
+//! The JSON line one `load` run prints, and that `report` reads back.
+
+use serde::{Deserialize, Serialize};
+
+/// Results of one run. A failed run carries `error` and whatever labels it had.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunResult {
+    /// Labels given with `--scenario`, `--side`, `--round`.
+    pub scenario: String,
+    pub side: String,
+    pub round: u32,
+    /// The workload, as configured.
+    pub server: String,
+    pub direct: bool,
+    pub nodes: usize,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub keys: u64,
+    pub dist: String,
+    pub value_size: usize,
+    pub get_ratio: f64,
+    pub multiget: usize,
+    pub read_through: bool,
+    pub fill: bool,
+    /// The measured window: seconds, completed requests, requests per second.
+    pub duration_s: f64,
+    pub requests: u64,
+    pub ops_per_s: f64,
+    /// get requests, keys asked for in them, keys found; `hits / get_keys`.
+    pub gets: u64,
+    pub get_keys: u64,
+    pub hits: u64,
+    pub hit_ratio: Option<f64>,
+    /// set requests; those answered NOT_STORED/EXISTS/NOT_FOUND; ERROR/CLIENT_ERROR/SERVER_ERROR replies.
+    pub sets: u64,
+    pub not_stored: u64,
+    pub errors: u64,
+    /// Latency from writing a request's batch to parsing its reply, microseconds.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    /// CPU microseconds per measured request: of the `--server-pid` processes, and of
+    /// the generator itself.
+    pub server_cpu_us_per_op: Option<f64>,
+    pub client_cpu_us_per_op: Option<f64>,
+    /// Fill mode: the server's stats once eviction started.
+    pub curr_items: Option<u64>,
+    pub evictions: Option<u64>,
+    pub limit_maxbytes: Option<u64>,
+    pub items_per_mib: Option<f64>,
+    /// Why the run failed, if it did.
+    pub error: Option<String>,
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of ringcache against memcached; writes docs/bench/.
+#
+#   scripts/bench.sh [--quick] [--self-check] [--rounds N] [--only LIST] [--out DIR]
+#
+#   --quick        short runs (about 2 minutes in all instead of about 8)
+#   --self-check   memcached in both columns (side B is a second memcached): every
+#                  ratio should come out near 1.0, which shows the harness is unbiased.
+#                  Scenario 7 (a ringcache cluster) is skipped. Writes docs/bench/self-check/.
+#   --rounds N     A B rounds per scenario (default 2, at least 2)
+#   --only LIST    comma-separated scenario numbers, e.g. --only 1,5
+#   --out DIR      where the report goes (default docs/bench, or docs/bench/self-check)
+#
+# Scenarios (A = memcached, B = ringcache; every server fresh, -m 64, -t $THREADS):
+#   1 get-heavy: 90% get / 10% set, 100-byte values, 50 connections, no pipelining
+#   2 the same with pipeline depth 16
+#   3 set-only, 1 KiB values
+#   4 multi-get of 10 keys
+#   5 memory efficiency: fill with 100-byte values until evictions start: items per MiB
+#   6 hit ratio: Zipf 0.99 over 3.5M keys (~10x what -m 64 holds), read-through
+#   7 cluster: 3 ringcache nodes; A = every key sent to one node (forwarding),
+#     B = every key sent straight to its owner (placement computed from `topology`)
+#
+# Environment: MEMCACHED_BIN (memcached), RINGCACHE_BIN (a prebuilt ringcache: skips
+# its build), THREADS (server threads, default 1), BENCH_PORT (first port, 23211).
+# Servers listen on 127.0.0.1 only and are killed when the script exits.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+quick=0 self_check=0 rounds=2 only="" out=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --self-check) self_check=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --only) only=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$rounds" -ge 2 ] || { echo "bench.sh: --rounds must be at least 2" >&2; exit 2; }
+if [ -z "$out" ]; then
+  out=docs/bench
+  [ "$self_check" = 1 ] && out=docs/bench/self-check
+fi
+
+MEMCACHED_BIN=${MEMCACHED_BIN:-memcached}
+THREADS=${THREADS:-1}
+MEMORY=64
+PORT=${BENCH_PORT:-23211}
+command -v "$MEMCACHED_BIN" >/dev/null || { echo "bench.sh: $MEMCACHED_BIN not found (apt-get install memcached)" >&2; exit 1; }
+
+echo "== building (release)" >&2
+cargo build --release -q -p ringcache-bench
+bench=$root/target/release/ringcache-bench
+if [ "$self_check" = 0 ]; then
+  if [ -z "${RINGCACHE_BIN:-}" ]; then
+    cargo build --release -q -p ringcache-server
+    RINGCACHE_BIN=$root/target/release/ringcache
+  fi
+fi
+
+# Pinning: load generator on CPU 0, servers on the others, when there are >= 2.
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+  gen_pin=(taskset -c 0)
+  srv_pin=(taskset -c "1-$((cpus - 1))")
+  pinning="load generator on CPU 0, servers on CPUs 1-$((cpus - 1)) (taskset)"
+else
+  gen_pin=()
+  srv_pin=()
+  pinning="no pinning ($cpus CPU)"
+fi
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+if [ "$quick" = 1 ]; then
+  dur=1.5 warm=0.5 hr_warm=2 hr_dur=2
+else
+  dur=8 warm=1 hr_warm=10 hr_dur=10
+fi
+
+mkdir -p target/bench
+results=target/bench/runs-$(date +%Y%m%d-%H%M%S).jsonl
+: >"$results"
+
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap cleanup EXIT INT TERM
+
+# Waits up to 5 s for 127.0.0.1:$1 to accept connections.
+wait_port() {
+  local i
+  for i in $(seq 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_server KIND PORT [extra args...]: starts one server in the background, pinned;
+# sets $server_pid.
+start_server() {
+  local kind=$1 port=$2
+  shift 2
+  local bin=$MEMCACHED_BIN extra=(-u root)
+  if [ "$kind" = ringcache ]; then bin=$RINGCACHE_BIN extra=(); fi
+  [ "$(id -u)" = 0 ] || [ "$kind" = ringcache ] || extra=()
+  "${srv_pin[@]}" "$bin" "${extra[@]}" -p "$port" -l 127.0.0.1 -m "$MEMORY" -t "$THREADS" -c 1024 "$@" \
+    >"target/bench/$kind-$port.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_port "$port" || echo "bench.sh: $kind on port $port is not accepting connections" >&2
+}
+
+# Writes a JSON error line for a run that could not happen.
+fail_line() {
+  printf '{"scenario":"%s","side":"%s","round":%s,"error":"%s"}\n' "$1" "$2" "$3" "$4" >>"$results"
+}
+
+# run_load SCENARIO SIDE ROUND PIDS [bench flags...]: one measured run, appended to $results.
+run_load() {
+  local scenario=$1 side=$2 round=$3 pid_list=$4
+  shift 4
+  local pid_flags=() p
+  for p in $pid_list; do pid_flags+=(--server-pid "$p"); done
+  "${gen_pin[@]}" "$bench" load --scenario "$scenario" --side "$side" --round "$round" \
+    --clk-tck "$clk_tck" "${pid_flags[@]}" "$@" >>"$results" || true
+}
+
+# side_kind SIDE: which binary serves a side.
+side_kind() {
+  if [ "$1" = memcached ] || [ "$self_check" = 1 ]; then echo memcached; else echo ringcache; fi
+}
+
+wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
+if [ "$self_check" = 1 ]; then sides=(memcached memcached-B); else sides=(memcached ringcache); fi
+
+# single SCENARIO [bench flags...]: A B A B on fresh single servers.
+single() {
+  local scenario=$1 round side port
+  shift
+  for round in $(seq "$rounds"); do
+    for side in "${sides[@]}"; do
+      port=$PORT
+      echo "== $scenario: $side, round $round" >&2
+      start_server "$(side_kind "$side")" "$port"
+      run_load "$scenario" "$side" "$round" "$server_pid" -s "127.0.0.1:$port" "$@"
+      cleanup
+    done
+  done
+}
+
+common=(-c 50 -v 100 -k 100000 --warmup "$warm" -D "$dur")
+wanted 1 && single 1-get-heavy "${common[@]}" -g 0.9 -d 1 --prefill
+wanted 2 && single 2-pipelined-16 "${common[@]}" -g 0.9 -d 16 --prefill
+wanted 3 && single 3-set-only-1k -c 50 -v 1024 -k 30000 -g 0 --warmup "$warm" -D "$dur"
+wanted 4 && single 4-multiget-10 "${common[@]}" -g 1 -w 10 --prefill
+wanted 5 && single 5-fill-items-per-mib -c 8 -d 16 -v 100 --fill --key-prefix fill: -D 60
+wanted 6 && single 6-hit-ratio-zipf -c 50 -v 100 -k 3500000 --dist zipf:0.99 -g 1 --read-through \
+  --warmup "$hr_warm" -D "$hr_dur"
+
+# Scenario 7: three ringcache nodes gossiping on 127.0.0.1.
+cluster_members() {
+  local line n=0
+  exec 4<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'topology\r\n' >&4
+  while IFS= read -r -t 2 line <&4; do
+    case $line in MEMBER*) n=$((n + 1)) ;; END*) break ;; TOPOLOGY*) ;; *) break ;; esac
+  done
+  exec 4<&- 4>&-
+  echo "$n"
+}
+
+if wanted 7 && [ "$self_check" = 0 ]; then
+  for round in $(seq "$rounds"); do
+    for side in forward direct; do
+      echo "== 7-cluster-3-nodes: $side, round $round" >&2
+      node_pids=""
+      for i in 1 2 3; do
+        seed=()
+        [ "$i" -gt 1 ] && seed=(--seed "127.0.0.1:$((PORT + 1101))")
+        start_server ringcache "$((PORT + 100 + i))" --node-name "n$i" \
+          --gossip-addr "127.0.0.1:$((PORT + 1100 + i))" "${seed[@]}"
+        node_pids="$node_pids $server_pid"
+      done
+      # The first node's gossip port is PORT+1101; seeds above point there.
+      converged=0
+      for _ in $(seq 50); do
+        if [ "$(cluster_members "$((PORT + 101))" 2>/dev/null || echo 0)" = 3 ]; then converged=1; break; fi
+        sleep 0.2
+      done
+      if [ "$converged" = 0 ]; then
+        fail_line 7-cluster-3-nodes "$side" "$round" \
+          "cluster did not converge: node n1 did not list 3 members in topology within 10 s"
+      else
+        flags=(-s "127.0.0.1:$((PORT + 101))")
+        [ "$side" = direct ] && flags+=(--direct)
+        run_load 7-cluster-3-nodes "$side" "$round" "$node_pids" "${flags[@]}" "${common[@]}" -g 0.9 --prefill
+      fi
+      cleanup
+    done
+  done
+fi
+
+note="$(nproc) CPUs, $pinning; servers -m $MEMORY -t $THREADS; $rounds rounds (A B A B); raw runs in $results."
+[ "$self_check" = 1 ] && note="SELF-CHECK: memcached in both columns, so every ratio should be near 1.0. $note"
+cmd="scripts/bench.sh"
+[ "$quick" = 1 ] && cmd="$cmd --quick"
+[ "$self_check" = 1 ] && cmd="$cmd --self-check"
+[ -n "$only" ] && cmd="$cmd --only $only"
+[ "$rounds" != 2 ] && cmd="$cmd --rounds $rounds"
+"$bench" report "$results" --out "$out" --command "$cmd" --note "$note"
