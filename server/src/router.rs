@@ -118,14 +118,15 @@ async fn write(
     if from_peer || primary.is_none() || primary == view.me {
         repair(node, cluster, view, &key, now).await;
         let noreply = req.noreply();
-        let mut reply = BytesMut::new();
-        let flow = exec::execute(node, req, now, c, &mut reply);
-        if replicate(node, cluster, view, &key, now).await {
-            out.put_slice(&reply);
-        } else if !noreply {
+        let before = out.len();
+        let flow = exec::execute(node, req, now, c, out);
+        if !replicate(node, cluster, view, &key, now).await {
             // Applied here, but not on every owner: not acknowledged. (A later read may
             // still see it, as it may see any write whose answer was lost.)
-            out.put_slice(REPLICA_UNAVAILABLE);
+            out.truncate(before);
+            if !noreply {
+                out.put_slice(REPLICA_UNAVAILABLE);
+            }
         }
         return flow;
     }

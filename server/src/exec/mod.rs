@@ -193,25 +193,21 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
     if touch_to.is_some() {
         c.cmd_touch += 1;
     }
+    // The VALUE block is written straight from the stored bytes, under the shard lock:
+    // no copy of the value on the way out but the one into the output buffer.
     let found = node.store.with(key, now, |slot| {
-        let hit = slot.get().map(|item| {
-            item.fetched = true;
-            item.last_access = now;
-            if let Some(exp) = touch_to {
-                item.exptime = exp;
-            }
-            (item.value.clone(), item.flags, item.cas)
+        let hit = slot.read(touch_to, |value, flags, cas| {
+            write_value(out, key, flags, value, kind.with_cas().then_some(cas));
         });
         (hit, slot.miss_reason())
     });
     match found {
-        (Some((value, flags, cas)), _) => {
+        (Some(()), _) => {
             if touch_to.is_some() {
                 c.touch_hits += 1;
             } else {
                 c.get_hits += 1;
             }
-            write_value(out, key, flags, &value, kind.with_cas().then_some(cas));
         }
         (None, reason) => {
             if touch_to.is_some() {

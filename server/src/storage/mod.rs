@@ -277,6 +277,41 @@ impl Slot<'_> {
         self.view.as_mut().map(|v| &mut v.item)
     }
 
+    /// A read without copying the value: if the item is live, marks it fetched (and for
+    /// get-and-touch sets its expiry to `touch_to`), then calls `f` with its value
+    /// (borrowed from the store, under the shard lock), flags and CAS unique. `None` on
+    /// a miss, with [`Slot::miss_reason`] saying why. The hot path of `get`.
+    pub fn read<R>(&mut self, touch_to: Option<u32>, f: impl FnOnce(&[u8], u32, u64) -> R) -> Option<R> {
+        if let Some(view) = &mut self.view {
+            // A `get` earlier in this call handed out a copy: read that one.
+            view.item.fetched = true;
+            view.item.last_access = self.now;
+            if let Some(exp) = touch_to {
+                view.item.exptime = exp;
+            }
+            return Some(f(&view.item.value, view.item.flags, view.item.cas));
+        }
+        let idx = self.shard.find(self.hash, self.key)?;
+        match self.shard.liveness(idx, self.now) {
+            Liveness::Live => {}
+            Liveness::Expired => {
+                self.shard.remove(idx, self.now);
+                self.miss = MissReason::Expired;
+                return None;
+            }
+            Liveness::Flushed => {
+                self.shard.remove(idx, self.now);
+                self.miss = MissReason::Flushed;
+                return None;
+            }
+        }
+        self.shard.touch(idx);
+        self.miss = MissReason::Absent;
+        let entry = self.shard.entry_mut(idx)?;
+        let (value, flags, cas) = entry.mark_read(self.now, touch_to);
+        Some(f(value, flags, cas))
+    }
+
     /// Why the last [`Slot::get`] found nothing.
     pub fn miss_reason(&self) -> MissReason {
         self.miss

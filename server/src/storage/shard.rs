@@ -84,6 +84,17 @@ impl Entry {
         self.bits & FETCHED != 0
     }
 
+    /// Records a read at `now`: fetched, last access, and for get-and-touch a new
+    /// expiry. Returns the value, flags and CAS unique to answer with.
+    pub(super) fn mark_read(&mut self, now: u32, touch_to: Option<u32>) -> (&[u8], u32, u64) {
+        self.bits |= FETCHED;
+        self.last_access = self.last_access.max(now);
+        if let Some(exp) = touch_to {
+            self.exptime = exp;
+        }
+        (self.value(), self.flags, self.cas)
+    }
+
     /// The item as the public [`Item`], with `value` a copy of the stored bytes.
     pub(super) fn to_item(&self, value: bytes::Bytes) -> Item {
         Item {

@@ -410,3 +410,28 @@ fn retain_keys_drops_exactly_the_rejected_keys_and_their_bytes() {
     assert_eq!(get(&s, b"k11", NOW).0, None);
     check_all(&s);
 }
+
+#[test]
+fn read_borrows_the_value_marks_it_fetched_and_touches() {
+    let s = store(1 << 20, 2);
+    set(&s, b"k", b"value", NOW + 10, NOW).unwrap();
+    let got = s.with(b"k", NOW, |slot| {
+        slot.read(Some(NOW + 100), |v, flags, cas| (v.to_vec(), flags, cas))
+    });
+    let (value, flags, cas) = got.expect("hit");
+    assert_eq!((value.as_slice(), flags), (&b"value"[..], 0));
+    let item = s.with(b"k", NOW, |slot| slot.get().cloned()).expect("still there");
+    assert!(item.fetched);
+    assert_eq!(item.exptime, NOW + 100);
+    assert_eq!(item.cas, cas);
+    // Past the old expiry but before the new one: still live.
+    assert!(s.with(b"k", NOW + 50, |slot| slot.read(None, |_, _, _| ())).is_some());
+    assert_eq!(
+        s.with(b"k", NOW + 100, |slot| (
+            slot.read(None, |_, _, _| ()),
+            slot.miss_reason()
+        )),
+        (None, MissReason::Expired)
+    );
+    check_all(&s);
+}
