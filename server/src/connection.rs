@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::cluster::RingView;
 use crate::exec::{self, Flow};
 use crate::node::{unix_now, Node};
 use crate::router;
@@ -56,6 +57,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         if let Some(cluster) = &node.cluster {
             cluster.check_thawed(now);
         }
+        // One look at the ring per batch (an `Arc` clone), not per request.
+        let view = node.cluster.as_ref().map(|c| c.ring());
         let mut close = false;
         loop {
             if swallow > 0 {
@@ -67,7 +70,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
             }
             match parse_request(&mut rbuf, &limits) {
-                Ok(Some(Request::Get(get))) if local_gets(&node, from_peer, &get) => {
+                Ok(Some(Request::Get(get))) if local_gets(&node, view.as_deref(), from_peer, &get) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
                         if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
@@ -94,11 +97,11 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
                 Ok(Some(Request::Peer(_))) if !from_peer => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {
-                    let flow = match &node.cluster {
-                        Some(cluster) => {
-                            router::handle(&node, cluster, req, from_peer, now, &mut counters, &mut out).await
+                    let flow = match (&node.cluster, &view) {
+                        (Some(cluster), Some(view)) => {
+                            router::handle(&node, cluster, view, req, from_peer, now, &mut counters, &mut out).await
                         }
-                        None => exec::execute(&node, req, now, &mut counters, &mut out),
+                        _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
                     if flow == Flow::Close {
                         close = true;
@@ -135,8 +138,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
 /// (so a huge multi-get never builds a huge reply): true on a peer connection, on a
 /// cluster of one, and when this node is the primary of every key (and the command
 /// does not touch, which would have to update the replicas).
-fn local_gets(node: &Node, from_peer: bool, get: &GetRequest) -> bool {
-    let Some(cluster) = &node.cluster else {
+fn local_gets(node: &Node, view: Option<&RingView>, from_peer: bool, get: &GetRequest) -> bool {
+    let (Some(cluster), Some(view)) = (&node.cluster, view) else {
         return true;
     };
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
@@ -148,7 +151,6 @@ fn local_gets(node: &Node, from_peer: bool, get: &GetRequest) -> bool {
     if from_peer {
         return true;
     }
-    let view = cluster.ring();
     view.ring.len() <= 1 || get.keys.iter().all(|k| view.ring.primary(&k) == view.me)
 }
 

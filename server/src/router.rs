@@ -42,40 +42,42 @@ pub const OWNER_UNAVAILABLE: &[u8] = b"SERVER_ERROR owner unavailable\r\n";
 /// The reply to a write the primary applied but could not apply on every live owner.
 pub const REPLICA_UNAVAILABLE: &[u8] = b"SERVER_ERROR replica unavailable\r\n";
 
-/// Runs one request from a client (`from_peer` false) or a peer (`from_peer` true).
+/// Runs one request from a client (`from_peer` false) or a peer (`from_peer` true),
+/// placing keys with `view` (the connection takes the current ring once per batch).
+#[allow(clippy::too_many_arguments)]
 pub async fn handle(
     node: &Node,
     cluster: &Cluster,
+    view: &Arc<RingView>,
     req: Request,
     from_peer: bool,
     now: u32,
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
-    let view = cluster.ring();
     match &req {
         Request::Get(get) => {
             let get = get.clone();
             if from_peer || view.ring.len() <= 1 {
-                local_get(node, cluster, &view, &get, now, c, out).await;
+                local_get(node, cluster, view, &get, now, c, out).await;
             } else {
-                multi_get(node, cluster, &view, get, now, c, out).await;
+                multi_get(node, cluster, view, get, now, c, out).await;
             }
             Flow::Continue
         }
         Request::Store(s) => {
             let key = s.key.clone();
-            write(node, cluster, &view, req, key, from_peer, now, c, out).await
+            write(node, cluster, view, req, key, from_peer, now, c, out).await
         }
         Request::Delete { key, .. } | Request::Arith { key, .. } | Request::Touch { key, .. } => {
             let key = key.clone();
-            write(node, cluster, &view, req, key, from_peer, now, c, out).await
+            write(node, cluster, view, req, key, from_peer, now, c, out).await
         }
         Request::FlushAll { delay, .. } => {
             let delay = *delay;
             let flow = exec::execute(node, req, now, c, out);
             if !from_peer {
-                flush_everywhere(cluster, &view, delay).await;
+                flush_everywhere(cluster, view, delay).await;
             }
             flow
         }
@@ -83,11 +85,11 @@ pub async fn handle(
             MetaRoute::Local => exec::execute(node, req, now, c, out),
             MetaRoute::Read => {
                 let key = m.key.clone();
-                read(node, cluster, &view, req, key, from_peer, now, c, out).await
+                read(node, cluster, view, req, key, from_peer, now, c, out).await
             }
             MetaRoute::Write => {
                 let key = m.key.clone();
-                write(node, cluster, &view, req, key, from_peer, now, c, out).await
+                write(node, cluster, view, req, key, from_peer, now, c, out).await
             }
         },
         Request::Version
@@ -287,7 +289,7 @@ pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes
 /// still members (the others are gone: asking them would only wait for a timeout).
 fn owner_addrs(view: &RingView, key: &[u8], with_previous: bool) -> Vec<SocketAddr> {
     let me = view.me.and_then(|m| view.ring.node(m));
-    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(4);
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut add = |id: &NodeId| {
         if Some(id) != me && !addrs.contains(&id.client) {
             addrs.push(id.client);
