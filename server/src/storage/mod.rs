@@ -252,20 +252,7 @@ impl Slot<'_> {
     /// [`Slot::miss_reason`] says so. Changes made to the returned item are kept.
     pub fn get(&mut self) -> Option<&mut Item> {
         if self.view.is_none() {
-            let idx = self.shard.find(self.hash, self.key)?;
-            match self.shard.liveness(idx, self.now) {
-                Liveness::Live => {}
-                Liveness::Expired => {
-                    self.shard.remove(idx, self.now);
-                    self.miss = MissReason::Expired;
-                    return None;
-                }
-                Liveness::Flushed => {
-                    self.shard.remove(idx, self.now);
-                    self.miss = MissReason::Flushed;
-                    return None;
-                }
-            }
+            let idx = self.live_index()?;
             let entry = self.shard.entry(idx)?;
             let value = Bytes::copy_from_slice(entry.value());
             let original = value.clone();
@@ -291,25 +278,26 @@ impl Slot<'_> {
             }
             return Some(f(&view.item.value, view.item.flags, view.item.cas));
         }
-        let idx = self.shard.find(self.hash, self.key)?;
-        match self.shard.liveness(idx, self.now) {
-            Liveness::Live => {}
-            Liveness::Expired => {
-                self.shard.remove(idx, self.now);
-                self.miss = MissReason::Expired;
-                return None;
-            }
-            Liveness::Flushed => {
-                self.shard.remove(idx, self.now);
-                self.miss = MissReason::Flushed;
-                return None;
-            }
-        }
+        let idx = self.live_index()?;
         self.shard.touch(idx);
         self.miss = MissReason::Absent;
         let entry = self.shard.entry_mut(idx)?;
         let (value, flags, cas) = entry.mark_read(self.now, touch_to);
         Some(f(value, flags, cas))
+    }
+
+    /// The slot of the key's live item; an expired or flushed one is removed and the
+    /// miss reason recorded.
+    fn live_index(&mut self) -> Option<u32> {
+        let idx = self.shard.find(self.hash, self.key)?;
+        let reason = match self.shard.liveness(idx, self.now) {
+            Liveness::Live => return Some(idx),
+            Liveness::Expired => MissReason::Expired,
+            Liveness::Flushed => MissReason::Flushed,
+        };
+        self.shard.remove(idx, self.now);
+        self.miss = reason;
+        None
     }
 
     /// Why the last [`Slot::get`] found nothing.
