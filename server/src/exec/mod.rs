@@ -232,6 +232,11 @@ fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'s
         max_item_size: node.settings.max_item_size,
     };
     let outcome = node.store.with(&req.key, now, |slot| {
+        // A plain set needs nothing of the old item: skip copying it out.
+        if req.mode == StoreMode::Set {
+            let item = Item::new(req.value, req.flags, exptime, node.store.next_cas(), now);
+            return slot.insert(item).map(|()| Outcome::Stored);
+        }
         let current = slot.get();
         let value = match (req.mode, current) {
             (StoreMode::Set, _) => req.value,
