@@ -1,0 +1,270 @@
+//! A network partition between network namespaces: one node on one side, two on the
+//! other, joined by a veth pair that the test takes down and up again. The test process
+//! reaches every node through veths of its own, which the partition leaves alone.
+//!
+//! Both sides keep serving during the partition; after it heals the cluster converges
+//! to one ring and serves no stale value (only the newest acknowledged write, or a
+//! miss). Needs root and `ip` (iproute2); traffic stays inside the namespaces the test
+//! creates (10.231.0.0/16 on its own veths) and on loopback.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringcache_protocol::cluster::Topology;
+use ringcache_tests::cluster::{get_all, set_all};
+use ringcache_tests::process::ringcache_bin;
+use ringcache_tests::tools::require_command;
+use ringcache_tests::{poll_until, RawConn};
+
+/// Runs `ip` with `args`; panics with its output if it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces (`a`, `b`) joined by the veth `ab`, each also joined to the test's
+/// namespace; removed on drop.
+struct Net {
+    a: String,
+    b: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let tag = std::process::id() % 100_000;
+        let net = Net {
+            a: format!("rca{tag}"),
+            b: format!("rcb{tag}"),
+        };
+        let (a, b) = (net.a.as_str(), net.b.as_str());
+        ip(&["netns", "add", a]);
+        ip(&["netns", "add", b]);
+        for ns in [a, b] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // The link the partition cuts.
+        let (ab, ba) = (format!("ab{tag}"), format!("ba{tag}"));
+        ip(&["link", "add", &ab, "type", "veth", "peer", "name", &ba]);
+        ip(&["link", "set", &ab, "netns", a]);
+        ip(&["link", "set", &ba, "netns", b]);
+        ip(&["-n", a, "addr", "add", "10.231.1.1/30", "dev", &ab]);
+        ip(&["-n", b, "addr", "add", "10.231.1.2/30", "dev", &ba]);
+        ip(&["-n", a, "link", "set", &ab, "up"]);
+        ip(&["-n", b, "link", "set", &ba, "up"]);
+        // The test's own links to each side.
+        for (ns, root_if, ns_if, root_ip, ns_ip) in [
+            (
+                a,
+                format!("ra{tag}"),
+                format!("ar{tag}"),
+                "10.231.2.1/30",
+                "10.231.2.2/30",
+            ),
+            (
+                b,
+                format!("rb{tag}"),
+                format!("br{tag}"),
+                "10.231.3.1/30",
+                "10.231.3.2/30",
+            ),
+        ] {
+            ip(&["link", "add", &root_if, "type", "veth", "peer", "name", &ns_if]);
+            ip(&["link", "set", &ns_if, "netns", ns]);
+            ip(&["addr", "add", root_ip, "dev", &root_if]);
+            ip(&["-n", ns, "addr", "add", ns_ip, "dev", &ns_if]);
+            ip(&["link", "set", &root_if, "up"]);
+            ip(&["-n", ns, "link", "set", &ns_if, "up"]);
+        }
+        net
+    }
+
+    fn cut(&self, up: bool) {
+        let tag = std::process::id() % 100_000;
+        ip(&[
+            "-n",
+            &self.a,
+            "link",
+            "set",
+            &format!("ab{tag}"),
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veths in it, and with them their peers.
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A ringcache process inside a namespace, killed on drop.
+struct NsNode {
+    name: String,
+    child: Child,
+    /// Where the test reaches it.
+    addr: SocketAddr,
+}
+
+impl Drop for NsNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(ns: &str, name: &str, cluster_ip: &str, test_ip: &str, port: u16, seed: Option<&str>) -> NsNode {
+    let bin = ringcache_bin();
+    let gossip = format!("{cluster_ip}:{}", port + 1000);
+    let advertise = format!("{cluster_ip}:{port}");
+    let mut args: Vec<String> = ["netns", "exec", ns].iter().map(|s| s.to_string()).collect();
+    args.push(bin.display().to_string());
+    for a in [
+        "-l",
+        "0.0.0.0",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "32",
+        "-t",
+        "2",
+        "--node-name",
+        name,
+        "--gossip-addr",
+        &gossip,
+        "--advertise-addr",
+        &advertise,
+        "--gossip-key",
+        "partition-test",
+    ] {
+        args.push(a.to_string());
+    }
+    if let Some(seed) = seed {
+        args.push("--seed".into());
+        args.push(seed.into());
+    }
+    let child = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringcache in a namespace");
+    let addr: SocketAddr = format!("{test_ip}:{port}").parse().expect("addr");
+    let ok = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    assert!(ok, "{name} did not start in {ns}");
+    NsNode {
+        name: name.into(),
+        child,
+        addr,
+    }
+}
+
+fn members(n: &NsNode) -> Option<(u64, Vec<String>)> {
+    let mut c = RawConn::connect(n.addr).ok()?;
+    c.send(b"topology\r\n").ok()?;
+    let mut out = Vec::new();
+    c.read_until_suffix(&mut out, b"END\r\n", Duration::from_secs(2));
+    let (t, _) = Topology::parse(&out).ok()??;
+    Some((t.version, t.members.into_iter().map(|m| m.name).collect()))
+}
+
+fn sees(n: &NsNode, names: &[&str]) -> bool {
+    members(n).is_some_and(|(_, m)| m == names)
+}
+
+#[test]
+fn both_sides_serve_during_a_partition_and_nothing_stale_after_it_heals() {
+    require_command("ip", "apt-get install iproute2");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the partition test needs root (network namespaces)"
+    );
+    let net = Net::new();
+    let n1 = start(&net.a, "n1", "10.231.1.1", "10.231.2.2", 21211, None);
+    let seed = "10.231.1.1:22211";
+    let n2 = start(&net.b, "n2", "10.231.1.2", "10.231.3.2", 21212, Some(seed));
+    let n3 = start(&net.b, "n3", "10.231.1.2", "10.231.3.2", 21213, Some(seed));
+    let all = ["n1", "n2", "n3"];
+    let converged = |nodes: &[&NsNode], names: &[&str]| {
+        poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            let views: Vec<_> = nodes.iter().map(|n| members(n)).collect();
+            views.iter().all(|v| v.as_ref().is_some_and(|(_, m)| m == names))
+                && views
+                    .windows(2)
+                    .all(|w| w[0].as_ref().map(|v| v.0) == w[1].as_ref().map(|v| v.0))
+        })
+    };
+    assert!(converged(&[&n1, &n2, &n3], &all), "no single ring before the partition");
+
+    let keys: Vec<String> = (0..300).map(|i| format!("part:{i}")).collect();
+    let write = |n: &NsNode, tag: &str| {
+        let items: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("{k}-{tag}"))).collect();
+        let mut c = RawConn::connect(n.addr).expect("connect");
+        set_all(&mut c, &items)
+    };
+    assert_eq!(write(&n1, "v0"), Vec::<String>::new());
+
+    let cut_at = Instant::now();
+    net.cut(false);
+    let split = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        sees(&n1, &["n1"]) && sees(&n2, &["n2", "n3"]) && sees(&n3, &["n2", "n3"])
+    });
+    assert!(
+        split,
+        "the sides did not drop each other: {:?} {:?}",
+        members(&n1),
+        members(&n2)
+    );
+    println!("both sides dropped the other after {:?}", cut_at.elapsed());
+    // Both sides serve every key; side B's writes come after side A's.
+    assert_eq!(write(&n1, "a1"), Vec::<String>::new(), "side A refused writes");
+    assert_eq!(write(&n2, "b1"), Vec::<String>::new(), "side B refused writes");
+    for (n, tag) in [(&n1, "a1"), (&n2, "b1"), (&n3, "b1")] {
+        let mut c = RawConn::connect(n.addr).expect("connect");
+        let got = get_all(&mut c, &keys, 50);
+        for (k, g) in keys.iter().zip(&got) {
+            assert_eq!(
+                g.as_deref(),
+                Some(format!("{k}-{tag}").as_str()),
+                "{} during the partition",
+                n.name
+            );
+        }
+    }
+
+    let healed_at = Instant::now();
+    net.cut(true);
+    assert!(
+        converged(&[&n1, &n2, &n3], &all),
+        "no single ring after healing: {:?} {:?} {:?}",
+        members(&n1),
+        members(&n2),
+        members(&n3)
+    );
+    println!("one ring again after {:?}", healed_at.elapsed());
+    // Every read, through every node, is the newest acknowledged value or a miss.
+    let mut hits = 0;
+    for n in [&n1, &n2, &n3] {
+        let mut c = RawConn::connect(n.addr).expect("connect");
+        for (k, g) in keys.iter().zip(get_all(&mut c, &keys, 50)) {
+            if let Some(g) = g {
+                assert_eq!(g, format!("{k}-b1"), "stale value through {} after healing", n.name);
+                hits += 1;
+            }
+        }
+    }
+    println!("after healing: {hits} hits of {} reads, all current", 3 * keys.len());
+}
