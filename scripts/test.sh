@@ -45,6 +45,9 @@ failed=()
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast || failed+=("tests")
+    # nextest does not run documentation examples; cargo test does.
+    log "running the documentation examples"
+    cargo test --workspace --doc --all-features || failed+=("doc tests")
 else
     cargo test --workspace --no-fail-fast || failed+=("tests")
 fi
