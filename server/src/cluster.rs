@@ -363,11 +363,11 @@ impl Cluster {
         sent
     }
 
-    /// Called before serving a batch: if the process was frozen for longer than
-    /// failure detection while it had peers, drops the store first (see
+    /// Called before serving a batch while the node has peers: if the process was
+    /// frozen for longer than failure detection, drops the store first (see
     /// [`FreezeGuard`]).
     pub fn check_thawed(&self, now: u32) {
-        if self.freeze.thawed() && self.ring().ring.len() > 1 {
+        if self.freeze.thawed() {
             warn!("this process was frozen longer than failure detection; dropping local data");
             self.stats.resets.fetch_add(1, Relaxed);
             self.store.flush_all(now, 0);

@@ -41,6 +41,9 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     let mut swallow: u64 = 0;
     // Set by `rc_peer`: requests run here and are never forwarded again.
     let mut from_peer = false;
+    // One shutdown future for the connection's life, not a new one per read.
+    let stopping = shutdown.changed();
+    tokio::pin!(stopping);
     'conn: loop {
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
@@ -50,15 +53,17 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 Ok(0) | Err(_) => break 'conn,
                 Ok(n) => n,
             },
-            _ = shutdown.changed() => break 'conn,
+            _ = &mut stopping => break 'conn,
         };
         counters.bytes_read += n as u64;
         let now = unix_now();
-        if let Some(cluster) = &node.cluster {
-            cluster.check_thawed(now);
-        }
         // One look at the ring per batch (an `Arc` clone), not per request.
         let view = node.cluster.as_ref().map(|c| c.ring());
+        if let (Some(cluster), Some(view)) = (&node.cluster, &view) {
+            if view.ring.len() > 1 {
+                cluster.check_thawed(now);
+            }
+        }
         let mut close = false;
         loop {
             if swallow > 0 {

@@ -55,6 +55,16 @@ pub async fn handle(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
+    if view.ring.len() <= 1 {
+        // A cluster of one: every key is local and there is nobody to replicate to.
+        return match req {
+            Request::Get(get) => {
+                local_get(node, cluster, view, &get, now, c, out).await;
+                Flow::Continue
+            }
+            req => exec::execute(node, req, now, c, out),
+        };
+    }
     match &req {
         Request::Get(get) => {
             let get = get.clone();
