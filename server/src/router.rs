@@ -282,14 +282,10 @@ pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes
     let Some((value, flags, cas, exptime)) = newest else {
         return;
     };
-    node.store.observe_cas(cas);
-    let repaired = node.store.with(key, now, |slot| {
-        if slot.get().is_some_and(|mine| mine.cas >= cas) {
-            return false;
-        }
-        slot.insert(Item::new(value, flags, exptime, cas, now)).is_ok()
-    });
-    if repaired {
+    if node
+        .store
+        .keep_newer(key, Item::new(value, flags, exptime, cas, now), now)
+    {
         cluster.stats.repaired.fetch_add(1, Relaxed);
     }
 }
@@ -572,6 +568,10 @@ async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &B
 
 /// Splits a retrieval reply into its `VALUE` blocks by key; `None` if the reply is an
 /// error line or malformed.
+///
+/// It slices the blocks out of the reply rather than decoding them with
+/// `text::response::parse_response` and encoding them again: the owner's bytes are
+/// relayed as they are, without a copy.
 pub fn value_blocks(reply: &Bytes) -> Option<HashMap<Bytes, Bytes>> {
     let mut found = HashMap::new();
     let mut pos = 0;

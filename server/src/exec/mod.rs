@@ -127,13 +127,9 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
             cas,
             value,
         } => {
-            node.store.observe_cas(cas);
-            let applied = node.store.with(&key, now, |slot| {
-                if slot.get().is_some_and(|old| old.cas > cas) {
-                    return false;
-                }
-                slot.insert(Item::new(value, flags, exptime, cas, now)).is_ok()
-            });
+            let applied = node
+                .store
+                .keep_newer(&key, Item::new(value, flags, exptime, cas, now), now);
             out.put_slice(if applied {
                 response::STORED
             } else {
@@ -145,26 +141,25 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
                 slot.get().map(|i| (i.value.clone(), i.flags, i.cas, i.exptime))
             });
             if let Some((value, flags, cas, exptime)) = found {
+                // VALUE <key> <flags> <bytes> <cas> <exptime>: a VALUE line with the
+                // absolute expiry after the CAS.
                 let mut num = itoa::Buffer::new();
-                write_value(out, &key, flags, &value, Some(cas));
-                // The exptime goes after the CAS on the VALUE line: cut the line end,
-                // add it, and put the data back.
-                let data_start = out.len() - value.len() - 2;
-                let tail = out.split_off(data_start - 2);
-                out.put_u8(b' ');
-                out.put_slice(num.format(exptime).as_bytes());
-                out.put_slice(&tail);
+                out.put_slice(b"VALUE ");
+                out.put_slice(&key);
+                for n in [u64::from(flags), value.len() as u64, cas, u64::from(exptime)] {
+                    out.put_u8(b' ');
+                    out.put_slice(num.format(n).as_bytes());
+                }
+                out.put_slice(b"\r\n");
+                out.put_slice(&value);
+                out.put_slice(b"\r\n");
             }
             out.put_slice(response::END);
         }
         PeerRequest::Del { key, cas } => {
             node.store.observe_cas(cas);
             let removed = node.store.with(&key, now, |slot| {
-                if slot.get().is_some_and(|old| old.cas <= cas) {
-                    slot.remove();
-                    return true;
-                }
-                false
+                slot.cas().is_some_and(|mine| mine <= cas) && slot.remove().is_some()
             });
             out.put_slice(if removed {
                 response::DELETED

@@ -286,6 +286,15 @@ impl Slot<'_> {
         Some(f(value, flags, cas))
     }
 
+    /// The CAS unique of the live item, without copying it out (no fetch is recorded).
+    pub fn cas(&mut self) -> Option<u64> {
+        if let Some(view) = &self.view {
+            return Some(view.item.cas);
+        }
+        let idx = self.live_index()?;
+        self.shard.entry(idx).map(|e| e.cas())
+    }
+
     /// The slot of the key's live item; an expired or flushed one is removed and the
     /// miss reason recorded.
     fn live_index(&mut self) -> Option<u32> {
@@ -457,6 +466,21 @@ impl Store {
                 Err(seen) => cur = seen,
             }
         }
+    }
+
+    /// Stores `item` unless the key already holds a version with a CAS unique at least
+    /// as large (the same version or a newer one), and makes later CAS uniques larger
+    /// than the item's. How a node applies versions that come from other nodes
+    /// (replication, hand-off, read repair), which may arrive in any order. Returns
+    /// whether it stored.
+    pub fn keep_newer(&self, key: &[u8], item: Item, now: u32) -> bool {
+        self.observe_cas(item.cas);
+        self.with(key, now, |slot| {
+            if slot.cas().is_some_and(|mine| mine >= item.cas) {
+                return false;
+            }
+            slot.insert(item).is_ok()
+        })
     }
 
     /// Makes every later CAS unique larger than `cas` (one applied from a peer).

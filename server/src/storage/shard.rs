@@ -80,6 +80,10 @@ impl Entry {
         &self.data[usize::from(self.key_len)..]
     }
 
+    pub(super) fn cas(&self) -> u64 {
+        self.cas
+    }
+
     fn fetched(&self) -> bool {
         self.bits & FETCHED != 0
     }
