@@ -40,9 +40,7 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
             }
         }
         Request::Delete { key, noreply } => {
-            let found = node
-                .store
-                .with(&key, now, |slot| slot.get().is_some() && slot.remove().is_some());
+            let found = node.store.with(&key, now, |slot| slot.remove());
             if found {
                 c.delete_hits += 1;
             } else {
@@ -159,7 +157,7 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
         PeerRequest::Del { key, cas } => {
             node.store.observe_cas(cas);
             let removed = node.store.with(&key, now, |slot| {
-                slot.cas().is_some_and(|mine| mine <= cas) && slot.remove().is_some()
+                slot.cas().is_some_and(|mine| mine <= cas) && slot.remove()
             });
             out.put_slice(if removed {
                 response::DELETED

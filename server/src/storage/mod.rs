@@ -321,16 +321,15 @@ impl Slot<'_> {
         self.shard.store(self.hash, self.key, &item, self.now)
     }
 
-    /// Removes the item and returns it if it was live.
-    pub fn remove(&mut self) -> Option<Item> {
-        let view = self.view.take();
-        let idx = self.shard.find(self.hash, self.key)?;
+    /// Removes the item; true if it was live (an expired or flushed one is removed too,
+    /// and counts as absent).
+    pub fn remove(&mut self) -> bool {
+        self.view = None;
+        let Some(idx) = self.shard.find(self.hash, self.key) else {
+            return false;
+        };
         let live = self.shard.liveness(idx, self.now) == Liveness::Live;
-        let entry = self.shard.remove(idx, self.now)?;
-        match view {
-            Some(view) => Some(view.item),
-            None => live.then(|| entry.to_item(Bytes::copy_from_slice(entry.value()))),
-        }
+        self.shard.remove(idx, self.now).is_some() && live
     }
 
     /// Writes back what the caller changed in the item [`Slot::get`] handed out.
