@@ -134,7 +134,7 @@ pub fn parse_peer(
                 buf.advance(next);
                 return Err(ParseError {
                     reply: b"SERVER_ERROR object too large for cache\r\n",
-                    swallow: len as u64 + 2,
+                    swallow: (len as u64).saturating_add(2),
                     close: false,
                     unlink: None,
                 });
@@ -285,5 +285,10 @@ mod tests {
             parse(b"rc_set k 0 0 1 1\r\nxyz\r\n").unwrap_err().reply,
             b"CLIENT_ERROR bad data chunk\r\n"
         );
+        // A length of 2^64 - 1 is refused as too large, without overflowing the swallow
+        // count (found by the request fuzzer).
+        let err = parse(b"rc_set k 2 0 7 18446744073709551615\r\nabc\r\n").unwrap_err();
+        assert_eq!(err.reply, b"SERVER_ERROR object too large for cache\r\n");
+        assert_eq!(err.swallow, u64::MAX);
     }
 }
