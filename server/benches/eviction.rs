@@ -40,7 +40,7 @@ fn main() {
     );
     // The same key space for every policy: ten times what fits at LRU's item cost
     // ("key:" plus about six digits).
-    let keys = BUDGET / Store::with_policy(config, PolicyKind::Lru).item_cost(10, VALUE_LEN) * 10;
+    let keys = BUDGET / Store::with_policy(config, PolicyKind::Clock).item_cost(10, VALUE_LEN) * 10;
     for alpha in [0.99, 0.8] {
         for policy in PolicyKind::ALL {
             let store = Store::with_policy(config, policy);

@@ -8,7 +8,27 @@ use ringcache_server::server;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// Allocations at least this large get their own `mmap` (one past a store segment's
+/// 64 KiB, so segments stay on the heap and large items do not).
+const MMAP_THRESHOLD: libc::c_int = 64 * 1024 + 1;
+
+/// Fixes glibc malloc's mmap threshold. By default glibc raises it (up to 32 MiB)
+/// every time a large block is freed, after which large items come from the heap,
+/// where holes between them and the store's segments keep freed memory resident:
+/// a workload alternating huge values and small items then ends with an RSS several
+/// times `-m`. With a fixed threshold every large item is its own mapping, returned
+/// to the kernel when it is freed.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    fix_mmap_threshold();
     let config = Config::parse();
     let default_level = match config.verbose {
         0 => "warn",

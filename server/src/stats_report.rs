@@ -161,7 +161,7 @@ fn slabs(node: &Node, out: &mut BytesMut) {
         write_stat(out, "1:mem_requested", st.bytes);
     }
     write_stat(out, "active_slabs", active);
-    write_stat(out, "total_malloced", st.bytes);
+    write_stat(out, "total_malloced", st.allocated);
     out.put_slice(END);
 }
 

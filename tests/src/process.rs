@@ -5,7 +5,8 @@
 //! nodes), can be restarted on the same port with the same flags, and is killed (SIGKILL +
 //! reap) when dropped, also while a test is panicking. Each server's stdout and stderr go
 //! to a log file in the temp directory; the log is printed when the server fails to start
-//! or when it is dropped during a panic, and removed otherwise.
+//! or when it is dropped during a panic, and removed otherwise. A server whose log shows
+//! a panic (one a connection task survived, say) fails the test when it is dropped.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -402,6 +403,17 @@ impl Drop for ServerProcess {
                 self.log()
             );
         } else {
+            // A panic inside a server (a connection task, say) need not take the
+            // process down or show in any reply: fail the test that caused it.
+            let log = self.log();
+            if log.contains("panicked at") {
+                panic!(
+                    "{} on port {} panicked; its log ({}):\n{log}",
+                    self.kind.name(),
+                    self.port,
+                    self.log_path.display()
+                );
+            }
             let _ = std::fs::remove_file(&self.log_path);
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! # Shape
 //! A [`Store`] is a power-of-two number of shards (`shard.rs`), each a `std::sync::Mutex`
-//! around its own table, slab, eviction policy and slice of the memory budget
+//! around its own segments, index, eviction state and slice of the memory budget
 //! (`memory_limit / shards`). A request hashes its key once with xxh3-64; bits 32..48
 //! of the hash pick the shard and the whole hash probes the shard's table (whose
 //! bucket index uses the low bits and control bytes the top 7, so neither overlaps
@@ -14,73 +14,74 @@
 //! Commands run under the lock through [`Store::with`] and a [`Slot`]: look at the
 //! item, change it, replace it or remove it, atomically for that key.
 //!
-//! # Memory accounting
-//! `memory_limit` (`-m`) is a hard budget on the sum of item costs. An item with a
-//! `k`-byte key and a `v`-byte value costs
+//! # Memory
+//! Items live packed in segments: a 26-byte header (CAS 8, exptime 4, flags 4, last
+//! access 4, value length 4, key length 1, bits 1; `item.rs`), then key and value,
+//! with no allocation, allocator header or size-class rounding per item. A segment
+//! is `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
+//! gets a segment of its own, exactly its size.
+//!
+//! `memory_limit` (`-m`) bounds the segments: their bytes (in use, reserved for
+//! eviction, or pooled) never exceed it. Within them an item costs
 //!
 //! ```text
-//! cost = chunk(k + v) + 40 + 8 + policy
-//!   chunk(n) = max(32, (n + 8 + 15) & !15)  key and value in one exact-size heap
-//!                                           allocation, with glibc's 8-byte header
-//!                                           and 16-byte rounding
-//!   40       the slab entry: 16-byte boxed slice, CAS 8, exptime 4, flags 4,
-//!            last access 4, key length 2, bits 1, padding 1
-//!   8        the index: a 4-byte slot number and a control byte in the hash table,
-//!            at its typical load
-//!   policy   s3fifo 19 = links 8 + tag 1 + ghost share 10; sieve 9; lru 8
+//! cost = 26 + key + value
 //! ```
 //!
-//! so with S3-FIFO a 16-byte key and a 100-byte value cost 128 + 67 = 195 bytes
-//! (79 bytes of overhead), against memcached's 192-byte slab chunk for the same
-//! item (48-byte header + 8 CAS + key + NUL + value + CRLF = 175, rounded up to its
-//! slab class). Not charged: spare capacity of the slab, the free list and the
-//! table after they have grown, which stays with the shard when items leave.
+//! so a 16-byte key and a 100-byte value cost 142 bytes, against memcached's 192-byte
+//! slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value + CRLF
+//! = 175, rounded up to its slab class): 1.35x the items per MiB. What the segments
+//! lose: the unused tail of each open segment (less than one item), two segments per
+//! shard kept free for eviction's copying, and the dead bytes of deleted and replaced
+//! items until their segment is reclaimed or compacted (`shard.rs`).
+//!
+//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 8 bytes
+//! a slot at a load between 7/16 and 7/8 (10 to 21 bytes per item), and S3-FIFO's ghost
+//! (about 10 bytes per item in the main queue). `benches/memory.rs` measures both
+//! sides: 142 bytes charged and about 160 bytes of resident memory per item.
 //!
 //! An insert that does not fit evicts until it does. An item whose key and value
-//! exceed `max_item_size`, or whose cost exceeds one shard's budget, is
-//! [`StoreError::TooLarge`]; an insert the policy cannot make room for (which the
+//! exceed `max_item_size`, or that could not fit a shard beside the eviction reserve,
+//! is [`StoreError::TooLarge`]; an insert eviction cannot make room for (which the
 //! invariants rule out) is [`StoreError::OutOfMemory`]. Either way any old item under
 //! the key is removed first, as memcached does. Shards are halved (down to one) until
 //! each can hold two items of `max_item_size`, so a legal item always fits.
 //!
 //! # Values
-//! A value is copied into the item's own allocation on insert, never kept as the
-//! `Bytes` slice it arrived in (which would pin a whole connection read buffer).
-//! [`Slot::get`] hands out an [`Item`] whose `value` is a fresh copy; changes the
-//! caller makes to that `Item` are written back when [`Store::with`] returns.
+//! A value is copied into its segment on insert, never kept as the `Bytes` slice it
+//! arrived in (which would pin a whole connection read buffer). [`Slot::read`] lends
+//! the value in place under the lock (the `get` hot path); [`Slot::get`] hands out an
+//! [`Item`] whose `value` is a fresh copy, and changes the caller makes to that `Item`
+//! are written back when [`Store::with`] returns.
 //!
 //! # Eviction
-//! [`PolicyKind`] selects S3-FIFO, SIEVE or LRU behind one internal trait
-//! (`policy.rs`). `benches/eviction.rs` measures their hit ratios on Zipf workloads
-//! at equal byte budgets (so each policy pays for its own per-item state); S3-FIFO
+//! [`PolicyKind`] selects S3-FIFO or CLOCK (FIFO with reinsertion), both run over
+//! segments (`shard.rs`): eviction takes a queue's oldest segment, copies forward the
+//! items read since they were written and drops the rest. A read never moves
+//! anything; it bumps a 2-bit frequency in the item's header. `benches/eviction.rs`
+//! measures hit ratios on Zipf read-through workloads at equal byte budgets; S3-FIFO
 //! is the default ([`EVICTION_POLICY`]) on those numbers (8 MiB, 16 shards, 100-byte
-//! values, 455,900 keys, 4M requests):
+//! values, 616,800 keys, 4M requests):
 //!
 //! ```text
-//! alpha   s3fifo   sieve    lru
-//! 0.99    0.7877   0.7870   0.7514
-//! 0.8     0.5514   0.5469   0.4802
+//! alpha   s3fifo   clock
+//! 0.99    0.7891   0.7671
+//! 0.8     0.5512   0.5008
 //! ```
-//!
-//! A read never reorders a list under S3-FIFO or SIEVE: it sets a bit or bumps a
-//! 2-bit counter. (SIEVE is within half a point at 10 bytes less per item; it is the
-//! candidate if items per MiB ever matter more than hit ratio.)
 //!
 //! # Expiry and flush
 //! [`absolute_expiry`] converts memcached exptimes. An expired or flushed item is
 //! invisible at once: [`Slot::get`] removes it and [`Slot::miss_reason`] says why.
-//! Its memory comes back on that access, when eviction meets it (counted as
-//! `reclaimed`, not as an eviction), or in [`Store::sweep`], which the server calls
-//! every second and which examines a bounded number of slots per shard, releasing the
-//! lock between batches. The `flush_all` rule is in `flush.rs`.
+//! It is removed on that access, when eviction meets it (counted as `reclaimed`, not
+//! as an eviction), or by [`Store::sweep`], which the server calls every second and
+//! which examines a bounded number of items per shard, releasing the lock between
+//! batches; its bytes come back with its segment. The `flush_all` rule is in `flush.rs`.
 
 mod flush;
-mod list;
-mod lru;
+mod ghost;
+mod item;
 mod policy;
-mod s3fifo;
 mod shard;
-mod sieve;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -91,8 +92,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
+use item::{ItemRef, Meta};
 pub use policy::PolicyKind;
-use shard::{hash_key, Liveness, Shard};
+use shard::{hash_key, item_bits, Liveness, Loc, Shard};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
@@ -188,7 +190,7 @@ pub enum StoreError {
 /// Counters the store keeps, summed over shards.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreStats {
-    /// Sum of the live items' costs (see the module doc).
+    /// Sum of the live items' sizes: header, key and value (see the module doc).
     pub bytes: u64,
     pub curr_items: u64,
     /// Successful inserts.
@@ -202,6 +204,10 @@ pub struct StoreStats {
     /// Expired or flushed items whose memory was reclaimed (on access, by eviction
     /// or by the sweep).
     pub reclaimed: u64,
+    /// Live items copied forward by eviction (reinserted or compacted).
+    pub moved: u64,
+    /// Bytes of segments allocated (in use or pooled); never above `limit_maxbytes`.
+    pub allocated: u64,
     pub limit_maxbytes: u64,
 }
 
@@ -230,7 +236,7 @@ pub enum MissReason {
 
 /// An item handed out by [`Slot::get`], written back when the slot closes.
 struct View {
-    idx: u32,
+    idx: Loc,
     item: Item,
     /// The value as handed out: keeps its allocation alive so that a changed
     /// `item.value` can be told apart by address.
@@ -253,10 +259,10 @@ impl Slot<'_> {
     pub fn get(&mut self) -> Option<&mut Item> {
         if self.view.is_none() {
             let idx = self.live_index()?;
-            let entry = self.shard.entry(idx)?;
-            let value = Bytes::copy_from_slice(entry.value());
+            let r = self.shard.item(idx)?;
+            let value = Bytes::copy_from_slice(r.value());
             let original = value.clone();
-            let item = entry.to_item(value);
+            let item = to_item(r, value);
             self.shard.touch(idx);
             self.miss = MissReason::Absent;
             self.view = Some(View { idx, item, original });
@@ -279,11 +285,12 @@ impl Slot<'_> {
             return Some(f(&view.item.value, view.item.flags, view.item.cas));
         }
         let idx = self.live_index()?;
-        self.shard.touch(idx);
         self.miss = MissReason::Absent;
-        let entry = self.shard.entry_mut(idx)?;
-        let (value, flags, cas) = entry.mark_read(self.now, touch_to);
-        Some(f(value, flags, cas))
+        let mut m = self.shard.item_mut(idx)?;
+        m.bump_freq();
+        m.mark_read(self.now, touch_to);
+        let r = m.as_ref();
+        Some(f(r.value(), r.flags(), r.cas()))
     }
 
     /// The CAS unique of the live item, without copying it out (no fetch is recorded).
@@ -292,12 +299,12 @@ impl Slot<'_> {
             return Some(view.item.cas);
         }
         let idx = self.live_index()?;
-        self.shard.entry(idx).map(|e| e.cas())
+        self.shard.item(idx).map(|r| r.cas())
     }
 
     /// The slot of the key's live item; an expired or flushed one is removed and the
     /// miss reason recorded.
-    fn live_index(&mut self) -> Option<u32> {
+    fn live_index(&mut self) -> Option<Loc> {
         let idx = self.shard.find(self.hash, self.key)?;
         let reason = match self.shard.liveness(idx, self.now) {
             Liveness::Live => return Some(idx),
@@ -329,7 +336,7 @@ impl Slot<'_> {
             return false;
         };
         let live = self.shard.liveness(idx, self.now) == Liveness::Live;
-        self.shard.remove(idx, self.now).is_some() && live
+        self.shard.remove(idx, self.now) && live
     }
 
     /// Writes back what the caller changed in the item [`Slot::get`] handed out.
@@ -340,8 +347,18 @@ impl Slot<'_> {
         let same_value =
             view.item.value.as_ptr() == view.original.as_ptr() && view.item.value.len() == view.original.len();
         if same_value {
-            if let Some(entry) = self.shard.entry_mut(view.idx) {
-                entry.set_meta(&view.item, self.now);
+            let item = &view.item;
+            let meta = Meta {
+                cas: item.cas,
+                exptime: item.exptime,
+                flags: item.flags,
+                // A last access in the future would let the item outlive a delayed
+                // `flush_all`.
+                last_access: item.last_access.min(self.now),
+                bits: item_bits(item),
+            };
+            if let Some(mut m) = self.shard.item_mut(view.idx) {
+                m.set_meta(&meta);
             }
         } else {
             // A replaced value is a new item (its cost may differ). If it cannot be
@@ -361,7 +378,7 @@ impl Store {
     /// A store running `policy`.
     pub fn with_policy(cfg: StoreConfig, policy: PolicyKind) -> Store {
         let mut n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
-        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_mul(2) {
+        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_add(item::HEADER).saturating_mul(2) {
             n /= 2;
         }
         let limit = cfg.memory_limit / n;
@@ -519,6 +536,8 @@ impl Store {
             let shard = self.lock(i);
             let c = shard.counters;
             st.bytes += shard.bytes() as u64;
+            st.allocated += shard.allocated() as u64;
+            st.moved += c.moved;
             st.curr_items += shard.items() as u64;
             st.total_items += c.total_items;
             st.evictions += c.evictions;
@@ -529,8 +548,24 @@ impl Store {
         st
     }
 
-    /// What an item with this key and value length costs (see the module doc).
+    /// Bytes an item with this key and value length takes in a segment (see the
+    /// module doc).
     pub fn item_cost(&self, key_len: usize, value_len: usize) -> usize {
-        self.lock(0).cost(key_len + value_len)
+        item::size(key_len, value_len)
+    }
+}
+
+/// The item in a segment as the public [`Item`], with `value` a copy of its bytes.
+fn to_item(r: ItemRef<'_>, value: Bytes) -> Item {
+    let bits = r.bits();
+    Item {
+        value,
+        flags: r.flags(),
+        exptime: r.exptime(),
+        cas: r.cas(),
+        stale: bits & item::STALE != 0,
+        win_sent: bits & item::WIN_SENT != 0,
+        fetched: bits & item::FETCHED != 0,
+        last_access: r.last_access(),
     }
 }

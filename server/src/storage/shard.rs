@@ -1,29 +1,57 @@
-//! One shard of the store: its items, its index, its slice of the memory budget,
-//! its eviction policy and its counters, all behind the shard's one lock.
+//! One shard of the store: a log of fixed-size segments holding its items, the index
+//! over them, its slice of the memory budget, its eviction policy and its counters,
+//! all behind the shard's one lock.
 //!
-//! Layout:
-//! - `slots`: a slab of [`Entry`]s addressed by `u32` slot numbers; freed slots are
-//!   reused (LIFO) before the slab grows. Slot numbers give the eviction policy and
-//!   the sweep cursor stable handles without pointers.
-//! - `table`: a `hashbrown::HashTable<u32>` of slot numbers, probed with the key's
-//!   xxh3 hash (computed once per request by the store) and compared against the key
-//!   bytes held in the slot. It stores 4 bytes per entry instead of a key/value pair,
-//!   and needs no `Hasher` at all: we hand it the hash, so there is no `RandomState`
-//!   to seed and nothing to hash twice. (HashDoS: xxh3 with a fixed seed is not keyed;
-//!   a client that can choose keys can aim them at one shard, but a shard is a plain
-//!   probed table whose cost stays proportional to the colliding keys' own bytes.)
-//! - each entry's key and value live together in one exact-size heap allocation, so
-//!   an item never pins the connection buffer its value arrived in.
+//! # Layout
+//! - **Segments**: items (26-byte header, key, value; `item.rs`) are appended, packed
+//!   and unaligned, to the *open* segment of their queue; a full segment is *sealed*
+//!   and joins its queue's FIFO. A segment is one `Box<[u8]>` of `seg_size` bytes
+//!   (`budget / 64`, between 1 KiB and 64 KiB); an item larger than that gets a
+//!   segment of its own, exactly its size. No allocation per item, no allocator
+//!   header, no size-class rounding.
+//! - **Index**: a `hashbrown::HashTable<u64>` of item locations (segment id in the
+//!   upper 32 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
+//!   once per request by the store) and compared against the key bytes in the segment.
+//!   We hand it the hash, so there is no `Hasher` to seed and nothing is hashed twice.
+//! - **Deletion** marks the item's header DEAD and drops its index entry; its bytes
+//!   come back when its segment is reclaimed. A segment whose last live item goes is
+//!   reclaimed at once (an open one is rewound), so overwrite-heavy keys recycle whole
+//!   segments without evicting anything.
 //!
-//! Invariants (between calls): every `Some` slot is in `table` and in the policy
-//! exactly once; `free` holds exactly the `None` slots; `bytes` is the sum of
-//! [`Shard::cost`] over live slots and never exceeds `limit`.
+//! # Eviction
+//! S3-FIFO (`policy.rs`) at segment granularity: two queues of segments, *small* and
+//! *main*. A new key is appended to small (or to main if the ghost remembers it). To
+//! make room, the shard takes the oldest segment of small while small holds at least
+//! 10% of the items (else of main) and walks it: an item read since it was written
+//! is copied forward to main's open segment (from main: with its frequency
+//! decremented), an unread one is evicted (from small: remembered in the ghost), and
+//! the emptied segment's buffer is reused. This is item-level S3-FIFO; only the
+//! granularity of a step is a segment. While less than half the budget holds live
+//! items (the rest being the dead bytes of deletes and overwrites), unread items are
+//! copied forward too: eviction then compacts instead of dropping live items a
+//! per-item allocator would still have room for.
+//!
+//! Copying forward needs buffers while the victim's is still being read: the shard
+//! keeps [`RESERVE`] buffers' worth of its budget free (unallocated or pooled) for
+//! that, and if none is left an item that would have moved is evicted instead.
+//!
+//! # Invariants (between calls)
+//! Every live item is in the index exactly once and every index entry points at a
+//! live (not DEAD) item whose key hashes to it; each segment's `live` counts its live
+//! items; a sealed segment is in exactly one FIFO, an open one in `open`, and every
+//! segment has at least one live item unless it is open; `allocated` is the sum of
+//! the sizes of all segment and pooled buffers and never exceeds `limit`; `live_bytes`
+//! is the sum of the live items' sizes.
+
+use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::flush::FlushRule;
-use super::policy::{EvictionPolicy, PolicyKind};
+use super::ghost::{fingerprint, Ghost};
+use super::item::{self, ItemMut, ItemRef, Meta};
+use super::policy::PolicyKind;
 use super::{Item, StoreError};
 
 /// Hashes a key for shard choice and the shard's table.
@@ -31,100 +59,54 @@ pub(super) fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
-/// Bytes a heap allocation of `n` bytes really takes from glibc malloc: an 8-byte
-/// header, rounded up to 16, at least 32.
-pub(super) const fn malloc_chunk(n: usize) -> usize {
-    let chunk = (n + 8 + 15) & !15;
-    if chunk < 32 {
-        32
-    } else {
-        chunk
-    }
+/// Where an item lives: segment id in the upper 32 bits, byte offset in the lower.
+pub(super) type Loc = u64;
+
+fn loc(seg: u32, off: usize) -> Loc {
+    (u64::from(seg) << 32) | off as u64
 }
 
-/// Bytes of index per item: a 4-byte slot number plus hashbrown's 1 control byte,
-/// at the table's typical load (between 7/16 and 7/8), rounded up.
-pub(super) const TABLE_BYTES_PER_ITEM: usize = 8;
-
-/// Bytes of slab per item.
-pub(super) const ENTRY_BYTES: usize = std::mem::size_of::<Option<Entry>>();
-
-/// [`Entry::bits`]: fetched since stored.
-const FETCHED: u8 = 1;
-/// [`Entry::bits`]: marked stale by a meta invalidation.
-const STALE: u8 = 2;
-/// [`Entry::bits`]: a meta win flag was handed out.
-const WIN_SENT: u8 = 4;
-
-/// One stored item (40 bytes).
-#[derive(Debug)]
-pub(super) struct Entry {
-    /// The key followed by the value, in one allocation of exactly their length.
-    data: Box<[u8]>,
-    cas: u64,
-    exptime: u32,
-    flags: u32,
-    /// Unix time of the last access; also the store time that `flush_all N` compares.
-    last_access: u32,
-    key_len: u16,
-    /// [`FETCHED`], [`STALE`], [`WIN_SENT`].
-    bits: u8,
+fn seg_of(l: Loc) -> usize {
+    (l >> 32) as usize
 }
 
-impl Entry {
-    fn key(&self) -> &[u8] {
-        &self.data[..usize::from(self.key_len)]
-    }
+fn off_of(l: Loc) -> usize {
+    l as u32 as usize
+}
 
-    pub(super) fn value(&self) -> &[u8] {
-        &self.data[usize::from(self.key_len)..]
-    }
+/// The largest segment. Big enough that a segment's tail waste (less than one item)
+/// is small, small enough that evicting one is a small step of a shard.
+const MAX_SEGMENT: usize = 64 * 1024;
+/// The smallest segment (a tiny budget makes tiny segments rather than too few).
+const MIN_SEGMENT: usize = 1024;
+/// A shard's budget is cut into about this many segments.
+const SEGMENTS_PER_SHARD: usize = 64;
+/// Buffers of budget kept free for eviction's copy-forward: one per destination
+/// queue, since the items of one victim (at most a segment's worth) may go to both.
+pub(super) const RESERVE: usize = 2;
+/// The largest key a header can record.
+const MAX_KEY: usize = u8::MAX as usize;
 
-    pub(super) fn cas(&self) -> u64 {
-        self.cas
-    }
+/// A FIFO of segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Small = 0,
+    Main = 1,
+}
 
-    fn fetched(&self) -> bool {
-        self.bits & FETCHED != 0
-    }
-
-    /// Records a read at `now`: fetched, last access, and for get-and-touch a new
-    /// expiry. Returns the value, flags and CAS unique to answer with.
-    pub(super) fn mark_read(&mut self, now: u32, touch_to: Option<u32>) -> (&[u8], u32, u64) {
-        self.bits |= FETCHED;
-        self.last_access = self.last_access.max(now);
-        if let Some(exp) = touch_to {
-            self.exptime = exp;
-        }
-        (self.value(), self.flags, self.cas)
-    }
-
-    /// The item as the public [`Item`], with `value` a copy of the stored bytes.
-    pub(super) fn to_item(&self, value: bytes::Bytes) -> Item {
-        Item {
-            value,
-            flags: self.flags,
-            exptime: self.exptime,
-            cas: self.cas,
-            stale: self.bits & STALE != 0,
-            win_sent: self.bits & WIN_SENT != 0,
-            fetched: self.fetched(),
-            last_access: self.last_access,
-        }
-    }
-
-    /// Copies an item's metadata (not its value) into the entry. A last access time
-    /// in the future is clamped to `now`: it would let the item outlive a delayed
-    /// `flush_all`.
-    pub(super) fn set_meta(&mut self, item: &Item, now: u32) {
-        self.flags = item.flags;
-        self.exptime = item.exptime;
-        self.cas = item.cas;
-        self.last_access = item.last_access.min(now);
-        self.bits = (if item.fetched { FETCHED } else { 0 })
-            | (if item.stale { STALE } else { 0 })
-            | (if item.win_sent { WIN_SENT } else { 0 });
-    }
+struct Segment {
+    buf: Box<[u8]>,
+    /// Bytes appended so far.
+    used: usize,
+    /// Live items in the segment.
+    live: u32,
+    queue: Queue,
+    /// In its queue's FIFO and no longer appended to (else its queue's open segment).
+    sealed: bool,
+    /// Changes whenever the bytes at an offset may start to mean something else (the
+    /// id is reused, or the segment is rewound), so the sweep cursor, which keeps an
+    /// offset between calls, can tell its offset is no longer an item boundary.
+    epoch: u32,
 }
 
 /// Whether a found item may be served.
@@ -143,157 +125,474 @@ pub(super) struct Counters {
     pub(super) expired_unfetched: u64,
     pub(super) evicted_unfetched: u64,
     pub(super) reclaimed: u64,
+    /// Items copied forward by eviction (reinserted or compacted).
+    pub(super) moved: u64,
 }
 
 /// One shard (see the module doc).
 pub(super) struct Shard {
-    table: HashTable<u32>,
-    slots: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    policy: Box<dyn EvictionPolicy>,
+    table: HashTable<Loc>,
+    /// Segments by id; `None` for ids in `free_ids`.
+    segs: Vec<Option<Segment>>,
+    free_ids: Vec<u32>,
+    /// Segment-size buffers not in use (allocated, so counted in `allocated`).
+    pool: Vec<Box<[u8]>>,
+    /// Sealed segments per queue, newest at the front.
+    fifo: [VecDeque<u32>; 2],
+    /// The segment each queue appends to.
+    open: [Option<u32>; 2],
+    /// Live items per queue.
+    queue_items: [usize; 2],
+    ghost: Ghost,
+    policy: PolicyKind,
+    seg_size: usize,
     /// This shard's slice of the memory budget, in bytes.
     limit: usize,
     max_item_size: usize,
-    /// Sum of the live items' costs.
-    bytes: usize,
+    /// Bytes of segment and pooled buffers.
+    allocated: usize,
+    /// Sum of the live items' sizes.
+    live_bytes: usize,
     items: usize,
-    /// Fixed part of every item's cost: slab entry, index, policy state.
-    overhead: usize,
-    /// Where the next sweep resumes.
-    cursor: usize,
+    /// Where the next sweep resumes: segment id, its epoch, offset.
+    cursor: (usize, u32, usize),
+    /// The epoch the next new segment gets.
+    next_epoch: u32,
     pub(super) flush: FlushRule,
     pub(super) counters: Counters,
 }
 
-fn slot_hash(slots: &[Option<Entry>], idx: u32) -> u64 {
-    slots
-        .get(idx as usize)
+fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
+    segs.get(seg_of(l))
         .and_then(Option::as_ref)
-        .map_or(0, |e| hash_key(e.key()))
+        .map_or(0, |s| hash_key(ItemRef(&s.buf[off_of(l)..]).key()))
+}
+
+/// The segment size for a shard budget of `limit` bytes.
+pub(super) fn segment_size(limit: usize) -> usize {
+    (limit / SEGMENTS_PER_SHARD)
+        .clamp(MIN_SEGMENT, MAX_SEGMENT)
+        .min(limit / (RESERVE + 2))
+        .max(1)
 }
 
 impl Shard {
     pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind) -> Shard {
-        let policy = policy.build();
         Shard {
             table: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            overhead: ENTRY_BYTES + TABLE_BYTES_PER_ITEM + policy.bytes_per_item(),
+            segs: Vec::new(),
+            free_ids: Vec::new(),
+            pool: Vec::new(),
+            fifo: [VecDeque::new(), VecDeque::new()],
+            open: [None, None],
+            queue_items: [0, 0],
+            ghost: Ghost::default(),
             policy,
+            seg_size: segment_size(limit),
             limit,
             max_item_size,
-            bytes: 0,
+            allocated: 0,
+            live_bytes: 0,
             items: 0,
-            cursor: 0,
+            cursor: (0, 0, 0),
+            next_epoch: 0,
             flush: FlushRule::default(),
             counters: Counters::default(),
         }
     }
 
-    /// What an item with `data_len` bytes of key plus value costs against the budget.
-    pub(super) fn cost(&self, data_len: usize) -> usize {
-        malloc_chunk(data_len) + self.overhead
+    /// The live items' bytes (header, key and value).
+    pub(super) fn bytes(&self) -> usize {
+        self.live_bytes
     }
 
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes
+    /// Bytes of segments held, in use or pooled.
+    pub(super) fn allocated(&self) -> usize {
+        self.allocated
     }
 
     pub(super) fn items(&self) -> usize {
         self.items
     }
 
-    /// The slot holding `key`, if any (live or not).
-    pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let slots = &self.slots;
+    /// The item location holding `key`, if any (live or not).
+    pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
+        let segs = &self.segs;
         self.table
-            .find(hash, |&i| slots[i as usize].as_ref().is_some_and(|e| e.key() == key))
+            .find(hash, |&l| {
+                segs.get(seg_of(l))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| ItemRef(&s.buf[off_of(l)..]).key() == key)
+            })
             .copied()
     }
 
-    pub(super) fn entry(&self, idx: u32) -> Option<&Entry> {
-        self.slots.get(idx as usize).and_then(Option::as_ref)
+    pub(super) fn item(&self, l: Loc) -> Option<ItemRef<'_>> {
+        let seg = self.segs.get(seg_of(l))?.as_ref()?;
+        Some(ItemRef(&seg.buf[off_of(l)..]))
     }
 
-    pub(super) fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
-        self.slots.get_mut(idx as usize).and_then(Option::as_mut)
+    pub(super) fn item_mut(&mut self, l: Loc) -> Option<ItemMut<'_>> {
+        let seg = self.segs.get_mut(seg_of(l))?.as_mut()?;
+        Some(ItemMut(&mut seg.buf[off_of(l)..]))
     }
 
-    /// Whether the item in `idx` may be served at `now` (flush first, as memcached).
+    fn seg_mut(&mut self, id: usize) -> &mut Segment {
+        self.segs[id].as_mut().expect("segment ids in use are occupied")
+    }
+
+    /// Whether the item at `l` may be served at `now` (flush first, as memcached).
     /// The caller has applied `flush.advance(now)`.
-    pub(super) fn liveness(&self, idx: u32, now: u32) -> Liveness {
-        match self.entry(idx) {
-            Some(e) if self.flush.is_flushed(e.cas, e.last_access) => Liveness::Flushed,
-            Some(e) if e.exptime != 0 && e.exptime <= now => Liveness::Expired,
-            Some(_) | None => Liveness::Live,
+    pub(super) fn liveness(&self, l: Loc, now: u32) -> Liveness {
+        match self.item(l) {
+            Some(r) => self.liveness_of(r, now),
+            None => Liveness::Live,
         }
     }
 
-    /// Tells the policy the item in `idx` was read.
-    pub(super) fn touch(&mut self, idx: u32) {
-        self.policy.access(idx);
+    fn liveness_of(&self, r: ItemRef<'_>, now: u32) -> Liveness {
+        if self.flush.is_flushed(r.cas(), r.last_access()) {
+            Liveness::Flushed
+        } else if r.exptime() != 0 && r.exptime() <= now {
+            Liveness::Expired
+        } else {
+            Liveness::Live
+        }
     }
 
-    /// Removes the item in `idx` from table and slab and returns it; the caller has
-    /// already taken it out of the policy.
-    fn unlink(&mut self, idx: u32) -> Option<Entry> {
-        let entry = self.slots.get_mut(idx as usize)?.take()?;
-        let hash = hash_key(entry.key());
-        if let Ok(found) = self.table.find_entry(hash, |&i| i == idx) {
-            found.remove();
+    /// Counts a read of the item at `l` for the eviction policy.
+    pub(super) fn touch(&mut self, l: Loc) {
+        if let Some(mut m) = self.item_mut(l) {
+            m.bump_freq();
         }
-        self.free.push(idx);
-        self.bytes -= self.cost(entry.data.len());
+    }
+
+    /// Removes the item at `l` (a delete, a replacement, or an expired or flushed item
+    /// met on access or by the sweep), counting a reclaim for the last two. Returns
+    /// whether there was an item.
+    pub(super) fn remove(&mut self, l: Loc, now: u32) -> bool {
+        let Some(r) = self.item(l) else {
+            return false;
+        };
+        if r.is_dead() {
+            return false;
+        }
+        let state = self.liveness_of(r, now);
+        let (fetched, size, hash) = (r.fetched(), r.size(), hash_key(r.key()));
+        // Only an item the index points at is live (a location is never trusted alone).
+        let Ok(found) = self.table.find_entry(hash, |&x| x == l) else {
+            return false;
+        };
+        found.remove();
+        if let Some(mut m) = self.item_mut(l) {
+            m.set_dead();
+        }
+        self.count_reclaim(state, fetched);
+        let id = seg_of(l);
+        let seg = self.seg_mut(id);
+        seg.live -= 1;
+        let (q, empty, sealed) = (seg.queue, seg.live == 0, seg.sealed);
+        self.forget(q, size);
+        if empty {
+            if sealed {
+                if let Some(pos) = self.fifo[q as usize].iter().position(|&s| s as usize == id) {
+                    self.fifo[q as usize].remove(pos);
+                }
+                self.release(id);
+            } else {
+                // The open segment holds nothing live: append from its start again.
+                let seg = self.seg_mut(id);
+                seg.used = 0;
+                seg.epoch = seg.epoch.wrapping_add(1);
+            }
+        }
+        true
+    }
+
+    /// Takes a live item of `size` bytes in queue `q` off the books.
+    fn forget(&mut self, q: Queue, size: usize) {
+        self.queue_items[q as usize] -= 1;
         self.items -= 1;
-        Some(entry)
+        self.live_bytes -= size;
     }
 
-    /// Removes the item in `idx` (a delete, a replacement, or an expired or flushed
-    /// item met on access or by the sweep), counting a reclaim for the last two.
-    pub(super) fn remove(&mut self, idx: u32, now: u32) -> Option<Entry> {
-        self.entry(idx)?;
-        let state = self.liveness(idx, now);
-        self.policy.remove(idx);
-        let entry = self.unlink(idx)?;
-        self.count_reclaim(state, &entry);
-        Some(entry)
-    }
-
-    fn count_reclaim(&mut self, state: Liveness, entry: &Entry) {
+    fn count_reclaim(&mut self, state: Liveness, fetched: bool) {
         match state {
             Liveness::Live => {}
             Liveness::Expired | Liveness::Flushed => {
                 self.counters.reclaimed += 1;
-                if !entry.fetched() {
+                if !fetched {
                     self.counters.expired_unfetched += 1;
                 }
             }
         }
     }
 
-    /// Evicts until `charge` more bytes fit in the budget.
-    fn make_room(&mut self, charge: usize, now: u32) -> Result<(), StoreError> {
-        while self.bytes + charge > self.limit {
-            let slots = &self.slots;
-            let Some(idx) = self.policy.evict(&|i| slot_hash(slots, i)) else {
-                return Err(StoreError::OutOfMemory);
+    /// Returns segment `id` (out of every queue) and its buffer.
+    fn release(&mut self, id: usize) {
+        if let Some(seg) = self.segs[id].take() {
+            self.recycle(seg.buf);
+        }
+        self.free_ids.push(id as u32);
+    }
+
+    /// Pools a segment-size buffer; frees a big one.
+    fn recycle(&mut self, buf: Box<[u8]>) {
+        if buf.len() == self.seg_size {
+            self.pool.push(buf);
+        } else {
+            self.allocated -= buf.len();
+        }
+    }
+
+    fn new_segment(&mut self, mut seg: Segment) -> u32 {
+        seg.epoch = self.next_epoch;
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        match self.free_ids.pop() {
+            Some(id) => {
+                self.segs[id as usize] = Some(seg);
+                id
+            }
+            None => {
+                self.segs.push(Some(seg));
+                (self.segs.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Seals queue `q`'s open segment (reclaiming it if nothing in it is live).
+    fn seal(&mut self, q: Queue) {
+        let Some(id) = self.open[q as usize].take() else {
+            return;
+        };
+        let seg = self.seg_mut(id as usize);
+        if seg.live == 0 {
+            self.release(id as usize);
+        } else {
+            seg.sealed = true;
+            self.fifo[q as usize].push_front(id);
+        }
+    }
+
+    /// Segment-size buffers that could be had without evicting: pooled or unallocated.
+    fn available(&self) -> usize {
+        self.pool.len() + (self.limit - self.allocated) / self.seg_size
+    }
+
+    /// A segment-size buffer from the pool or the unallocated budget, if any.
+    fn spare_buffer(&mut self) -> Option<Box<[u8]>> {
+        if let Some(buf) = self.pool.pop() {
+            return Some(buf);
+        }
+        if self.allocated + self.seg_size > self.limit {
+            return None;
+        }
+        self.allocated += self.seg_size;
+        Some(vec![0; self.seg_size].into_boxed_slice())
+    }
+
+    /// How many evictions in a row may copy items forward before one must drop them:
+    /// enough to pass every segment a few times (each pass lowers the frequencies).
+    fn patience(&self) -> usize {
+        4 * self.segs.len() + 8
+    }
+
+    /// A segment-size buffer for new items, evicting until the reserve stays free.
+    fn buffer(&mut self, now: u32) -> Result<Box<[u8]>, StoreError> {
+        let patience = self.patience();
+        let mut attempts = 0;
+        while self.available() <= RESERVE {
+            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                break;
+            }
+            attempts += 1;
+        }
+        self.spare_buffer().ok_or(StoreError::OutOfMemory)
+    }
+
+    /// Room for `len` (at most `seg_size`) bytes at the end of queue `q`: in its open
+    /// segment, or in a new one. While evicting, new segments come only from the
+    /// reserve, and `None` means there was none.
+    fn append(&mut self, q: Queue, len: usize, now: u32, evicting: bool) -> Result<Loc, StoreError> {
+        // Evicting (to get a buffer) may itself open a segment for `q`; use that one
+        // then, and give the buffer back. Each round either returns or seals a full
+        // segment, so a few rounds suffice.
+        for _ in 0..4 {
+            if let Some(id) = self.open[q as usize] {
+                let seg = self.seg_mut(id as usize);
+                if seg.used + len <= seg.buf.len() {
+                    let off = seg.used;
+                    seg.used += len;
+                    return Ok(loc(id, off));
+                }
+                self.seal(q);
+            }
+            let buf = if evicting {
+                self.spare_buffer().ok_or(StoreError::OutOfMemory)?
+            } else {
+                self.buffer(now)?
             };
-            let state = self.liveness(idx, now);
-            let Some(entry) = self.unlink(idx) else {
-                return Err(StoreError::OutOfMemory);
+            if self.open[q as usize].is_some() {
+                self.pool.push(buf);
+                continue;
+            }
+            let id = self.new_segment(Segment {
+                buf,
+                used: len,
+                live: 0,
+                queue: q,
+                sealed: false,
+                epoch: 0,
+            });
+            self.open[q as usize] = Some(id);
+            return Ok(loc(id, 0));
+        }
+        Err(StoreError::OutOfMemory)
+    }
+
+    /// A segment of its own for an item of `len` (more than `seg_size`) bytes.
+    fn append_big(&mut self, q: Queue, len: usize, now: u32) -> Result<Loc, StoreError> {
+        let patience = self.patience();
+        let mut attempts = 0;
+        while self.allocated + len + RESERVE * self.seg_size > self.limit {
+            if let Some(buf) = self.pool.pop() {
+                self.allocated -= buf.len();
+                free_buffer(buf);
+                continue;
+            }
+            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                break;
+            }
+            attempts += 1;
+        }
+        if self.allocated + len > self.limit {
+            return Err(StoreError::OutOfMemory);
+        }
+        self.allocated += len;
+        let id = self.new_segment(Segment {
+            buf: vec![0; len].into_boxed_slice(),
+            used: len,
+            live: 0,
+            queue: q,
+            sealed: true,
+            epoch: 0,
+        });
+        self.fifo[q as usize].push_front(id);
+        Ok(loc(id, 0))
+    }
+
+    /// Whether queue `q` holds any segment with something in it.
+    fn has(&self, q: Queue) -> bool {
+        !self.fifo[q as usize].is_empty()
+            || self.open[q as usize].is_some_and(|id| self.segs[id as usize].as_ref().is_some_and(|s| s.used > 0))
+    }
+
+    /// The queue to evict from: S3-FIFO takes small while it holds at least a tenth
+    /// of the items.
+    fn victim_queue(&self) -> Option<Queue> {
+        let (small, main) = (self.has(Queue::Small), self.has(Queue::Main));
+        if small && (!main || self.queue_items[Queue::Small as usize] * 10 >= self.items) {
+            Some(Queue::Small)
+        } else if main {
+            Some(Queue::Main)
+        } else if small {
+            Some(Queue::Small)
+        } else {
+            None
+        }
+    }
+
+    /// Evicts one segment: copies forward the items that earn it (unless `force`),
+    /// evicts the rest, and reuses its buffer. False if there was nothing to evict.
+    fn evict_one(&mut self, now: u32, force: bool) -> bool {
+        let Some(q) = self.victim_queue() else {
+            return false;
+        };
+        if self.fifo[q as usize].is_empty() {
+            self.seal(q);
+        }
+        let Some(id) = self.fifo[q as usize].pop_back() else {
+            return false;
+        };
+        let id = id as usize;
+        // The victim leaves `segs` while it is walked, but its id stays taken until the
+        // end, so no new segment can reuse it while the index still points into it.
+        let Some(mut seg) = self.segs[id].take() else {
+            return false;
+        };
+        let compact = !force && self.live_bytes * 2 < self.limit;
+        let big = seg.buf.len() != self.seg_size;
+        let mut off = 0;
+        while off < seg.used {
+            let r = ItemRef(&seg.buf[off..]);
+            let size = r.size();
+            let at = off;
+            off += size;
+            if r.is_dead() {
+                continue;
+            }
+            let l = loc(id as u32, at);
+            let hash = hash_key(r.key());
+            let state = self.liveness_of(r, now);
+            let dest = if state != Liveness::Live || force {
+                None
+            } else {
+                match (q, r.freq()) {
+                    (Queue::Small, f) if f >= 1 => Some((Queue::Main, 0)),
+                    (Queue::Main, f) if f >= 1 => Some((Queue::Main, f - 1)),
+                    (q, _) if compact => Some((q, 0)),
+                    _ => None,
+                }
             };
+            if let Some((to, freq)) = dest {
+                if big {
+                    // A segment of its own moves whole: relink it, copy nothing.
+                    ItemMut(&mut seg.buf[at..]).set_freq(freq);
+                    seg.queue = to;
+                    self.queue_items[q as usize] -= 1;
+                    self.queue_items[to as usize] += 1;
+                    self.segs[id] = Some(seg);
+                    self.fifo[to as usize].push_front(id as u32);
+                    self.counters.moved += 1;
+                    return true;
+                }
+                if let Ok(new) = self.append(to, size, now, true) {
+                    let dst = self.seg_mut(seg_of(new));
+                    dst.buf[off_of(new)..off_of(new) + size].copy_from_slice(&seg.buf[at..off]);
+                    dst.live += 1;
+                    ItemMut(&mut dst.buf[off_of(new)..]).set_freq(freq);
+                    if let Some(entry) = self.table.find_mut(hash, |&x| x == l) {
+                        *entry = new;
+                    }
+                    self.queue_items[q as usize] -= 1;
+                    self.queue_items[to as usize] += 1;
+                    self.counters.moved += 1;
+                    continue;
+                }
+            }
+            // Evicted (or expired or flushed: reclaimed).
+            let r = ItemRef(&seg.buf[at..]);
+            if let Ok(found) = self.table.find_entry(hash, |&x| x == l) {
+                found.remove();
+            }
             match state {
                 Liveness::Live => {
                     self.counters.evictions += 1;
-                    if !entry.fetched() {
+                    if !r.fetched() {
                         self.counters.evicted_unfetched += 1;
                     }
+                    if q == Queue::Small && self.policy == PolicyKind::S3Fifo {
+                        self.ghost
+                            .insert(fingerprint(hash), self.queue_items[Queue::Main as usize]);
+                    }
                 }
-                Liveness::Expired | Liveness::Flushed => self.count_reclaim(state, &entry),
+                Liveness::Expired | Liveness::Flushed => self.count_reclaim(state, r.fetched()),
             }
+            self.forget(q, size);
         }
-        Ok(())
+        self.recycle(seg.buf);
+        self.free_ids.push(id as u32);
+        true
     }
 
     /// Stores `item` under `key`, replacing any item there. A refused item still
@@ -303,66 +602,77 @@ impl Shard {
         if let Some(old) = self.find(hash, key) {
             self.remove(old, now);
         }
-        let data_len = key.len() + item.value.len();
-        let charge = self.cost(data_len);
-        let key_len = u16::try_from(key.len()).map_err(|_| StoreError::TooLarge)?;
-        if data_len > self.max_item_size || charge > self.limit {
+        let len = item::size(key.len(), item.value.len());
+        if key.len() > MAX_KEY
+            || key.len() + item.value.len() > self.max_item_size
+            || len + RESERVE * self.seg_size > self.limit
+        {
             return Err(StoreError::TooLarge);
         }
-        self.make_room(charge, now)?;
-        let idx = match self.free.pop() {
-            Some(idx) => idx,
-            None => {
-                let idx = u32::try_from(self.slots.len())
-                    .ok()
-                    .filter(|&i| i < super::list::NIL)
-                    .ok_or(StoreError::OutOfMemory)?;
-                if self.slots.len() == self.slots.capacity() {
-                    self.slots.reserve_exact((self.slots.len() / 4).max(16));
-                }
-                self.slots.push(None);
-                idx
-            }
+        let q = match self.policy {
+            PolicyKind::Clock => Queue::Main,
+            PolicyKind::S3Fifo if self.ghost.take(fingerprint(hash)) => Queue::Main,
+            PolicyKind::S3Fifo => Queue::Small,
         };
-        let mut data = Vec::with_capacity(data_len);
-        data.extend_from_slice(key);
-        data.extend_from_slice(&item.value);
-        let mut entry = Entry {
-            data: data.into_boxed_slice(),
-            cas: 0,
-            exptime: 0,
-            flags: 0,
+        let l = if len > self.seg_size {
+            self.append_big(q, len, now)?
+        } else {
+            self.append(q, len, now, false)?
+        };
+        let meta = Meta {
+            cas: item.cas,
+            exptime: item.exptime,
+            flags: item.flags,
+            // The store time is now, whatever the caller's copy says: the flush rule
+            // compares it.
             last_access: now,
-            key_len,
-            bits: 0,
+            bits: item_bits(item),
         };
-        entry.set_meta(item, now);
-        // The store time is now, whatever the caller's copy says: the flush rule
-        // compares it.
-        entry.last_access = now;
-        self.slots[idx as usize] = Some(entry);
-        let slots = &self.slots;
-        self.table.insert_unique(hash, idx, |&i| slot_hash(slots, i));
-        self.policy.insert(idx, hash);
-        self.bytes += charge;
+        let seg = self.seg_mut(seg_of(l));
+        item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, &item.value, &meta);
+        seg.live += 1;
+        self.queue_items[q as usize] += 1;
         self.items += 1;
+        self.live_bytes += len;
         self.counters.total_items += 1;
+        let segs = &self.segs;
+        self.table.insert_unique(hash, l, |&x| loc_hash(segs, x));
         Ok(())
     }
 
-    /// Examines up to `budget` slots from the sweep cursor, removing expired and
-    /// flushed items. Returns how many it removed.
+    /// Examines up to `budget` items from the sweep cursor, removing expired and
+    /// flushed ones. Returns how many it removed.
     pub(super) fn sweep(&mut self, now: u32, budget: usize) -> usize {
         self.flush.advance(now);
         let mut removed = 0;
-        for _ in 0..budget.min(self.slots.len()) {
-            if self.cursor >= self.slots.len() {
-                self.cursor = 0;
+        let mut examined = 0;
+        // Entering and leaving a segment cost steps too, bounded separately.
+        let mut steps = budget + 3 * self.segs.len() + 1;
+        while examined < budget && steps > 0 {
+            steps -= 1;
+            let (id, epoch, off) = self.cursor;
+            if id >= self.segs.len() {
+                self.cursor = (0, 0, 0);
+                continue;
             }
-            let idx = self.cursor as u32;
-            self.cursor += 1;
-            if self.entry(idx).is_some() && self.liveness(idx, now) != Liveness::Live {
-                self.remove(idx, now);
+            let Some(seg) = self.segs[id].as_ref() else {
+                self.cursor = (id + 1, 0, 0);
+                continue;
+            };
+            if seg.epoch != epoch {
+                // New to this segment (or it changed under the cursor): from its start.
+                self.cursor = (id, seg.epoch, 0);
+                continue;
+            }
+            if off >= seg.used {
+                self.cursor = (id + 1, 0, 0);
+                continue;
+            }
+            let r = ItemRef(&seg.buf[off..]);
+            self.cursor.2 += r.size();
+            examined += 1;
+            if !r.is_dead() && self.liveness_of(r, now) != Liveness::Live {
+                self.remove(loc(id as u32, off), now);
                 removed += 1;
             }
         }
@@ -371,24 +681,32 @@ impl Shard {
 
     /// Calls `f` with every live item (key, value, flags, exptime, CAS).
     pub(super) fn scan(&self, now: u32, f: &mut impl FnMut(&[u8], &[u8], u32, u32, u64)) {
-        for idx in 0..self.slots.len() as u32 {
-            if self.liveness(idx, now) != Liveness::Live {
-                continue;
-            }
-            if let Some(e) = self.entry(idx) {
-                f(e.key(), e.value(), e.flags, e.exptime, e.cas);
+        for seg in self.segs.iter().flatten() {
+            let mut off = 0;
+            while off < seg.used {
+                let r = ItemRef(&seg.buf[off..]);
+                off += r.size();
+                if !r.is_dead() && self.liveness_of(r, now) == Liveness::Live {
+                    f(r.key(), r.value(), r.flags(), r.exptime(), r.cas());
+                }
             }
         }
     }
 
     /// Removes every item whose key fails `keep` (keys a ring change took away from
-    /// this node). Returns how many it removed.
+    /// this node, or all of them for `flush_all`). Returns how many it removed.
     pub(super) fn retain_keys(&mut self, keep: &mut impl FnMut(&[u8]) -> bool, now: u32) -> usize {
         let mut removed = 0;
-        for idx in 0..self.slots.len() as u32 {
-            let drop = self.entry(idx).is_some_and(|e| !keep(e.key()));
-            if drop && self.remove(idx, now).is_some() {
-                removed += 1;
+        for id in 0..self.segs.len() {
+            let mut off = 0;
+            // Re-read the segment every step: a removal may reclaim it (or rewind it).
+            while let Some(seg) = self.segs[id].as_ref().filter(|s| off < s.used) {
+                let r = ItemRef(&seg.buf[off..]);
+                let at = off;
+                off += r.size();
+                if !r.is_dead() && !keep(r.key()) && self.remove(loc(id as u32, at), now) {
+                    removed += 1;
+                }
             }
         }
         removed
@@ -397,17 +715,81 @@ impl Shard {
     /// Checks the invariants in the module doc; for tests.
     #[cfg(test)]
     pub(super) fn check(&self) {
-        let live = self.slots.iter().filter(|s| s.is_some()).count();
+        let mut live = 0;
+        let mut live_bytes = 0;
+        let mut allocated: usize = self.pool.iter().map(|b| b.len()).sum();
+        let mut per_queue = [0, 0];
+        for (id, seg) in self.segs.iter().enumerate() {
+            let Some(seg) = seg else {
+                assert!(self.free_ids.contains(&(id as u32)));
+                continue;
+            };
+            allocated += seg.buf.len();
+            let q = seg.queue as usize;
+            if seg.sealed {
+                assert_eq!(self.fifo[q].iter().filter(|&&s| s as usize == id).count(), 1);
+                assert!(seg.live > 0, "an empty sealed segment is reclaimed");
+            } else {
+                assert_eq!(self.open[q], Some(id as u32));
+            }
+            let (mut n, mut off) = (0, 0);
+            while off < seg.used {
+                let r = ItemRef(&seg.buf[off..]);
+                if !r.is_dead() {
+                    n += 1;
+                    live_bytes += r.size();
+                    assert_eq!(self.find(hash_key(r.key()), r.key()), Some(loc(id as u32, off)));
+                }
+                off += r.size();
+            }
+            assert_eq!(off, seg.used);
+            assert_eq!(n, seg.live);
+            live += n as usize;
+            per_queue[q] += n as usize;
+        }
         assert_eq!(live, self.items);
+        assert_eq!(per_queue, self.queue_items);
         assert_eq!(self.table.len(), self.items);
-        assert_eq!(self.free.len() + live, self.slots.len());
-        let bytes: usize = self.slots.iter().flatten().map(|e| self.cost(e.data.len())).sum();
-        assert_eq!(bytes, self.bytes);
-        assert!(self.bytes <= self.limit);
-        for (i, e) in self.slots.iter().enumerate() {
-            if let Some(e) = e {
-                assert_eq!(self.find(hash_key(e.key()), e.key()), Some(i as u32));
+        assert_eq!(live_bytes, self.live_bytes);
+        assert_eq!(allocated, self.allocated);
+        assert!(self.allocated <= self.limit);
+    }
+}
+
+/// Frees a segment buffer, first handing its whole pages back to the kernel.
+///
+/// A segment-size buffer comes from the malloc heap (big ones are mapped on their
+/// own; see `main.rs`), and a freed heap block stays resident until malloc reuses it.
+/// Buffers are pooled, so this only happens when big items need the room: without
+/// it, a store that had been full of small items and then fills with big ones would
+/// hold both in RSS.
+fn free_buffer(buf: Box<[u8]>) {
+    #[cfg(target_os = "linux")]
+    {
+        static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        // SAFETY: sysconf only reads a system constant.
+        let page = *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0));
+        if page.is_power_of_two() {
+            let start = buf.as_ptr() as usize;
+            let first = (start + page - 1) & !(page - 1);
+            let last = (start + buf.len()) & !(page - 1);
+            if last > first {
+                // SAFETY: [first, last) is whole pages inside `buf`, which we own and
+                // never read again. MADV_DONTNEED on the heap's private anonymous
+                // memory only swaps those pages for zero-filled ones on next touch;
+                // malloc's own bookkeeping lies outside the range (before `buf`).
+                unsafe {
+                    libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED);
+                }
             }
         }
     }
+    drop(buf);
+}
+
+/// The metadata bits an [`Item`] carries.
+pub(super) fn item_bits(item: &Item) -> u8 {
+    (if item.fetched { item::FETCHED } else { 0 })
+        | (if item.stale { item::STALE } else { 0 })
+        | (if item.win_sent { item::WIN_SENT } else { 0 })
 }
