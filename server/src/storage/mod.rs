@@ -311,7 +311,7 @@ impl Slot<'_> {
             Liveness::Expired => MissReason::Expired,
             Liveness::Flushed => MissReason::Flushed,
         };
-        self.shard.remove(idx, self.now);
+        self.shard.remove_hashed(idx, self.hash, self.now);
         self.miss = reason;
         None
     }
@@ -336,7 +336,7 @@ impl Slot<'_> {
             return false;
         };
         let live = self.shard.liveness(idx, self.now) == Liveness::Live;
-        self.shard.remove(idx, self.now) && live
+        self.shard.remove_hashed(idx, self.hash, self.now) && live
     }
 
     /// Writes back what the caller changed in the item [`Slot::get`] handed out.

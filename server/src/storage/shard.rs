@@ -271,6 +271,14 @@ impl Shard {
     /// met on access or by the sweep), counting a reclaim for the last two. Returns
     /// whether there was an item.
     pub(super) fn remove(&mut self, l: Loc, now: u32) -> bool {
+        let Some(hash) = self.item(l).map(|r| hash_key(r.key())) else {
+            return false;
+        };
+        self.remove_hashed(l, hash, now)
+    }
+
+    /// [`Shard::remove`] for a caller that has the key's hash at hand.
+    pub(super) fn remove_hashed(&mut self, l: Loc, hash: u64, now: u32) -> bool {
         let Some(r) = self.item(l) else {
             return false;
         };
@@ -278,7 +286,7 @@ impl Shard {
             return false;
         }
         let state = self.liveness_of(r, now);
-        let (fetched, size, hash) = (r.fetched(), r.size(), hash_key(r.key()));
+        let (fetched, size) = (r.fetched(), r.size());
         // Only an item the index points at is live (a location is never trusted alone).
         let Ok(found) = self.table.find_entry(hash, |&x| x == l) else {
             return false;
@@ -600,7 +608,7 @@ impl Shard {
     /// previous value behind.
     pub(super) fn store(&mut self, hash: u64, key: &[u8], item: &Item, now: u32) -> Result<(), StoreError> {
         if let Some(old) = self.find(hash, key) {
-            self.remove(old, now);
+            self.remove_hashed(old, hash, now);
         }
         let len = item::size(key.len(), item.value.len());
         if key.len() > MAX_KEY
