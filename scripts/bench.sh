@@ -6,7 +6,7 @@
 #   --quick        short runs (about 2 minutes in all instead of about 8)
 #   --self-check   memcached in both columns (side B is a second memcached): every
 #                  ratio should come out near 1.0, which shows the harness is unbiased.
-#                  Scenario 7 (a ringcache cluster) is skipped. Writes docs/bench/self-check/.
+#                  Scenarios 7-9 (ringcache clusters) are skipped. Writes docs/bench/self-check/.
 #   --rounds N     A B rounds per scenario (default 2, at least 2)
 #   --only LIST    comma-separated scenario numbers, e.g. --only 1,5
 #   --out DIR      where the report goes (default docs/bench, or docs/bench/self-check)
@@ -20,6 +20,10 @@
 #   6 hit ratio: Zipf 0.99 over 3.5M keys (~10x what -m 64 holds), read-through
 #   7 cluster: 3 ringcache nodes; A = every key sent to one node (forwarding),
 #     B = every key sent straight to its owner (placement computed from `topology`)
+#   8 the hop: as 7 with one connection (no queueing); A = direct, B = forward
+#   9 direct routing against one node, one connection: A = a single ringcache node,
+#     B = 3 nodes with every key sent to its owner
+# Scenarios 7-9 are skipped by --self-check.
 #
 # Environment: MEMCACHED_BIN (memcached), RINGCACHE_BIN (a prebuilt ringcache: skips
 # its build), THREADS (server threads, default 1), BENCH_PORT (first port, 23211).
@@ -181,10 +185,21 @@ cluster_members() {
   echo "$n"
 }
 
-if wanted 7 && [ "$self_check" = 0 ]; then
+# cluster SCENARIO SIDE_A SIDE_B [bench flags...]: A B A B, each run on fresh nodes.
+# Sides: single = one ringcache node; forward = 3 nodes, every key sent to node 1;
+# direct = 3 nodes, every key sent straight to its owner.
+cluster() {
+  local scenario=$1 a=$2 b=$3 round side i seed node_pids converged flags
+  shift 3
   for round in $(seq "$rounds"); do
-    for side in forward direct; do
-      echo "== 7-cluster-3-nodes: $side, round $round" >&2
+    for side in "$a" "$b"; do
+      echo "== $scenario: $side, round $round" >&2
+      if [ "$side" = single ]; then
+        start_server ringcache "$((PORT + 101))"
+        run_load "$scenario" "$side" "$round" "$server_pid" -s "127.0.0.1:$((PORT + 101))" "$@"
+        cleanup
+        continue
+      fi
       node_pids=""
       for i in 1 2 3; do
         seed=()
@@ -200,16 +215,29 @@ if wanted 7 && [ "$self_check" = 0 ]; then
         sleep 0.2
       done
       if [ "$converged" = 0 ]; then
-        fail_line 7-cluster-3-nodes "$side" "$round" \
+        fail_line "$scenario" "$side" "$round" \
           "cluster did not converge: node n1 did not list 3 members in topology within 10 s"
       else
         flags=(-s "127.0.0.1:$((PORT + 101))")
         [ "$side" = direct ] && flags+=(--direct)
-        run_load 7-cluster-3-nodes "$side" "$round" "$node_pids" "${flags[@]}" "${common[@]}" -g 0.9 --prefill
+        run_load "$scenario" "$side" "$round" "$node_pids" "${flags[@]}" "$@"
       fi
       cleanup
     done
   done
+}
+
+if [ "$self_check" = 0 ]; then
+  wanted 7 && cluster 7-cluster-3-nodes forward direct "${common[@]}" -g 0.9 --prefill
+  # One connection, one request at a time: latency without queueing, so forward's p50
+  # minus direct's is the price of the extra hop.
+  wanted 8 && cluster 8-hop-1-conn direct forward -c 1 -v 100 -k 100000 -g 0.9 --prefill \
+    --warmup "$warm" -D "$dur"
+  # The same single connection against one node and against the owners of a 3-node
+  # cluster: direct routing should cost nothing. (With 50 connections the three nodes
+  # would share one core and batch less per wakeup, which measures the box, not us.)
+  wanted 9 && cluster 9-direct-vs-single single direct -c 1 -v 100 -k 100000 -g 0.9 --prefill \
+    --warmup "$warm" -D "$dur"
 fi
 
 note="$(nproc) CPUs, $pinning; servers -m $MEMORY -t $THREADS; $rounds rounds (A B A B); raw runs in $results."

@@ -364,6 +364,130 @@ fn latency_chart(scenarios: &[Scenario]) -> String {
     )
 }
 
+/// One row of the targets table: what is measured, the value, the goal, and whether
+/// the value meets it (`None` when the value is missing).
+struct Target {
+    what: String,
+    value: Option<f64>,
+    unit: &'static str,
+    goal: String,
+    met: Option<bool>,
+}
+
+/// The scenario whose name starts with `prefix` (scenario numbers: "1-", "8-").
+fn scenario<'a>(scenarios: &'a [Scenario], prefix: &str) -> Option<&'a Scenario> {
+    scenarios.iter().find(|s| s.name.starts_with(prefix))
+}
+
+/// Side `i`'s median of `f` in the scenario starting with `prefix`.
+fn side_median(scenarios: &[Scenario], prefix: &str, i: usize, f: Metric) -> Option<f64> {
+    scenario(scenarios, prefix)?.sides.get(i)?.median(f)
+}
+
+/// Issue 6's targets, checked against the medians of the scenarios that ran: B/A
+/// ratios for the side-by-side scenarios (1-6), and for the cluster the cost of the
+/// extra hop (8) and of direct routing against one node (9).
+fn targets(scenarios: &[Scenario]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let b_over_a = |prefix: &str, f: Metric| {
+        ratio(
+            side_median(scenarios, prefix, 0, f),
+            side_median(scenarios, prefix, 1, f),
+        )
+    };
+    let mut push = |what: String, value: Option<f64>, unit, goal: String, ok: fn(f64) -> bool| {
+        let met = value.map(ok);
+        out.push(Target {
+            what,
+            value,
+            unit,
+            goal,
+            met,
+        });
+    };
+    for n in ["1-", "2-", "3-", "4-"] {
+        let Some(s) = scenario(scenarios, n) else { continue };
+        push(
+            format!("{} throughput, B/A", s.name),
+            b_over_a(n, |r| Some(r.ops_per_s)),
+            "x",
+            ">= 1.0 (aim 1.2)".into(),
+            |v| v >= 1.0,
+        );
+        push(
+            format!("{} p99 latency, B/A", s.name),
+            b_over_a(n, |r| Some(r.p99_us)),
+            "x",
+            "<= 1.0".into(),
+            |v| v <= 1.0,
+        );
+    }
+    if let Some(s) = scenario(scenarios, "5-") {
+        push(
+            format!("{} items per MiB, B/A", s.name),
+            b_over_a("5-", |r| r.items_per_mib),
+            "x",
+            ">= 1.25 (aim 1.5)".into(),
+            |v| v >= 1.25,
+        );
+    }
+    if let Some(s) = scenario(scenarios, "6-") {
+        push(
+            format!("{} miss ratio, B/A", s.name),
+            b_over_a("6-", |r| r.hit_ratio.map(|h| 1.0 - h)),
+            "x",
+            "<= 0.9 (aim 0.85)".into(),
+            |v| v <= 0.9,
+        );
+    }
+    if let Some(s) = scenario(scenarios, "8-") {
+        // Sides: direct, forward. One request at a time, so a direct p50 is one
+        // loopback round trip through a node, and the hop may add at most that.
+        let p50 = |r: &RunResult| Some(r.p50_us);
+        let direct = side_median(scenarios, "8-", 0, p50);
+        let forward = side_median(scenarios, "8-", 1, p50);
+        let extra = forward.zip(direct).map(|(f, d)| f - d);
+        let met = extra.zip(direct).map(|(e, d)| e <= d);
+        out.push(Target {
+            what: format!("{}: forward p50 - direct p50", s.name),
+            value: extra,
+            unit: " µs",
+            goal: format!("<= one round trip (direct p50, {} µs)", fmt_num(direct)),
+            met,
+        });
+    }
+    if let Some(s) = scenario(scenarios, "9-") {
+        out.push(Target {
+            what: format!("{}: direct p50 / single-node p50", s.name),
+            value: b_over_a("9-", |r| Some(r.p50_us)),
+            unit: "x",
+            goal: "<= 1.1 (matches)".into(),
+            met: b_over_a("9-", |r| Some(r.p50_us)).map(|v| v <= 1.1),
+        });
+    }
+    out
+}
+
+fn targets_table(scenarios: &[Scenario]) -> String {
+    let rows = targets(scenarios);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from("| target | measured | goal | met |\n|---|---:|---|---|\n");
+    for r in rows {
+        let value = r
+            .value
+            .map_or("–".to_string(), |v| format!("{}{}", fmt_num(Some(v)), r.unit));
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(t, "| {} | {value} | {} | {met} |", r.what, r.goal);
+    }
+    t
+}
+
 const METHOD: &str = "\
 Each scenario runs against both sides in alternation (A B A B …), each run on a fresh server \
 process started with the same `-m` and `-t`, the servers pinned to one core and the load \
@@ -384,7 +508,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let tput = throughput_table(&scenarios);
     let lat = latency_table(&scenarios);
     let failed = failures(&scenarios);
-    println!("{tput}\n{lat}\n{failed}");
+    let goals = targets_table(&scenarios);
+    println!("{tput}\n{lat}\n{failed}\n{goals}");
     let Some(out) = &args.out else { return Ok(()) };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let write = |name: &str, body: &str| -> anyhow::Result<()> {
@@ -417,7 +542,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     write("results.json", &serde_json::to_string_pretty(&json)?)?;
     let readme = format!(
         "# Benchmarks\n\nGenerated by `ringcache-bench report` from the runs of:\n\n```sh\n{}\n```\n\n{}\n\n\
-         ## Throughput and server CPU per request\n\n{tput}\n## Latency\n\n{lat}\n{failed}\n\
+         ## Targets\n\n{goals}\n## Throughput and server CPU per request\n\n{tput}\n## Latency\n\n{lat}\n{failed}\n\
          ![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n## Method\n\n{METHOD}\n\n\
          Every run is in `results.json` (one object per run, with its flags).\n",
         args.command, args.note
@@ -513,6 +638,45 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains(">failed<"));
         assert!(read_results("{not json").is_err());
+    }
+
+    #[test]
+    fn targets_are_checked_against_medians() {
+        let mut lines = vec![
+            run("1-get", "memcached", 100.0, 10.0),
+            run("1-get", "ringcache", 120.0, 12.0),
+        ];
+        for (side, hit) in [("memcached", 0.8), ("ringcache", 0.83)] {
+            let mut r = run("6-hit", side, 1.0, 1.0);
+            r.read_through = true;
+            r.hit_ratio = Some(hit);
+            lines.push(r);
+        }
+        for (side, p50) in [("direct", 80.0), ("forward", 150.0)] {
+            let mut r = run("8-hop", side, 1.0, 1.0);
+            r.p50_us = p50;
+            lines.push(r);
+        }
+        let scenarios = group(lines);
+        let t = targets_table(&scenarios);
+        assert!(
+            t.contains("| 1-get throughput, B/A | 1.20x | >= 1.0 (aim 1.2) | yes |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 1-get p99 latency, B/A | 1.20x | <= 1.0 | **no** |"),
+            "{t}"
+        );
+        // Miss ratios 0.17 / 0.2 = 0.85.
+        assert!(
+            t.contains("| 6-hit miss ratio, B/A | 0.85") && t.contains("aim 0.85) | yes |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 8-hop: forward p50 - direct p50 | 70.0 µs | <= one round trip (direct p50, 80.0 µs) | yes |"),
+            "{t}"
+        );
+        assert!(!t.contains("items per MiB"), "scenarios that did not run have no rows");
     }
 
     #[test]
