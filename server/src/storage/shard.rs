@@ -612,6 +612,7 @@ impl Shard {
         }
         let len = item::size(key.len(), item.value.len());
         if key.len() > MAX_KEY
+            || item.value.len() > u32::MAX as usize
             || key.len() + item.value.len() > self.max_item_size
             || len + RESERVE * self.seg_size > self.limit
         {

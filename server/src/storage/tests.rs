@@ -555,3 +555,106 @@ fn the_sweep_cursor_survives_its_segment_being_rewound_and_refilled() {
     assert_eq!(s.stats().curr_items, 0);
     check_all(&s);
 }
+
+/// A model check: under random sets, gets, deletes, touches, flushes and sweeps with
+/// a budget far too small for the keys (so eviction, copy-forward, compaction and
+/// big items all happen), every hit returns exactly the last value written to its
+/// key, with its flags, and never a deleted, expired or flushed one.
+#[test]
+fn every_hit_is_the_last_write() {
+    use std::collections::HashMap;
+    for (policy, limit, seed) in [
+        (PolicyKind::S3Fifo, 256 * 1024, 1),
+        (PolicyKind::S3Fifo, 64 * 1024, 2),
+        (PolicyKind::Clock, 256 * 1024, 3),
+    ] {
+        let s = Store::with_policy(
+            StoreConfig {
+                memory_limit: limit,
+                shards: 2,
+                max_item_size: 24 * 1024,
+            },
+            policy,
+        );
+        let mut rng = StdRng::seed_from_u64(seed);
+        // key -> (version, flags, exptime) of the last write, absent after a delete.
+        let mut model: HashMap<u32, (u64, u32, u32)> = HashMap::new();
+        let mut version = 0u64;
+        let mut now = NOW;
+        let (mut hits, mut checked) = (0, 0);
+        for step in 0..60_000u32 {
+            // A few hot keys get most of the traffic, so some items are read often.
+            let k = if rng.gen_bool(0.5) {
+                rng.gen_range(0..50)
+            } else {
+                rng.gen_range(0..3000)
+            };
+            let key = format!("key:{k}");
+            match rng.gen_range(0..100) {
+                0..=44 => {
+                    version += 1;
+                    let len = if rng.gen_bool(0.02) {
+                        rng.gen_range(8..20 * 1024)
+                    } else {
+                        rng.gen_range(8..200)
+                    };
+                    let mut value = vec![b'.'; len];
+                    value[..8].copy_from_slice(&version.to_le_bytes());
+                    let flags = rng.gen::<u32>();
+                    let exptime = if rng.gen_bool(0.1) {
+                        now + rng.gen_range(1..4)
+                    } else {
+                        0
+                    };
+                    let item = Item::new(Bytes::from(value), flags, exptime, s.next_cas(), now);
+                    s.with(key.as_bytes(), now, |slot| slot.insert(item)).unwrap();
+                    model.insert(k, (version, flags, exptime));
+                }
+                45..=84 => {
+                    checked += 1;
+                    let got = s.with(key.as_bytes(), now, |slot| {
+                        slot.read(None, |v, flags, _| {
+                            (u64::from_le_bytes(v[..8].try_into().unwrap()), flags, v.len())
+                        })
+                    });
+                    if let Some((v, flags, _)) = got {
+                        hits += 1;
+                        let want = model.get(&k).copied();
+                        assert!(
+                            want.is_some_and(|(wv, wf, exp)| wv == v && wf == flags && (exp == 0 || exp > now)),
+                            "step {step}: {key} returned version {v} flags {flags}, the last write was {want:?}"
+                        );
+                    }
+                }
+                85..=92 => {
+                    s.with(key.as_bytes(), now, |slot| slot.remove());
+                    model.remove(&k);
+                }
+                93..=96 => {
+                    let exp = now + rng.gen_range(1..4);
+                    let touched = s.with(key.as_bytes(), now, |slot| {
+                        slot.get().map(|i| i.exptime = exp).is_some()
+                    });
+                    if touched {
+                        model.get_mut(&k).unwrap().2 = exp;
+                    }
+                }
+                97 => now += 1,
+                98 => s.sweep(now),
+                _ => {
+                    if rng.gen_bool(0.05) {
+                        s.flush_all(now, 0);
+                        model.clear();
+                    }
+                }
+            }
+            if step % 5000 == 0 {
+                check_all(&s);
+            }
+        }
+        check_all(&s);
+        let st = s.stats();
+        assert!(st.evictions > 1000 && st.moved > 0, "{policy:?}: {st:?}");
+        assert!(hits > checked / 10, "{policy:?}: {hits} hits of {checked} gets");
+    }
+}
