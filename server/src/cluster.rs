@@ -7,10 +7,14 @@
 //! change it drops every local item whose key this node no longer owns: a copy left
 //! from a range held only for a while would otherwise be served as current after a
 //! later change hands the range back, although newer writes went elsewhere meanwhile.
+//!
+//! A node started with seeds is *joining* until it first sees another member (see
+//! [`Cluster::joining`]): until then its ring holds only itself, and it refuses key
+//! commands rather than act as a cluster of one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -138,6 +142,11 @@ pub struct ClusterConfig {
     pub gossip: GossipConfig,
     pub ring: RingConfig,
     pub peer_timeout: Duration,
+    /// How long a node started with seeds refuses key commands while no peer has
+    /// answered it, before it gives up waiting and serves as a cluster of one (see
+    /// [`Cluster::joining`]). Joining through a live seed takes one gossip round trip;
+    /// this only bounds the wait when every seed is unreachable.
+    pub join_timeout: Duration,
 }
 
 /// Notices that this process was frozen (SIGSTOP, a VM pause) for longer than the
@@ -205,6 +214,9 @@ pub struct Cluster {
     pub key: Option<Arc<ClusterKey>>,
     /// Milliseconds since `freeze.started` at the last ring change (0 = never).
     changed_at: AtomicU64,
+    /// False from the start of a node with seeds until it first sees another member
+    /// (or the join timeout passes): see [`Cluster::joining`].
+    joined: AtomicBool,
 }
 
 impl Cluster {
@@ -222,8 +234,15 @@ impl Cluster {
         let name = config.gossip.name.clone();
         let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
+        // A node given seeds (other than itself) belongs to a cluster it has not met yet.
+        let has_seeds = config
+            .gossip
+            .seeds
+            .iter()
+            .any(|s| *s != membership.local_addr && *s != config.gossip.gossip_addr);
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
+        let joined = AtomicBool::new(!has_seeds || first.ring.len() > 1);
         let (tx, ring) = watch::channel(Arc::new(first));
         let cluster = Arc::new(Cluster {
             membership,
@@ -236,7 +255,23 @@ impl Cluster {
             store,
             key: config.gossip.key.clone(),
             changed_at: AtomicU64::new(0),
+            joined,
         });
+        if cluster.joining() {
+            let weak = Arc::downgrade(&cluster);
+            let timeout = config.join_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(cluster) = weak.upgrade() {
+                    if !cluster.joined.swap(true, Relaxed) {
+                        warn!(
+                            after = ?timeout,
+                            "no seed answered; serving as a cluster of one until a peer appears"
+                        );
+                    }
+                }
+            });
+        }
         let ring_config = config.ring;
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(async move {
@@ -260,6 +295,11 @@ impl Cluster {
                     Ring::new(others, ring_config, prev.version).ok()
                 };
                 let next = Arc::new(next);
+                if next.ring.len() > 1 {
+                    if let Some(cluster) = weak.upgrade() {
+                        cluster.joined.store(true, Relaxed);
+                    }
+                }
                 tx.send_replace(next.clone());
                 if view.version == prev.version {
                     // Only a member's state changed (alive/suspect): same ring.
@@ -384,6 +424,19 @@ impl Cluster {
         at != 0 && self.freeze.elapsed_ms().saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
     }
 
+    /// Whether this node is still joining its cluster: it was started with seeds and
+    /// has not met any other member yet (for at most the join timeout,
+    /// `--join-timeout-ms`).
+    ///
+    /// Such a node must not answer key commands. Its ring holds only itself, so it
+    /// would acknowledge writes that no other node sees (reads through the others
+    /// would then return older values) and serve reads that miss writes acknowledged
+    /// elsewhere, until gossip found it: a node restarted under load did exactly that.
+    /// Key commands get [`JOINING`] instead.
+    pub fn joining(&self) -> bool {
+        !self.joined.load(Relaxed)
+    }
+
     /// The current ring (cheap; never waits on the membership task).
     pub fn ring(&self) -> Arc<RingView> {
         self.ring.borrow().clone()
@@ -420,6 +473,9 @@ impl Cluster {
         self.membership.leave().await;
     }
 }
+
+/// The reply to a key command while this node is still joining its cluster.
+pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
 
 /// Drops every item whose key `view` does not place on this node; returns how many.
 pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {

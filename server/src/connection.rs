@@ -150,6 +150,9 @@ fn local_gets(node: &Node, view: Option<&RingView>, from_peer: bool, get: &GetRe
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
         return false;
     }
+    if cluster.joining() && !from_peer {
+        return false;
+    }
     if cluster.repairing() {
         return false;
     }

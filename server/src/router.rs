@@ -55,6 +55,12 @@ pub async fn handle(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
+    if !from_peer && cluster.joining() && uses_keys(&req) {
+        if !req.noreply() {
+            out.put_slice(crate::cluster::JOINING);
+        }
+        return Flow::Continue;
+    }
     if view.ring.len() <= 1 {
         // A cluster of one: every key is local and there is nobody to replicate to.
         return match req {
@@ -108,6 +114,25 @@ pub async fn handle(
         | Request::Quit
         | Request::Topology
         | Request::Peer(_) => exec::execute(node, req, now, c, out),
+    }
+}
+
+/// Whether `req` reads or changes items (which a node still joining must refuse).
+fn uses_keys(req: &Request) -> bool {
+    match req {
+        Request::Get(_)
+        | Request::Store(_)
+        | Request::Delete { .. }
+        | Request::Arith { .. }
+        | Request::Touch { .. }
+        | Request::FlushAll { .. } => true,
+        Request::Meta(m) => m.command != MetaCommand::NoOp,
+        Request::Version
+        | Request::Verbosity { .. }
+        | Request::Stats { .. }
+        | Request::Quit
+        | Request::Topology
+        | Request::Peer(_) => false,
     }
 }
 
