@@ -10,7 +10,9 @@
 //!
 //! A node started with seeds is *joining* until it first sees another member (see
 //! [`Cluster::joining`]): until then its ring holds only itself, and it refuses key
-//! commands rather than act as a cluster of one.
+//! commands rather than act as a cluster of one. Requests a peer refused because the
+//! rings differ wait here for the next ring ([`Cluster::next_ring`], bounded by
+//! [`FENCE_WAIT`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +41,15 @@ const REPAIR_WINDOW: Duration = Duration::from_secs(5);
 
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
+
+/// How long a request whose owner refused it for a ring mismatch may wait for the
+/// rings to agree (re-placing it whenever this node's ring changes) before the client
+/// is refused. Rings agree again within one gossip round or one failure detection.
+pub const FENCE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long to wait for this node's ring to change before trying a refused request
+/// again anyway (the owner's ring may be the one that was behind).
+const FENCE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The ring as this node sees it now.
 pub struct RingView {
@@ -134,6 +145,13 @@ pub struct ClusterStats {
     /// Times the whole store was dropped because the cluster had declared this node
     /// down (or it was frozen) while it kept running.
     pub resets: AtomicU64,
+    /// Fenced requests from peers refused here because their ring differed (`rc_ring`).
+    pub ring_mismatches: AtomicU64,
+    /// Requests this node placed again after an owner refused them for a ring mismatch.
+    pub fence_retries: AtomicU64,
+    /// Client requests refused because the rings did not agree in time
+    /// ([`FENCE_WAIT`]), or a replica refused a write's application.
+    pub fence_refusals: AtomicU64,
 }
 
 /// Cluster settings from the command line.
@@ -435,6 +453,23 @@ impl Cluster {
     /// Key commands get [`JOINING`] instead.
     pub fn joining(&self) -> bool {
         !self.joined.load(Relaxed)
+    }
+
+    /// After an owner refused a request placed with `seen` (its ring differs): waits
+    /// until this node's ring changes or [`FENCE_PAUSE`] passes, and returns the
+    /// current ring to place the request with again; `None` once `deadline` has
+    /// passed.
+    pub async fn next_ring(&self, seen: &RingView, deadline: tokio::time::Instant) -> Option<Arc<RingView>> {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            self.stats.fence_refusals.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.stats.fence_retries.fetch_add(1, Relaxed);
+        let mut rx = self.ring.clone();
+        let wait = rx.wait_for(|v| v.version != seen.version);
+        let _ = tokio::time::timeout((deadline - now).min(FENCE_PAUSE), wait).await;
+        Some(self.ring())
     }
 
     /// The current ring (cheap; never waits on the membership task).
