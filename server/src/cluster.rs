@@ -7,10 +7,16 @@
 //! change it drops every local item whose key this node no longer owns: a copy left
 //! from a range held only for a while would otherwise be served as current after a
 //! later change hands the range back, although newer writes went elsewhere meanwhile.
+//!
+//! A node started with seeds is *joining* until it first sees another member (see
+//! [`Cluster::joining`]): until then its ring holds only itself, and it refuses key
+//! commands rather than act as a cluster of one. Requests a peer refused because the
+//! rings differ wait here for the next ring ([`Cluster::next_ring`], bounded by
+//! [`FENCE_WAIT`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +41,15 @@ const REPAIR_WINDOW: Duration = Duration::from_secs(5);
 
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
+
+/// How long a request whose owner refused it for a ring mismatch may wait for the
+/// rings to agree (re-placing it whenever this node's ring changes) before the client
+/// is refused. Rings agree again within one gossip round or one failure detection.
+pub const FENCE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long to wait for this node's ring to change before trying a refused request
+/// again anyway (the owner's ring may be the one that was behind).
+const FENCE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The ring as this node sees it now.
 pub struct RingView {
@@ -130,6 +145,13 @@ pub struct ClusterStats {
     /// Times the whole store was dropped because the cluster had declared this node
     /// down (or it was frozen) while it kept running.
     pub resets: AtomicU64,
+    /// Fenced requests from peers refused here because their ring differed (`rc_ring`).
+    pub ring_mismatches: AtomicU64,
+    /// Requests this node placed again after an owner refused them for a ring mismatch.
+    pub fence_retries: AtomicU64,
+    /// Client requests refused because the rings did not agree in time
+    /// ([`FENCE_WAIT`]), or a replica refused a write's application.
+    pub fence_refusals: AtomicU64,
 }
 
 /// Cluster settings from the command line.
@@ -138,6 +160,11 @@ pub struct ClusterConfig {
     pub gossip: GossipConfig,
     pub ring: RingConfig,
     pub peer_timeout: Duration,
+    /// How long a node started with seeds refuses key commands while no peer has
+    /// answered it, before it gives up waiting and serves as a cluster of one (see
+    /// [`Cluster::joining`]). Joining through a live seed takes one gossip round trip;
+    /// this only bounds the wait when every seed is unreachable.
+    pub join_timeout: Duration,
 }
 
 /// Notices that this process was frozen (SIGSTOP, a VM pause) for longer than the
@@ -205,6 +232,9 @@ pub struct Cluster {
     pub key: Option<Arc<ClusterKey>>,
     /// Milliseconds since `freeze.started` at the last ring change (0 = never).
     changed_at: AtomicU64,
+    /// False from the start of a node with seeds until it first sees another member
+    /// (or the join timeout passes): see [`Cluster::joining`].
+    joined: AtomicBool,
 }
 
 impl Cluster {
@@ -222,8 +252,15 @@ impl Cluster {
         let name = config.gossip.name.clone();
         let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
+        // A node given seeds (other than itself) belongs to a cluster it has not met yet.
+        let has_seeds = config
+            .gossip
+            .seeds
+            .iter()
+            .any(|s| *s != membership.local_addr && *s != config.gossip.gossip_addr);
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
+        let joined = AtomicBool::new(!has_seeds || first.ring.len() > 1);
         let (tx, ring) = watch::channel(Arc::new(first));
         let cluster = Arc::new(Cluster {
             membership,
@@ -236,7 +273,23 @@ impl Cluster {
             store,
             key: config.gossip.key.clone(),
             changed_at: AtomicU64::new(0),
+            joined,
         });
+        if cluster.joining() {
+            let weak = Arc::downgrade(&cluster);
+            let timeout = config.join_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(cluster) = weak.upgrade() {
+                    if !cluster.joined.swap(true, Relaxed) {
+                        warn!(
+                            after = ?timeout,
+                            "no seed answered; serving as a cluster of one until a peer appears"
+                        );
+                    }
+                }
+            });
+        }
         let ring_config = config.ring;
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(async move {
@@ -260,6 +313,11 @@ impl Cluster {
                     Ring::new(others, ring_config, prev.version).ok()
                 };
                 let next = Arc::new(next);
+                if next.ring.len() > 1 {
+                    if let Some(cluster) = weak.upgrade() {
+                        cluster.joined.store(true, Relaxed);
+                    }
+                }
                 tx.send_replace(next.clone());
                 if view.version == prev.version {
                     // Only a member's state changed (alive/suspect): same ring.
@@ -384,6 +442,36 @@ impl Cluster {
         at != 0 && self.freeze.elapsed_ms().saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
     }
 
+    /// Whether this node is still joining its cluster: it was started with seeds and
+    /// has not met any other member yet (for at most the join timeout,
+    /// `--join-timeout-ms`).
+    ///
+    /// Such a node must not answer key commands. Its ring holds only itself, so it
+    /// would acknowledge writes that no other node sees (reads through the others
+    /// would then return older values) and serve reads that miss writes acknowledged
+    /// elsewhere, until gossip found it: a node restarted under load did exactly that.
+    /// Key commands get [`JOINING`] instead.
+    pub fn joining(&self) -> bool {
+        !self.joined.load(Relaxed)
+    }
+
+    /// After an owner refused a request placed with `seen` (its ring differs): waits
+    /// until this node's ring changes or [`FENCE_PAUSE`] passes, and returns the
+    /// current ring to place the request with again; `None` once `deadline` has
+    /// passed.
+    pub async fn next_ring(&self, seen: &RingView, deadline: tokio::time::Instant) -> Option<Arc<RingView>> {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            self.stats.fence_refusals.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.stats.fence_retries.fetch_add(1, Relaxed);
+        let mut rx = self.ring.clone();
+        let wait = rx.wait_for(|v| v.version != seen.version);
+        let _ = tokio::time::timeout((deadline - now).min(FENCE_PAUSE), wait).await;
+        Some(self.ring())
+    }
+
     /// The current ring (cheap; never waits on the membership task).
     pub fn ring(&self) -> Arc<RingView> {
         self.ring.borrow().clone()
@@ -420,6 +508,9 @@ impl Cluster {
         self.membership.leave().await;
     }
 }
+
+/// The reply to a key command while this node is still joining its cluster.
+pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
 
 /// Drops every item whose key `view` does not place on this node; returns how many.
 pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {

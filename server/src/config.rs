@@ -96,6 +96,12 @@ pub struct Config {
     /// times out is a miss; a write gets SERVER_ERROR.
     #[arg(long = "peer-timeout-ms", default_value_t = 1000, help_heading = "Cluster")]
     pub peer_timeout_ms: u64,
+
+    /// A node started with --seed refuses key commands (SERVER_ERROR joining the
+    /// cluster) until it has met another member, and at most this long, in
+    /// milliseconds; after that it serves as a cluster of one until peers appear.
+    #[arg(long = "join-timeout-ms", default_value_t = 10_000, help_heading = "Cluster")]
+    pub join_timeout_ms: u64,
 }
 
 impl Config {

@@ -5,12 +5,17 @@
 //! buffer that is written with one call. Memory stays bounded for any client: the
 //! output buffer is flushed whenever it passes [`FLUSH_AT`], and a client that does
 //! not read its replies blocks that flush, which stops this loop from reading more.
+//!
+//! On a peer connection (opened with `rc_peer`), `rc_ring <version>` fences the
+//! request that follows it: that request is read but not run, and answered with
+//! `SERVER_ERROR ring mismatch <this node's version>`, unless this node's ring (looked
+//! at again if the batch's copy differs) has that version.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::peer::{encode_ring_mismatch, PeerRequest};
 use ringcache_protocol::text::{parse_request, response, GetKind, GetRequest, Limits, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,6 +46,9 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     let mut swallow: u64 = 0;
     // Set by `rc_peer`: requests run here and are never forwarded again.
     let mut from_peer = false;
+    // Set by `rc_ring` on a peer connection: the ring version the sender placed the
+    // next request with. That request runs only if this node's ring is the same.
+    let mut fence: Option<u64> = None;
     // One shutdown future for the connection's life, not a new one per read.
     let stopping = shutdown.changed();
     tokio::pin!(stopping);
@@ -58,7 +66,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         counters.bytes_read += n as u64;
         let now = unix_now();
         // One look at the ring per batch (an `Arc` clone), not per request.
-        let view = node.cluster.as_ref().map(|c| c.ring());
+        let mut view = node.cluster.as_ref().map(|c| c.ring());
         if let (Some(cluster), Some(view)) = (&node.cluster, &view) {
             if view.ring.len() > 1 {
                 cluster.check_thawed(now);
@@ -74,7 +82,29 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                     break;
                 }
             }
-            match parse_request(&mut rbuf, &limits) {
+            let parsed = parse_request(&mut rbuf, &limits);
+            match (&parsed, fence) {
+                (Ok(Some(Request::Peer(PeerRequest::Ring { .. }))) | Ok(None), _) | (_, None) => {}
+                (Ok(Some(_)) | Err(_), Some(want)) => {
+                    fence = None;
+                    if !same_ring(&node, &mut view, want) {
+                        // Read but not run: the sender places keys differently.
+                        if let Some(cluster) = &node.cluster {
+                            cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
+                            encode_ring_mismatch(cluster.ring().version, &mut out);
+                        }
+                        if let Err(e) = &parsed {
+                            swallow = e.swallow;
+                            if e.close {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            match parsed {
+                Ok(Some(Request::Peer(PeerRequest::Ring { version }))) if from_peer => fence = Some(version),
                 Ok(Some(Request::Get(get))) if local_gets(&node, view.as_deref(), from_peer, &get) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
@@ -139,6 +169,22 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     node.stats.curr_connections.fetch_sub(1, Relaxed);
 }
 
+/// Whether this node's ring has version `want`, looking again at the current ring
+/// when the batch's `view` differs (it may have changed since the batch began); a
+/// fresher ring replaces `view` for the rest of the batch.
+fn same_ring(node: &Node, view: &mut Option<Arc<RingView>>, want: u64) -> bool {
+    let Some(cluster) = &node.cluster else {
+        return false;
+    };
+    if view.as_ref().is_some_and(|v| v.version == want) {
+        return true;
+    }
+    let now = cluster.ring();
+    let same = now.version == want;
+    *view = Some(now);
+    same
+}
+
 /// Whether a retrieval can run entirely here, key by key with flushes in between
 /// (so a huge multi-get never builds a huge reply): true on a peer connection, on a
 /// cluster of one, and when this node is the primary of every key (and the command
@@ -148,6 +194,9 @@ fn local_gets(node: &Node, view: Option<&RingView>, from_peer: bool, get: &GetRe
         return true;
     };
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
+        return false;
+    }
+    if cluster.joining() && !from_peer {
         return false;
     }
     if cluster.repairing() {

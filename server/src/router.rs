@@ -15,6 +15,20 @@
 //! - Requests arriving on a peer connection run here and are never forwarded again
 //!   (rings can disagree for a moment while gossip converges, and a request must not
 //!   bounce between nodes), but a write there still goes to the other owners.
+//!
+//! Fencing: every forwarded request and every replication is preceded by `rc_ring
+//! <this node's ring version>`, and the receiver runs it only if its own ring has that
+//! version (it answers `SERVER_ERROR ring mismatch` otherwise, without running it).
+//! So a write is acknowledged only when its primary and every replica placed the key
+//! with the same ring, and a forwarded read is answered only by a node that agrees it
+//! is the key's owner. Without this, while nodes adopt a new ring one after another,
+//! a node still on the old ring would keep using an old primary while others used
+//! the new one, and a read could miss a write acknowledged a moment before. A refused
+//! forward waits for this node's ring to change (or a short pause, in case the owner
+//! is the one behind), places the key again and retries, for at most
+//! [`FENCE_WAIT`]; then the client gets `SERVER_ERROR ring changing` (a read: a
+//! miss). A refused replication fails the write (not acknowledged). While rings agree
+//! this costs one short line per forwarded request and no extra round trip.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,10 +41,11 @@ use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::ring::NodeIdx;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
-use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::peer::{is_ring_mismatch, PeerRequest};
 use ringcache_protocol::text::{response, GetKind, GetRequest, Keys, Request};
+use tokio::time::Instant;
 
-use crate::cluster::{Cluster, RingView};
+use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
 use crate::node::Node;
 use crate::stats::Counters;
@@ -38,6 +53,12 @@ use crate::storage::Item;
 
 /// The reply to a write whose owner cannot be reached.
 pub const OWNER_UNAVAILABLE: &[u8] = b"SERVER_ERROR owner unavailable\r\n";
+
+/// The reply to a request that could not be placed because this node and the key's
+/// owners disagree on the ring, and did not agree again within [`FENCE_WAIT`] (or, for
+/// a write, because an owner refused its application for that reason). Nothing was
+/// acknowledged; the client may retry.
+pub const RING_CHANGING: &[u8] = b"SERVER_ERROR ring changing\r\n";
 
 /// The reply to a write the primary applied but could not apply on every live owner.
 pub const REPLICA_UNAVAILABLE: &[u8] = b"SERVER_ERROR replica unavailable\r\n";
@@ -55,6 +76,12 @@ pub async fn handle(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
+    if !from_peer && cluster.joining() && uses_keys(&req) {
+        if !req.noreply() {
+            out.put_slice(crate::cluster::JOINING);
+        }
+        return Flow::Continue;
+    }
     if view.ring.len() <= 1 {
         // A cluster of one: every key is local and there is nobody to replicate to.
         return match req {
@@ -111,13 +138,34 @@ pub async fn handle(
     }
 }
 
+/// Whether `req` reads or changes items (which a node still joining must refuse).
+fn uses_keys(req: &Request) -> bool {
+    match req {
+        Request::Get(_)
+        | Request::Store(_)
+        | Request::Delete { .. }
+        | Request::Arith { .. }
+        | Request::Touch { .. }
+        | Request::FlushAll { .. } => true,
+        Request::Meta(m) => m.command != MetaCommand::NoOp,
+        Request::Version
+        | Request::Verbosity { .. }
+        | Request::Stats { .. }
+        | Request::Quit
+        | Request::Topology
+        | Request::Peer(_) => false,
+    }
+}
+
 /// A single-key write: run here if this node is the primary (or the request came from
-/// a peer), else forward to the primary.
+/// a peer), else forward to the primary, fenced with this node's ring version. If the
+/// primary's ring differs it refuses without running the write; the write is then
+/// placed again (with this node's ring once it changes) until [`FENCE_WAIT`] passes.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     node: &Node,
     cluster: &Cluster,
-    view: &RingView,
+    view: &Arc<RingView>,
     req: Request,
     key: Bytes,
     from_peer: bool,
@@ -125,75 +173,116 @@ async fn write(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
-    let owners = view.ring.owners(&key);
-    let primary = owners.primary();
-    if from_peer || primary.is_none() || primary == view.me {
-        repair(node, cluster, view, &key, now).await;
-        let noreply = req.noreply();
-        let before = out.len();
-        let flow = exec::execute(node, req, now, c, out);
-        if !replicate(node, cluster, view, &key, now).await {
-            // Applied here, but not on every owner: not acknowledged. (A later read may
-            // still see it, as it may see any write whose answer was lost.)
-            out.truncate(before);
-            if !noreply {
-                out.put_slice(REPLICA_UNAVAILABLE);
-            }
-        }
-        return flow;
-    }
     let noreply = req.noreply();
-    let (wire, expect) = wire_for(&req);
-    let Some(primary) = primary else {
+    let deadline = Instant::now() + FENCE_WAIT;
+    let mut view = view.clone();
+    loop {
+        let primary = view.ring.primary(&key);
+        let Some(owner) = primary.filter(|p| !from_peer && Some(*p) != view.me) else {
+            return write_here(node, cluster, &view, req, &key, now, c, out).await;
+        };
+        let (wire, expect) = wire_for(&req, view.version);
+        let reply = match forward(cluster, &view, owner, wire, expect).await {
+            Ok(reply) if is_ring_mismatch(&reply) => match cluster.next_ring(&view, deadline).await {
+                Some(next) => {
+                    view = next;
+                    continue;
+                }
+                None => RING_CHANGING,
+            },
+            Ok(reply) => {
+                if !noreply {
+                    out.put_slice(strip_noop(&reply, expect));
+                }
+                return Flow::Continue;
+            }
+            Err(_) => OWNER_UNAVAILABLE,
+        };
+        if !noreply {
+            out.put_slice(reply);
+        }
         return Flow::Continue;
-    };
-    match forward(cluster, view, primary, wire, expect).await {
-        Ok(reply) => {
-            if !noreply {
-                out.put_slice(strip_noop(&reply, expect));
-            }
-        }
-        Err(_) => {
-            if !noreply {
-                out.put_slice(OWNER_UNAVAILABLE);
-            }
-        }
     }
-    Flow::Continue
 }
 
-/// A single-key read (a meta get or debug): run here if this node owns the key (or
-/// the request came from a peer), else ask the owners in order, primary first; a miss
-/// when none answers.
+/// Runs a write on this node as the key's primary (or for the peer that sent it) and
+/// applies the result to the key's other owners; the client's answer is replaced by a
+/// refusal when an owner did not take it.
 #[allow(clippy::too_many_arguments)]
-async fn read(
+async fn write_here(
     node: &Node,
     cluster: &Cluster,
     view: &RingView,
     req: Request,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) -> Flow {
+    repair(node, cluster, view, key, now).await;
+    let noreply = req.noreply();
+    let before = out.len();
+    let flow = exec::execute(node, req, now, c, out);
+    if let Err(refusal) = replicate(node, cluster, view, key, now).await {
+        // Applied here, but not on every owner: not acknowledged. (A later read may
+        // still see it, as it may see any write whose answer was lost.)
+        out.truncate(before);
+        if !noreply {
+            out.put_slice(refusal);
+        }
+    }
+    flow
+}
+
+/// A single-key read (a meta get or debug): run here if this node owns the key (or
+/// the request came from a peer), else ask the owners in order, primary first; a miss
+/// when none answers. Owners are asked with this node's ring version; one whose ring
+/// differs refuses, and the read is placed again as a write is (see [`write`]), and
+/// becomes a miss when the rings do not agree by [`FENCE_WAIT`].
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    node: &Node,
+    cluster: &Cluster,
+    view: &Arc<RingView>,
+    req: Request,
     key: Bytes,
     from_peer: bool,
     now: u32,
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
-    let owners = view.ring.owners(&key);
-    if from_peer || owners.is_empty() || owners.primary() == view.me {
-        repair(node, cluster, view, &key, now).await;
-        return exec::execute(node, req, now, c, out);
-    }
-    let (wire, expect) = wire_for(&req);
-    for (i, owner) in owners.iter().enumerate() {
-        if Some(*owner) == view.me {
+    let deadline = Instant::now() + FENCE_WAIT;
+    let mut view = view.clone();
+    'placed: loop {
+        let owners = view.ring.owners(&key);
+        if from_peer || owners.is_empty() || owners.primary() == view.me {
+            repair(node, cluster, &view, &key, now).await;
             return exec::execute(node, req, now, c, out);
         }
-        if i > 0 {
-            cluster.stats.read_failovers.fetch_add(1, Relaxed);
+        let (wire, expect) = wire_for(&req, view.version);
+        for (i, owner) in owners.iter().enumerate() {
+            if Some(*owner) == view.me {
+                return exec::execute(node, req, now, c, out);
+            }
+            if i > 0 {
+                cluster.stats.read_failovers.fetch_add(1, Relaxed);
+            }
+            match forward(cluster, &view, *owner, wire.clone(), expect).await {
+                Ok(reply) if is_ring_mismatch(&reply) => match cluster.next_ring(&view, deadline).await {
+                    Some(next) => {
+                        view = next;
+                        continue 'placed;
+                    }
+                    None => break 'placed,
+                },
+                Ok(reply) => {
+                    out.put_slice(strip_noop(&reply, expect));
+                    return Flow::Continue;
+                }
+                Err(_) => {}
+            }
         }
-        if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), expect).await {
-            out.put_slice(strip_noop(&reply, expect));
-            return Flow::Continue;
-        }
+        break;
     }
     // No owner answered: a miss, as the owner would have said it.
     c.get_misses += 1;
@@ -226,11 +315,19 @@ fn meta_route(m: &MetaRequest) -> MetaRoute {
     }
 }
 
-/// The bytes to send an owner for `req`, and the reply shape. `noreply` is cleared
-/// (the reply decides what to relay); a quiet meta command keeps its `q` and is
-/// followed by `mn`, so the owner's own quiet-mode rules decide what the client sees.
-fn wire_for(req: &Request) -> (Bytes, Expect) {
+/// Appends `rc_ring <version>`: the owner runs the request that follows only if its
+/// ring has the same version (see `ringcache_protocol::text::peer`).
+fn put_fence(version: u64, wire: &mut BytesMut) {
+    PeerRequest::Ring { version }.encode(wire);
+}
+
+/// The bytes to send an owner for `req` placed with ring `version` (fenced with it),
+/// and the reply shape. `noreply` is cleared (the reply decides what to relay); a
+/// quiet meta command keeps its `q` and is followed by `mn`, so the owner's own
+/// quiet-mode rules decide what the client sees.
+fn wire_for(req: &Request, version: u64) -> (Bytes, Expect) {
     let mut wire = BytesMut::new();
+    put_fence(version, &mut wire);
     match req {
         Request::Meta(m) if m.flags.quiet() => {
             m.encode(&mut wire);
@@ -339,13 +436,21 @@ fn peer_version(reply: &Bytes) -> Option<(Bytes, u32, u64, u32)> {
     ))
 }
 
-/// Applies this node's current state of `key` to the key's other owners and waits
-/// (bounded by the peer timeout) until they have it. False if an owner could not be
-/// reached or did not answer in time.
-pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) -> bool {
+/// Applies this node's current state of `key` to the key's other owners, fenced with
+/// this node's ring version, and waits (bounded by the peer timeout) until they have
+/// it. On failure, the reply the client gets instead of the write's own:
+/// [`RING_CHANGING`] if an owner's ring differs (it refused the application),
+/// [`REPLICA_UNAVAILABLE`] if an owner could not be reached or did not answer in time.
+pub async fn replicate(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    key: &Bytes,
+    now: u32,
+) -> Result<(), &'static [u8]> {
     let targets = owner_addrs(view, key, false);
     if targets.is_empty() {
-        return true;
+        return Ok(());
     }
     let state = node.store.with(key, now, |slot| {
         slot.get().map(|i| (i.value.clone(), i.flags, i.exptime, i.cas))
@@ -364,6 +469,7 @@ pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &By
         },
     };
     let mut wire = BytesMut::new();
+    put_fence(view.version, &mut wire);
     cmd.encode(&mut wire);
     let wire = wire.freeze();
     let mut tasks = Vec::with_capacity(targets.len());
@@ -375,9 +481,14 @@ pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &By
             async move { pool.request(wire, Expect::Line, timeout).await },
         ));
     }
-    let mut all = true;
+    let mut outcome = Ok(());
     for t in tasks {
         match t.await {
+            Ok(Ok(reply)) if is_ring_mismatch(&reply) => {
+                cluster.stats.replication_errors.fetch_add(1, Relaxed);
+                cluster.stats.fence_refusals.fetch_add(1, Relaxed);
+                outcome = Err(RING_CHANGING);
+            }
             // STORED or DELETED, or NOT_STORED / NOT_FOUND when the owner already holds
             // something newer: either way it has applied what it must.
             Ok(Ok(reply)) if !reply.starts_with(b"SERVER_ERROR") && !reply.starts_with(b"ERROR") => {
@@ -385,11 +496,13 @@ pub async fn replicate(node: &Node, cluster: &Cluster, view: &RingView, key: &By
             }
             _ => {
                 cluster.stats.replication_errors.fetch_add(1, Relaxed);
-                all = false;
+                if outcome.is_ok() {
+                    outcome = Err(REPLICA_UNAVAILABLE);
+                }
             }
         }
     }
-    all
+    outcome
 }
 
 /// Sends `wire` to `owner` and returns its reply.
@@ -441,7 +554,8 @@ async fn local_get(
         repair(node, cluster, view, &key, now).await;
         exec::retrieve_one(node, get.kind, &key, now, c, out);
         if is_touching(get.kind) {
-            replicate(node, cluster, view, &key, now).await;
+            // A touch that did not reach every owner still answers with the value.
+            let _ = replicate(node, cluster, view, &key, now).await;
         }
     }
     out.put_slice(response::END);
@@ -483,9 +597,7 @@ async fn multi_get(
             kind: get.kind,
             keys: Keys::new(Bytes::from(raw.join(&b' '))),
         });
-        let mut wire = BytesMut::new();
-        part.encode_with(&mut wire, false);
-        let wire = wire.freeze();
+        let (wire, _) = wire_for(&part, view.version);
         let Some(id) = view.ring.node(owner) else { continue };
         let pool = cluster.peer(id.client);
         let timeout = cluster.peer_timeout;
@@ -499,7 +611,7 @@ async fn multi_get(
         let mut block = BytesMut::new();
         exec::retrieve_one(node, get.kind, &keys[i], now, c, &mut block);
         if is_touching(get.kind) {
-            replicate(node, cluster, view, &keys[i], now).await;
+            let _ = replicate(node, cluster, view, &keys[i], now).await;
         }
         if !block.is_empty() {
             blocks[i] = Some(block.freeze());
@@ -510,6 +622,14 @@ async fn multi_get(
             Ok(r) => r,
             Err(_) => Err(ClientError::Closed),
         };
+        if reply.as_ref().is_ok_and(|r| is_ring_mismatch(r)) {
+            // The owner places keys differently: place each key again.
+            let deadline = Instant::now() + FENCE_WAIT;
+            for i in idxs {
+                blocks[i] = get_again(node, cluster, view, get.kind, &keys[i], now, c, deadline).await;
+            }
+            continue;
+        }
         match reply.ok().and_then(|r| value_blocks(&r)) {
             Some(found) => {
                 for i in idxs {
@@ -552,9 +672,8 @@ async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &B
         kind,
         keys: Keys::new(key.clone()),
     });
-    let mut wire = BytesMut::new();
-    req.encode_with(&mut wire, false);
-    let wire = wire.freeze();
+    // An owner whose ring differs answers with an error line: no value, next owner.
+    let (wire, _) = wire_for(&req, view.version);
     for owner in owners.iter().skip(1) {
         cluster.stats.read_failovers.fetch_add(1, Relaxed);
         if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), Expect::Values).await {
@@ -563,6 +682,57 @@ async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &B
             }
         }
     }
+    None
+}
+
+/// One key of a retrieval whose owner refused it because its ring differs from
+/// `view`: waits for this node's ring to change (or a short pause), places the key
+/// again and reads it here (if this node is now its primary) or from its owners in
+/// order, until the rings agree or `deadline` passes; `None` (a miss) then, or when no
+/// owner answers. Counts the lookup like a local one.
+#[allow(clippy::too_many_arguments)]
+async fn get_again(
+    node: &Node,
+    cluster: &Cluster,
+    view: &Arc<RingView>,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+    deadline: Instant,
+) -> Option<Bytes> {
+    let mut view = view.clone();
+    let req = Request::Get(GetRequest {
+        kind,
+        keys: Keys::new(key.clone()),
+    });
+    'placed: while let Some(next) = cluster.next_ring(&view, deadline).await {
+        view = next;
+        let owners = view.ring.owners(key);
+        let (wire, _) = wire_for(&req, view.version);
+        for owner in owners.iter() {
+            if Some(*owner) == view.me {
+                repair(node, cluster, &view, key, now).await;
+                let mut block = BytesMut::new();
+                exec::retrieve_one(node, kind, key, now, c, &mut block);
+                if is_touching(kind) {
+                    let _ = replicate(node, cluster, &view, key, now).await;
+                }
+                return (!block.is_empty()).then(|| block.freeze());
+            }
+            match forward(cluster, &view, *owner, wire.clone(), Expect::Values).await {
+                Ok(reply) if is_ring_mismatch(&reply) => continue 'placed,
+                Ok(reply) => {
+                    let found = value_blocks(&reply).and_then(|mut f| f.remove(key));
+                    count_remote_get(kind, found.is_some(), c);
+                    return found;
+                }
+                Err(_) => cluster.stats.read_failovers.fetch_add(1, Relaxed),
+            };
+        }
+        break;
+    }
+    count_remote_get(kind, false, c);
     None
 }
 

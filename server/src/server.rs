@@ -55,6 +55,7 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
                 replicas: config.replicas,
             },
             peer_timeout: Duration::from_millis(config.peer_timeout_ms.max(1)),
+            join_timeout: Duration::from_millis(config.join_timeout_ms),
         },
         store.clone(),
     )

@@ -16,11 +16,18 @@ pub struct ClusterNode {
 }
 
 /// Nodes started with the same replica count and gossip timing.
+///
+/// Every node is given the gossip addresses of all the cluster's other nodes as seeds
+/// (those of the first `n` are chosen before any starts), as an operator would list
+/// them: a node restarted with its flags then rejoins through any live one. (A node
+/// without seeds founds a new cluster of one, which is what a restarted first node
+/// would otherwise do.)
 pub struct TestCluster {
     pub nodes: Vec<ClusterNode>,
     replicas: u32,
     extra: Vec<String>,
-    seed_gossip: u16,
+    /// Gossip ports chosen for nodes not started yet (by [`TestCluster::start`]).
+    planned: Vec<u16>,
 }
 
 impl TestCluster {
@@ -31,7 +38,7 @@ impl TestCluster {
             nodes: Vec::new(),
             replicas,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            seed_gossip: 0,
+            planned: (0..n).map(|_| free_udp_port()).collect(),
         };
         for _ in 0..n {
             c.add();
@@ -51,11 +58,9 @@ impl TestCluster {
     pub fn add_with(&mut self, more: &[&str]) -> &ClusterNode {
         let name = format!("n{}", self.nodes.len() + 1);
         let mut last = String::new();
+        let mut planned = (!self.planned.is_empty()).then(|| self.planned.remove(0));
         for _ in 0..5 {
-            let gossip = free_udp_port();
-            if self.nodes.is_empty() {
-                self.seed_gossip = gossip;
-            }
+            let gossip = planned.take().unwrap_or_else(free_udp_port);
             let mut args = self.args(&name, gossip);
             args.extend(more.iter().map(|s| s.to_string()));
             match ServerProcess::start_on(ServerKind::Ringcache, free_port(), &args) {
@@ -86,9 +91,14 @@ impl TestCluster {
             "--replicas".into(),
             self.replicas.to_string(),
         ];
-        if self.seed_gossip != 0 && self.seed_gossip != gossip {
+        let others = self
+            .nodes
+            .iter()
+            .map(|n| n.gossip_port)
+            .chain(self.planned.iter().copied());
+        for port in others.filter(|p| *p != gossip) {
             args.push("--seed".into());
-            args.push(format!("127.0.0.1:{}", self.seed_gossip));
+            args.push(format!("127.0.0.1:{port}"));
         }
         args.extend(self.extra.iter().cloned());
         args

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringcache_tests::cluster::{get_all, set_all, stat, topology, TestCluster};
 use ringcache_tests::tools::{require_python_module, run_bounded, workspace_root};
-use ringcache_tests::{poll_until, Signal};
+use ringcache_tests::{free_udp_port, poll_until, ServerKind, ServerProcess, Signal};
 
 const KEYS: usize = 10_000;
 
@@ -327,4 +327,76 @@ fn after_a_restart_and_a_new_owner_no_acknowledged_write_is_lost() {
     for i in 0..3 {
         assert_all_read(&c, i, &data);
     }
+}
+
+#[test]
+fn a_node_started_with_seeds_refuses_keys_until_it_has_joined() {
+    // Its only seed never answers, so it cannot join: until the join timeout it must
+    // not act as a cluster of one (it would acknowledge writes no other node sees).
+    let seed = format!("127.0.0.1:{}", free_udp_port());
+    let node = ServerProcess::start(
+        ServerKind::Ringcache,
+        &["--node-name", "lonely", "--seed", &seed, "--join-timeout-ms", "5000"],
+    );
+    let joining: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
+    let mut conn = node.connect();
+    assert_eq!(conn.request(b"set j 0 0 1\r\nx\r\n", b"\r\n"), joining);
+    assert_eq!(conn.request(b"get j\r\n", b"\r\n"), joining);
+    assert_eq!(conn.request(b"mg j v\r\n", b"\r\n"), joining);
+    assert_eq!(conn.request(b"flush_all\r\n", b"\r\n"), joining);
+    // Commands that touch no item are answered.
+    assert!(conn.request(b"version\r\n", b"\r\n").starts_with(b"VERSION "));
+    assert_eq!(conn.request(b"mn\r\n", b"\r\n"), b"MN\r\n");
+    let t = topology(&node).expect("topology");
+    assert_eq!(t.members.len(), 1);
+    // After the timeout it gives up waiting and serves alone.
+    let served = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        conn.request(b"set j 0 0 1\r\nx\r\n", b"\r\n") == b"STORED\r\n"
+    });
+    assert!(served, "still refusing after the join timeout; log:\n{}", node.log());
+    assert_eq!(conn.request(b"get j\r\n", b"END\r\n"), b"VALUE j 0 1\r\nx\r\nEND\r\n");
+}
+
+#[test]
+fn a_fenced_peer_request_runs_only_on_a_node_with_the_same_ring() {
+    let c = TestCluster::start(2, 2, &[]);
+    let version = topology(&c.nodes[0].process).expect("topology").version;
+    let other = version.wrapping_add(1);
+    let mismatch = format!("SERVER_ERROR ring mismatch {version}\r\n");
+    let mut peer = c.nodes[0].process.connect();
+    assert_eq!(peer.request(b"rc_peer tester\r\n", b"\r\n"), b"OK\r\n");
+
+    // Placed with another ring: read whole, not run, refused with one line.
+    let reply = peer.request(
+        format!("rc_ring {other}\r\nset fence:a 0 0 1\r\nx\r\n").as_bytes(),
+        b"\r\n",
+    );
+    assert_eq!(reply, mismatch.as_bytes());
+    let reply = peer.request(
+        format!("rc_ring {other}\r\nms fence:b 1 q\r\ny\r\nmn\r\n").as_bytes(),
+        b"MN\r\n",
+    );
+    assert_eq!(reply, format!("{mismatch}MN\r\n").into_bytes());
+    let reply = peer.request(
+        format!("rc_ring {other}\r\nrc_set fence:c 0 0 99 1\r\nz\r\n").as_bytes(),
+        b"\r\n",
+    );
+    assert_eq!(reply, mismatch.as_bytes());
+    // The fence held only the request after it, and none of them ran.
+    assert_eq!(peer.request(b"get fence:a fence:b fence:c\r\n", b"END\r\n"), b"END\r\n");
+
+    // Placed with this node's ring: it runs, and the write reaches the other owner.
+    let reply = peer.request(
+        format!("rc_ring {version}\r\nset fence:a 0 0 1\r\nx\r\n").as_bytes(),
+        b"\r\n",
+    );
+    assert_eq!(reply, b"STORED\r\n");
+    let mut client = c.nodes[1].process.connect();
+    assert_eq!(
+        client.request(b"get fence:a\r\n", b"END\r\n"),
+        b"VALUE fence:a 0 1\r\nx\r\nEND\r\n"
+    );
+    // An ordinary connection cannot fence (nor send any peer command).
+    assert_eq!(client.request(b"rc_ring 1\r\n", b"\r\n"), b"ERROR\r\n");
+    assert_eq!(stat(&c.nodes[0].process, "cluster_ring_mismatches").unwrap_or(0.0), 3.0);
 }

@@ -5,10 +5,9 @@
 //! - no read returns a value that was never written;
 //! - no read returns a value that had expired before the read began;
 //! - no read returns a value older than one whose write was acknowledged before the
-//!   read began (a stale value) while membership is stable. While it changes (from a
-//!   kill until the ring has converged again, plus two seconds), nodes route by rings
-//!   that differ for a moment and a read can see the previous acknowledged value;
-//!   those are counted and printed, and bounded;
+//!   read began (a stale value): not while membership is stable, and not while it
+//!   changes either (nodes adopt a new ring one after another; a restarted node comes
+//!   back empty and must not serve before it has joined);
 //! - after the cluster settles, every key returns its last acknowledged value or a
 //!   later one that was attempted: with at most one node down at a time, no
 //!   acknowledged write is lost.
@@ -47,13 +46,15 @@ struct History {
 
 #[derive(Default)]
 struct Tally {
-    /// Stale reads, with when the read began (checked against the change windows).
-    stale: Mutex<Vec<(Duration, String)>>,
+    /// Stale reads, each described with the node that served it and when it began.
+    stale: Mutex<Vec<String>>,
     ops: AtomicU64,
     reads: AtomicU64,
     hits: AtomicU64,
     acked: AtomicU64,
     refused: AtomicU64,
+    /// Refused writes by reply (`no answer` when the node could not be reached).
+    refusals: Mutex<std::collections::BTreeMap<String, u64>>,
     violations: Mutex<Vec<String>>,
 }
 
@@ -127,8 +128,13 @@ fn writer(
                         .push((seq, Instant::now(), expires));
                     tally.acked.fetch_add(1, Relaxed);
                 }
-                _ => {
+                other => {
                     tally.refused.fetch_add(1, Relaxed);
+                    let why = match &other {
+                        Some(r) => String::from_utf8_lossy(r).trim_end().to_string(),
+                        None => "no answer".to_string(),
+                    };
+                    *tally.refusals.lock().unwrap().entry(why).or_default() += 1;
                 }
             }
         } else {
@@ -165,7 +171,7 @@ fn writer(
                         n + 1,
                         began.duration_since(*T0),
                     );
-                    tally.stale.lock().unwrap().push((began.duration_since(*T0), what));
+                    tally.stale.lock().unwrap().push(what);
                 }
             }
             // A value whose expiry passed before the read began (1 s of clock slack).
@@ -206,8 +212,6 @@ fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
 
     let mut rng = StdRng::seed_from_u64(7);
     std::thread::sleep(Duration::from_secs(1));
-    // When membership was changing: from each kill until two seconds after convergence.
-    let mut changing: Vec<(Duration, Duration)> = Vec::new();
     for round in 0..KILLS {
         let victim = rng.gen_range(0..3);
         let killed_at = Instant::now();
@@ -215,7 +219,6 @@ fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(2500));
         c.restart(victim);
         let took = c.wait_converged(Duration::from_secs(15));
-        changing.push((killed_at.duration_since(*T0), T0.elapsed() + Duration::from_secs(2)));
         println!(
             "round {round}: killed n{} at {:?}, restarted, back on every ring after {took:?} (at {:?})",
             victim + 1,
@@ -230,7 +233,15 @@ fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
         t.join().expect("writer thread");
     }
 
-    // Settled: every key returns its last acknowledged value or a later attempt.
+    // Settled: every node takes writes again (nothing is left refusing)...
+    for (i, addr) in addrs.iter().enumerate() {
+        let stored = ringcache_tests::poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let mut conn = None;
+            exchange(&mut conn, *addr, b"set soak:settled 0 0 1\r\nx\r\n", line_done).as_deref() == Some(b"STORED\r\n")
+        });
+        assert!(stored, "n{} does not take writes after the cluster settled", i + 1);
+    }
+    // ...and every key returns its last acknowledged value or a later attempt.
     let mut lost = Vec::new();
     for w in 0..WRITERS {
         for k in 0..KEYS_PER_WRITER {
@@ -260,25 +271,17 @@ fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
             }
         }
     }
-    let mut violations = tally.violations.lock().unwrap().clone();
+    let violations = tally.violations.lock().unwrap().clone();
     let stale = tally.stale.lock().unwrap().clone();
-    let in_change = stale
-        .iter()
-        .filter(|(at, _)| changing.iter().any(|(from, to)| from <= at && at <= to))
-        .count();
-    violations.extend(
-        stale
-            .iter()
-            .filter(|(at, _)| !changing.iter().any(|(from, to)| from <= at && at <= to))
-            .map(|(_, w)| w.clone()),
-    );
     println!(
-        "stale reads while membership changed: {in_change} of {} reads",
+        "stale reads: {} of {} reads (kills and restarts included)",
+        stale.len(),
         tally.reads.load(Relaxed)
     );
-    for (_, w) in stale.iter().take(5) {
+    for w in stale.iter().take(20) {
         println!("  {w}");
     }
+    println!("refused writes by reply: {:?}", tally.refusals.lock().unwrap());
     println!(
         "operations {}, reads {} ({} hits), acknowledged writes {}, refused {}, kills {KILLS}, violations {}, lost {}",
         tally.ops.load(Relaxed),
@@ -290,11 +293,13 @@ fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
         lost.len()
     );
     assert!(violations.is_empty(), "{violations:#?}");
+    assert!(
+        stale.is_empty(),
+        "{} stale reads: {:#?}",
+        stale.len(),
+        &stale[..stale.len().min(20)]
+    );
     assert!(lost.is_empty(), "{:#?}", &lost[..lost.len().min(20)]);
     assert!(tally.acked.load(Relaxed) > 100, "too little load to mean anything");
-    // Bounded: a handful in thousands of reads, never a steady stream.
-    assert!(
-        in_change * 100 <= tally.reads.load(Relaxed) as usize,
-        "{in_change} stale reads"
-    );
+    assert!(tally.hits.load(Relaxed) > 100, "too few hits to mean anything");
 }

@@ -77,6 +77,8 @@ const DICTIONARY: &[&[u8]] = &[
     b"rc_peer ",
     b"rc_set ",
     b"rc_del ",
+    b"rc_get ",
+    b"rc_ring ",
     b" noreply",
     b"\r\n",
     b"\n",
@@ -152,6 +154,8 @@ impl Target for RequestTarget {
             "rc_peer node-1\r\n".into(),
             "rc_set k 0 0 7 3\r\nabc\r\n".into(),
             "rc_del k 7\r\n".into(),
+            "rc_get k\r\n".into(),
+            "rc_ring 18446744073709551615\r\nrc_set k 0 0 7 3\r\nabc\r\n".into(),
             format!("get {k250}\r\n"),
             format!("set {k250} 0 0 1\r\nx\r\n"),
             "set k 0 0 -1\r\n".into(),
@@ -371,7 +375,7 @@ fn check_keys(req: &Request) -> Result<(), String> {
             classic_key("rc_*", key)
         }
         Request::Meta(m) => meta_key(m),
-        Request::Peer(PeerRequest::Hello { .. })
+        Request::Peer(PeerRequest::Hello { .. } | PeerRequest::Ring { .. })
         | Request::FlushAll { .. }
         | Request::Version
         | Request::Verbosity { .. }

@@ -5,6 +5,7 @@
 //! rc_set <key> <flags> <exptime> <cas> <bytes>\r\n<data>\r\n -> STORED | NOT_STORED
 //! rc_del <key> <cas>\r\n                                -> DELETED | NOT_FOUND
 //! rc_get <key>\r\n       -> VALUE <key> <flags> <bytes> <cas> <exptime>\r\n<data>\r\nEND | END
+//! rc_ring <version>\r\n  -> (no reply of its own: fences the next request)
 //! ```
 //!
 //! `rc_peer` opens every connection a node makes to a peer: requests on it are
@@ -14,6 +15,15 @@
 //! whichever of its item and the incoming one has the larger CAS, so replicas converge
 //! to the primary's state whatever order the applications arrive in. A client that
 //! sends these on an ordinary connection gets `ERROR`, like any unknown command.
+//!
+//! `rc_ring` carries the sender's ring version (the membership version its placement
+//! came from) and applies to the request that follows it on the connection: the
+//! receiver runs that request only if its own ring has the same version; otherwise
+//! the request is read but not run, and its reply is the single line
+//! `SERVER_ERROR ring mismatch <receiver's version>` ([`RING_MISMATCH`]). Requests a
+//! node forwards to a key's primary and the replications a primary sends are fenced
+//! this way, so a request is never run by a node that places keys differently from
+//! the node that sent it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -39,6 +49,26 @@ pub enum PeerRequest {
     /// Send this node's version of the key, for read repair:
     /// `VALUE <key> <flags> <bytes> <cas> <exptime>\r\n<data>\r\nEND\r\n` or `END\r\n`.
     Get { key: Bytes },
+    /// Run the next request only if this node's ring version is `version`; no reply of
+    /// its own.
+    Ring { version: u64 },
+}
+
+/// How the reply to a fenced request starts when the receiver's ring differs (the
+/// receiver's version follows).
+pub const RING_MISMATCH: &[u8] = b"SERVER_ERROR ring mismatch";
+
+/// Whether `reply` says the request was refused because the rings differ.
+pub fn is_ring_mismatch(reply: &[u8]) -> bool {
+    reply.starts_with(RING_MISMATCH)
+}
+
+/// Appends the reply that refuses a fenced request on a node whose ring is `mine`.
+pub fn encode_ring_mismatch(mine: u64, out: &mut BytesMut) {
+    out.put_slice(RING_MISMATCH);
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(mine).as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 const BAD_FORMAT: ParseError = ParseError {
@@ -99,6 +129,13 @@ pub fn parse_peer(
                 name: frame.slice(a..b),
                 proof: Some((secs, frame.slice(pa..pb))),
             }))
+        }
+        (b"rc_ring", 1) => {
+            let Some(version) = number(&tok(buf, 1)) else {
+                return bad(buf);
+            };
+            buf.advance(next);
+            Ok(Some(PeerRequest::Ring { version }))
         }
         (b"rc_get", 1) if key_ok(&tok(buf, 1)) => {
             let (a, b) = spans[1];
@@ -210,6 +247,11 @@ impl PeerRequest {
                 out.put_slice(key);
                 out.put_slice(b"\r\n");
             }
+            PeerRequest::Ring { version } => {
+                out.put_slice(b"rc_ring ");
+                out.put_slice(num.format(*version).as_bytes());
+                out.put_slice(b"\r\n");
+            }
             PeerRequest::Del { key, cas } => {
                 out.put_slice(b"rc_del ");
                 out.put_slice(key);
@@ -259,6 +301,8 @@ mod tests {
             PeerRequest::Get {
                 key: Bytes::from_static(b"k"),
             },
+            PeerRequest::Ring { version: u64::MAX },
+            PeerRequest::Ring { version: 0 },
         ] {
             let mut out = BytesMut::new();
             req.encode(&mut out);
@@ -278,6 +322,10 @@ mod tests {
             b"rc_del k\r\n",
             b"rc_peer\r\n",
             b"rc_del \x01 1\r\n",
+            b"rc_ring\r\n",
+            b"rc_ring x\r\n",
+            b"rc_ring 1 2\r\n",
+            b"rc_ring 18446744073709551616\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -290,5 +338,41 @@ mod tests {
         let err = parse(b"rc_set k 2 0 7 18446744073709551615\r\nabc\r\n").unwrap_err();
         assert_eq!(err.reply, b"SERVER_ERROR object too large for cache\r\n");
         assert_eq!(err.swallow, u64::MAX);
+    }
+
+    #[test]
+    fn the_request_parser_reads_every_peer_command() {
+        let mut buf = BytesMut::new();
+        let all = [
+            PeerRequest::Ring { version: 7 },
+            PeerRequest::Get {
+                key: Bytes::from_static(b"k"),
+            },
+            PeerRequest::Del {
+                key: Bytes::from_static(b"k"),
+                cas: 1,
+            },
+            PeerRequest::Hello {
+                name: Bytes::from_static(b"n"),
+                proof: None,
+            },
+        ];
+        for req in &all {
+            req.encode(&mut buf);
+        }
+        for req in all {
+            let got = crate::text::parse_request(&mut buf, &Limits::default());
+            assert_eq!(got, Ok(Some(crate::text::Request::Peer(req))));
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn ring_mismatch_reply_is_one_recognizable_line() {
+        let mut out = BytesMut::new();
+        encode_ring_mismatch(42, &mut out);
+        assert_eq!(&out[..], b"SERVER_ERROR ring mismatch 42\r\n");
+        assert!(is_ring_mismatch(&out));
+        assert!(!is_ring_mismatch(b"SERVER_ERROR replica unavailable\r\n"));
     }
 }

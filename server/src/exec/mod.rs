@@ -113,11 +113,15 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
     Flow::Continue
 }
 
-/// Runs a command from a peer. `rc_peer` was already handled by the connection (it
-/// marks the connection); here it only answers.
+/// Runs a command from a peer. `rc_peer` and `rc_ring` were already handled by the
+/// connection (the first marks the connection, the second fences the next request);
+/// here the first only answers.
 fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
     match req {
         PeerRequest::Hello { .. } => out.put_slice(response::OK),
+        // The connection holds the fence for the next request (see
+        // `connection::serve`); it has no reply of its own.
+        PeerRequest::Ring { .. } => {}
         PeerRequest::Set {
             key,
             flags,
