@@ -161,7 +161,10 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
         PeerRequest::Del { key, cas } => {
             node.store.observe_cas(cas);
             let removed = node.store.with(&key, now, |slot| {
-                slot.cas().is_some_and(|mine| mine <= cas) && slot.remove()
+                let removed = slot.cas().is_some_and(|mine| mine <= cas) && slot.remove();
+                // Here or not, no version older than the delete may come back.
+                slot.bury(cas);
+                removed
             });
             out.put_slice(if removed {
                 response::DELETED

@@ -84,6 +84,7 @@ mod policy;
 mod shard;
 #[cfg(test)]
 mod tests;
+mod tombstone;
 #[cfg(test)]
 mod workload;
 
@@ -329,14 +330,25 @@ impl Slot<'_> {
     }
 
     /// Removes the item; true if it was live (an expired or flushed one is removed too,
-    /// and counts as absent).
+    /// and counts as absent). On a cluster node the removed version is remembered for a
+    /// while (`tombstone.rs`), so an older one from a peer is not taken back.
     pub fn remove(&mut self) -> bool {
         self.view = None;
         let Some(idx) = self.shard.find(self.hash, self.key) else {
             return false;
         };
         let live = self.shard.liveness(idx, self.now) == Liveness::Live;
+        if let Some(cas) = self.shard.item(idx).map(|r| r.cas()) {
+            self.shard.bury(self.hash, cas, self.now);
+        }
         self.shard.remove_hashed(idx, self.hash, self.now) && live
+    }
+
+    /// Remembers a delete of the key made elsewhere with CAS unique `cas` (a replicated
+    /// delete), whether or not an item is here: versions no newer are refused by
+    /// [`Store::keep_newer`] for a while. No effect unless the store keeps tombstones.
+    pub fn bury(&mut self, cas: u64) {
+        self.shard.bury(self.hash, cas, self.now);
     }
 
     /// Writes back what the caller changed in the item [`Slot::get`] handed out.
@@ -457,9 +469,14 @@ impl Store {
     /// nodes, and from one node before and after a restart, then order by when they
     /// were made (as far as the clocks agree), which is what lets a replica keep the
     /// newer of two versions (`rc_set`: larger CAS wins). A cluster node uses this; a
-    /// plain counter (the default) keeps unit tests exact.
+    /// plain counter (the default) keeps unit tests exact. The store also keeps
+    /// tombstones from then on (`tombstone.rs`), so [`Store::keep_newer`] does not take
+    /// back a version older than one that expired or was deleted.
     pub fn with_clock_cas(mut self) -> Store {
         self.clock_cas = true;
+        for i in 0..self.shards.len() {
+            self.lock(i).keep_tombstones();
+        }
         self
     }
 
@@ -492,7 +509,8 @@ impl Store {
     pub fn keep_newer(&self, key: &[u8], item: Item, now: u32) -> bool {
         self.observe_cas(item.cas);
         self.with(key, now, |slot| {
-            if slot.cas().is_some_and(|mine| mine >= item.cas) {
+            // `cas()` first: an expired item it finds is removed and buried.
+            if slot.cas().is_some_and(|mine| mine >= item.cas) || slot.shard.buried(slot.hash, item.cas, slot.now) {
                 return false;
             }
             slot.insert(item).is_ok()

@@ -52,6 +52,7 @@ use super::flush::FlushRule;
 use super::ghost::{fingerprint, Ghost};
 use super::item::{self, ItemMut, ItemRef, Meta};
 use super::policy::PolicyKind;
+use super::tombstone::Tombstones;
 use super::{Item, StoreError};
 
 /// Hashes a key for shard choice and the shard's table.
@@ -158,6 +159,8 @@ pub(super) struct Shard {
     cursor: (usize, u32, usize),
     /// The epoch the next new segment gets.
     next_epoch: u32,
+    /// Versions that left by expiry or delete (cluster nodes only; `tombstone.rs`).
+    tombs: Option<Tombstones>,
     pub(super) flush: FlushRule,
     pub(super) counters: Counters,
 }
@@ -196,9 +199,27 @@ impl Shard {
             items: 0,
             cursor: (0, 0, 0),
             next_epoch: 0,
+            tombs: None,
             flush: FlushRule::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// Keeps tombstones from now on (see `tombstone.rs`).
+    pub(super) fn keep_tombstones(&mut self) {
+        self.tombs.get_or_insert_with(Tombstones::default);
+    }
+
+    /// Records that the version with `cas` of the key hashing to `hash` left.
+    pub(super) fn bury(&mut self, hash: u64, cas: u64, now: u32) {
+        if let Some(t) = &mut self.tombs {
+            t.record(hash, cas, now);
+        }
+    }
+
+    /// Whether a version with `cas` is no newer than one that recently left.
+    pub(super) fn buried(&mut self, hash: u64, cas: u64, now: u32) -> bool {
+        self.tombs.as_mut().is_some_and(|t| t.covers(hash, cas, now))
     }
 
     /// The live items' bytes (header, key and value).
@@ -286,12 +307,15 @@ impl Shard {
             return false;
         }
         let state = self.liveness_of(r, now);
-        let (fetched, size) = (r.fetched(), r.size());
+        let (fetched, size, cas) = (r.fetched(), r.size(), r.cas());
         // Only an item the index points at is live (a location is never trusted alone).
         let Ok(found) = self.table.find_entry(hash, |&x| x == l) else {
             return false;
         };
         found.remove();
+        if state == Liveness::Expired {
+            self.bury(hash, cas, now);
+        }
         if let Some(mut m) = self.item_mut(l) {
             m.set_dead();
         }
@@ -594,7 +618,13 @@ impl Shard {
                             .insert(fingerprint(hash), self.queue_items[Queue::Main as usize]);
                     }
                 }
-                Liveness::Expired | Liveness::Flushed => self.count_reclaim(state, r.fetched()),
+                Liveness::Expired | Liveness::Flushed => {
+                    self.count_reclaim(state, r.fetched());
+                    if state == Liveness::Expired {
+                        let cas = r.cas();
+                        self.bury(hash, cas, now);
+                    }
+                }
             }
             self.forget(q, size);
         }

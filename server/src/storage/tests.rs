@@ -658,3 +658,39 @@ fn every_hit_is_the_last_write() {
         assert!(hits > checked / 10, "{policy:?}: {hits} hits of {checked} gets");
     }
 }
+
+#[test]
+fn keep_newer_does_not_take_back_a_version_older_than_one_that_left() {
+    let s = store(1 << 20, 2).with_clock_cas();
+    let older = Item::new(Bytes::from_static(b"v1"), 0, 0, 100, NOW);
+    // A newer version with a TTL expires; the older one, offered again (by a hand-off
+    // or a read repair), must not come back.
+    assert!(s.keep_newer(b"ttl", Item::new(Bytes::from_static(b"v2"), 0, NOW + 2, 200, NOW), NOW));
+    assert!(
+        !s.keep_newer(b"ttl", older.clone(), NOW + 2),
+        "v1 resurrected after v2 expired"
+    );
+    assert_eq!(get(&s, b"ttl", NOW + 2).0, None);
+    // The same after the sweep removed the expired version.
+    assert!(s.keep_newer(
+        b"swept",
+        Item::new(Bytes::from_static(b"v2"), 0, NOW + 2, 200, NOW),
+        NOW
+    ));
+    s.sweep(NOW + 2);
+    assert!(!s.keep_newer(b"swept", older.clone(), NOW + 2));
+    // Deleted here, or deleted elsewhere (a replicated delete with its own CAS).
+    assert!(s.keep_newer(b"del", Item::new(Bytes::from_static(b"v2"), 0, 0, 200, NOW), NOW));
+    assert!(s.with(b"del", NOW, |slot| slot.remove()));
+    assert!(!s.keep_newer(b"del", older.clone(), NOW));
+    s.with(b"remote-del", NOW, |slot| slot.bury(150));
+    assert!(!s.keep_newer(b"remote-del", older.clone(), NOW));
+    // Newer versions are always taken; tombstones fade.
+    assert!(s.keep_newer(b"del", Item::new(Bytes::from_static(b"v3"), 0, 0, 300, NOW), NOW));
+    assert!(s.keep_newer(b"ttl", older.clone(), NOW + 2 + 2 * tombstone::TOMBSTONE_SECS));
+    // A store that is not a cluster node keeps no tombstones.
+    let plain = store(1 << 20, 1);
+    assert!(plain.keep_newer(b"k", Item::new(Bytes::from_static(b"v2"), 0, 0, 200, NOW), NOW));
+    assert!(plain.with(b"k", NOW, |slot| slot.remove()));
+    assert!(plain.keep_newer(b"k", older, NOW));
+}
