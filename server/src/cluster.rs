@@ -132,6 +132,9 @@ pub struct ClusterStats {
     pub forward_timeouts: AtomicU64,
     /// Reads answered by a later owner because an earlier one failed.
     pub read_failovers: AtomicU64,
+    /// Failover reads answered with a miss because, in the repair window, an owner
+    /// other than the failed primary did not answer (see `router::may_fail_over`).
+    pub failover_refusals: AtomicU64,
     /// Writes applied to a replica.
     pub replicated: AtomicU64,
     /// Replica applications that failed or timed out.
@@ -475,6 +478,15 @@ impl Cluster {
     /// The current ring (cheap; never waits on the membership task).
     pub fn ring(&self) -> Arc<RingView> {
         self.ring.borrow().clone()
+    }
+
+    /// The current ring's version (cheaper than [`Cluster::ring`]: no clone).
+    ///
+    /// A ring change publishes the new ring before it hands items off, so a change
+    /// applied while this still answers the version it was placed with is in the store
+    /// before the hand-off scans it (see `router::write_here`).
+    pub fn ring_version(&self) -> u64 {
+        self.ring.borrow().version
     }
 
     /// The pool of connections to the peer serving clients at `addr`.

@@ -9,7 +9,13 @@
 //! On a peer connection (opened with `rc_peer`), `rc_ring <version>` fences the
 //! request that follows it: that request is read but not run, and answered with
 //! `SERVER_ERROR ring mismatch <this node's version>`, unless this node's ring (looked
-//! at again if the batch's copy differs) has that version.
+//! at again if the batch's copy differs) has that version. The check is against the
+//! current ring, never only the batch's copy: a batch can run for a while (a write
+//! waits for its replicas) and the ring may change meanwhile. A replication
+//! (`rc_set`, `rc_del`) is also checked after it is applied; if the ring changed
+//! meanwhile it is answered `SERVER_ERROR ring changing` (applied, but the write must
+//! not be acknowledged: the ring change's hand-off may have scanned the store before
+//! it arrived, so the key's new owners may never get it).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -83,6 +89,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
             }
             let parsed = parse_request(&mut rbuf, &limits);
+            // The ring version the request about to run was fenced with, if any.
+            let mut fenced: Option<u64> = None;
             match (&parsed, fence) {
                 (Ok(Some(Request::Peer(PeerRequest::Ring { .. }))) | Ok(None), _) | (_, None) => {}
                 (Ok(Some(_)) | Err(_), Some(want)) => {
@@ -101,6 +109,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         }
                         continue;
                     }
+                    fenced = Some(want);
                 }
             }
             match parsed {
@@ -132,12 +141,22 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
                 Ok(Some(Request::Peer(_))) if !from_peer => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {
+                    let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
+                    let before = out.len();
                     let flow = match (&node.cluster, &view) {
                         (Some(cluster), Some(view)) => {
                             router::handle(&node, cluster, view, req, from_peer, now, &mut counters, &mut out).await
                         }
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
+                    if let (true, Some(want), Some(cluster)) = (replication, fenced, &node.cluster) {
+                        if cluster.ring_version() != want {
+                            // Applied, but the ring changed around it: not to be acknowledged.
+                            cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
+                            out.truncate(before);
+                            out.put_slice(router::RING_CHANGING);
+                        }
+                    }
                     if flow == Flow::Close {
                         close = true;
                         break;
@@ -169,14 +188,14 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     node.stats.curr_connections.fetch_sub(1, Relaxed);
 }
 
-/// Whether this node's ring has version `want`, looking again at the current ring
-/// when the batch's `view` differs (it may have changed since the batch began); a
-/// fresher ring replaces `view` for the rest of the batch.
+/// Whether this node's current ring has version `want`. The batch's `view` may be
+/// older (the ring can change while a batch runs); when it differs from the current
+/// ring, the current one replaces it for the rest of the batch.
 fn same_ring(node: &Node, view: &mut Option<Arc<RingView>>, want: u64) -> bool {
     let Some(cluster) = &node.cluster else {
         return false;
     };
-    if view.as_ref().is_some_and(|v| v.version == want) {
+    if view.as_ref().is_some_and(|v| v.version == want) && cluster.ring_version() == want {
         return true;
     }
     let now = cluster.ring();

@@ -6,9 +6,10 @@
 //! - A key owned elsewhere is forwarded to its primary over a pooled, pipelined peer
 //!   connection and the owner's reply is relayed byte for byte. A read whose primary
 //!   fails (refused, broken, or silent past the peer timeout) fails over to the next
-//!   owner, and becomes a miss when none answers; a write whose primary fails gets
-//!   `SERVER_ERROR owner unavailable`. Nothing waits longer than the peer timeout per
-//!   owner tried.
+//!   owner, and becomes a miss when none answers (or, just after a ring change, when
+//!   that owner cannot confirm it holds the newest version); a write whose primary
+//!   fails gets `SERVER_ERROR owner unavailable`. Nothing waits longer than the peer
+//!   timeout per owner tried.
 //! - Multi-key `get`/`gets`/`gat`/`gats` are split by primary, the parts sent
 //!   concurrently, and the values merged back in the client's key order.
 //! - `flush_all` empties every node.
@@ -28,7 +29,15 @@
 //! is the one behind), places the key again and retries, for at most
 //! [`FENCE_WAIT`]; then the client gets `SERVER_ERROR ring changing` (a read: a
 //! miss). A refused replication fails the write (not acknowledged). While rings agree
-//! this costs one short line per forwarded request and no extra round trip.
+//! this costs one short line per forwarded request and no extra round trip. A write
+//! is acknowledged only if the primary's ring is still the one it was placed with
+//! once every owner applied it, and each replica's was when it applied it (see
+//! [`write_here`]): the hand-off after a ring change then carries every
+//! acknowledged write to the key's new owners.
+//!
+//! A read that failed over (this node answers although it is not the key's primary)
+//! is answered within the repair window only after every other owner has been heard
+//! from (see [`may_fail_over`]); otherwise it is a miss.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,7 +50,7 @@ use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::ring::NodeIdx;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
-use ringcache_protocol::text::peer::{is_ring_mismatch, PeerRequest};
+use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
 use ringcache_protocol::text::{response, GetKind, GetRequest, Keys, Request};
 use tokio::time::Instant;
 
@@ -176,10 +185,35 @@ async fn write(
     let noreply = req.noreply();
     let deadline = Instant::now() + FENCE_WAIT;
     let mut view = view.clone();
+    let mut req = req;
     loop {
+        if !from_peer && view.version != cluster.ring_version() {
+            // The batch's ring is out of date: place with the current one.
+            view = cluster.ring();
+        }
         let primary = view.ring.primary(&key);
         let Some(owner) = primary.filter(|p| !from_peer && Some(*p) != view.me) else {
-            return write_here(node, cluster, &view, req, &key, now, c, out).await;
+            match write_here(node, cluster, &view, req, &key, now, c, out).await {
+                Ok(flow) => return flow,
+                Err(_) if from_peer => {
+                    // Not run: the sender places the write again.
+                    encode_ring_mismatch(cluster.ring_version(), out);
+                    return Flow::Continue;
+                }
+                Err(back) => match cluster.next_ring(&view, deadline).await {
+                    Some(next) => {
+                        req = back;
+                        view = next;
+                        continue;
+                    }
+                    None => {
+                        if !noreply {
+                            out.put_slice(RING_CHANGING);
+                        }
+                        return Flow::Continue;
+                    }
+                },
+            }
         };
         let (wire, expect) = wire_for(&req, view.version);
         let reply = match forward(cluster, &view, owner, wire, expect).await {
@@ -207,7 +241,17 @@ async fn write(
 
 /// Runs a write on this node as the key's primary (or for the peer that sent it) and
 /// applies the result to the key's other owners; the client's answer is replaced by a
-/// refusal when an owner did not take it.
+/// refusal when an owner did not take it. Gives the request back, not run, if this
+/// node's ring is no longer `view` when it is about to run (the repair before it
+/// waits on other nodes).
+///
+/// The ring is looked at again once the write is applied everywhere: if it changed
+/// meanwhile, the write is not acknowledged ([`RING_CHANGING`]). A ring change
+/// publishes the new ring and then hands every item to its new owners; a write
+/// applied after that scan (placed with the old ring, which a batch or a repair can
+/// hold on to for a while) would never reach the new owners, and once the old
+/// primary fails or the key is purged here, reads would return the version before
+/// it. The replicas make the same check (see `connection`).
 #[allow(clippy::too_many_arguments)]
 async fn write_here(
     node: &Node,
@@ -218,12 +262,21 @@ async fn write_here(
     now: u32,
     c: &mut Counters,
     out: &mut BytesMut,
-) -> Flow {
+) -> Result<Flow, Request> {
     repair(node, cluster, view, key, now).await;
+    if cluster.ring_version() != view.version {
+        cluster.stats.fence_retries.fetch_add(1, Relaxed);
+        return Err(req);
+    }
     let noreply = req.noreply();
     let before = out.len();
     let flow = exec::execute(node, req, now, c, out);
-    if let Err(refusal) = replicate(node, cluster, view, key, now).await {
+    let mut outcome = replicate(node, cluster, view, key, now).await;
+    if outcome.is_ok() && cluster.ring_version() != view.version {
+        cluster.stats.fence_refusals.fetch_add(1, Relaxed);
+        outcome = Err(RING_CHANGING);
+    }
+    if let Err(refusal) = outcome {
         // Applied here, but not on every owner: not acknowledged. (A later read may
         // still see it, as it may see any write whose answer was lost.)
         out.truncate(before);
@@ -231,7 +284,7 @@ async fn write_here(
             out.put_slice(refusal);
         }
     }
-    flow
+    Ok(flow)
 }
 
 /// A single-key read (a meta get or debug): run here if this node owns the key (or
@@ -262,6 +315,10 @@ async fn read(
         let (wire, expect) = wire_for(&req, view.version);
         for (i, owner) in owners.iter().enumerate() {
             if Some(*owner) == view.me {
+                // The owners before this one failed.
+                if !may_fail_over(node, cluster, &view, &key, now).await {
+                    break 'placed;
+                }
                 return exec::execute(node, req, now, c, out);
             }
             if i > 0 {
@@ -353,31 +410,85 @@ fn strip_noop(reply: &Bytes, expect: Expect) -> &[u8] {
 /// other owners and keeps the newest version here (larger CAS wins, as for `rc_set`),
 /// so the primary never serves a version older than one another owner holds.
 pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) {
-    if !cluster.repairing() {
-        return;
+    if cluster.repairing() {
+        repair_from(node, cluster, view, key, now, None).await;
     }
+}
+
+/// Whether this node may answer a read of `key` although it is not the key's primary
+/// under `view` (the primary failed, and the read failed over to this owner); the
+/// read is a miss otherwise.
+///
+/// Outside the repair window this owner holds every acknowledged write of the key: a
+/// write is acknowledged only once every owner under the ring of the moment applied it
+/// (fencing), and the hand-off of an earlier ring change has long completed. Inside
+/// the window the hand-off may still be on its way, and the repair that a primary
+/// would make is best effort (an owner that does not answer is skipped), which is
+/// safe only while the primary itself serves. A failover read has lost the primary,
+/// so it must hear from every other owner, under this ring and the previous one,
+/// and keep the newest version before it answers: if one of them does not answer,
+/// the version it may hold (acknowledged, and perhaps nowhere else alive) is
+/// unknown, and the read is a miss rather than a possibly stale value.
+pub async fn may_fail_over(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes, now: u32) -> bool {
+    if !cluster.repairing() {
+        return true;
+    }
+    let failed = view
+        .ring
+        .primary(key)
+        .and_then(|p| view.ring.node(p))
+        .map(|id| id.client);
+    let complete = repair_from(node, cluster, view, key, now, failed).await;
+    if !complete {
+        cluster.stats.failover_refusals.fetch_add(1, Relaxed);
+    }
+    complete
+}
+
+/// Asks the owners of `key` other than this node (under `view`'s ring and the previous
+/// one; `skip` left out) for their version and keeps the newest here. Returns whether
+/// every owner asked answered (a miss is an answer).
+async fn repair_from(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    key: &Bytes,
+    now: u32,
+    skip: Option<SocketAddr>,
+) -> bool {
     let mut wire = BytesMut::new();
     PeerRequest::Get { key: key.clone() }.encode(&mut wire);
     let wire = wire.freeze();
     let mut tasks = Vec::new();
     for addr in owner_addrs(view, key, true) {
+        if Some(addr) == skip {
+            continue;
+        }
         let pool = cluster.peer(addr);
         let (wire, timeout) = (wire.clone(), cluster.peer_timeout);
         tasks.push(tokio::spawn(async move {
             pool.request(wire, Expect::Values, timeout).await
         }));
     }
+    let mut complete = true;
     let mut newest: Option<(Bytes, u32, u64, u32)> = None;
     for t in tasks {
-        let Ok(Ok(reply)) = t.await else { continue };
-        if let Some(found) = peer_version(&reply) {
-            if newest.as_ref().is_none_or(|n| found.2 > n.2) {
-                newest = Some(found);
+        let Ok(Ok(reply)) = t.await else {
+            complete = false;
+            continue;
+        };
+        match peer_version(&reply) {
+            Some(found) => {
+                if newest.as_ref().is_none_or(|n| found.2 > n.2) {
+                    newest = Some(found);
+                }
             }
+            None if &reply[..] == response::END => {}
+            None => complete = false,
         }
     }
     let Some((value, flags, cas, exptime)) = newest else {
-        return;
+        return complete;
     };
     if node
         .store
@@ -385,6 +496,7 @@ pub async fn repair(node: &Node, cluster: &Cluster, view: &RingView, key: &Bytes
     {
         cluster.stats.repaired.fetch_add(1, Relaxed);
     }
+    complete
 }
 
 /// The client addresses of `key`'s owners other than this node under the current
@@ -484,7 +596,8 @@ pub async fn replicate(
     let mut outcome = Ok(());
     for t in tasks {
         match t.await {
-            Ok(Ok(reply)) if is_ring_mismatch(&reply) => {
+            // Refused (ring mismatch), or applied just as the owner's ring changed.
+            Ok(Ok(reply)) if is_ring_mismatch(&reply) || reply.starts_with(RING_CHANGING) => {
                 cluster.stats.replication_errors.fetch_add(1, Relaxed);
                 cluster.stats.fence_refusals.fetch_add(1, Relaxed);
                 outcome = Err(RING_CHANGING);
@@ -551,7 +664,15 @@ async fn local_get(
     out: &mut BytesMut,
 ) {
     for key in get.keys.iter() {
-        repair(node, cluster, view, &key, now).await;
+        if view.ring.len() > 1 && view.ring.primary(&key) != view.me {
+            // A peer's read failed over to this owner.
+            if !may_fail_over(node, cluster, view, &key, now).await {
+                count_remote_get(get.kind, false, c);
+                continue;
+            }
+        } else {
+            repair(node, cluster, view, &key, now).await;
+        }
         exec::retrieve_one(node, get.kind, &key, now, c, out);
         if is_touching(get.kind) {
             // A touch that did not reach every owner still answers with the value.
@@ -641,7 +762,7 @@ async fn multi_get(
                 cluster.stats.forward_errors.fetch_add(1, Relaxed);
                 // The primary failed: read each of its keys from the next owners.
                 for i in idxs {
-                    blocks[i] = failover_get(cluster, view, get.kind, &keys[i]).await;
+                    blocks[i] = failover_get(node, cluster, view, get.kind, &keys[i], now).await;
                     count_remote_get(get.kind, blocks[i].is_some(), c);
                 }
             }
@@ -665,8 +786,16 @@ fn count_remote_get(kind: GetKind, hit: bool, c: &mut Counters) {
 }
 
 /// Reads one key from its owners after the primary, first answer wins; `None` (a
-/// miss) when none answers.
-async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &Bytes) -> Option<Bytes> {
+/// miss) when none answers. This node, if it is the next owner, answers only as
+/// [`may_fail_over`] allows.
+async fn failover_get(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+) -> Option<Bytes> {
     let owners = view.ring.owners(key);
     let req = Request::Get(GetRequest {
         kind,
@@ -676,6 +805,18 @@ async fn failover_get(cluster: &Cluster, view: &RingView, kind: GetKind, key: &B
     let (wire, _) = wire_for(&req, view.version);
     for owner in owners.iter().skip(1) {
         cluster.stats.read_failovers.fetch_add(1, Relaxed);
+        if Some(*owner) == view.me {
+            if !may_fail_over(node, cluster, view, key, now).await {
+                return None;
+            }
+            // The caller counts the lookup.
+            let mut block = BytesMut::new();
+            exec::retrieve_one(node, kind, key, now, &mut Counters::default(), &mut block);
+            if is_touching(kind) {
+                let _ = replicate(node, cluster, view, key, now).await;
+            }
+            return (!block.is_empty()).then(|| block.freeze());
+        }
         if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), Expect::Values).await {
             if let Some(found) = value_blocks(&reply) {
                 return found.get(key).cloned();
@@ -710,9 +851,13 @@ async fn get_again(
         view = next;
         let owners = view.ring.owners(key);
         let (wire, _) = wire_for(&req, view.version);
-        for owner in owners.iter() {
+        for (i, owner) in owners.iter().enumerate() {
             if Some(*owner) == view.me {
-                repair(node, cluster, &view, key, now).await;
+                if i == 0 {
+                    repair(node, cluster, &view, key, now).await;
+                } else if !may_fail_over(node, cluster, &view, key, now).await {
+                    break 'placed;
+                }
                 let mut block = BytesMut::new();
                 exec::retrieve_one(node, kind, key, now, c, &mut block);
                 if is_touching(kind) {
