@@ -20,6 +20,10 @@
 //! header and rounding). Reads decode fields with `from_le_bytes` on byte slices,
 //! which compiles to plain unaligned loads on x86-64 and AArch64.
 
+use bytes::Bytes;
+
+use super::Item;
+
 /// Bytes of metadata in front of every item's key.
 pub(super) const HEADER: usize = 26;
 
@@ -54,6 +58,22 @@ pub(super) struct Meta {
     pub(super) last_access: u32,
     /// [`FETCHED`], [`STALE`], [`WIN_SENT`].
     pub(super) bits: u8,
+}
+
+impl Meta {
+    /// The metadata of `item`, with the last access time given (the store records its
+    /// own: the store time on insert, a clamped one on write-back).
+    pub(super) fn of(item: &Item, last_access: u32) -> Meta {
+        Meta {
+            cas: item.cas,
+            exptime: item.exptime,
+            flags: item.flags,
+            last_access,
+            bits: (if item.fetched { FETCHED } else { 0 })
+                | (if item.stale { STALE } else { 0 })
+                | (if item.win_sent { WIN_SENT } else { 0 }),
+        }
+    }
 }
 
 /// Bytes an item with this key and value takes in a segment.
@@ -141,6 +161,21 @@ impl<'a> ItemRef<'a> {
 
     pub(super) fn freq(self) -> u8 {
         (self.bits() & FREQ_MASK) >> FREQ_SHIFT
+    }
+
+    /// The item as the public [`Item`], with `value` a copy of its bytes.
+    pub(super) fn to_item(self, value: Bytes) -> Item {
+        let bits = self.bits();
+        Item {
+            value,
+            flags: self.flags(),
+            exptime: self.exptime(),
+            cas: self.cas(),
+            stale: bits & STALE != 0,
+            win_sent: bits & WIN_SENT != 0,
+            fetched: bits & FETCHED != 0,
+            last_access: self.last_access(),
+        }
     }
 }
 

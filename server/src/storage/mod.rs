@@ -93,9 +93,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use item::{ItemRef, Meta};
+use item::Meta;
 pub use policy::PolicyKind;
-use shard::{hash_key, item_bits, Liveness, Loc, Shard};
+use shard::{hash_key, Liveness, Loc, Shard};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
@@ -263,7 +263,7 @@ impl Slot<'_> {
             let r = self.shard.item(idx)?;
             let value = Bytes::copy_from_slice(r.value());
             let original = value.clone();
-            let item = to_item(r, value);
+            let item = r.to_item(value);
             self.shard.touch(idx);
             self.miss = MissReason::Absent;
             self.view = Some(View { idx, item, original });
@@ -312,7 +312,7 @@ impl Slot<'_> {
             Liveness::Expired => MissReason::Expired,
             Liveness::Flushed => MissReason::Flushed,
         };
-        self.shard.remove_hashed(idx, self.hash, self.now);
+        self.shard.remove_hashed(idx, self.hash, self.now, false);
         self.miss = reason;
         None
     }
@@ -338,10 +338,7 @@ impl Slot<'_> {
             return false;
         };
         let live = self.shard.liveness(idx, self.now) == Liveness::Live;
-        if let Some(cas) = self.shard.item(idx).map(|r| r.cas()) {
-            self.shard.bury(self.hash, cas, self.now);
-        }
-        self.shard.remove_hashed(idx, self.hash, self.now) && live
+        self.shard.remove_hashed(idx, self.hash, self.now, true) && live
     }
 
     /// Remembers a delete of the key made elsewhere with CAS unique `cas` (a replicated
@@ -360,15 +357,9 @@ impl Slot<'_> {
             view.item.value.as_ptr() == view.original.as_ptr() && view.item.value.len() == view.original.len();
         if same_value {
             let item = &view.item;
-            let meta = Meta {
-                cas: item.cas,
-                exptime: item.exptime,
-                flags: item.flags,
-                // A last access in the future would let the item outlive a delayed
-                // `flush_all`.
-                last_access: item.last_access.min(self.now),
-                bits: item_bits(item),
-            };
+            // A last access in the future would let the item outlive a delayed
+            // `flush_all`.
+            let meta = Meta::of(item, item.last_access.min(self.now));
             if let Some(mut m) = self.shard.item_mut(view.idx) {
                 m.set_meta(&meta);
             }
@@ -570,20 +561,5 @@ impl Store {
     /// module doc).
     pub fn item_cost(&self, key_len: usize, value_len: usize) -> usize {
         item::size(key_len, value_len)
-    }
-}
-
-/// The item in a segment as the public [`Item`], with `value` a copy of its bytes.
-fn to_item(r: ItemRef<'_>, value: Bytes) -> Item {
-    let bits = r.bits();
-    Item {
-        value,
-        flags: r.flags(),
-        exptime: r.exptime(),
-        cas: r.cas(),
-        stale: bits & item::STALE != 0,
-        win_sent: bits & item::WIN_SENT != 0,
-        fetched: bits & item::FETCHED != 0,
-        last_access: r.last_access(),
     }
 }

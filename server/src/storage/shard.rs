@@ -295,11 +295,12 @@ impl Shard {
         let Some(hash) = self.item(l).map(|r| hash_key(r.key())) else {
             return false;
         };
-        self.remove_hashed(l, hash, now)
+        self.remove_hashed(l, hash, now, false)
     }
 
-    /// [`Shard::remove`] for a caller that has the key's hash at hand.
-    pub(super) fn remove_hashed(&mut self, l: Loc, hash: u64, now: u32) -> bool {
+    /// [`Shard::remove`] for a caller that has the key's hash at hand. An expired item,
+    /// or any item when `deleted` (a client's delete), leaves a tombstone.
+    pub(super) fn remove_hashed(&mut self, l: Loc, hash: u64, now: u32, deleted: bool) -> bool {
         let Some(r) = self.item(l) else {
             return false;
         };
@@ -313,7 +314,7 @@ impl Shard {
             return false;
         };
         found.remove();
-        if state == Liveness::Expired {
+        if deleted || state == Liveness::Expired {
             self.bury(hash, cas, now);
         }
         if let Some(mut m) = self.item_mut(l) {
@@ -638,7 +639,7 @@ impl Shard {
     /// previous value behind.
     pub(super) fn store(&mut self, hash: u64, key: &[u8], item: &Item, now: u32) -> Result<(), StoreError> {
         if let Some(old) = self.find(hash, key) {
-            self.remove_hashed(old, hash, now);
+            self.remove_hashed(old, hash, now, false);
         }
         let len = item::size(key.len(), item.value.len());
         if key.len() > MAX_KEY
@@ -658,15 +659,9 @@ impl Shard {
         } else {
             self.append(q, len, now, false)?
         };
-        let meta = Meta {
-            cas: item.cas,
-            exptime: item.exptime,
-            flags: item.flags,
-            // The store time is now, whatever the caller's copy says: the flush rule
-            // compares it.
-            last_access: now,
-            bits: item_bits(item),
-        };
+        // The store time is now, whatever the caller's copy says: the flush rule
+        // compares it.
+        let meta = Meta::of(item, now);
         let seg = self.seg_mut(seg_of(l));
         item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, &item.value, &meta);
         seg.live += 1;
@@ -824,11 +819,4 @@ fn free_buffer(buf: Box<[u8]>) {
         }
     }
     drop(buf);
-}
-
-/// The metadata bits an [`Item`] carries.
-pub(super) fn item_bits(item: &Item) -> u8 {
-    (if item.fetched { item::FETCHED } else { 0 })
-        | (if item.stale { item::STALE } else { 0 })
-        | (if item.win_sent { item::WIN_SENT } else { 0 })
 }
