@@ -99,7 +99,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         // Read but not run: the sender places keys differently.
                         if let Some(cluster) = &node.cluster {
                             cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
-                            encode_ring_mismatch(cluster.ring().version, &mut out);
+                            encode_ring_mismatch(cluster.ring_version(), &mut out);
                         }
                         if let Err(e) = &parsed {
                             swallow = e.swallow;

@@ -729,14 +729,7 @@ async fn multi_get(
     let mut blocks: Vec<Option<Bytes>> = vec![None; keys.len()];
     for i in local {
         repair(node, cluster, view, &keys[i], now).await;
-        let mut block = BytesMut::new();
-        exec::retrieve_one(node, get.kind, &keys[i], now, c, &mut block);
-        if is_touching(get.kind) {
-            let _ = replicate(node, cluster, view, &keys[i], now).await;
-        }
-        if !block.is_empty() {
-            blocks[i] = Some(block.freeze());
-        }
+        blocks[i] = read_here(node, cluster, view, get.kind, &keys[i], now, c).await;
     }
     for (idxs, task) in parts {
         let reply = match task.await {
@@ -785,6 +778,27 @@ fn count_remote_get(kind: GetKind, hit: bool, c: &mut Counters) {
     }
 }
 
+/// Reads one key of a retrieval here (the caller has repaired it or checked
+/// [`may_fail_over`]): its `VALUE` block, `None` on a miss. A touching retrieval's new
+/// expiry goes to the other owners; one that does not reach them all still answers.
+#[allow(clippy::too_many_arguments)]
+async fn read_here(
+    node: &Node,
+    cluster: &Cluster,
+    view: &RingView,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+) -> Option<Bytes> {
+    let mut block = BytesMut::new();
+    exec::retrieve_one(node, kind, key, now, c, &mut block);
+    if is_touching(kind) {
+        let _ = replicate(node, cluster, view, key, now).await;
+    }
+    (!block.is_empty()).then(|| block.freeze())
+}
+
 /// Reads one key from its owners after the primary, first answer wins; `None` (a
 /// miss) when none answers. This node, if it is the next owner, answers only as
 /// [`may_fail_over`] allows.
@@ -810,12 +824,7 @@ async fn failover_get(
                 return None;
             }
             // The caller counts the lookup.
-            let mut block = BytesMut::new();
-            exec::retrieve_one(node, kind, key, now, &mut Counters::default(), &mut block);
-            if is_touching(kind) {
-                let _ = replicate(node, cluster, view, key, now).await;
-            }
-            return (!block.is_empty()).then(|| block.freeze());
+            return read_here(node, cluster, view, kind, key, now, &mut Counters::default()).await;
         }
         if let Ok(reply) = forward(cluster, view, *owner, wire.clone(), Expect::Values).await {
             if let Some(found) = value_blocks(&reply) {
@@ -858,12 +867,7 @@ async fn get_again(
                 } else if !may_fail_over(node, cluster, &view, key, now).await {
                     break 'placed;
                 }
-                let mut block = BytesMut::new();
-                exec::retrieve_one(node, kind, key, now, c, &mut block);
-                if is_touching(kind) {
-                    let _ = replicate(node, cluster, &view, key, now).await;
-                }
-                return (!block.is_empty()).then(|| block.freeze());
+                return read_here(node, cluster, &view, kind, key, now, c).await;
             }
             match forward(cluster, &view, *owner, wire.clone(), Expect::Values).await {
                 Ok(reply) if is_ring_mismatch(&reply) => continue 'placed,
