@@ -8,15 +8,24 @@
 //!
 //! A request that times out closes the connection: the reply it was waiting for may
 //! still come, and matching by position would hand it to the next request.
+//!
+//! On a connection to a peer (see [`NodeConn::tag_replies`]) each request goes behind
+//! `rc_id <n>` with a sequence number, and the peer answers each as soon as it is done,
+//! behind `RI <n>` (`ringcache_protocol::text::peer`), in whatever order: a reply is
+//! handed to the request with its id, framed as that request expects. A tag no request
+//! is waiting for, or a reply that does not frame, closes the connection and fails
+//! every request in flight on it. Whatever a peer sends, no reply reaches a request it
+//! does not answer.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use ringcache_protocol::text::frame::{reply_len, Expect};
+use bytes::{Buf, Bytes, BytesMut};
+use ringcache_protocol::text::frame::{reply_len, Expect, FrameError};
+use ringcache_protocol::text::peer::{parse_reply_tag, PeerRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -29,7 +38,35 @@ const QUEUE: usize = 1024;
 struct Pending {
     request: Bytes,
     expect: Expect,
+    /// Sent behind `rc_id` (see [`NodeConn::tag_replies`]).
+    tagged: bool,
     reply: oneshot::Sender<Result<Bytes>>,
+}
+
+/// A request written and waiting for its reply.
+struct InFlight {
+    expect: Expect,
+    reply: oneshot::Sender<Result<Bytes>>,
+}
+
+/// The requests written and not yet answered.
+#[derive(Default)]
+struct Waiting {
+    /// Untagged, answered in order.
+    in_order: VecDeque<InFlight>,
+    /// Tagged (`rc_id`), answered in any order behind `RI <id>`.
+    by_id: HashMap<u64, InFlight>,
+    next_id: u64,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.in_order.is_empty() && self.by_id.is_empty()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = InFlight> + '_ {
+        self.in_order.drain(..).chain(self.by_id.drain().map(|(_, f)| f))
+    }
 }
 
 /// One pipelined connection. Cheap to clone; all clones share the stream.
@@ -38,6 +75,7 @@ pub struct NodeConn {
     addr: SocketAddr,
     queue: mpsc::Sender<Pending>,
     closed: Arc<AtomicBool>,
+    tagged: Arc<AtomicBool>,
 }
 
 impl NodeConn {
@@ -57,7 +95,19 @@ impl NodeConn {
         let (queue, rx) = mpsc::channel(QUEUE);
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(run(addr, stream, rx, closed.clone()));
-        NodeConn { addr, queue, closed }
+        NodeConn {
+            addr,
+            queue,
+            closed,
+            tagged: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// From now on, sends every request behind `rc_id <sequence number>` and requires
+    /// its reply to be followed by the matching `RI` line (only a ringcache node that
+    /// accepted this connection as a peer's, with `rc_peer`, answers that way).
+    pub fn tag_replies(&self) {
+        self.tagged.store(true, Ordering::Relaxed);
     }
 
     /// The node's address.
@@ -77,6 +127,7 @@ impl NodeConn {
         let pending = Pending {
             request,
             expect,
+            tagged: self.tagged.load(Ordering::Relaxed),
             reply: tx,
         };
         let work = async {
@@ -100,7 +151,7 @@ impl NodeConn {
 
 async fn run(addr: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Pending>, closed: Arc<AtomicBool>) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut inflight: VecDeque<(Expect, oneshot::Sender<Result<Bytes>>)> = VecDeque::new();
+    let mut waiting = Waiting::default();
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -111,42 +162,24 @@ async fn run(addr: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Pending
         tokio::select! {
             p = rx.recv() => {
                 let Some(p) = p else { break Error::Closed };
-                wbuf.extend_from_slice(&p.request);
-                inflight.push_back((p.expect, p.reply));
+                queue_request(p, &mut wbuf, &mut waiting);
                 // Take everything else already queued, then write once.
                 while let Ok(p) = rx.try_recv() {
-                    wbuf.extend_from_slice(&p.request);
-                    inflight.push_back((p.expect, p.reply));
+                    queue_request(p, &mut wbuf, &mut waiting);
                 }
                 if let Err(source) = wr.write_all(&wbuf).await {
                     break Error::Io { addr, source };
                 }
                 wbuf.clear();
             }
-            r = rd.read_buf(&mut rbuf), if !inflight.is_empty() => {
+            r = rd.read_buf(&mut rbuf), if !waiting.is_empty() => {
                 match r {
                     Ok(0) => break Error::Closed,
                     Err(source) => break Error::Io { addr, source },
                     Ok(_) => {}
                 }
-                let mut broken = None;
-                while let Some((expect, _)) = inflight.front() {
-                    match reply_len(&rbuf, *expect) {
-                        Ok(Some(n)) => {
-                            let reply = rbuf.split_to(n).freeze();
-                            if let Some((_, tx)) = inflight.pop_front() {
-                                let _ = tx.send(Ok(reply));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            broken = Some(Error::Protocol(e.to_string()));
-                            break;
-                        }
-                    }
-                }
-                if let Some(e) = broken {
-                    break e;
+                if let Err(e) = hand_out_replies(&mut rbuf, &mut waiting) {
+                    break Error::Protocol(e.to_string());
                 }
                 if rbuf.is_empty() {
                     rbuf.clear();
@@ -167,11 +200,60 @@ async fn run(addr: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Pending
         Error::Protocol(m) => Error::Protocol(m.clone()),
         _ => Error::Closed,
     };
-    for (_, tx) in inflight.drain(..) {
-        let _ = tx.send(Err(fail(&failure)));
+    for f in waiting.drain() {
+        let _ = f.reply.send(Err(fail(&failure)));
     }
     while let Ok(p) = rx.try_recv() {
         let _ = p.reply.send(Err(fail(&failure)));
+    }
+}
+
+/// Appends a request (behind its `rc_id` if tagged) to the write buffer.
+fn queue_request(p: Pending, wbuf: &mut BytesMut, waiting: &mut Waiting) {
+    let f = InFlight {
+        expect: p.expect,
+        reply: p.reply,
+    };
+    if p.tagged {
+        let id = waiting.next_id;
+        waiting.next_id += 1;
+        PeerRequest::Id { id }.encode(wbuf);
+        waiting.by_id.insert(id, f);
+    } else {
+        waiting.in_order.push_back(f);
+    }
+    wbuf.extend_from_slice(&p.request);
+}
+
+/// Hands every complete reply at the front of `rbuf` to its request. An error means
+/// the stream no longer lines up with the requests: the connection must close.
+fn hand_out_replies(rbuf: &mut BytesMut, waiting: &mut Waiting) -> std::result::Result<(), FrameError> {
+    loop {
+        if let Some(front) = waiting.in_order.front() {
+            let Some(n) = reply_len(rbuf, front.expect)? else {
+                return Ok(());
+            };
+            let reply = rbuf.split_to(n).freeze();
+            if let Some(f) = waiting.in_order.pop_front() {
+                let _ = f.reply.send(Ok(reply));
+            }
+            continue;
+        }
+        if rbuf.is_empty() {
+            return Ok(());
+        }
+        let Some((id, tag_len)) = parse_reply_tag(rbuf)? else {
+            return Ok(());
+        };
+        let expect = waiting.by_id.get(&id).ok_or(FrameError::OutOfStep)?.expect;
+        let Some(n) = reply_len(&rbuf[tag_len..], expect)? else {
+            return Ok(());
+        };
+        rbuf.advance(tag_len);
+        let reply = rbuf.split_to(n).freeze();
+        if let Some(f) = waiting.by_id.remove(&id) {
+            let _ = f.reply.send(Ok(reply));
+        }
     }
 }
 
@@ -252,6 +334,128 @@ mod tests {
         }
         for t in tasks {
             t.await.unwrap();
+        }
+    }
+
+    /// How a [`fake_peer`] answers.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        /// Every batch's replies, tagged, in reverse order.
+        Reversed,
+        /// Correct replies, then after `n` of them one whose tag nobody sent.
+        UnknownTagAfter(usize),
+        /// Correct replies, then after `n` of them an untagged line.
+        UntaggedAfter(usize),
+        /// Correct replies, then after `n` of them a tagged reply that does not frame.
+        GarbageAfter(usize),
+    }
+
+    /// A fake node reading `rc_id <n>` + `get <key>` pairs and answering each with the
+    /// key's value behind `RI <n>`, as `how` says.
+    async fn fake_peer(how: Peer) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut answered = 0;
+            let mut tag = None;
+            loop {
+                let n = match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                let mut replies = Vec::new();
+                while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    let line = String::from_utf8(line).unwrap();
+                    let line = line.trim_end();
+                    if let Some(id) = line.strip_prefix("rc_id ") {
+                        tag = Some(id.to_string());
+                    } else if let Some(key) = line.strip_prefix("get ") {
+                        let id = tag.take().expect("every request is tagged");
+                        let reply = format!("RI {id}\r\nVALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len());
+                        replies.push(reply);
+                    }
+                }
+                if let Peer::Reversed = how {
+                    replies.reverse();
+                }
+                let mut out = String::new();
+                for r in replies {
+                    answered += 1;
+                    match how {
+                        Peer::UnknownTagAfter(n) if answered == n => out.push_str("RI 999999\r\nEND\r\n"),
+                        Peer::UntaggedAfter(n) if answered == n => out.push_str("END\r\n"),
+                        Peer::GarbageAfter(n) if answered == n => out.push_str("RI 0\r\nVALUE k 0 x\r\n"),
+                        _ => {}
+                    }
+                    out.push_str(&r);
+                }
+                if s.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        addr
+    }
+
+    /// 300 concurrent requests on one tagged connection; each either gets exactly its
+    /// own value or an error.
+    async fn run_tagged(how: Peer) -> (usize, usize, bool) {
+        let addr = fake_peer(how).await;
+        let conn = NodeConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+        conn.tag_replies();
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                let r = conn
+                    .request(
+                        Bytes::from(format!("get {key}\r\n")),
+                        Expect::Values,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                if let Ok(r) = &r {
+                    let want = format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len());
+                    assert_eq!(String::from_utf8_lossy(r), want, "a reply reached the wrong request");
+                }
+                r.is_ok()
+            }));
+        }
+        let (mut ok, mut failed) = (0, 0);
+        for t in tasks {
+            if t.await.unwrap() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed, conn.is_closed())
+    }
+
+    #[tokio::test]
+    async fn tagged_replies_in_any_order_reach_their_own_requests() {
+        let (ok, failed, closed) = run_tagged(Peer::Reversed).await;
+        assert_eq!((ok, failed, closed), (300, 0, false));
+    }
+
+    #[tokio::test]
+    async fn a_reply_out_of_step_closes_the_connection_and_fails_only_what_was_in_flight() {
+        for how in [
+            Peer::UnknownTagAfter(40),
+            Peer::UntaggedAfter(40),
+            Peer::GarbageAfter(40),
+        ] {
+            let (ok, failed, closed) = run_tagged(how).await;
+            assert!(closed, "the connection stays open after a reply out of step");
+            assert!(ok >= 39, "only {ok} answered before the bad reply");
+            assert!(failed > 0, "nothing failed");
+            assert_eq!(ok + failed, 300);
         }
     }
 

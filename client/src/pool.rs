@@ -22,7 +22,8 @@ pub struct NodePool {
     next: AtomicUsize,
     connect_timeout: Duration,
     /// Makes the request sent first on every new connection; the reply must be `OK`
-    /// (a node marks, and authenticates, its connections to peers this way).
+    /// (a node marks, and authenticates, its connections to peers this way). The
+    /// requests after it are tagged ([`NodeConn::tag_replies`]).
     hello: Option<Arc<dyn Fn() -> Bytes + Send + Sync>>,
 }
 
@@ -70,6 +71,8 @@ impl NodePool {
                 c.close();
                 return Err(Error::Server(String::from_utf8_lossy(&reply).trim_end().to_string()));
             }
+            // A peer connection: every later reply is checked against its request's tag.
+            c.tag_replies();
         }
         if let Ok(mut slot) = self.slots[i].lock() {
             *slot = Some(c.clone());

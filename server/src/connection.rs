@@ -6,22 +6,17 @@
 //! output buffer is flushed whenever it passes [`FLUSH_AT`], and a client that does
 //! not read its replies blocks that flush, which stops this loop from reading more.
 //!
-//! On a peer connection (opened with `rc_peer`), `rc_ring <version>` fences the
-//! request that follows it: that request is read but not run, and answered with
-//! `SERVER_ERROR ring mismatch <this node's version>`, unless this node's ring (looked
-//! at again if the batch's copy differs) has that version. The check is against the
-//! current ring, never only the batch's copy: a batch can run for a while (a write
-//! waits for its replicas) and the ring may change meanwhile. A replication
-//! (`rc_set`, `rc_del`) is also checked after it is applied; if the ring changed
-//! meanwhile it is answered `SERVER_ERROR ring changing` (applied, but the write must
-//! not be acknowledged: the ring change's hand-off may have scanned the store before
-//! it arrived, so the key's new owners may never get it).
+//! A client's requests run one after another, each finished before the next starts,
+//! so a client that pipelines `set k` then `get k` reads its own write, wherever `k`
+//! lives. A connection that opens with an accepted `rc_peer` is a peer's: it is served
+//! from then on by [`crate::peer_connection`], which runs requests concurrently. Every
+//! other `rc_*` command answers `ERROR` here, like any unknown command.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use ringcache_protocol::text::peer::{encode_ring_mismatch, PeerRequest};
+use ringcache_protocol::text::peer::PeerRequest;
 use ringcache_protocol::text::{parse_request, response, GetKind, GetRequest, Limits, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,13 +45,12 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     let mut counters = Counters::default();
     // Bytes still to discard from a refused data block.
     let mut swallow: u64 = 0;
-    // Set by `rc_peer`: requests run here and are never forwarded again.
+    // Set by an accepted `rc_peer`: the rest of the connection is a peer's.
     let mut from_peer = false;
-    // Set by `rc_ring` on a peer connection: the ring version the sender placed the
-    // next request with. That request runs only if this node's ring is the same.
-    let mut fence: Option<u64> = None;
     // One shutdown future for the connection's life, not a new one per read.
-    let stopping = shutdown.changed();
+    let stopping = async move {
+        let _ = shutdown.changed().await;
+    };
     tokio::pin!(stopping);
     'conn: loop {
         if rbuf.capacity() - rbuf.len() < 1024 {
@@ -72,7 +66,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         counters.bytes_read += n as u64;
         let now = unix_now();
         // One look at the ring per batch (an `Arc` clone), not per request.
-        let mut view = node.cluster.as_ref().map(|c| c.ring());
+        let view = node.cluster.as_ref().map(|c| c.ring());
         if let (Some(cluster), Some(view)) = (&node.cluster, &view) {
             if view.ring.len() > 1 {
                 cluster.check_thawed(now);
@@ -89,32 +83,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 }
             }
             let parsed = parse_request(&mut rbuf, &limits);
-            // The ring version the request about to run was fenced with, if any.
-            let mut fenced: Option<u64> = None;
-            match (&parsed, fence) {
-                (Ok(Some(Request::Peer(PeerRequest::Ring { .. }))) | Ok(None), _) | (_, None) => {}
-                (Ok(Some(_)) | Err(_), Some(want)) => {
-                    fence = None;
-                    if !same_ring(&node, &mut view, want) {
-                        // Read but not run: the sender places keys differently.
-                        if let Some(cluster) = &node.cluster {
-                            cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
-                            encode_ring_mismatch(cluster.ring_version(), &mut out);
-                        }
-                        if let Err(e) = &parsed {
-                            swallow = e.swallow;
-                            if e.close {
-                                break;
-                            }
-                        }
-                        continue;
-                    }
-                    fenced = Some(want);
-                }
-            }
             match parsed {
-                Ok(Some(Request::Peer(PeerRequest::Ring { version }))) if from_peer => fence = Some(version),
-                Ok(Some(Request::Get(get))) if local_gets(&node, view.as_deref(), from_peer, &get) => {
+                Ok(Some(Request::Get(get))) if local_gets(&node, view.as_deref(), &get) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
                         if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
@@ -134,29 +104,20 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         debug!(peer = %String::from_utf8_lossy(&name), "peer connection");
                         from_peer = true;
                         out.put_slice(response::OK);
+                        break 'conn;
                     } else {
                         counters.auth_errors += 1;
                         out.put_slice(b"CLIENT_ERROR authentication failed\r\n");
                     }
                 }
-                Ok(Some(Request::Peer(_))) if !from_peer => out.put_slice(response::ERROR),
+                Ok(Some(Request::Peer(_))) => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {
-                    let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
-                    let before = out.len();
                     let flow = match (&node.cluster, &view) {
                         (Some(cluster), Some(view)) => {
-                            router::handle(&node, cluster, view, req, from_peer, now, &mut counters, &mut out).await
+                            router::handle(&node, cluster, view, req, false, now, &mut counters, &mut out).await
                         }
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
-                    if let (true, Some(want), Some(cluster)) = (replication, fenced, &node.cluster) {
-                        if cluster.ring_version() != want {
-                            // Applied, but the ring changed around it: not to be acknowledged.
-                            cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
-                            out.truncate(before);
-                            out.put_slice(router::RING_CHANGING);
-                        }
-                    }
                     if flow == Flow::Close {
                         close = true;
                         break;
@@ -185,44 +146,25 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         node.stats.totals.absorb(&mut counters);
     }
     node.stats.totals.absorb(&mut counters);
+    if from_peer {
+        crate::peer_connection::serve(node.clone(), sock, rbuf, out, stopping).await;
+    }
     node.stats.curr_connections.fetch_sub(1, Relaxed);
 }
 
-/// Whether this node's current ring has version `want`. The batch's `view` may be
-/// older (the ring can change while a batch runs); when it differs from the current
-/// ring, the current one replaces it for the rest of the batch.
-fn same_ring(node: &Node, view: &mut Option<Arc<RingView>>, want: u64) -> bool {
-    let Some(cluster) = &node.cluster else {
-        return false;
-    };
-    if view.as_ref().is_some_and(|v| v.version == want) && cluster.ring_version() == want {
-        return true;
-    }
-    let now = cluster.ring();
-    let same = now.version == want;
-    *view = Some(now);
-    same
-}
-
 /// Whether a retrieval can run entirely here, key by key with flushes in between
-/// (so a huge multi-get never builds a huge reply): true on a peer connection, on a
-/// cluster of one, and when this node is the primary of every key (and the command
-/// does not touch, which would have to update the replicas).
-fn local_gets(node: &Node, view: Option<&RingView>, from_peer: bool, get: &GetRequest) -> bool {
+/// (so a huge multi-get never builds a huge reply): true on a cluster of one, and when
+/// this node is the primary of every key (and the command does not touch, which would
+/// have to update the replicas).
+fn local_gets(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool {
     let (Some(cluster), Some(view)) = (&node.cluster, view) else {
         return true;
     };
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
         return false;
     }
-    if cluster.joining() && !from_peer {
+    if cluster.joining() || cluster.repairing() {
         return false;
-    }
-    if cluster.repairing() {
-        return false;
-    }
-    if from_peer {
-        return true;
     }
     view.ring.len() <= 1 || get.keys.iter().all(|k| view.ring.primary(&k) == view.me)
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: command-line flags.
 //! - [`server`]: the listener, connection limits and graceful shutdown.
 //! - [`connection`]: the per-connection read → parse → execute → write loop.
+//! - [`peer_connection`]: a peer's connection: requests run concurrently, replies in order.
 //! - [`exec`]: what each command does and answers (classic in `exec`, meta in `exec::meta`).
 //! - [`storage`]: the sharded, memory-bounded store with eviction and expiry.
 //! - [`stats`] and [`stats_report`]: counters and the text of `stats`.
@@ -15,6 +16,7 @@ pub mod connection;
 pub mod exec;
 pub mod membership;
 pub mod node;
+pub mod peer_connection;
 pub mod router;
 pub mod secret;
 pub mod server;

@@ -50,7 +50,9 @@ use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::ring::NodeIdx;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaRequest};
-use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
+use ringcache_protocol::text::peer::{
+    encode_ring_mismatch, is_ring_mismatch, parse_peer_value, PeerRequest, PeerValue,
+};
 use ringcache_protocol::text::{response, GetKind, GetRequest, Keys, Request};
 use tokio::time::Instant;
 
@@ -471,23 +473,29 @@ async fn repair_from(
         }));
     }
     let mut complete = true;
-    let mut newest: Option<(Bytes, u32, u64, u32)> = None;
+    let mut newest: Option<PeerValue> = None;
     for t in tasks {
         let Ok(Ok(reply)) = t.await else {
             complete = false;
             continue;
         };
-        match peer_version(&reply) {
-            Some(found) => {
-                if newest.as_ref().is_none_or(|n| found.2 > n.2) {
+        match parse_peer_value(&reply, key) {
+            Ok(Some(found)) => {
+                if newest.as_ref().is_none_or(|n| found.cas > n.cas) {
                     newest = Some(found);
                 }
             }
-            None if &reply[..] == response::END => {}
-            None => complete = false,
+            Ok(None) => {}
+            Err(_) => complete = false,
         }
     }
-    let Some((value, flags, cas, exptime)) = newest else {
+    let Some(PeerValue {
+        value,
+        flags,
+        cas,
+        exptime,
+    }) = newest
+    else {
         return complete;
     };
     if node
@@ -526,26 +534,6 @@ fn owner_addrs(view: &RingView, key: &[u8], with_previous: bool) -> Vec<SocketAd
         }
     }
     addrs
-}
-
-/// The version in an `rc_get` reply: (value, flags, CAS, exptime); `None` for a miss
-/// or a malformed reply.
-fn peer_version(reply: &Bytes) -> Option<(Bytes, u32, u64, u32)> {
-    let nl = memchr::memchr(b'\n', reply)?;
-    let line = std::str::from_utf8(reply[..nl].strip_suffix(b"\r")?).ok()?;
-    let f: Vec<&str> = line.split(' ').collect();
-    if f.len() != 6 || f[0] != "VALUE" {
-        return None;
-    }
-    let len: usize = f[3].parse().ok()?;
-    let start = nl + 1;
-    let value = reply.get(start..start + len)?;
-    Some((
-        reply.slice_ref(value),
-        f[2].parse().ok()?,
-        f[4].parse().ok()?,
-        f[5].parse().ok()?,
-    ))
 }
 
 /// Applies this node's current state of `key` to the key's other owners, fenced with

@@ -79,6 +79,7 @@ const DICTIONARY: &[&[u8]] = &[
     b"rc_del ",
     b"rc_get ",
     b"rc_ring ",
+    b"rc_id ",
     b" noreply",
     b"\r\n",
     b"\n",
@@ -156,6 +157,8 @@ impl Target for RequestTarget {
             "rc_del k 7\r\n".into(),
             "rc_get k\r\n".into(),
             "rc_ring 18446744073709551615\r\nrc_set k 0 0 7 3\r\nabc\r\n".into(),
+            "rc_id 7\r\nrc_set aGFzIHNwYWNl 0 0 7 3 b\r\nabc\r\n".into(),
+            "rc_get AA== b\r\nrc_del DQo= 9 b\r\n".into(),
             format!("get {k250}\r\n"),
             format!("set {k250} 0 0 1\r\nx\r\n"),
             "set k 0 0 -1\r\n".into(),
@@ -371,11 +374,15 @@ fn check_keys(req: &Request) -> Result<(), String> {
         Request::Delete { key, .. } | Request::Arith { key, .. } | Request::Touch { key, .. } => {
             classic_key("delete/arith/touch", key)
         }
+        // Peer keys may hold any byte (base64 on the wire), but never none or too many.
         Request::Peer(PeerRequest::Set { key, .. } | PeerRequest::Del { key, .. } | PeerRequest::Get { key }) => {
-            classic_key("rc_*", key)
+            if key.is_empty() || key.len() > KEY_MAX_LEN {
+                return Err(format!("rc_* accepted a bad key {}", show(key)));
+            }
+            Ok(())
         }
         Request::Meta(m) => meta_key(m),
-        Request::Peer(PeerRequest::Hello { .. } | PeerRequest::Ring { .. })
+        Request::Peer(PeerRequest::Hello { .. } | PeerRequest::Ring { .. } | PeerRequest::Id { .. })
         | Request::FlushAll { .. }
         | Request::Version
         | Request::Verbosity { .. }

@@ -31,6 +31,10 @@ pub enum FrameError {
     Malformed,
     #[error("reply line longer than {0} bytes")]
     LineTooLong(usize),
+    /// The reply is not the one the request in line expects (its `rc_id` tag, or the
+    /// key it asked for, is not there): the two ends disagree on where replies begin.
+    #[error("reply out of step with its request")]
+    OutOfStep,
 }
 
 /// Longest reply line accepted (a `VALUE` header with a 250-byte key is far shorter).

@@ -397,7 +397,7 @@ fn plan(line: &[u8], limits: &Limits) -> Plan {
         b"touch" => touch(line, i),
         [b'm', b'g' | b's' | b'n' | b'd' | b'a' | b'e'] => Plan::Meta { start },
         b"topology" => Plan::Plain(Request::Topology),
-        b"rc_peer" | b"rc_set" | b"rc_del" | b"rc_get" | b"rc_ring" => Plan::Peer { start },
+        b"rc_peer" | b"rc_set" | b"rc_del" | b"rc_get" | b"rc_ring" | b"rc_id" => Plan::Peer { start },
         b"flush_all" => flush_all(line, i),
         b"version" => Plan::Plain(Request::Version),
         b"verbosity" => verbosity(line, i),

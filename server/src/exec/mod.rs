@@ -7,7 +7,7 @@
 pub mod meta;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::peer::{encode_peer_value, PeerRequest, PeerValue};
 use ringcache_protocol::text::response::{self, write_number, write_value};
 use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Limits, Request, StoreMode, StoreRequest};
 
@@ -119,9 +119,9 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
 fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
     match req {
         PeerRequest::Hello { .. } => out.put_slice(response::OK),
-        // The connection holds the fence for the next request (see
-        // `connection::serve`); it has no reply of its own.
-        PeerRequest::Ring { .. } => {}
+        // The peer connection holds the fence and the tag for the next request (see
+        // `peer_connection`); neither has a reply of its own.
+        PeerRequest::Ring { .. } | PeerRequest::Id { .. } => {}
         PeerRequest::Set {
             key,
             flags,
@@ -140,23 +140,14 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
         }
         PeerRequest::Get { key } => {
             let found = node.store.with(&key, now, |slot| {
-                slot.get().map(|i| (i.value.clone(), i.flags, i.cas, i.exptime))
+                slot.get().map(|i| PeerValue {
+                    value: i.value.clone(),
+                    flags: i.flags,
+                    cas: i.cas,
+                    exptime: i.exptime,
+                })
             });
-            if let Some((value, flags, cas, exptime)) = found {
-                // VALUE <key> <flags> <bytes> <cas> <exptime>: a VALUE line with the
-                // absolute expiry after the CAS.
-                let mut num = itoa::Buffer::new();
-                out.put_slice(b"VALUE ");
-                out.put_slice(&key);
-                for n in [u64::from(flags), value.len() as u64, cas, u64::from(exptime)] {
-                    out.put_u8(b' ');
-                    out.put_slice(num.format(n).as_bytes());
-                }
-                out.put_slice(b"\r\n");
-                out.put_slice(&value);
-                out.put_slice(b"\r\n");
-            }
-            out.put_slice(response::END);
+            encode_peer_value(&key, found.as_ref(), out);
         }
         PeerRequest::Del { key, cas } => {
             node.store.observe_cas(cas);

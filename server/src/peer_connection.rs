@@ -1,0 +1,368 @@
+//! One connection from a peer (opened with `rc_peer`): requests run concurrently, and
+//! each is answered as soon as it is done, behind its request's tag.
+//!
+//! A peer connection carries requests from many of the sender's clients at once:
+//! writes forwarded to this node as their primary, replications of writes this node
+//! does not own, read repairs, hand-offs. They are independent of each other, and some
+//! of them wait on other nodes (a forwarded write waits for its replicas). Run one at a
+//! time, as a client's requests are, they would wait on each other across nodes: node
+//! A's forwarded write waits for its replication to B while B's connection to A waits
+//! on B's own forwarded write, which waits for its replication to A, queued behind
+//! the first; nothing moves until the peer timeout. So every request starts as soon as
+//! it is read, up to [`MAX_IN_FLIGHT`] at once, and its reply is written as soon as
+//! it is ready, behind `RI <id>` (the request was tagged `rc_id <id>`; the sender
+//! matches replies by id). A request that must wait never holds up the others on its
+//! connection, nor their replies (answered in order, a finished replication's reply
+//! would wait behind a forwarded write that waits on the other node, and the cycle
+//! would be back): the cluster has no wait-for cycle whatever the load. An untagged
+//! request (a person with telnet) is answered in order: it runs once everything before
+//! it has been answered, and nothing after it is read until it is done.
+//!
+//! Ordering between requests is the sender's business: a client connection sends its
+//! next request only after the previous one is answered (see `connection`), so one
+//! client's requests never overtake each other here.
+//!
+//! `rc_ring <version>` fences the request that follows it: that request is read but
+//! not run, and answered `SERVER_ERROR ring mismatch <this node's version>`, unless this
+//! node's current ring has that version. The check happens when the request is read
+//! (against the current ring, never an older copy). A replication (`rc_set`,
+//! `rc_del`) is also checked after it is applied; if the ring changed meanwhile it is
+//! answered `SERVER_ERROR ring changing` (applied, but the write must not be
+//! acknowledged: the ring change's hand-off may have scanned the store before it
+//! arrived, so the key's new owners may never get it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use ringcache_protocol::text::peer::{encode_reply_tag, encode_ring_mismatch, PeerRequest};
+use ringcache_protocol::text::{parse_request, Limits, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+
+use crate::cluster::RingView;
+use crate::exec::{self, Flow};
+use crate::node::{unix_now, Node};
+use crate::router;
+use crate::stats::Counters;
+
+/// How many requests of one peer connection may run at once; past it, the connection
+/// reads no more until some finish (the sender's requests then wait in its queue).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Initial capacity of the read buffer.
+const READ_BUF: usize = 16 * 1024;
+/// Write the replies gathered so far once they pass this many bytes.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// A request's reply, with what it did to the counters.
+struct Answer {
+    out: BytesMut,
+    counters: Counters,
+    tag: Option<u64>,
+    close: bool,
+}
+
+type Running = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// Serves a peer's connection until it closes, breaks framing, or `stop` resolves.
+/// `rbuf` holds what was read after `rc_peer`; `out` what is still to be written.
+pub async fn serve(
+    node: Arc<Node>,
+    sock: TcpStream,
+    mut rbuf: BytesMut,
+    mut out: BytesMut,
+    stop: impl Future<Output = ()>,
+) {
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
+    let (mut rd, mut wr) = sock.into_split();
+    let mut counters = Counters::default();
+    let mut reader = Reader::default();
+    let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
+    // An untagged request: it runs once everything before it has been answered.
+    let mut barrier: Option<Running> = None;
+    let mut closing = false;
+    tokio::pin!(stop);
+    'conn: loop {
+        // Start every complete request read so far.
+        if !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT {
+            let now = unix_now();
+            let mut view = node.cluster.as_ref().map(|c| c.ring());
+            if let (Some(cluster), Some(view)) = (&node.cluster, &view) {
+                if view.ring.len() > 1 && !rbuf.is_empty() {
+                    cluster.check_thawed(now);
+                }
+            }
+            while running.len() < MAX_IN_FLIGHT && out.len() < FLUSH_AT {
+                let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) else {
+                    break;
+                };
+                let tagged = step.tag().is_some();
+                let mut fut = match step {
+                    Step::Run { req, tag, fenced } => start(node.clone(), view.clone(), req, tag, fenced, now),
+                    Step::Answered { out, tag, close } => Box::pin(std::future::ready(Answer {
+                        out,
+                        counters: Counters::default(),
+                        tag,
+                        close,
+                    })),
+                };
+                if !tagged {
+                    barrier = Some(fut);
+                    break;
+                }
+                // Most requests need no other node: answer them at once.
+                match fut.as_mut().now_or_never() {
+                    Some(answer) => {
+                        if take(&node, answer, &mut out) {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    None => running.push(fut),
+                }
+            }
+            if reader.broken {
+                closing = true;
+            }
+        }
+        // Every answer that is ready, in the order they finished.
+        while let Some(Some(answer)) = running.next().now_or_never() {
+            if take(&node, answer, &mut out) {
+                closing = true;
+            }
+        }
+        if running.is_empty() {
+            if let Some(fut) = barrier.take() {
+                let answer = fut.await;
+                if take(&node, answer, &mut out) {
+                    closing = true;
+                }
+                continue 'conn;
+            }
+        }
+        if !out.is_empty() {
+            if write(&mut wr, &mut out, &mut counters).await.is_err() {
+                break 'conn;
+            }
+            node.stats.totals.absorb(&mut counters);
+        }
+        if closing && running.is_empty() && barrier.is_none() {
+            break;
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(READ_BUF);
+        }
+        let may_read = !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            r = rd.read_buf(&mut rbuf), if may_read => match r {
+                Ok(0) | Err(_) => closing = true,
+                Ok(n) => counters.bytes_read += n as u64,
+            },
+            answer = running.next(), if !running.is_empty() => {
+                if let Some(answer) = answer {
+                    if take(&node, answer, &mut out) {
+                        closing = true;
+                    }
+                }
+            }
+            _ = &mut stop => break 'conn,
+        }
+    }
+    let _ = wr.shutdown().await;
+    node.stats.totals.absorb(&mut counters);
+}
+
+/// Appends an answer (behind its tag) to `out`; true if the connection must close
+/// after it.
+fn take(node: &Node, mut answer: Answer, out: &mut BytesMut) -> bool {
+    if let Some(id) = answer.tag {
+        encode_reply_tag(id, out);
+    }
+    out.put_slice(&answer.out);
+    node.stats.totals.absorb(&mut answer.counters);
+    answer.close
+}
+
+async fn write(wr: &mut OwnedWriteHalf, out: &mut BytesMut, c: &mut Counters) -> std::io::Result<()> {
+    wr.write_all(out).await?;
+    c.bytes_written += out.len() as u64;
+    out.clear();
+    Ok(())
+}
+
+/// Starts one request as a future that owns everything it needs.
+fn start(
+    node: Arc<Node>,
+    view: Option<Arc<RingView>>,
+    req: Request,
+    tag: Option<u64>,
+    fenced: Option<u64>,
+    now: u32,
+) -> Running {
+    Box::pin(async move {
+        let mut out = BytesMut::new();
+        let mut counters = Counters::default();
+        let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
+        let flow = match (&node.cluster, &view) {
+            (Some(cluster), Some(view)) => {
+                let flow = router::handle(&node, cluster, view, req, true, now, &mut counters, &mut out).await;
+                if let (true, Some(want)) = (replication, fenced) {
+                    if cluster.ring_version() != want {
+                        // Applied, but the ring changed around it: not to be acknowledged.
+                        cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
+                        out.clear();
+                        out.put_slice(router::RING_CHANGING);
+                    }
+                }
+                flow
+            }
+            _ => exec::execute(&node, req, now, &mut counters, &mut out),
+        };
+        Answer {
+            out,
+            counters,
+            tag,
+            close: flow == Flow::Close,
+        }
+    })
+}
+
+/// What the reader found next on the connection. (Not boxed: one lives at a time,
+/// and it is moved straight into the request's future.)
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// A request to run (fenced with this ring version, if it was).
+    Run {
+        req: Request,
+        tag: Option<u64>,
+        fenced: Option<u64>,
+    },
+    /// A request answered without running anything: a refusal or a parse error.
+    Answered {
+        out: BytesMut,
+        tag: Option<u64>,
+        close: bool,
+    },
+}
+
+impl Step {
+    fn tag(&self) -> Option<u64> {
+        match self {
+            Step::Run { tag, .. } | Step::Answered { tag, .. } => *tag,
+        }
+    }
+}
+
+/// Splits a peer connection's byte stream into requests, with the `rc_id` and
+/// `rc_ring` prefixes that apply to each.
+#[derive(Default)]
+struct Reader {
+    /// Bytes still to discard from a refused data block.
+    swallow: u64,
+    /// From `rc_id`: the tag of the next request's reply.
+    tag: Option<u64>,
+    /// From `rc_ring`: the ring version the sender placed the next request with.
+    fence: Option<u64>,
+    /// Framing is lost (a parse error that closes the connection).
+    broken: bool,
+}
+
+impl Reader {
+    /// The next request in `rbuf`, `None` until one is complete.
+    fn next(
+        &mut self,
+        node: &Node,
+        view: &mut Option<Arc<RingView>>,
+        rbuf: &mut BytesMut,
+        limits: &Limits,
+        now: u32,
+    ) -> Option<Step> {
+        loop {
+            if self.broken {
+                return None;
+            }
+            if self.swallow > 0 {
+                let d = self.swallow.min(rbuf.len() as u64);
+                rbuf.advance(d as usize);
+                self.swallow -= d;
+                if self.swallow > 0 {
+                    return None;
+                }
+            }
+            let parsed = parse_request(rbuf, limits);
+            match parsed {
+                Ok(None) => return None,
+                Ok(Some(Request::Peer(PeerRequest::Id { id }))) => self.tag = Some(id),
+                Ok(Some(Request::Peer(PeerRequest::Ring { version }))) => self.fence = Some(version),
+                Ok(Some(req)) => {
+                    let tag = self.tag.take();
+                    let fenced = self.fence.take();
+                    if let Some(want) = fenced {
+                        if !same_ring(node, view, want) {
+                            return Some(self.refuse(node, tag));
+                        }
+                    }
+                    return Some(Step::Run { req, tag, fenced });
+                }
+                Err(e) => {
+                    let tag = self.tag.take();
+                    self.swallow = e.swallow;
+                    self.broken = e.close;
+                    if let Some(want) = self.fence.take() {
+                        if !same_ring(node, view, want) {
+                            return Some(self.refuse(node, tag));
+                        }
+                    }
+                    if let Some(key) = &e.unlink {
+                        node.store.with(key, now, |slot| slot.remove());
+                    }
+                    let mut out = BytesMut::new();
+                    out.put_slice(e.reply);
+                    return Some(Step::Answered {
+                        out,
+                        tag,
+                        close: e.close,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The answer to a request fenced with a ring this node does not have: read, not
+    /// run (closing the connection after it if its framing was lost).
+    fn refuse(&self, node: &Node, tag: Option<u64>) -> Step {
+        let mut out = BytesMut::new();
+        if let Some(cluster) = &node.cluster {
+            cluster.stats.ring_mismatches.fetch_add(1, Relaxed);
+            encode_ring_mismatch(cluster.ring_version(), &mut out);
+        }
+        Step::Answered {
+            out,
+            tag,
+            close: self.broken,
+        }
+    }
+}
+
+/// Whether this node's current ring has version `want`. The batch's `view` may be
+/// older (the ring can change while a batch is read); when it differs from the current
+/// ring, the current one replaces it for the rest of the batch.
+fn same_ring(node: &Node, view: &mut Option<Arc<RingView>>, want: u64) -> bool {
+    let Some(cluster) = &node.cluster else {
+        return false;
+    };
+    if view.as_ref().is_some_and(|v| v.version == want) && cluster.ring_version() == want {
+        return true;
+    }
+    let now = cluster.ring();
+    let same = now.version == want;
+    *view = Some(now);
+    same
+}
