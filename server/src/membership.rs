@@ -565,4 +565,46 @@ mod tests {
         assert!(BincodeCodec.decode_member(&b"\xff\xff\xff"[..]).is_err());
         assert!(BincodeCodec.decode_header(&b""[..]).is_err());
     }
+
+    /// The wire format, byte for byte: a fixed header (with a member identity in its
+    /// message) and a fixed member update (these bytes must never change).
+    #[test]
+    fn golden_header_and_member() {
+        use foca::{Codec, Message, State};
+        let id = |name: &str, port: u16, incarnation| {
+            NodeIdentity(NodeId {
+                name: name.into(),
+                gossip: format!("127.0.0.1:{port}").parse().unwrap(),
+                client: format!("[::1]:{}", port + 1).parse().unwrap(),
+                incarnation,
+            })
+        };
+        let header = Header {
+            src: id("a", 7000, 1_700_000_000_000),
+            src_incarnation: 3,
+            dst: id("b", 7002, 5),
+            message: Message::PingReq {
+                target: id("c", 7004, 9),
+                probe_number: 42,
+            },
+        };
+        let mut buf = Vec::new();
+        BincodeCodec.encode_header(&header, &mut buf).unwrap();
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&buf),
+            "0161007f000001fb581b0100000000000000000000000000000001fb591bfd0068e5cf8b01000003\
+             0162007f000001fb5a1b0100000000000000000000000000000001fb5b1b05\
+             020163007f000001fb5c1b0100000000000000000000000000000001fb5d1b092a"
+        );
+        assert_eq!(BincodeCodec.decode_header(&buf[..]).unwrap(), header);
+        let member = Member::new(id("d", 7006, u64::MAX), 7, State::Suspect);
+        let mut buf = Vec::new();
+        BincodeCodec.encode_member(&member, &mut buf).unwrap();
+        assert_eq!(
+            hex(&buf),
+            "0164007f000001fb5e1b0100000000000000000000000000000001fb5f1bfdffffffffffffffff0701"
+        );
+        assert_eq!(BincodeCodec.decode_member(&buf[..]).unwrap(), member);
+    }
 }

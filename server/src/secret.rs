@@ -60,12 +60,16 @@ impl ClusterKey {
 
     /// Encrypts and authenticates one gossip packet.
     pub fn seal(&self, packet: &[u8]) -> Vec<u8> {
-        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        self.seal_with_nonce(&ChaCha20Poly1305::generate_nonce(&mut OsRng), packet)
+    }
+
+    /// [`ClusterKey::seal`] under a given nonce (which must never repeat for a key).
+    fn seal_with_nonce(&self, nonce: &Nonce, packet: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(packet.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(nonce);
         // Encryption of an in-memory buffer cannot fail (only absurd lengths could).
         if let Ok(ct) = self.gossip.encrypt(
-            &nonce,
+            nonce,
             Payload {
                 msg: packet,
                 aad: GOSSIP_AAD,
@@ -163,5 +167,24 @@ mod tests {
         assert!(!ClusterKey::from_secret("t").check_peer_proof(b"n1", now, proof.as_bytes(), now));
         assert!(!a.check_peer_proof(b"n1", now, b"zz", now));
         assert!(!a.check_peer_proof(b"n1", now, &[b'g'; 64], now));
+    }
+
+    /// The wire format, byte for byte: a packet sealed under a fixed nonce, and a
+    /// peer proof, both from a fixed secret (these bytes must never change).
+    #[test]
+    fn golden_sealed_packet_and_peer_proof() {
+        let key = ClusterKey::from_secret("golden secret");
+        let nonce = Nonce::from_slice(b"0123456789ab");
+        let sealed = key.seal_with_nonce(nonce, b"hello gossip");
+        let hex: String = sealed.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "30313233343536373839616287caadc187d7e9459bfec285f2b8e0c29312912cc18260c84a90a9b1"
+        );
+        assert_eq!(key.open(&sealed).as_deref(), Some(&b"hello gossip"[..]));
+        assert_eq!(
+            key.peer_proof(b"node-1", 1_800_000_000),
+            "0f3f6b7e173771ffb08bcfcde3296540a18be4f5b4dcbd14d0139b1745b4f97c"
+        );
     }
 }
