@@ -52,7 +52,7 @@ else
     cargo test --workspace --no-fail-fast || failed+=("tests")
 fi
 
-# --- fuzzing (bounded): each target ~12 s, about a minute in all; any finding fails ---
+# --- fuzzing (bounded): each target ~12 s, a little over a minute in all; any finding fails ---
 # Longer runs and replaying a finding: docs/FUZZING.md.
 log "fuzzing the decoders (bounded)"
 fuzz_seed="${RINGCACHE_FUZZ_SEED:-$(date +%s)}"

@@ -18,7 +18,7 @@
 //!
 //! # Layout
 //! - [`runner`]: the loop (time budget, seed, corpus, findings);
-//! - [`targets`]: `request`, `response`, `meta_response`, `topology`, `gossip`;
+//! - [`targets`]: `request`, `response`, `meta_response`, `topology`, `gossip`, `seal`;
 //! - [`mutate`], [`rng`], [`alloc`]: the machinery.
 
 pub mod alloc;

@@ -1,7 +1,7 @@
 //! Wire types shared by nodes and clients: a node's identity and the topology view.
 //!
-//! [`NodeId`] travels inside every gossip packet (serde, encoded with bincode by the
-//! server's gossip codec). The topology view a client downloads is text (see
+//! [`NodeId`] travels inside every gossip packet (serde, encoded with bincode by
+//! [`crate::gossip::BincodeCodec`]). The topology view a client downloads is text (see
 //! `docs/PROTOCOL.md`), so a person with telnet can read it too: [`Topology`] holds it,
 //! [`Topology::encode`] writes it and [`Topology::parse`] reads it back.
 

@@ -16,7 +16,10 @@
 //! holds from before (which may have been overwritten or deleted elsewhere meanwhile)
 //! is dropped.
 //!
-//! Packets are `Header` + updates encoded with bincode (serde), see [`BincodeCodec`].
+//! What goes on the wire is `ringcache_protocol::gossip`: the packets (foca's
+//! `Header` + updates, encoded by [`BincodeCodec`], at most [`MAX_PACKET`] bytes), the
+//! identity type ([`NodeIdentity`]) and, with a cluster secret, the sealed envelope
+//! each packet travels in (see [`crate::secret`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -26,95 +29,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
-use foca::{AccumulatingRuntime, Config as FocaConfig, Foca, Header, Identity, Member, OwnedNotification, Timer};
+use foca::{AccumulatingRuntime, Config as FocaConfig, Foca, OwnedNotification, Timer};
 use foca_rand::rngs::SmallRng;
 use foca_rand::SeedableRng;
 use ringcache_protocol::cluster::{MemberState, NodeId};
+use ringcache_protocol::gossip::{unix_millis, BincodeCodec, ClusterKey, NodeIdentity, MAX_PACKET};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::secret::ClusterKey;
-
-/// Largest gossip packet we send or accept.
-const MAX_PACKET: usize = 1400;
-
 /// How often a node with no peers re-announces itself to its seeds.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
-
-impl Identity for NodeIdentity {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        let mut next = self.0.clone();
-        next.incarnation = next.incarnation.wrapping_add(1).max(now_millis());
-        Some(NodeIdentity(next))
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.0.gossip
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.0.incarnation > adversary.0.incarnation
-    }
-}
-
-/// [`NodeId`] as foca's identity (the orphan rule keeps the impl on a local type).
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct NodeIdentity(pub NodeId);
-
-impl std::fmt::Debug for NodeIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// foca's wire codec over `bincode::serde` (foca 2 ships only a postcard codec).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BincodeCodec;
-
-/// A gossip packet that does not decode.
-#[derive(Debug, thiserror::Error)]
-pub enum CodecError {
-    #[error("encode: {0}")]
-    Encode(#[from] bincode::error::EncodeError),
-    #[error("decode: {0}")]
-    Decode(#[from] bincode::error::DecodeError),
-}
-
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_PACKET>()
-}
-
-impl foca::Codec<NodeIdentity> for BincodeCodec {
-    type Error = CodecError;
-
-    fn encode_header(&mut self, header: &Header<NodeIdentity>, buf: impl BufMut) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(header, &mut buf.writer(), bincode_config())?;
-        Ok(())
-    }
-
-    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<NodeIdentity>, CodecError> {
-        let (header, used) = bincode::serde::decode_from_slice(buf.chunk(), bincode_config())?;
-        buf.advance(used);
-        Ok(header)
-    }
-
-    fn encode_member(&mut self, member: &Member<NodeIdentity>, buf: impl BufMut) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(member, &mut buf.writer(), bincode_config())?;
-        Ok(())
-    }
-
-    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<NodeIdentity>, CodecError> {
-        let (member, used) = bincode::serde::decode_from_slice(buf.chunk(), bincode_config())?;
-        buf.advance(used);
-        Ok(member)
-    }
-}
 
 /// Gossip settings (from the command line).
 #[derive(Debug, Clone)]
@@ -202,7 +128,7 @@ impl Membership {
             name: cfg.name.clone(),
             gossip: local_addr,
             client: cfg.client_addr,
-            incarnation: now_millis(),
+            incarnation: unix_millis(),
         };
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(
             me.clone(),
@@ -214,7 +140,7 @@ impl Membership {
             foca: Foca::new(
                 NodeIdentity(me),
                 foca_config(&cfg),
-                SmallRng::seed_from_u64(now_millis() ^ u64::from(std::process::id())),
+                SmallRng::seed_from_u64(unix_millis() ^ u64::from(std::process::id())),
                 BincodeCodec,
             ),
             runtime: AccumulatingRuntime::new(),
@@ -396,7 +322,7 @@ impl Task {
             let sealed;
             let data: &[u8] = match &self.key {
                 Some(key) => {
-                    sealed = key.seal(&data);
+                    sealed = crate::secret::seal(key, &data);
                     &sealed
                 }
                 None => &data,
@@ -479,13 +405,6 @@ fn seed_identity(addr: SocketAddr) -> NodeIdentity {
     })
 }
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,23 +465,5 @@ mod tests {
             left_at.elapsed()
         );
         assert_ne!(a.view().version, versions[0]);
-    }
-
-    #[test]
-    fn the_codec_round_trips_and_rejects_garbage() {
-        use foca::Codec;
-        let id = NodeIdentity(NodeId {
-            name: "n1".into(),
-            gossip: "127.0.0.1:7000".parse().unwrap(),
-            client: "127.0.0.1:11211".parse().unwrap(),
-            incarnation: 7,
-        });
-        let member = Member::alive(id);
-        let mut buf = Vec::new();
-        BincodeCodec.encode_member(&member, &mut buf).unwrap();
-        let back = BincodeCodec.decode_member(&buf[..]).unwrap();
-        assert_eq!(back, member);
-        assert!(BincodeCodec.decode_member(&b"\xff\xff\xff"[..]).is_err());
-        assert!(BincodeCodec.decode_header(&b""[..]).is_err());
     }
 }

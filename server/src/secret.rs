@@ -1,167 +1,48 @@
 //! The shared cluster secret (`--gossip-key`): authenticates and encrypts gossip, and
 //! authenticates the connections nodes open to each other.
 //!
-//! From the secret two independent 32-byte keys are derived with SHA-256 under
-//! distinct labels:
-//! - gossip: every UDP packet is `nonce (12 random bytes) || ChaCha20-Poly1305(packet)`
-//!   with the associated data `ringcache-gossip-v1`. A packet that fails to open is
-//!   dropped and counted (`gossip_auth_failures`); foca never sees it.
-//! - peers: a node opens each peer connection with
-//!   `rc_peer <name> <unix seconds> <hex HMAC-SHA256(peer key, name || " " || seconds)>`;
-//!   the receiver accepts a proof at most [`PROOF_MAX_AGE`] old (or early) and
-//!   otherwise answers `CLIENT_ERROR authentication failed`, so the connection never
-//!   becomes a peer connection (and `rc_set`/`rc_del` stay `ERROR` on it).
+//! The format, which every node must agree on, is `ringcache_protocol::gossip::seal`:
+//! the two keys derived from the secret, the sealed gossip envelope
+//! (`nonce || ChaCha20-Poly1305(packet)`) and the `rc_peer` proof (HMAC-SHA256 of the
+//! name and the Unix time). What is this node's own is here:
+//! - every packet it sends is sealed under a fresh nonce from the operating system's
+//!   random source ([`seal`]); a packet that fails to open is dropped and counted
+//!   (`gossip_auth_failures`), foca never sees it (see `membership`);
+//! - a peer connection whose `rc_peer` proof does not check is answered
+//!   `CLIENT_ERROR authentication failed`, so it never becomes a peer connection (and
+//!   `rc_set`/`rc_del` stay `ERROR` on it; see `connection`).
 //!
 //! Without a secret, nothing is encrypted and any connection may call itself a peer:
 //! the trust model of memcached itself, fit only for loopback or a private network.
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use rand::RngCore;
+use ringcache_protocol::gossip::NONCE_LEN;
 
-/// How far a peer proof's timestamp may be from this node's clock, in seconds.
-pub const PROOF_MAX_AGE: u64 = 120;
+pub use ringcache_protocol::gossip::ClusterKey;
 
-const GOSSIP_AAD: &[u8] = b"ringcache-gossip-v1";
-const NONCE_LEN: usize = 12;
-/// Bytes a sealed packet adds: the nonce and the Poly1305 tag.
-pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
-
-/// Keys derived from the cluster secret.
-pub struct ClusterKey {
-    gossip: ChaCha20Poly1305,
-    peer: [u8; 32],
-}
-
-impl std::fmt::Debug for ClusterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterKey(..)")
-    }
-}
-
-fn derive(label: &[u8], secret: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(label);
-    h.update([0]);
-    h.update(secret);
-    h.finalize().into()
-}
-
-impl ClusterKey {
-    /// Derives the keys from the secret as given on the command line.
-    pub fn from_secret(secret: &str) -> ClusterKey {
-        let gossip = derive(b"ringcache gossip key", secret.as_bytes());
-        ClusterKey {
-            gossip: ChaCha20Poly1305::new(Key::from_slice(&gossip)),
-            peer: derive(b"ringcache peer key", secret.as_bytes()),
-        }
-    }
-
-    /// Encrypts and authenticates one gossip packet.
-    pub fn seal(&self, packet: &[u8]) -> Vec<u8> {
-        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let mut out = Vec::with_capacity(packet.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        // Encryption of an in-memory buffer cannot fail (only absurd lengths could).
-        if let Ok(ct) = self.gossip.encrypt(
-            &nonce,
-            Payload {
-                msg: packet,
-                aad: GOSSIP_AAD,
-            },
-        ) {
-            out.extend_from_slice(&ct);
-        }
-        out
-    }
-
-    /// Opens a sealed packet; `None` if it was not sealed with this key (or altered).
-    pub fn open(&self, data: &[u8]) -> Option<Vec<u8>> {
-        if data.len() < SEAL_OVERHEAD {
-            return None;
-        }
-        let (nonce, ct) = data.split_at(NONCE_LEN);
-        self.gossip
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: GOSSIP_AAD,
-                },
-            )
-            .ok()
-    }
-
-    fn mac(&self, name: &[u8], secs: u64) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.peer).expect("HMAC takes keys of any length");
-        mac.update(name);
-        mac.update(b" ");
-        mac.update(secs.to_string().as_bytes());
-        mac
-    }
-
-    /// The proof a node named `name` sends at Unix time `secs`, as hex.
-    pub fn peer_proof(&self, name: &[u8], secs: u64) -> String {
-        self.mac(name, secs)
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// Whether `proof` (hex) is valid for `name` at `secs`, and `secs` is within
-    /// [`PROOF_MAX_AGE`] of `now`. Compares in constant time.
-    pub fn check_peer_proof(&self, name: &[u8], secs: u64, proof: &[u8], now: u64) -> bool {
-        if now.abs_diff(secs) > PROOF_MAX_AGE || proof.len() != 64 {
-            return false;
-        }
-        let mut raw = [0u8; 32];
-        for (i, pair) in proof.chunks(2).enumerate() {
-            let Some(byte) = std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-            else {
-                return false;
-            };
-            raw[i] = byte;
-        }
-        self.mac(name, secs).verify_slice(&raw).is_ok()
-    }
+/// Encrypts and authenticates one gossip packet, under a nonce drawn at random.
+pub fn seal(key: &ClusterKey, packet: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    key.seal(&nonce, packet)
 }
 
 #[cfg(test)]
 mod tests {
+    use ringcache_protocol::gossip::SEAL_OVERHEAD;
+
     use super::*;
 
     #[test]
-    fn sealed_packets_open_only_with_the_same_secret() {
+    fn packets_seal_under_fresh_nonces_and_open_with_the_same_secret() {
         let a = ClusterKey::from_secret("correct horse");
-        let b = ClusterKey::from_secret("battery staple");
-        let sealed = a.seal(b"hello gossip");
+        let sealed = seal(&a, b"hello gossip");
         assert_eq!(sealed.len(), 12 + SEAL_OVERHEAD);
         assert_eq!(a.open(&sealed).as_deref(), Some(&b"hello gossip"[..]));
-        assert_eq!(b.open(&sealed), None);
-        let mut tampered = sealed.clone();
-        tampered[20] ^= 1;
-        assert_eq!(a.open(&tampered), None);
-        assert_eq!(a.open(b"short"), None);
+        assert_eq!(ClusterKey::from_secret("battery staple").open(&sealed), None);
         // A fresh nonce every time: equal packets seal differently.
-        assert_ne!(a.seal(b"x"), a.seal(b"x"));
-    }
-
-    #[test]
-    fn peer_proofs_check_name_time_and_secret() {
-        let a = ClusterKey::from_secret("s");
-        let now = 1_800_000_000;
-        let proof = a.peer_proof(b"n1", now);
-        assert!(a.check_peer_proof(b"n1", now, proof.as_bytes(), now + 5));
-        assert!(!a.check_peer_proof(b"n2", now, proof.as_bytes(), now));
-        assert!(!a.check_peer_proof(b"n1", now + 1, proof.as_bytes(), now));
-        assert!(!a.check_peer_proof(b"n1", now, proof.as_bytes(), now + PROOF_MAX_AGE + 1));
-        assert!(!ClusterKey::from_secret("t").check_peer_proof(b"n1", now, proof.as_bytes(), now));
-        assert!(!a.check_peer_proof(b"n1", now, b"zz", now));
-        assert!(!a.check_peer_proof(b"n1", now, &[b'g'; 64], now));
+        let (x, y) = (seal(&a, b"x"), seal(&a, b"x"));
+        assert_ne!(x[..NONCE_LEN], y[..NONCE_LEN]);
+        assert_ne!(x, y);
     }
 }

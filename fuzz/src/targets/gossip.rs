@@ -1,4 +1,4 @@
-//! `gossip`: the gossip packet codec, `ringcache_server::membership::BincodeCodec`
+//! `gossip`: the gossip packet codec, `ringcache_protocol::gossip::BincodeCodec`
 //! (foca's `Codec`: a `Header` then member updates), fed what a hostile or broken
 //! host could send to the gossip port.
 //!
@@ -11,7 +11,7 @@
 
 use foca::{Codec, Header, Member, Message, State};
 use ringcache_protocol::cluster::NodeId;
-use ringcache_server::membership::{BincodeCodec, NodeIdentity};
+use ringcache_protocol::gossip::{BincodeCodec, NodeIdentity};
 
 use crate::alloc::{check, measure};
 use crate::{Signature, Target};

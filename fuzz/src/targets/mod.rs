@@ -4,6 +4,7 @@ pub mod gossip;
 pub mod meta_response;
 pub mod request;
 pub mod response;
+pub mod seal;
 pub mod topology;
 
 use crate::Target;
@@ -16,6 +17,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(meta_response::MetaResponseTarget),
         Box::new(topology::TopologyTarget),
         Box::new(gossip::GossipTarget),
+        Box::new(seal::SealTarget::new()),
     ]
 }
 
