@@ -40,6 +40,11 @@
 //! (about 10 bytes per item in the main queue). `benches/memory.rs` measures both
 //! sides: 142 bytes charged and about 160 bytes of resident memory per item.
 //!
+//! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
+//! shrink evicts at once until every shard's segments fit its new slice and frees the
+//! buffers (`Shard::resize`); a grow lets more in. The shard count stays as chosen at
+//! start.
+//!
 //! An insert that does not fit evicts until it does. An item whose key and value
 //! exceed `max_item_size`, or that could not fit a shard beside the eviction reserve,
 //! is [`StoreError::TooLarge`]; an insert eviction cannot make room for (which the
