@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ringcache_tests::cluster::{stat, TestCluster};
@@ -37,8 +38,11 @@ fn target_dir() -> PathBuf {
 
 /// pymemcache's source distribution, unpacked under `target/client-suites/`: downloaded
 /// with pip the first time (into a directory of this process's own, then renamed into
-/// place, so test processes running at once never see half of it).
+/// place, so test processes running at once never see half of it; tests of this
+/// process, which `cargo test` runs on threads, take turns).
 fn pymemcache_sdist(python: &Path) -> PathBuf {
+    static FETCH: Mutex<()> = Mutex::new(());
+    let _turn = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let root = target_dir().join("client-suites");
     let dir = root.join(format!("pymemcache-{PYMEMCACHE_VERSION}"));
     let suite = |d: &Path| d.join("pymemcache/test/test_integration.py").is_file();
