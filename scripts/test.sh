@@ -28,14 +28,32 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
 fi
 
-# --- pymemcache for the real-client tests ---
-if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
-    log "installing pymemcache"
-    python3 -m pip install --quiet pymemcache \
-        || python3 -m pip install --quiet --break-system-packages pymemcache \
-        || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pymemcache; }
-    python3 -c 'import pymemcache' || { echo "pymemcache could not be installed" >&2; exit 1; }
+# --- Python clients for the real-client tests: pymemcache (and pytest, which runs
+# pymemcache's own integration tests, fetched by tests/tests/compat.rs into target/),
+# emcache (asyncio) ---
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    log "installing pip"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
 fi
+
+# pip_install MODULE PACKAGE [DEBIAN_PACKAGE]: installs PACKAGE unless MODULE imports;
+# falls back to --break-system-packages (a Debian python refuses plain installs), then
+# to the Debian package when there is one.
+pip_install() {
+    local module=$1 package=$2 deb=${3:-}
+    python3 -c "import $module" >/dev/null 2>&1 && return 0
+    log "installing $package"
+    python3 -m pip install --quiet "$package" \
+        || python3 -m pip install --quiet --break-system-packages "$package" \
+        || { [ -n "$deb" ] && as_root apt-get update -qq \
+            && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb"; } \
+        || true
+    python3 -c "import $module" || { echo "$package could not be installed" >&2; exit 1; }
+}
+pip_install pymemcache pymemcache python3-pymemcache
+pip_install pytest pytest python3-pytest
+pip_install emcache emcache
 
 log "building the workspace"
 cargo build --workspace --all-targets

@@ -24,10 +24,12 @@ pub mod stats;
 pub mod stats_report;
 pub mod storage;
 
-/// What `version` answers: memcached's version line format, so clients that parse
-/// it (libmemcached reads the numbers) see a memcached 1.6 feature set, followed by
-/// ringcache's own version.
-pub const VERSION_LINE: &str = concat!("1.6.18 ringcache-", env!("CARGO_PKG_VERSION"));
+/// What `version` answers (`VERSION 1.6.18`) and `stats` reports as `version`: the
+/// memcached release whose protocol ringcache speaks, alone, as memcached sends it.
+/// Clients read it: libmemcached parses the numbers to pick a feature set, and some
+/// (emcache) split the line into exactly two words. ringcache's own version is in
+/// `stats` as `ringcache_version` ([`RINGCACHE_VERSION`]).
+pub const VERSION: &str = "1.6.18";
 
-/// The `version` value in `stats` (one token, as memcached's).
-pub const VERSION_STAT: &str = concat!("1.6.18-ringcache-", env!("CARGO_PKG_VERSION"));
+/// ringcache's own version, reported by `stats` as `ringcache_version`.
+pub const RINGCACHE_VERSION: &str = env!("CARGO_PKG_VERSION");

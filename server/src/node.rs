@@ -7,12 +7,12 @@ use crate::cluster::Cluster;
 use crate::stats::Stats;
 use crate::storage::Store;
 
-/// Settings fixed at start, reported by `stats settings`.
+/// Settings fixed at start, reported by `stats settings` (the memory limit, which
+/// `cache_memlimit` changes, is the store's: [`Store::memory_limit`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub port: u16,
     pub listen: String,
-    pub memory_limit: u64,
     pub max_conns: usize,
     pub max_item_size: usize,
     pub threads: usize,

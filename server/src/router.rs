@@ -143,6 +143,7 @@ pub async fn handle(
         Request::Version
         | Request::Verbosity { .. }
         | Request::Stats { .. }
+        | Request::CacheMemlimit { .. }
         | Request::Quit
         | Request::Topology
         | Request::Peer(_) => exec::execute(node, req, now, c, out),
@@ -162,6 +163,7 @@ fn uses_keys(req: &Request) -> bool {
         Request::Version
         | Request::Verbosity { .. }
         | Request::Stats { .. }
+        | Request::CacheMemlimit { .. }
         | Request::Quit
         | Request::Topology
         | Request::Peer(_) => false,

@@ -82,7 +82,6 @@ fn store_and_settings(config: &Config, clock_cas: bool) -> (Arc<Store>, Settings
     let settings = Settings {
         port: config.port,
         listen: config.listen.clone(),
-        memory_limit,
         max_conns: config.max_conns,
         max_item_size: config.max_item_size,
         threads: config.threads,

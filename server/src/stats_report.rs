@@ -21,6 +21,9 @@ pub fn write(node: &Node, group: &[u8], now: u32, out: &mut BytesMut) {
             out.put_slice(END);
         }
         b"conns" => out.put_slice(END),
+        // ringcache has no slab classes: every class is empty, as on a memcached that
+        // never allocated one (the parser has checked the arguments).
+        g if g.starts_with(b"cachedump ") => out.put_slice(END),
         b"reset" => {
             node.stats.reset();
             out.put_slice(b"RESET\r\n");
@@ -37,7 +40,8 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
     write_stat(out, "pid", std::process::id());
     write_stat(out, "uptime", uptime);
     write_stat(out, "time", now);
-    write_stat(out, "version", crate::VERSION_STAT);
+    write_stat(out, "version", crate::VERSION);
+    write_stat(out, "ringcache_version", crate::RINGCACHE_VERSION);
     write_stat(out, "pointer_size", usize::BITS);
     write_stat(out, "rusage_user", format_args!("{}.{:06}", user.0, user.1));
     write_stat(out, "rusage_system", format_args!("{}.{:06}", system.0, system.1));
@@ -118,7 +122,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
 
 fn settings(node: &Node, out: &mut BytesMut) {
     let s = &node.settings;
-    write_stat(out, "maxbytes", s.memory_limit);
+    write_stat(out, "maxbytes", node.store.memory_limit());
     write_stat(out, "maxconns", s.max_conns);
     write_stat(out, "tcpport", s.port);
     write_stat(out, "udpport", 0);

@@ -65,6 +65,8 @@ const DICTIONARY: &[&[u8]] = &[
     b"version",
     b"verbosity ",
     b"stats",
+    b" cachedump ",
+    b"cache_memlimit ",
     b"quit",
     b"shutdown",
     b"topology",
@@ -141,6 +143,8 @@ impl Target for RequestTarget {
             "verbosity 1\r\n".into(),
             "stats\r\n".into(),
             "stats items\r\n".into(),
+            "stats cachedump 1 10\r\n".into(),
+            "cache_memlimit 64 noreply\r\n".into(),
             "quit\r\n".into(),
             "topology\r\n".into(),
             "mn\r\n".into(),
@@ -209,6 +213,7 @@ impl Event {
                 Request::Version => "version",
                 Request::Verbosity { .. } => "verbosity",
                 Request::Stats { .. } => "stats",
+                Request::CacheMemlimit { .. } => "cache_memlimit",
                 Request::Quit => "quit",
                 Request::Meta(m) => match m.command {
                     MetaCommand::Get => "mg",
@@ -387,6 +392,7 @@ fn check_keys(req: &Request) -> Result<(), String> {
         | Request::Version
         | Request::Verbosity { .. }
         | Request::Stats { .. }
+        | Request::CacheMemlimit { .. }
         | Request::Quit
         | Request::Topology => Ok(()),
     }

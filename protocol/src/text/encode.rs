@@ -117,6 +117,12 @@ impl Request {
                 }
                 out.put_slice(b"\r\n");
             }
+            Request::CacheMemlimit { mib, .. } => {
+                out.put_slice(b"cache_memlimit ");
+                out.put_slice(num.format(*mib).as_bytes());
+                nr(out);
+                out.put_slice(b"\r\n");
+            }
             Request::Quit => out.put_slice(b"quit\r\n"),
             Request::Meta(m) => m.encode(out),
             Request::Topology => out.put_slice(b"topology\r\n"),
@@ -132,7 +138,8 @@ impl Request {
             | Request::Arith { noreply, .. }
             | Request::Touch { noreply, .. }
             | Request::FlushAll { noreply, .. }
-            | Request::Verbosity { noreply } => *noreply,
+            | Request::Verbosity { noreply }
+            | Request::CacheMemlimit { noreply, .. } => *noreply,
             Request::Get(_)
             | Request::Version
             | Request::Stats { .. }

@@ -87,7 +87,18 @@ pub mod replies {
     pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
     pub const LINE_TOO_LONG: &[u8] = b"SERVER_ERROR out of memory reading request\r\n";
     pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+    pub const BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line\r\n";
+    pub const ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
+    pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+    pub const MEMLIMIT_NOT_BYTES: &[u8] = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
 }
+
+/// memcached's slab class ids are below this (`stats cachedump` refuses larger ones).
+pub const MAX_NUMBER_OF_SLAB_CLASSES: u32 = 64;
+/// The smallest `cache_memlimit`, in MiB.
+pub const MEMLIMIT_MIN_MIB: u32 = 8;
+/// The largest `cache_memlimit`, in MiB (memcached's guard against a value in bytes).
+pub const MEMLIMIT_MAX_MIB: u32 = 1_000_000_000;
 
 /// A request memcached answers with an error line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,12 +412,8 @@ fn plan(line: &[u8], limits: &Limits) -> Plan {
         b"flush_all" => flush_all(line, i),
         b"version" => Plan::Plain(Request::Version),
         b"verbosity" => verbosity(line, i),
-        b"stats" => {
-            let a = Args::new(line, i);
-            Plan::Stats {
-                group: if a.n > 0 { a.r[0] } else { (0, 0) },
-            }
-        }
+        b"stats" => stats(line, i),
+        b"cache_memlimit" => cache_memlimit(line, i),
         b"quit" => Plan::Plain(Request::Quit),
         // memcached 1.6.18 still answers the ancient "binary get" as `get`.
         b"bget" => get(line, i, GetKind::Get),
@@ -708,4 +715,54 @@ fn verbosity(line: &[u8], i: usize) -> Plan {
         return Plan::Fail(quiet(noreply, replies::BAD_FORMAT));
     }
     Plan::Plain(Request::Verbosity { noreply })
+}
+
+/// `stats [group ...]`. Only `stats cachedump <class> <limit>` has its arguments
+/// checked here, as memcached 1.6.18 checks them: fewer than two is `CLIENT_ERROR bad
+/// command line`, a non-number `CLIENT_ERROR bad command line format`, a class of 64 or
+/// more `CLIENT_ERROR Illegal slab id` (numbers are truncated to 32 bits first, as
+/// memcached's `safe_strtoul` does); further tokens are ignored.
+fn stats(line: &[u8], i: usize) -> Plan {
+    let a = Args::new(line, i);
+    if a.n == 0 {
+        return Plan::Stats { group: (0, 0) };
+    }
+    if a.tok(0) == b"cachedump" {
+        if a.n < 3 {
+            return Plan::Fail(fail(replies::BAD_COMMAND_LINE));
+        }
+        let (Some(class), Some(_limit)) = (num::safe_strtoul(a.tok(1)), num::safe_strtoul(a.tok(2))) else {
+            return Plan::Fail(fail(replies::BAD_FORMAT));
+        };
+        if class >= MAX_NUMBER_OF_SLAB_CLASSES {
+            return Plan::Fail(fail(replies::ILLEGAL_SLAB_ID));
+        }
+        // The group keeps its two arguments (`cachedump 1 10`), so it re-encodes whole.
+        return Plan::Stats {
+            group: (a.r[0].0, a.r[2].1),
+        };
+    }
+    Plan::Stats { group: a.r[0] }
+}
+
+/// `cache_memlimit <MiB> [noreply]`, as memcached 1.6.18 reads it: a wrong number of
+/// tokens or a non-number is `ERROR`, less than 8 MiB (after truncation to 32 bits)
+/// `MEMLIMIT_TOO_SMALL ...`, more than 10^9 `MEMLIMIT_ADJUST_FAILED ...`; a second token
+/// that is not `noreply` is ignored, and `noreply` silences the errors too.
+fn cache_memlimit(line: &[u8], i: usize) -> Plan {
+    let a = Args::new(line, i);
+    if a.n != 1 && a.n != 2 {
+        return Plan::Fail(fail(replies::ERROR));
+    }
+    let noreply = a.noreply();
+    let Some(mib) = num::safe_strtoul(a.tok(0)) else {
+        return Plan::Fail(quiet(noreply, replies::ERROR));
+    };
+    if mib < MEMLIMIT_MIN_MIB {
+        return Plan::Fail(quiet(noreply, replies::MEMLIMIT_TOO_SMALL));
+    }
+    if mib > MEMLIMIT_MAX_MIB {
+        return Plan::Fail(quiet(noreply, replies::MEMLIMIT_NOT_BYTES));
+    }
+    Plan::Plain(Request::CacheMemlimit { mib, noreply })
 }

@@ -77,8 +77,13 @@ pub enum Request {
     Verbosity { noreply: bool },
     /// `stats [group]`; `group` is empty for the general statistics. Only the first
     /// argument is kept: memcached ignores the others for every group ringcache serves
-    /// (`stats items junk` is `stats items`).
+    /// (`stats items junk` is `stats items`), except `stats cachedump <class> <limit>`,
+    /// whose group is `cachedump <class> <limit>` as sent (its arguments have passed
+    /// memcached's checks).
     Stats { group: Bytes },
+    /// `cache_memlimit <MiB> [noreply]`: change the memory limit at run time. `mib` has
+    /// passed memcached's checks (8 to 1 000 000 000).
+    CacheMemlimit { mib: u32, noreply: bool },
     /// `quit`: close the connection.
     Quit,
     /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).

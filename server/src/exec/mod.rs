@@ -89,7 +89,7 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
         }
         Request::Version => {
             out.put_slice(b"VERSION ");
-            out.put_slice(crate::VERSION_LINE.as_bytes());
+            out.put_slice(crate::VERSION.as_bytes());
             out.put_slice(b"\r\n");
         }
         Request::Verbosity { noreply } => {
@@ -98,6 +98,14 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
             }
         }
         Request::Stats { group } => crate::stats_report::write(node, &group, now, out),
+        Request::CacheMemlimit { mib, noreply } => {
+            // Applies to this node only, as memcached's applies to one server.
+            let bytes = usize::try_from(u64::from(mib) << 20).unwrap_or(usize::MAX);
+            node.store.set_memory_limit(bytes, now);
+            if !noreply {
+                out.put_slice(response::OK);
+            }
+        }
         Request::Quit => return Flow::Close,
         Request::Meta(m) => meta::execute(node, m, now, c, out),
         Request::Topology => match &node.cluster {

@@ -40,6 +40,11 @@
 //! (about 10 bytes per item in the main queue). `benches/memory.rs` measures both
 //! sides: 142 bytes charged and about 160 bytes of resident memory per item.
 //!
+//! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
+//! shrink evicts at once until every shard's segments fit its new slice and frees the
+//! buffers (`Shard::resize`); a grow lets more in. The shard count stays as chosen at
+//! start.
+//!
 //! An insert that does not fit evicts until it does. An item whose key and value
 //! exceed `max_item_size`, or that could not fit a shard beside the eviction reserve,
 //! is [`StoreError::TooLarge`]; an insert eviction cannot make room for (which the
@@ -88,7 +93,7 @@ mod tombstone;
 #[cfg(test)]
 mod workload;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -221,7 +226,10 @@ pub struct Store {
     cas: AtomicU64,
     /// Whether CAS uniques follow the clock (see [`Store::with_clock_cas`]).
     clock_cas: bool,
-    cfg: StoreConfig,
+    /// The memory limit in force, in bytes (`-m`, then `cache_memlimit`).
+    memory_limit: AtomicUsize,
+    /// Held while the limit changes, so two changes do not interleave shard by shard.
+    resizing: Mutex<()>,
 }
 
 /// Why [`Slot::get`] found no live item.
@@ -393,7 +401,8 @@ impl Store {
             mask: n - 1,
             cas: AtomicU64::new(0),
             clock_cas: false,
-            cfg,
+            memory_limit: AtomicUsize::new(cfg.memory_limit),
+            resizing: Mutex::new(()),
         }
     }
 
@@ -424,6 +433,28 @@ impl Store {
     /// How many shards the store has.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The memory limit in force, in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the memory limit to `bytes` (`cache_memlimit`), shard by shard, each
+    /// getting `bytes / shards`. A smaller limit evicts at once until every shard's
+    /// segments fit its new slice, and frees the buffers it no longer needs; a larger
+    /// one lets more items in. The shard count stays as it was chosen at start, so
+    /// after a large shrink an item must also fit a smaller shard (less its eviction
+    /// reserve) or is refused as too large.
+    pub fn set_memory_limit(&self, bytes: usize, now: u32) {
+        let _one_at_a_time = self.resizing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.memory_limit.store(bytes, Ordering::Relaxed);
+        let per_shard = bytes / self.shards.len();
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock(i);
+            shard.flush.advance(now);
+            shard.resize(per_shard, now);
+        }
     }
 
     /// Reclaims expired and flushed items: examines up to a fixed number of slots per
@@ -538,7 +569,7 @@ impl Store {
     /// The counters, summed over shards (each locked briefly in turn).
     pub fn stats(&self) -> StoreStats {
         let mut st = StoreStats {
-            limit_maxbytes: self.cfg.memory_limit as u64,
+            limit_maxbytes: self.memory_limit() as u64,
             ..Default::default()
         };
         for i in 0..self.shards.len() {

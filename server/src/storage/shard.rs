@@ -104,6 +104,8 @@ struct Segment {
     queue: Queue,
     /// In its queue's FIFO and no longer appended to (else its queue's open segment).
     sealed: bool,
+    /// A segment of its own for one item larger than a segment (moved whole).
+    own: bool,
     /// Changes whenever the bytes at an offset may start to mean something else (the
     /// id is reused, or the segment is rewound), so the sweep cursor, which keeps an
     /// offset between calls, can tell its offset is no longer an item boundary.
@@ -369,13 +371,81 @@ impl Shard {
         self.free_ids.push(id as u32);
     }
 
-    /// Pools a segment-size buffer; frees a big one.
+    /// Pools a segment-size buffer; frees any other (a big item's, or a segment cut
+    /// to the size before a resize).
     fn recycle(&mut self, buf: Box<[u8]>) {
         if buf.len() == self.seg_size {
             self.pool.push(buf);
         } else {
             self.allocated -= buf.len();
+            free_buffer(buf);
         }
+    }
+
+    /// Frees every pooled buffer.
+    fn free_pool(&mut self) {
+        for buf in std::mem::take(&mut self.pool) {
+            self.allocated -= buf.len();
+            free_buffer(buf);
+        }
+    }
+
+    /// This shard's slice of the memory budget, in bytes.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Changes this shard's slice of the budget to `limit` bytes (`cache_memlimit`).
+    ///
+    /// New segments get the size the new budget calls for (existing ones keep theirs
+    /// until they are reclaimed, when their buffers are freed rather than pooled). A
+    /// smaller budget is met at once: pooled buffers are freed, then segments are
+    /// evicted (oldest first, items read since they were written copied forward
+    /// while there is room, as any eviction does) and their buffers freed until the
+    /// segments' bytes fit, so the memory goes back to the system. A larger budget
+    /// only lets more in.
+    pub(super) fn resize(&mut self, limit: usize, now: u32) {
+        self.limit = limit;
+        let seg_size = segment_size(limit);
+        if seg_size != self.seg_size {
+            self.seg_size = seg_size;
+            self.free_pool();
+        }
+        let patience = self.patience();
+        let mut attempts = 0;
+        while self.allocated > self.limit {
+            self.free_pool();
+            if self.allocated <= self.limit {
+                break;
+            }
+            if !self.evict_one(now, attempts >= patience) {
+                // Nothing sealed or open with items left: release empty open segments.
+                self.seal(Queue::Small);
+                self.seal(Queue::Main);
+                self.free_pool();
+                break;
+            }
+            attempts += 1;
+        }
+        // While the budget is tight, keep no spare buffers beyond it either.
+        if self.allocated > self.limit {
+            self.free_pool();
+        }
+        let segs = &self.segs;
+        self.table.shrink_to(self.items, |&x| loc_hash(segs, x));
+        self.segs_trim();
+    }
+
+    /// Drops unused ids at the end of the segment table.
+    fn segs_trim(&mut self) {
+        while matches!(self.segs.last(), Some(None)) {
+            self.segs.pop();
+        }
+        let len = self.segs.len();
+        self.free_ids.retain(|&x| (x as usize) < len);
+        self.segs.shrink_to_fit();
+        self.free_ids.shrink_to_fit();
     }
 
     fn new_segment(&mut self, mut seg: Segment) -> u32 {
@@ -409,7 +479,7 @@ impl Shard {
 
     /// Segment-size buffers that could be had without evicting: pooled or unallocated.
     fn available(&self) -> usize {
-        self.pool.len() + (self.limit - self.allocated) / self.seg_size
+        self.pool.len() + self.limit.saturating_sub(self.allocated) / self.seg_size
     }
 
     /// A segment-size buffer from the pool or the unallocated budget, if any.
@@ -475,6 +545,7 @@ impl Shard {
                 live: 0,
                 queue: q,
                 sealed: false,
+                own: false,
                 epoch: 0,
             });
             self.open[q as usize] = Some(id);
@@ -508,6 +579,7 @@ impl Shard {
             live: 0,
             queue: q,
             sealed: true,
+            own: true,
             epoch: 0,
         });
         self.fifo[q as usize].push_front(id);
@@ -554,7 +626,7 @@ impl Shard {
             return false;
         };
         let compact = !force && self.live_bytes * 2 < self.limit;
-        let big = seg.buf.len() != self.seg_size;
+        let big = seg.own;
         let mut off = 0;
         while off < seg.used {
             let r = ItemRef(&seg.buf[off..]);
@@ -567,7 +639,8 @@ impl Shard {
             let l = loc(id as u32, at);
             let hash = hash_key(r.key());
             let state = self.liveness_of(r, now);
-            let dest = if state != Liveness::Live || force {
+            // An item of a segment cut before a resize may not fit today's segments.
+            let dest = if state != Liveness::Live || force || (!big && size > self.seg_size) {
                 None
             } else {
                 match (q, r.freq()) {

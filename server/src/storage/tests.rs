@@ -694,3 +694,138 @@ fn keep_newer_does_not_take_back_a_version_older_than_one_that_left() {
     assert!(plain.with(b"k", NOW, |slot| slot.remove()));
     assert!(plain.keep_newer(b"k", older, NOW));
 }
+
+/// Fills `s` with `n` items `prefix<i>` of `len` bytes; returns how many are still there.
+fn fill(s: &Store, prefix: &str, n: usize, len: usize) -> usize {
+    for i in 0..n {
+        set(s, format!("{prefix}{i}").as_bytes(), &vec![b'f'; len], 0, NOW).unwrap();
+    }
+    (0..n)
+        .filter(|i| get(s, format!("{prefix}{i}").as_bytes(), NOW).0.is_some())
+        .count()
+}
+
+#[test]
+fn a_shrink_evicts_until_the_segments_fit_and_frees_their_buffers() {
+    let s = store(16 << 20, 4);
+    let before = fill(&s, "a", 150_000, 100);
+    let full = s.stats();
+    assert!(full.allocated > 15 << 20, "filled: {full:?}");
+
+    s.set_memory_limit(4 << 20, NOW);
+    let st = s.stats();
+    assert_eq!(st.limit_maxbytes, 4 << 20);
+    assert!(st.allocated <= 4 << 20, "segments still hold {} bytes", st.allocated);
+    assert!(st.bytes <= 4 << 20);
+    assert!(st.evictions > full.evictions, "a shrink evicts");
+    assert!(
+        st.curr_items < full.curr_items / 3,
+        "{} of {} items left",
+        st.curr_items,
+        full.curr_items
+    );
+    assert!(st.curr_items > 0, "a shrink keeps what fits");
+    for i in 0..s.shard_count() {
+        assert_eq!(s.lock(i).limit(), 1 << 20);
+    }
+    check_all(&s);
+    // Every item left is whole.
+    let left = (0..150_000)
+        .filter(|i| match get(&s, format!("a{i}").as_bytes(), NOW).0 {
+            Some(v) => {
+                assert_eq!(v.as_ref(), &[b'f'; 100][..]);
+                true
+            }
+            None => false,
+        })
+        .count();
+    assert_eq!(left as u64, st.curr_items);
+    assert!(left < before);
+
+    // The smaller store goes on working within its new budget.
+    fill(&s, "b", 100_000, 100);
+    let st = s.stats();
+    assert!(st.allocated <= 4 << 20);
+    assert!(st.allocated > 3 << 20, "the new budget is used: {st:?}");
+    check_all(&s);
+}
+
+#[test]
+fn a_grow_lets_more_items_in() {
+    let s = store(4 << 20, 4);
+    let small = fill(&s, "a", 100_000, 100);
+    assert!(s.stats().evictions > 0);
+
+    s.set_memory_limit(16 << 20, NOW);
+    assert_eq!(s.stats().limit_maxbytes, 16 << 20);
+    assert_eq!(s.stats().curr_items, small as u64, "a grow evicts nothing");
+    let evictions = s.stats().evictions;
+    // 80 000 more items of 132 bytes (10.6 MB) fit beside the 3.7 MB already there.
+    let big = fill(&s, "b", 80_000, 100);
+    let st = s.stats();
+    assert_eq!(big, 80_000, "80 000 more items fit 16 MiB without eviction");
+    assert_eq!(st.evictions, evictions);
+    assert!(st.allocated > 4 << 20 && st.allocated <= 16 << 20, "{st:?}");
+    assert!(
+        st.curr_items as usize > 3 * small,
+        "{} items, {small} before",
+        st.curr_items
+    );
+    check_all(&s);
+}
+
+#[test]
+fn resizes_under_a_random_workload_keep_every_hit_the_last_write() {
+    // Shrinks and grows change the segment size; segments cut to the old size live on
+    // beside new ones until reclaimed. Every invariant holds throughout, the segments
+    // always fit the limit in force, and a hit is always the key's last write.
+    let mut rng = StdRng::seed_from_u64(11);
+    let s = Store::new(StoreConfig {
+        memory_limit: 2 << 20,
+        shards: 2,
+        max_item_size: 64 * 1024,
+    });
+    let mut last: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    let limits = [256 << 10, 512 << 10, 1 << 20, 2 << 20, 6 << 20, 300 << 10];
+    for i in 0..40_000u32 {
+        let key = format!("k{}", rng.gen_range(0..4000u32));
+        match rng.gen_range(0..10) {
+            0 => {
+                s.with(key.as_bytes(), NOW, |slot| slot.remove());
+                last.remove(&key);
+            }
+            1..=4 => {
+                if let Some(v) = get(&s, key.as_bytes(), NOW).0 {
+                    assert_eq!(Some(v.as_ref()), last.get(&key).map(Vec::as_slice), "{key}");
+                }
+            }
+            _ => {
+                let len = if rng.gen_bool(0.03) {
+                    rng.gen_range(5000..40_000)
+                } else {
+                    rng.gen_range(0..400)
+                };
+                let value = vec![(i % 251) as u8; len];
+                match set(&s, key.as_bytes(), &value, 0, NOW) {
+                    Ok(()) => {
+                        last.insert(key, value);
+                    }
+                    // A shard of the smallest budgets cannot take the largest values.
+                    Err(StoreError::TooLarge) => {
+                        assert!(s.memory_limit() / 2 < len + 4 * 1024, "{len} refused");
+                        last.remove(&key);
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        if i % 2500 == 0 {
+            let limit = limits[(i / 2500) as usize % limits.len()];
+            s.set_memory_limit(limit, NOW);
+            let st = s.stats();
+            assert!(st.allocated <= limit as u64, "{} allocated over {limit}", st.allocated);
+            check_all(&s);
+        }
+    }
+    check_all(&s);
+}

@@ -121,6 +121,10 @@ fn stats(group: &[u8]) -> Ev {
     Ev::Req(Request::Stats { group: b(group) })
 }
 
+fn memlimit(mib: u32, noreply: bool) -> Ev {
+    Ev::Req(Request::CacheMemlimit { mib, noreply })
+}
+
 fn version() -> Ev {
     Ev::Req(Request::Version)
 }
@@ -523,6 +527,47 @@ fn cases() -> Vec<Case> {
         case(b"stats items\r\n", vec![stats(b"items")]),
         case(b"stats items junk\r\n", vec![stats(b"items")]),
         case(b"stats  sizes  \r\n", vec![stats(b"sizes")]),
+        // stats cachedump <class> <limit>: every reply observed on memcached 1.6.18.
+        case(b"stats cachedump 1 1\r\n", vec![stats(b"cachedump 1 1")]),
+        case(b"stats cachedump  0   0 \r\n", vec![stats(b"cachedump  0   0")]),
+        case(b"stats cachedump 63 100 junk\r\n", vec![stats(b"cachedump 63 100")]),
+        case(b"stats cachedump 01 +1\r\n", vec![stats(b"cachedump 01 +1")]),
+        // Truncated to 32 bits: 4294967297 is class 1.
+        case(
+            b"stats cachedump 4294967297 1\r\n",
+            vec![stats(b"cachedump 4294967297 1")],
+        ),
+        case(b"stats cachedump\r\n", vec![err(BAD_COMMAND_LINE)]),
+        case(b"stats cachedump 1\r\n", vec![err(BAD_COMMAND_LINE)]),
+        case(b"stats cachedump x y\r\n", vec![err(BAD_FORMAT)]),
+        case(b"stats cachedump 1 1x\r\n", vec![err(BAD_FORMAT)]),
+        case(b"stats cachedump -1 1\r\n", vec![err(BAD_FORMAT)]),
+        case(b"stats cachedump 63 -1\r\n", vec![err(BAD_FORMAT)]),
+        case(b"stats cachedump 64 1\r\n", vec![err(ILLEGAL_SLAB_ID)]),
+        case(b"stats cachedump 100 1\r\n", vec![err(ILLEGAL_SLAB_ID)]),
+        // cache_memlimit <MiB> [noreply].
+        case(b"cache_memlimit 50\r\n", vec![memlimit(50, false)]),
+        case(b"cache_memlimit  50\r\n", vec![memlimit(50, false)]),
+        case(b"cache_memlimit +9\r\n", vec![memlimit(9, false)]),
+        case(b"cache_memlimit 8\r\n", vec![memlimit(8, false)]),
+        case(b"cache_memlimit 50 x\r\n", vec![memlimit(50, false)]),
+        case(b"cache_memlimit 50 noreply\r\n", vec![memlimit(50, true)]),
+        case(b"cache_memlimit 1000000000\r\n", vec![memlimit(1_000_000_000, false)]),
+        case(b"cache_memlimit 4294967304\r\n", vec![memlimit(8, false)]),
+        case(b"cache_memlimit\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit 50 1 2\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit x\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit 50x\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit -1\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit 0x10\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit 99999999999999999999\r\n", vec![err(ERROR)]),
+        case(b"cache_memlimit 0\r\n", vec![err(MEMLIMIT_TOO_SMALL)]),
+        case(b"cache_memlimit 7\r\n", vec![err(MEMLIMIT_TOO_SMALL)]),
+        case(b"cache_memlimit 4294967296\r\n", vec![err(MEMLIMIT_TOO_SMALL)]),
+        case(b"cache_memlimit 1000000001\r\n", vec![err(MEMLIMIT_NOT_BYTES)]),
+        case(b"cache_memlimit 7 noreply\r\nversion\r\n", vec![silent(), version()]),
+        case(b"cache_memlimit x noreply\r\nversion\r\n", vec![silent(), version()]),
+        case(b"CACHE_MEMLIMIT 10\r\n", vec![err(ERROR)]),
         case(b"quit\r\n", vec![Ev::Req(Request::Quit)]),
         case(b"quit x\r\n", vec![Ev::Req(Request::Quit)]),
         // Pipelining.
@@ -766,6 +811,8 @@ fn hostile_bytes() {
         b"flush_all",
         b"verbosity",
         b"stats",
+        b"cachedump",
+        b"cache_memlimit",
         b"noreply",
         b"0",
         b"1",
