@@ -508,6 +508,9 @@ fn meta() -> Group {
             c("ms_no_size").send("ms $Ka\r\n"),
             c("ms_negative_size").send("ms $Ka -1\r\n"),
             c("ms_size_too_big_data").send(format!("ms $Ka {}\r\n{too_big}\r\nmg $Ka\r\n", too_big.len())),
+            c("ms_size_too_big_drops_the_old_value")
+                .send(set("$Ka", "keep"))
+                .send(format!("ms $Ka {}\r\n{too_big}\r\nmg $Ka v\r\n", too_big.len())),
             c("ms_bad_data_chunk").send("ms $Ka 2\r\nhello\r\nmg $Ka v\r\n"),
             c("ms_mode_add_missing").send("ms $Ka 1 ME\r\nx\r\nmg $Ka v\r\n"),
             c("ms_mode_add_existing")
