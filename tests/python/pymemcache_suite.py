@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""pymemcache against ringcache: python3 pymemcache_suite.py PORT [PORT...]
+"""pymemcache against ringcache: python3 pymemcache_suite.py [options] PORT [PORT...]
 
 Exercises pymemcache's Client (against the first port) and HashClient (over all ports) on
 127.0.0.1: set/get, set_many/get_many, add/replace/append/prepend, gets + cas, incr/decr,
 touch, delete/delete_many, a ~500 KB value, noreply writes, and values with flags through a
 serde. Keys carry a random prefix so runs never collide. Prints every failed check and exits
 1 if there was one (2 on a usage error); prints a summary line either way.
+
+Options (so a caller can choose where the keys live, e.g. on the nodes of a cluster other
+than the one the Client talks to):
+  --prefix P      use P as the key prefix instead of a random one
+  --list-keys     print every key the suite uses (with the prefix), one a line, and exit
+  --keymap FILE   FILE holds lines "KEY<TAB>REPLACEMENT": the suite uses REPLACEMENT
+                  wherever it would use KEY; every key must be listed
 """
 
+import argparse
 import sys
 import uuid
 
@@ -18,6 +26,42 @@ from pymemcache.client.hash import HashClient
 TIMEOUT = 5.0
 checks = 0
 failures = []
+
+# Every key name `exercise` uses (after its prefix), and the values `exercise_serde` stores.
+NAMES = (
+    ["a", "missing", "nr", "empty", "bin"]
+    + [f"m{i}" for i in range(40)]
+    + ["m-missing", "add", "rep-missing", "app-missing", "cas", "cas-missing"]
+    + ["n", "n-missing", "big", "grow", "touch-missing", "large", "gone"]
+)
+SERDE_VALUES = {
+    "str": "text ü",
+    "int": 12345,
+    "bytes": b"raw",
+    "dict": {"a": [1, 2, 3], "b": None},
+    "tuple": (1, "two", 3.0),
+}
+# KEY -> the key to use instead (--keymap); None when there is no map.
+KEYMAP = None
+
+
+def all_keys(prefix):
+    """Every key a run with `prefix` uses, in the order main() uses the prefixes."""
+    keys = []
+    for sub in ("c-", "h-"):
+        keys += [f"{prefix}{sub}{n}" for n in NAMES]
+    for sub in ("", "h-"):
+        keys += [f"{prefix}{sub}serde-{n}" for n in SERDE_VALUES]
+    return keys
+
+
+def key(full):
+    """The key to send for `full` (itself unless the keymap replaces it)."""
+    if KEYMAP is None:
+        return full
+    if full not in KEYMAP:
+        raise SystemExit(f"key {full!r} is not in the keymap: all_keys() is out of date")
+    return KEYMAP[full]
 
 
 def check(label, what, got, want):
@@ -32,7 +76,9 @@ def exercise(c, label, prefix):
     """Runs every check through client `c` (a Client or a HashClient)."""
 
     def k(name):
-        return f"{prefix}{name}"
+        if name not in NAMES:
+            raise SystemExit(f"key name {name!r} is missing from NAMES")
+        return key(f"{prefix}{name}")
 
     # set / get, missing keys, noreply
     check(label, "set", c.set(k("a"), b"hello"), True)
@@ -119,26 +165,37 @@ def exercise(c, label, prefix):
 
 def exercise_serde(c, label, prefix):
     """Values of several Python types through pickle_serde: the type travels in the flags."""
-    values = {
-        "str": "text ü",
-        "int": 12345,
-        "bytes": b"raw",
-        "dict": {"a": [1, 2, 3], "b": None},
-        "tuple": (1, "two", 3.0),
-    }
-    for name, value in values.items():
-        check(label, f"serde set {name}", c.set(f"{prefix}serde-{name}", value), True)
-    for name, value in values.items():
-        got = c.get(f"{prefix}serde-{name}")
+    for name, value in SERDE_VALUES.items():
+        check(label, f"serde set {name}", c.set(key(f"{prefix}serde-{name}"), value), True)
+    for name, value in SERDE_VALUES.items():
+        got = c.get(key(f"{prefix}serde-{name}"))
         check(label, f"serde get {name}", (type(got), got), (type(value), value))
 
 
 def main():
-    if len(sys.argv) < 2:
+    global KEYMAP
+    parser = argparse.ArgumentParser(usage=__doc__)
+    parser.add_argument("--prefix")
+    parser.add_argument("--list-keys", action="store_true")
+    parser.add_argument("--keymap")
+    parser.add_argument("ports", nargs="*", type=int)
+    args = parser.parse_args()
+    prefix = args.prefix if args.prefix is not None else f"py-{uuid.uuid4().hex[:8]}-"
+    if args.list_keys:
+        for k in all_keys(prefix):
+            print(k)
+        return 0
+    if not args.ports:
         print(__doc__, file=sys.stderr)
         return 2
-    ports = [int(p) for p in sys.argv[1:]]
-    prefix = f"py-{uuid.uuid4().hex[:8]}-"
+    if args.keymap:
+        KEYMAP = {}
+        with open(args.keymap, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    full, _, replacement = line.rstrip("\n").partition("\t")
+                    KEYMAP[full] = replacement
+    ports = args.ports
     opts = dict(connect_timeout=TIMEOUT, timeout=TIMEOUT, default_noreply=False)
 
     single = Client(("127.0.0.1", ports[0]), **opts)

@@ -1,9 +1,16 @@
 //! A local ringcache cluster for tests: N real nodes on free 127.0.0.1 ports, seeded
 //! from the first, plus the few client operations the cluster tests need.
+//!
+//! [`Placement`] places keys as the smart client does (from a node's `topology` reply), so
+//! a test can pick keys that one node does not own; [`ClusterTarget`] is what the suites
+//! that must also run "through a cluster" talk to (node 1 of a 3-node `--replicas 2`
+//! cluster, or memcached in the self-check).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringcache_protocol::cluster::Topology;
+use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
 
 use crate::process::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess};
 use crate::raw::RawConn;
@@ -249,6 +256,167 @@ pub fn parse_values(reply: &[u8]) -> Option<Vec<(String, String)>> {
         pos = nl + 1 + len + 2;
         if pos > reply.len() {
             return None;
+        }
+    }
+}
+
+/// Key placement as one node's `topology` reply describes it, built exactly as the smart
+/// client builds its ring (`client/src/view.rs`): the members' names, the reply's vnodes
+/// and replicas.
+#[derive(Debug)]
+pub struct Placement {
+    ring: Ring<String>,
+    /// The node whose keys the tests want to avoid (the one they talk to).
+    this: NodeIdx,
+    this_name: String,
+}
+
+impl Placement {
+    /// The placement `topology` describes, seen from the member named `this`.
+    pub fn new(topology: &Topology, this: &str) -> Placement {
+        assert_eq!(topology.hash, ring_hash_name(), "unexpected placement hash");
+        let config = RingConfig {
+            vnodes: topology.vnodes,
+            replicas: topology.replicas,
+        };
+        let names = topology.members.iter().map(|m| m.name.clone());
+        let ring = Ring::new(names, config, topology.version).expect("the topology reply builds a ring");
+        let idx = ring
+            .index_of(this.as_bytes())
+            .unwrap_or_else(|| panic!("{this} is not on the ring of {topology:?}"));
+        Placement {
+            ring,
+            this: idx,
+            this_name: this.to_string(),
+        }
+    }
+
+    /// The name of the node the placement is seen from.
+    pub fn this_name(&self) -> &str {
+        &self.this_name
+    }
+
+    /// The name of `key`'s primary owner.
+    pub fn primary_name(&self, key: &[u8]) -> &str {
+        let idx = self.ring.primary(key).expect("a ring with members");
+        self.ring.node(idx).expect("an index of the ring")
+    }
+
+    /// Whether this node is `key`'s primary owner.
+    pub fn is_primary_here(&self, key: &[u8]) -> bool {
+        self.ring.primary(key) == Some(self.this)
+    }
+
+    /// Whether this node is one of `key`'s owners (primary or replica).
+    pub fn owns_here(&self, key: &[u8]) -> bool {
+        self.ring.is_owner(key, self.this)
+    }
+
+    /// `base` itself if this node is not its primary, else the first of `base~1`,
+    /// `base~2`, ... that it is not the primary of (the suffix keeps keys unique).
+    pub fn key_elsewhere(&self, base: &str) -> String {
+        (0..10_000)
+            .map(|i| {
+                if i == 0 {
+                    base.to_string()
+                } else {
+                    format!("{base}~{i}")
+                }
+            })
+            .find(|k| !self.is_primary_here(k.as_bytes()))
+            .expect("a key owned elsewhere within 10000 tries")
+    }
+}
+
+/// The number of nodes and the replica count of the cluster a [`ClusterTarget`] starts.
+pub const TARGET_NODES: usize = 3;
+/// See [`TARGET_NODES`].
+pub const TARGET_REPLICAS: u32 = 2;
+
+/// What a suite that must also run "through a cluster" talks to: node 1 of a converged
+/// 3-node `--replicas 2` ringcache cluster; in the self-check
+/// (`RINGCACHE_DIFF_AGAINST=memcached`, see [`ServerKind::target`]) three memcacheds
+/// instead, the first standing for node 1.
+pub struct ClusterTarget {
+    cluster: Option<TestCluster>,
+    memcached: Vec<ServerProcess>,
+    placement: Option<Placement>,
+}
+
+impl ClusterTarget {
+    /// Starts the cluster (every node with `extra` flags) and waits until it converged.
+    pub fn start(extra: &[&str]) -> ClusterTarget {
+        match ServerKind::target() {
+            ServerKind::Memcached => ClusterTarget {
+                cluster: None,
+                memcached: (0..TARGET_NODES)
+                    .map(|_| ServerProcess::start(ServerKind::Memcached, extra))
+                    .collect(),
+                placement: None,
+            },
+            ServerKind::Ringcache => {
+                let cluster = TestCluster::start(TARGET_NODES, TARGET_REPLICAS, extra);
+                let first = &cluster.nodes[0];
+                let topo = topology(&first.process).expect("node 1 answers topology");
+                assert_eq!(topo.members.len(), TARGET_NODES, "node 1 sees {topo:?}");
+                let placement = Placement::new(&topo, &first.name);
+                ClusterTarget {
+                    cluster: Some(cluster),
+                    memcached: Vec::new(),
+                    placement: Some(placement),
+                }
+            }
+        }
+    }
+
+    /// What the nodes are.
+    pub fn kind(&self) -> ServerKind {
+        match self.cluster {
+            Some(_) => ServerKind::Ringcache,
+            None => ServerKind::Memcached,
+        }
+    }
+
+    /// Node 1's client address (the one the suites talk to).
+    pub fn addr(&self) -> SocketAddr {
+        self.process(0).addr()
+    }
+
+    /// Every node's client address, node 1's first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        (0..TARGET_NODES).map(|i| self.process(i).addr()).collect()
+    }
+
+    /// Node `i`'s process (0 is node 1).
+    pub fn process(&self, i: usize) -> &ServerProcess {
+        match &self.cluster {
+            Some(c) => &c.nodes[i].process,
+            None => &self.memcached[i],
+        }
+    }
+
+    /// Key placement seen from node 1 (`None` in the self-check: memcached has no ring).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
+    }
+
+    /// A key named after `base` whose primary is not node 1 (see
+    /// [`Placement::key_elsewhere`]); `base` itself in the self-check.
+    pub fn key_elsewhere(&self, base: &str) -> String {
+        match &self.placement {
+            Some(p) => p.key_elsewhere(base),
+            None => base.to_string(),
+        }
+    }
+
+    /// A one-line description for reports.
+    pub fn describe(&self) -> String {
+        match &self.placement {
+            Some(p) => format!(
+                "node {} of a {TARGET_NODES}-node --replicas {TARGET_REPLICAS} ringcache cluster",
+                p.this_name()
+            ),
+            None => format!("memcached standing for node 1 of a {TARGET_NODES}-node cluster (self-check)"),
         }
     }
 }

@@ -1,12 +1,29 @@
 //! Differential testing: play the same raw bytes to a real memcached and to a target server
 //! (ringcache, or a second memcached for the self-check) and compare the full replies.
 //!
+//! # Targets
+//! A group runs against one of two targets ([`Via`]): one ringcache node, or node 1 of a
+//! converged 3-node `--replicas 2` ringcache cluster ([`ClusterTarget`]), since a cluster
+//! must be indistinguishable from one memcached. Through the cluster each case's key prefix
+//! is chosen so that its keys' primaries are other nodes (see below): node 1 then forwards
+//! the requests and relays the owners' replies, which is the path under test.
+//!
 //! # Cases
 //! A [`Case`] is a name and a list of [`Step`]s: raw chunks to send (each its own write, so a
 //! command can be split across many writes), pauses between them, and sync points. Before
-//! sending, `$K` becomes the case's unique key prefix (`k017_`, [`PREFIX_LEN`] bytes) and
-//! `$B(TEXT)` becomes the base64 of prefix + TEXT, so cases running at once on one server
-//! pair never share keys. Data blocks must not contain `$`.
+//! sending, `$K` becomes the case's unique key prefix (`k017_`, [`PREFIX_LEN`] bytes),
+//! `$B(TEXT)` becomes the base64 of prefix + TEXT and `$X(HEX)` the base64 of prefix + the
+//! bytes HEX spells (for keys holding any byte, sent with the meta `b` flag), so cases
+//! running at once on one server pair never share keys. Data blocks must not contain `$`.
+//!
+//! # Key prefixes
+//! The prefix of case number `i` is one character, `i` in three digits, and `_`. Against one
+//! node (and memcached) the character is `k`. Through a cluster the runner tries `k`, then
+//! `a`..`z`, `A`..`Z`, `0`..`9`, and takes the first prefix under which none of the case's
+//! keys (every `$K...` token up to a space or line end, every `$B(..)`/`$X(..)`) has node 1
+//! as its primary, computed from node 1's `topology` reply as the smart client does; if
+//! none of the 62 achieves that (cases with dozens of keys), the one with the fewest. The
+//! length stays [`PREFIX_LEN`], so key-length cases keep working.
 //!
 //! # Knowing when a reply is complete
 //! After the last step (and at every sync point) the runner sends the sentinel `mn\r\n`, which
@@ -26,8 +43,12 @@
 //! numbers in `me` debug lines other than `cas=`. Data blocks (`VALUE`/`VA`) are copied verbatim.
 //!
 //! # Looking at the reference
-//! With `RINGCACHE_DIFF_DUMP=DIR`, every group writes `DIR/<group>.txt`: each case's request
-//! and memcached's normalised reply.
+//! With `RINGCACHE_DIFF_DUMP=DIR`, every group writes `DIR/<group>.txt` (through a cluster
+//! `DIR/<group>_through_cluster.txt`): each case's request and memcached's normalised reply.
+//! With `RINGCACHE_DIFF_SEQUENTIAL=1` every group plays its cases one at a time, which tells
+//! a case that fails on its own from one hit by another case's damage (a desynchronised
+//! peer connection, say); `RINGCACHE_DIFF_CASES=name,name` plays only the cases named (each
+//! still with its own key prefix).
 //!
 //! # Markers
 //! The runner appends lines such as `<<CLOSED>>` (server closed the connection) or
@@ -41,6 +62,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::cluster::{ClusterTarget, Placement};
 use crate::process::{ServerKind, ServerProcess};
 use crate::raw::{RawConn, ReadEnd};
 
@@ -52,6 +74,9 @@ const SENTINEL: &[u8] = b"mn\r\n";
 const REFERENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the target may take to answer a sentinel before the case counts as hung.
 const TARGET_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same through a cluster: a forwarded request may wait for an owner for up to the
+/// peer timeout (1 s) per hop, so a stalled hop is not mistaken for a hung case.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(4);
 /// Cases of a parallel group run on this many connections at once.
 const WORKERS: usize = 8;
 
@@ -119,6 +144,10 @@ pub struct Case {
     /// Where ringcache deliberately answers otherwise than memcached 1.6.18: why, and
     /// ringcache's exact reply (with `$K` substitution; the sentinel's `MN` included).
     pub divergence: Option<(&'static str, Vec<u8>)>,
+    /// Where a ringcache cluster (through node 1) deliberately answers otherwise than
+    /// memcached 1.6.18 and than one node: why, and the cluster's exact reply. Takes the
+    /// place of [`Case::divergence`] through a cluster.
+    pub cluster_divergence: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Case {
@@ -129,6 +158,7 @@ impl Case {
             steps: Vec::new(),
             finish: Finish::Sentinel,
             divergence: None,
+            cluster_divergence: None,
         }
     }
 
@@ -137,6 +167,14 @@ impl Case {
     /// memcached against memcached, still compares the two memcacheds).
     pub fn diverges(mut self, why: &'static str, ringcache_reply: impl AsRef<[u8]>) -> Case {
         self.divergence = Some((why, ringcache_reply.as_ref().to_vec()));
+        self
+    }
+
+    /// Declares a deliberate difference of a cluster from memcached 1.6.18 (and from one
+    /// node): through a ringcache cluster the case must answer exactly `cluster_reply`.
+    /// Each one is listed in docs/PROTOCOL.md ("Differences from one memcached").
+    pub fn diverges_in_cluster(mut self, why: &'static str, cluster_reply: impl AsRef<[u8]>) -> Case {
+        self.cluster_divergence = Some((why, cluster_reply.as_ref().to_vec()));
         self
     }
 
@@ -195,13 +233,54 @@ pub struct Group {
     pub parallel: bool,
 }
 
-/// The key prefix of case number `index` in its group.
-pub fn prefix(index: usize) -> String {
+/// The first characters of key prefixes, in the order a cluster run tries them (`k`,
+/// the only one used against a single node, first).
+const PREFIX_FIRST: &[u8] = b"kabcdefghijlmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// The key prefix of case number `index` in its group, variant `attempt` (0 is `k017_`;
+/// see "Key prefixes" above).
+pub fn prefix(index: usize, attempt: usize) -> String {
     assert!(index < 1000, "a group holds at most 1000 cases");
-    format!("k{index:03}_")
+    let first = PREFIX_FIRST[attempt % PREFIX_FIRST.len()] as char;
+    format!("{first}{index:03}_")
 }
 
-/// Replaces `$K` (the case's key prefix) and `$B(TEXT)` (base64 of prefix + TEXT) in `bytes`.
+/// Where a `$B(..)` or `$X(..)` placeholder starts in `rest`: its text and its length.
+fn placeholder<'a>(rest: &'a [u8], open: &[u8]) -> Option<(&'a [u8], usize)> {
+    let inner = rest.strip_prefix(open)?;
+    let end = inner.iter().position(|&b| b == b')')?;
+    Some((&inner[..end], open.len() + end + 1))
+}
+
+/// The bytes a `$X(..)` placeholder's hex digits spell.
+fn unhex(hex: &[u8]) -> Vec<u8> {
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .unwrap_or_else(|| panic!("bad hex digit in $X({})", escape(hex))) as u8
+    };
+    assert!(
+        hex.len().is_multiple_of(2),
+        "odd number of hex digits in $X({})",
+        escape(hex)
+    );
+    hex.chunks(2).map(|p| digit(p[0]) << 4 | digit(p[1])).collect()
+}
+
+/// One key-naming placeholder at the start of `rest`: the key's bytes after the prefix,
+/// and the placeholder's length.
+fn key_placeholder(rest: &[u8]) -> Option<(Vec<u8>, usize)> {
+    if let Some((text, len)) = placeholder(rest, b"$B(") {
+        return Some((text.to_vec(), len));
+    }
+    if let Some((hex, len)) = placeholder(rest, b"$X(") {
+        return Some((unhex(hex), len));
+    }
+    None
+}
+
+/// Replaces `$K` (the case's key prefix), `$B(TEXT)` (base64 of prefix + TEXT) and
+/// `$X(HEX)` (base64 of prefix + the bytes HEX spells) in `bytes`.
 pub fn substitute(bytes: &[u8], prefix: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -213,20 +292,95 @@ pub fn substitute(bytes: &[u8], prefix: &str) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if rest.starts_with(b"$B(") {
-                if let Some(end) = rest.iter().position(|&b| b == b')') {
-                    let mut key = prefix.as_bytes().to_vec();
-                    key.extend_from_slice(&rest[3..end]);
-                    out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(key).as_bytes());
-                    i += end + 1;
-                    continue;
-                }
+            if let Some((tail, len)) = key_placeholder(rest) {
+                let mut key = prefix.as_bytes().to_vec();
+                key.extend_from_slice(&tail);
+                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(key).as_bytes());
+                i += len;
+                continue;
             }
         }
         out.push(bytes[i]);
         i += 1;
     }
     out
+}
+
+/// The distinct keys a case names under `prefix`: each `$K` with what follows it up to a
+/// space, tab or line end, and the decoded key of each `$B(..)` / `$X(..)`. (Keys split
+/// across writes are seen only in part; placement only needs most keys right.)
+pub fn case_keys(case: &Case, prefix: &str) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for step in &case.steps {
+        let bytes = match step {
+            Step::Send(b) | Step::SendCas(b) | Step::Split { bytes: b, .. } => b,
+            Step::Pause(_) | Step::Sync => continue,
+        };
+        let mut i = 0;
+        while i < bytes.len() {
+            let rest = &bytes[i..];
+            let mut key = prefix.as_bytes().to_vec();
+            if let Some(tail) = rest.strip_prefix(b"$K") {
+                let end = tail
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .unwrap_or(tail.len());
+                key.extend_from_slice(&tail[..end]);
+                keys.push(key);
+                i += 2 + end;
+            } else if let Some((tail, len)) = key_placeholder(rest) {
+                key.extend_from_slice(&tail);
+                keys.push(key);
+                i += len;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// How a case's keys fall on the cluster under the prefix chosen for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpread {
+    /// Distinct keys the case names.
+    pub keys: usize,
+    /// Of those, the ones whose primary is the node the case talks to.
+    pub primary_here: usize,
+    /// Of those, the ones the node the case talks to holds at all (primary or replica).
+    pub owned_here: usize,
+}
+
+/// The prefix of case `index`: `k...` without a placement; through a cluster the first
+/// candidate under which no key's primary is the node talked to (else the one with the
+/// fewest such keys), with how its keys fall.
+pub fn choose_prefix(case: &Case, index: usize, placement: Option<&Placement>) -> (String, Option<KeySpread>) {
+    let Some(placement) = placement else {
+        return (prefix(index, 0), None);
+    };
+    let spread = |p: &str| {
+        let keys = case_keys(case, p);
+        KeySpread {
+            keys: keys.len(),
+            primary_here: keys.iter().filter(|k| placement.is_primary_here(k)).count(),
+            owned_here: keys.iter().filter(|k| placement.owns_here(k)).count(),
+        }
+    };
+    let mut best: Option<(String, KeySpread)> = None;
+    for attempt in 0..PREFIX_FIRST.len() {
+        let p = prefix(index, attempt);
+        let s = spread(&p);
+        if best.as_ref().is_none_or(|(_, b)| s.primary_here < b.primary_here) {
+            best = Some((p, s));
+        }
+        if s.primary_here == 0 {
+            break;
+        }
+    }
+    let (p, s) = best.expect("at least one candidate");
+    (p, Some(s))
 }
 
 /// Number of lines in `bytes` that are exactly `mn` (with `\r\n` or `\n` ends).
@@ -596,8 +750,43 @@ fn render_lines(lines: &[Vec<u8>], other: &[Vec<u8>]) -> String {
 /// One case whose replies differ, or whose reference run was itself broken.
 #[derive(Debug)]
 pub struct Mismatch {
+    /// The case's name.
+    pub case: String,
     /// Readable report.
     pub report: String,
+}
+
+/// Where a group's cases are played besides the reference memcached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// One node ([`ServerKind::target`]).
+    Node,
+    /// Node 1 of a 3-node `--replicas 2` cluster ([`ClusterTarget`]).
+    Cluster,
+}
+
+impl Via {
+    /// How the test names this target (`diff_storage`, `diff_storage_through_cluster`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Via::Node => "",
+            Via::Cluster => "_through_cluster",
+        }
+    }
+}
+
+/// The server a case is compared on.
+pub struct Target<'a> {
+    /// Its client address.
+    pub addr: SocketAddr,
+    /// What it runs.
+    pub kind: ServerKind,
+    /// One node or through a cluster.
+    pub via: Via,
+    /// Key placement seen from the node talked to (through a ringcache cluster only).
+    pub placement: Option<&'a Placement>,
+    /// For reports.
+    pub describe: String,
 }
 
 /// Plays `case` (number `index` of `group`) on both servers and compares. Also returns the
@@ -607,15 +796,23 @@ pub fn check_case(
     index: usize,
     case: &Case,
     reference: SocketAddr,
-    target: (SocketAddr, ServerKind),
+    target: &Target<'_>,
 ) -> (Option<Mismatch>, String) {
-    let prefix = prefix(index);
+    let (prefix, spread) = choose_prefix(case, index, target.placement);
+    let timeout = match target.via {
+        Via::Node => TARGET_TIMEOUT,
+        Via::Cluster => CLUSTER_TIMEOUT,
+    };
     let raw_ref = play(case, &prefix, reference, REFERENCE_TIMEOUT);
-    let raw_tgt = play(case, &prefix, target.0, TARGET_TIMEOUT);
+    let raw_tgt = play(case, &prefix, target.addr, timeout);
     let mut a = normalise(&raw_ref);
     let mut b = normalise(&raw_tgt);
     align_stats(&mut a, &mut b);
-    if let (Some((why, expected)), ServerKind::Ringcache) = (&case.divergence, target.1) {
+    let divergence = match target.via {
+        Via::Cluster => case.cluster_divergence.as_ref().or(case.divergence.as_ref()),
+        Via::Node => case.divergence.as_ref(),
+    };
+    if let (Some((why, expected)), ServerKind::Ringcache) = (divergence, target.kind) {
         // Compare ringcache with its documented reply instead of memcached's.
         a = normalise(&substitute(expected, &prefix));
         if a == b {
@@ -636,16 +833,36 @@ pub fn check_case(
         return (None, dump);
     }
     let mut report = format!("--- case `{}` (group `{group}`, key prefix {prefix}) ---\n", case.name);
+    report.push_str(&format!("  target: {}\n", target.describe));
+    if let Some(s) = spread {
+        report.push_str(&format!(
+            "  keys: {} named; primary on the node talked to: {}; held there at all: {}\n",
+            s.keys, s.primary_here, s.owned_here
+        ));
+    }
+    if let Some((why, _)) = divergence.filter(|_| target.kind == ServerKind::Ringcache) {
+        report.push_str(&format!(
+            "  (a documented divergence: {why}; the expected reply below is ringcache's documented one)\n"
+        ));
+    }
     if malformed {
         report.push_str("  THE REFERENCE MEMCACHED DID NOT COMPLETE THIS CASE: the case itself is malformed\n");
     }
     report.push_str("  request:\n");
     report.push_str(&render_request(case, &prefix));
-    report.push_str("  reference memcached replied (normalised; ! marks lines that differ):\n");
+    report.push_str(
+        "  expected (memcached's reply normalised, or the documented divergence; ! marks lines that differ):\n",
+    );
     report.push_str(&render_lines(&a, &b));
-    report.push_str(&format!("  target {} replied (normalised):\n", target.1.name()));
+    report.push_str(&format!("  target ({}) replied (normalised):\n", target.describe));
     report.push_str(&render_lines(&b, &a));
-    (Some(Mismatch { report }), dump)
+    (
+        Some(Mismatch {
+            case: case.name.clone(),
+            report,
+        }),
+        dump,
+    )
 }
 
 /// Outcome of a group.
@@ -655,16 +872,50 @@ pub struct GroupOutcome {
     pub cases: usize,
     /// The failures, in case order.
     pub mismatches: Vec<Mismatch>,
+    /// Through a ringcache cluster: how the keys of all the cases fell (summed).
+    pub keys: Option<KeySpread>,
 }
 
-/// Starts a memcached and a `target` server with the group's flags and checks every case.
-pub fn run_group(group: &Group, target: ServerKind) -> GroupOutcome {
+/// Starts a memcached and the target (one [`ServerKind::target`] node, or a
+/// [`ClusterTarget`]) with the group's flags and checks every case.
+pub fn run_group(group: &Group, via: Via) -> GroupOutcome {
     let reference = ServerProcess::start(ServerKind::Memcached, &group.flags);
-    let tgt = ServerProcess::start(target, &group.flags);
-    let (ra, ta) = (reference.addr(), (tgt.addr(), target));
+    let (node, cluster) = match via {
+        Via::Node => (Some(ServerProcess::start(ServerKind::target(), &group.flags)), None),
+        Via::Cluster => (None, Some(ClusterTarget::start(&group.flags))),
+    };
+    let target = match (&node, &cluster) {
+        (Some(n), _) => Target {
+            addr: n.addr(),
+            kind: n.kind(),
+            via,
+            placement: None,
+            describe: format!("one {} node", n.kind().name()),
+        },
+        (None, Some(c)) => Target {
+            addr: c.addr(),
+            kind: c.kind(),
+            via,
+            placement: c.placement(),
+            describe: c.describe(),
+        },
+        (None, None) => unreachable!("one of the two was started"),
+    };
+    let (ra, ta) = (reference.addr(), &target);
     let results: Mutex<Vec<(usize, Option<Mismatch>, String)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
-    let workers = if group.parallel {
+    // Only the cases RINGCACHE_DIFF_CASES names, if it is set (each keeps its number,
+    // hence its key prefix).
+    let only: Option<Vec<String>> = std::env::var("RINGCACHE_DIFF_CASES").ok().map(|v| {
+        v.split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    let selected = |case: &Case| only.as_ref().is_none_or(|names| names.contains(&case.name));
+    let ran = group.cases.iter().filter(|c| selected(c)).count();
+    let one_at_a_time = std::env::var_os("RINGCACHE_DIFF_SEQUENTIAL").is_some_and(|v| v == "1");
+    let workers = if group.parallel && !one_at_a_time {
         WORKERS.min(group.cases.len()).max(1)
     } else {
         1
@@ -674,6 +925,9 @@ pub fn run_group(group: &Group, target: ServerKind) -> GroupOutcome {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = group.cases.get(i) else { break };
+                if !selected(case) {
+                    continue;
+                }
                 let (m, dump) = check_case(group.name, i, case, ra, ta);
                 results.lock().unwrap_or_else(|e| e.into_inner()).push((i, m, dump));
             });
@@ -683,26 +937,65 @@ pub fn run_group(group: &Group, target: ServerKind) -> GroupOutcome {
     r.sort_by_key(|(i, _, _)| *i);
     if let Some(dir) = std::env::var_os("RINGCACHE_DIFF_DUMP") {
         let text: String = r.iter().map(|(_, _, d)| d.as_str()).collect();
-        let path = std::path::Path::new(&dir).join(format!("{}.txt", group.name));
+        let path = std::path::Path::new(&dir).join(format!("{}{}.txt", group.name, via.suffix()));
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
+    let keys = target.placement.map(|_| {
+        let mut sum = KeySpread {
+            keys: 0,
+            primary_here: 0,
+            owned_here: 0,
+        };
+        for (i, case) in group.cases.iter().enumerate().filter(|(_, c)| selected(c)) {
+            if let (_, Some(s)) = choose_prefix(case, i, target.placement) {
+                sum.keys += s.keys;
+                sum.primary_here += s.primary_here;
+                sum.owned_here += s.owned_here;
+            }
+        }
+        sum
+    });
     GroupOutcome {
-        cases: group.cases.len(),
+        cases: ran,
         mismatches: r.into_iter().filter_map(|(_, m, _)| m).collect(),
+        keys,
     }
 }
 
-/// Runs a group against [`ServerKind::target`] and panics with every failing case's report.
+/// Runs a group against one [`ServerKind::target`] node and panics with every failing
+/// case's report.
 pub fn assert_group(group: &Group) {
-    let target = ServerKind::target();
-    let outcome = run_group(group, target);
+    assert_group_via(group, Via::Node);
+}
+
+/// Runs a group through node 1 of a 3-node `--replicas 2` cluster (see [`ClusterTarget`])
+/// and panics with every failing case's report.
+pub fn assert_group_through_cluster(group: &Group) {
+    assert_group_via(group, Via::Cluster);
+}
+
+/// Runs a group against `via` and panics with every failing case's report.
+pub fn assert_group_via(group: &Group, via: Via) {
+    let kind = ServerKind::target().name();
+    let what = match via {
+        Via::Node => format!("one {kind} node"),
+        Via::Cluster => format!("a {kind} cluster (through node 1)"),
+    };
+    let outcome = run_group(group, via);
+    if let Some(k) = outcome.keys {
+        println!(
+            "group `{}`: of the {} keys its cases name, {} have node 1 as their primary and {} more are held there as a replica",
+            group.name,
+            k.keys,
+            k.primary_here,
+            k.owned_here - k.primary_here
+        );
+    }
     let n = outcome.mismatches.len();
     if n == 0 {
         println!(
-            "group `{}`: {} cases, {} matches memcached on all",
-            group.name,
-            outcome.cases,
-            target.name()
+            "group `{}`: {} cases, {what} matches memcached on all",
+            group.name, outcome.cases
         );
         return;
     }
@@ -711,12 +1004,13 @@ pub fn assert_group(group: &Group) {
         all.push_str(&m.report);
     }
     eprintln!("{all}");
+    let names: Vec<&str> = outcome.mismatches.iter().map(|m| m.case.as_str()).collect();
     panic!(
-        "group `{}` (flags {:?}): {n} of {} cases differ between memcached and {} (reports above)",
+        "group `{}` (flags {:?}): {n} of {} cases differ between memcached and {what} (reports above): {}",
         group.name,
         group.flags,
         outcome.cases,
-        target.name()
+        names.join(", ")
     );
 }
 
@@ -733,6 +1027,36 @@ mod tests {
             format!("mg {b64} b v\r\n").into_bytes()
         );
         assert_eq!(substitute(b"$Z $B(", "k001_"), b"$Z $B(");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"k001_x\x00\xff y");
+        assert_eq!(
+            substitute(b"mg $X(7800ff2079) b\r\n", "k001_"),
+            format!("mg {b64} b\r\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn prefixes_keep_their_length() {
+        assert_eq!(prefix(17, 0), "k017_");
+        assert_eq!(prefix(17, 1), "a017_");
+        let all: HashSet<String> = (0..PREFIX_FIRST.len()).map(|a| prefix(999, a)).collect();
+        assert_eq!(all.len(), PREFIX_FIRST.len(), "every attempt is a distinct prefix");
+        assert!(all.iter().all(|p| p.len() == PREFIX_LEN));
+    }
+
+    #[test]
+    fn keys_of_a_case() {
+        let case = Case::new("c")
+            .send("set $Ka 0 0 1\r\nx\r\nget $Ka $Kb\tz\r\n")
+            .sync()
+            .send("mg $B(c) b\r\nmg $X(0a) b\r\n");
+        let keys = case_keys(&case, "k001_");
+        let want: Vec<Vec<u8>> = vec![
+            b"k001_\n".to_vec(),
+            b"k001_a".to_vec(),
+            b"k001_b".to_vec(),
+            b"k001_c".to_vec(),
+        ];
+        assert_eq!(keys, want);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! - `RINGCACHE_BIN`: the ringcache binary (default: `target/<profile>/ringcache`).
 //! - `MEMCACHED_BIN`: the memcached binary (default: `memcached` on `PATH`).
 //! - `RINGCACHE_DIFF_AGAINST=memcached`: the harness self-check; every test that targets a
-//!   ringcache node starts a memcached instead, so the differential suite compares two
-//!   memcached processes and the client suites run against memcached. All must pass.
+//!   ringcache node (or a cluster, [`cluster::ClusterTarget`]) starts memcached instead, so
+//!   the differential suite compares two memcached processes and the client suites run
+//!   against memcached. All must pass.
 
 pub mod cluster;
 pub mod diff;

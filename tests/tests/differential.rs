@@ -2,14 +2,22 @@
 //! started with the group's flags, on fresh connections) and the full replies must match after
 //! the normalisation described in `ringcache_tests::diff`.
 //!
+//! Every group runs twice: against one ringcache node (`diff_<group>`) and through node 1 of
+//! a 3-node `--replicas 2` ringcache cluster (`diff_<group>_through_cluster`), with each
+//! case's keys placed on the other nodes, since a cluster must be indistinguishable from one
+//! memcached. Where a cluster legitimately answers otherwise, the case says so
+//! (`diverges_in_cluster`) and docs/PROTOCOL.md lists it.
+//!
 //! Keys are written `$K<name>`: the runner replaces `$K` with a prefix unique to the case, so
 //! the cases of a group can share one server pair and run at once. `$B(name)` is the base64 of
-//! the same key. Cases that touch global state (`flush_all`) live in a sequential group.
+//! the same key, `$X(hex)` the base64 of the prefix followed by the bytes `hex` spells. Cases
+//! that touch global state (`flush_all`) live in a sequential group.
 //!
 //! Self-check: `RINGCACHE_DIFF_AGAINST=memcached cargo test -p ringcache-tests --test differential`
-//! compares two memcached processes instead; every case must then pass.
+//! compares two memcached processes instead (the cluster target becomes a memcached too);
+//! every case must then pass.
 
-use ringcache_tests::diff::{assert_group, Case, Group, PREFIX_LEN};
+use ringcache_tests::diff::{assert_group, assert_group_through_cluster, Case, Group, PREFIX_LEN};
 
 /// The flags of most groups (as the brief's memcached: 64 MiB, 1 MiB items, 2 threads).
 const FLAGS: &[&str] = &["-m", "64", "-I", "1m", "-t", "2"];
@@ -500,6 +508,9 @@ fn meta() -> Group {
             c("ms_no_size").send("ms $Ka\r\n"),
             c("ms_negative_size").send("ms $Ka -1\r\n"),
             c("ms_size_too_big_data").send(format!("ms $Ka {}\r\n{too_big}\r\nmg $Ka\r\n", too_big.len())),
+            c("ms_size_too_big_drops_the_old_value")
+                .send(set("$Ka", "keep"))
+                .send(format!("ms $Ka {}\r\n{too_big}\r\nmg $Ka v\r\n", too_big.len())),
             c("ms_bad_data_chunk").send("ms $Ka 2\r\nhello\r\nmg $Ka v\r\n"),
             c("ms_mode_add_missing").send("ms $Ka 1 ME\r\nx\r\nmg $Ka v\r\n"),
             c("ms_mode_add_existing")
@@ -539,6 +550,13 @@ fn meta() -> Group {
                 .diverges(
                     "E (explicit new CAS) as later memcached releases do",
                     "HD\r\nHD c987654\r\nVALUE $Ka 0 1 987654\r\nw\r\nEND\r\nMN\r\n",
+                ),
+            c("ms_E_below_current_cas")
+                .send(set("$Ka", "v"))
+                .send("ms $Ka 1 E555\r\nw\r\nmg $Ka c v\r\n")
+                .diverges(
+                    "E (explicit new CAS) as later memcached releases do",
+                    "STORED\r\nHD\r\nVA 1 c555\r\nw\r\nMN\r\n",
                 ),
             c("ms_q_success_silent").send("ms $Ka 1 q\r\nx\r\nmn\r\nmg $Ka v\r\n"),
             c("ms_q_failure_shown")
@@ -869,6 +887,100 @@ fn flush() -> Group {
     )
 }
 
+/// Hex of a key's bytes after the prefix, for `$X(..)`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keys holding any byte, sent base64-encoded with the meta `b` flag: for each byte value
+/// `b` the key `x<b>y`, then keys made of spaces, CR, LF and NUL, the longest key `b`
+/// allows, and several such keys in one pipeline. (memcached 1.6.18 drops the key's
+/// "binary" mark when `ma` replaces the item, after which `k` echoes the raw bytes, so the
+/// cases never ask for `k` after an `ma` that autovivifies or changes the value's length,
+/// nor after an append.)
+fn binary_keys() -> Group {
+    let mut cases = Vec::new();
+    for b in 0..=255u8 {
+        let k = format!("$X({})", hex(&[b'x', b, b'y']));
+        let mut req = format!(
+            "ms {k} 2 b F{b} T0\r\n10\r\nmg {k} b v k f\r\nmg {k} b s c k t\r\nma {k} b v\r\nma {k} b MD v k\r\n"
+        )
+        .into_bytes();
+        // The same key as a classic one where memcached's classic syntax allows it (no
+        // space or control byte; those are the byte values `b` exists for).
+        if (0x21..0x7f).contains(&b) || b >= 0x80 {
+            req.extend_from_slice(b"get $Kx");
+            req.push(b);
+            req.extend_from_slice(b"y\r\n");
+        }
+        req.extend_from_slice(
+            format!("md {k} b k\r\nmg {k} b v k\r\nmd {k} b q\r\nma {k} b N0 J3 v k\r\nmg {k} b v s\r\n").as_bytes(),
+        );
+        cases.push(c(&format!("b64_key_byte_{b:02x}")).send(req));
+    }
+    let special: &[(&str, &[u8])] = &[
+        ("space", b"a b"),
+        ("only_space", b" "),
+        ("crlf", b"\r\n"),
+        ("lf_then_command", b"\nget x\r\n"),
+        ("nul", b"\0"),
+        ("nuls", b"\0\0\0\0"),
+        ("space_cr_lf_nul", b" \r\n\0 \r\n\0"),
+        ("looks_like_a_reply", b"x\r\nVALUE y 0 1\r\nz\r\nEND"),
+    ];
+    for (name, key) in special {
+        let k = format!("$X({})", hex(key));
+        cases.push(c(&format!("b64_key_{name}")).send(format!(
+            "ms {k} 3 b F7 c k\r\nabc\r\nmg {k} b v k f s\r\nms {k} 2 b MA\r\nde\r\nmg {k} b v s f\r\nmd {k} b k\r\nmg {k} b v k O1\r\nma {k} b\r\n"
+        )));
+    }
+    let low: Vec<u8> = (0..=180u8).collect();
+    let high: Vec<u8> = (181..=255u8).collect();
+    cases.extend([
+        c("b64_keys_every_byte_in_two_keys").send(format!(
+            "ms $X({lo}) 1 b\r\nL\r\nms $X({hi}) 1 b\r\nH\r\nmg $X({lo}) b v k\r\nmg $X({hi}) b v k\r\nmd $X({lo}) b\r\nmd $X({hi}) b\r\nmg $X({lo}) b v\r\nmg $X({hi}) b v\r\n",
+            lo = hex(&low),
+            hi = hex(&high)
+        )),
+        // 186 bytes encode to 248 characters; 187 bytes to 252, over the 250 a key token may have.
+        c("b64_key_186_bytes").send(format!(
+            "ms $X({k}) 1 b\r\nz\r\nmg $X({k}) b v s\r\n",
+            k = hex(&[0xfe; 186 - PREFIX_LEN])
+        )),
+        c("b64_key_187_bytes").send(format!(
+            "ms $X({k}) 1 b\r\nz\r\nmg $X({k}) b v s\r\n",
+            k = hex(&[0xfe; 187 - PREFIX_LEN])
+        )),
+        c("b64_keys_pipelined").send({
+            let keys: Vec<String> = (0..16u8).map(|i| format!("$X({})", hex(&[b' ', i, b'\r', b'\n', i]))).collect();
+            let mut r = String::new();
+            for (i, k) in keys.iter().enumerate() {
+                r.push_str(&format!("ms {k} 2 b F{i} q\r\nv{}\r\n", i % 10));
+            }
+            for k in &keys {
+                r.push_str(&format!("mg {k} b v k f q\r\n"));
+            }
+            r.push_str("mn\r\n");
+            for k in keys.iter().step_by(2) {
+                r.push_str(&format!("md {k} b q\r\n"));
+            }
+            for k in &keys {
+                r.push_str(&format!("mg {k} b k q\r\nmg {k} b s\r\n"));
+            }
+            r
+        }),
+        c("b64_key_quiet_miss_then_hit")
+            .send("mg $X(000d0a) b v q\r\nms $X(000d0a) 1 b q\r\nx\r\nmg $X(000d0a) b v q k\r\nmn\r\n"),
+        c("b64_key_me").send("ms $X(20200a) 1 b\r\nx\r\nme $X(20200a) b\r\n"),
+        c("b64_key_plain_text_classic_get").send("ms $B(plain) 1 b\r\nz\r\nget $Kplain\r\nmd $B(plain) b\r\nget $Kplain\r\n"),
+        c("b64_invalid_one_pad_short").send("mg YQ= b v\r\n"),
+        c("b64_invalid_only_padding").send("mg ==== b v\r\n"),
+        c("b64_unpadded").send("mg YQ b v\r\n"),
+        c("b64_invalid_on_ms").send("ms !!!! 1 b\r\nx\r\nmd ???? b\r\nma **** b\r\n"),
+    ]);
+    group("binary_keys", true, cases)
+}
+
 fn all_groups() -> Vec<Group> {
     vec![
         storage(),
@@ -880,6 +992,7 @@ fn all_groups() -> Vec<Group> {
         framing(),
         ttl(),
         flush(),
+        binary_keys(),
     ]
 }
 
@@ -902,47 +1015,30 @@ fn case_table_is_complete() {
     );
 }
 
-#[test]
-fn diff_storage() {
-    assert_group(&storage());
+/// Each group as two tests: against one node, and through node 1 of a 3-node cluster.
+macro_rules! on_a_node_and_through_a_cluster {
+    ($($group:ident: $node:ident, $cluster:ident;)*) => {$(
+        #[test]
+        fn $node() {
+            assert_group(&$group());
+        }
+
+        #[test]
+        fn $cluster() {
+            assert_group_through_cluster(&$group());
+        }
+    )*};
 }
 
-#[test]
-fn diff_retrieval() {
-    assert_group(&retrieval());
-}
-
-#[test]
-fn diff_arith() {
-    assert_group(&arith());
-}
-
-#[test]
-fn diff_misc() {
-    assert_group(&misc());
-}
-
-#[test]
-fn diff_meta() {
-    assert_group(&meta());
-}
-
-#[test]
-fn diff_errors() {
-    assert_group(&errors());
-}
-
-#[test]
-fn diff_framing() {
-    assert_group(&framing());
-}
-
-#[test]
-fn diff_ttl() {
-    assert_group(&ttl());
-}
-
-#[test]
-fn diff_flush() {
-    assert_group(&flush());
+on_a_node_and_through_a_cluster! {
+    storage: diff_storage, diff_storage_through_cluster;
+    retrieval: diff_retrieval, diff_retrieval_through_cluster;
+    arith: diff_arith, diff_arith_through_cluster;
+    misc: diff_misc, diff_misc_through_cluster;
+    meta: diff_meta, diff_meta_through_cluster;
+    errors: diff_errors, diff_errors_through_cluster;
+    framing: diff_framing, diff_framing_through_cluster;
+    ttl: diff_ttl, diff_ttl_through_cluster;
+    flush: diff_flush, diff_flush_through_cluster;
+    binary_keys: diff_binary_keys, diff_binary_keys_through_cluster;
 }
