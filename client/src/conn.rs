@@ -11,10 +11,11 @@
 //!
 //! On a connection to a peer (see [`NodeConn::tag_replies`]) each request goes behind
 //! `rc_id <n>` with a sequence number, and the peer answers each as soon as it is done,
-//! behind `RI <n>` (`ringcache_protocol::text::peer`), in whatever order: a reply is
-//! handed to the request with its id, framed as that request expects. A tag no request
-//! is waiting for, or a reply that does not frame, closes the connection and fails
-//! every request in flight on it. Whatever a peer sends, no reply reaches a request it
+//! behind `RI <n> <length>` (`ringcache_protocol::text::peer`), in whatever order: a
+//! reply is handed to the request with its id once it is checked to be one whole
+//! reply of the shape that request expects. A tag no request is waiting for, or a
+//! reply that does not fit, closes the connection and fails every request in flight
+//! on it. Whatever a peer sends, no reply reaches a request it
 //! does not answer.
 
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ringcache_protocol::text::frame::{reply_len, Expect, FrameError};
+use ringcache_protocol::text::frame::{reply_fits, reply_len, Expect, FrameError};
 use ringcache_protocol::text::peer::{parse_reply_tag, PeerRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -179,6 +180,8 @@ async fn run(addr: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Pending
                     Ok(_) => {}
                 }
                 if let Err(e) = hand_out_replies(&mut rbuf, &mut waiting) {
+                    let at = &rbuf[..rbuf.len().min(120)];
+                    tracing::warn!(%addr, error = %e, at = %at.escape_ascii(), "reply out of step: closing the connection");
                     break Error::Protocol(e.to_string());
                 }
                 if rbuf.is_empty() {
@@ -242,16 +245,20 @@ fn hand_out_replies(rbuf: &mut BytesMut, waiting: &mut Waiting) -> std::result::
         if rbuf.is_empty() {
             return Ok(());
         }
-        let Some((id, tag_len)) = parse_reply_tag(rbuf)? else {
+        let Some(tag) = parse_reply_tag(rbuf)? else {
             return Ok(());
         };
-        let expect = waiting.by_id.get(&id).ok_or(FrameError::OutOfStep)?.expect;
-        let Some(n) = reply_len(&rbuf[tag_len..], expect)? else {
+        let expect = waiting.by_id.get(&tag.id).ok_or(FrameError::OutOfStep)?.expect;
+        if rbuf.len() < tag.line_len + tag.len {
+            rbuf.reserve(tag.line_len + tag.len - rbuf.len());
             return Ok(());
-        };
-        rbuf.advance(tag_len);
-        let reply = rbuf.split_to(n).freeze();
-        if let Some(f) = waiting.by_id.remove(&id) {
+        }
+        rbuf.advance(tag.line_len);
+        let reply = rbuf.split_to(tag.len).freeze();
+        if !reply_fits(&reply, expect) {
+            return Err(FrameError::OutOfStep);
+        }
+        if let Some(f) = waiting.by_id.remove(&tag.id) {
             let _ = f.reply.send(Ok(reply));
         }
     }
@@ -346,8 +353,9 @@ mod tests {
         UnknownTagAfter(usize),
         /// Correct replies, then after `n` of them an untagged line.
         UntaggedAfter(usize),
-        /// Correct replies, then after `n` of them a tagged reply that does not frame.
-        GarbageAfter(usize),
+        /// Correct replies, then after `n` of them one of the right length for its
+        /// request but of the wrong shape (and the real one after it).
+        WrongShapeAfter(usize),
     }
 
     /// A fake node reading `rc_id <n>` + `get <key>` pairs and answering each with the
@@ -376,8 +384,8 @@ mod tests {
                         tag = Some(id.to_string());
                     } else if let Some(key) = line.strip_prefix("get ") {
                         let id = tag.take().expect("every request is tagged");
-                        let reply = format!("RI {id}\r\nVALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len());
-                        replies.push(reply);
+                        let reply = format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len());
+                        replies.push(format!("RI {id} {}\r\n{reply}", reply.len()));
                     }
                 }
                 if let Peer::Reversed = how {
@@ -387,9 +395,14 @@ mod tests {
                 for r in replies {
                     answered += 1;
                     match how {
-                        Peer::UnknownTagAfter(n) if answered == n => out.push_str("RI 999999\r\nEND\r\n"),
+                        Peer::UnknownTagAfter(n) if answered == n => out.push_str("RI 999999 5\r\nEND\r\n"),
                         Peer::UntaggedAfter(n) if answered == n => out.push_str("END\r\n"),
-                        Peer::GarbageAfter(n) if answered == n => out.push_str("RI 0\r\nVALUE k 0 x\r\n"),
+                        // A tag that a request is waiting for, with a reply that is not
+                        // a retrieval's.
+                        Peer::WrongShapeAfter(n) if answered == n => {
+                            let id = r.split(' ').nth(1).unwrap_or("0").to_string();
+                            out.push_str(&format!("RI {id} 8\r\nSTORED\r\n"));
+                        }
                         _ => {}
                     }
                     out.push_str(&r);
@@ -449,7 +462,7 @@ mod tests {
         for how in [
             Peer::UnknownTagAfter(40),
             Peer::UntaggedAfter(40),
-            Peer::GarbageAfter(40),
+            Peer::WrongShapeAfter(40),
         ] {
             let (ok, failed, closed) = run_tagged(how).await;
             assert!(closed, "the connection stays open after a reply out of step");

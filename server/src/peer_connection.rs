@@ -10,7 +10,7 @@
 //! on B's own forwarded write, which waits for its replication to A, queued behind
 //! the first; nothing moves until the peer timeout. So every request starts as soon as
 //! it is read, up to [`MAX_IN_FLIGHT`] at once, and its reply is written as soon as
-//! it is ready, behind `RI <id>` (the request was tagged `rc_id <id>`; the sender
+//! it is ready, behind `RI <id> <length>` (the request was tagged `rc_id <id>`; the sender
 //! matches replies by id). A request that must wait never holds up the others on its
 //! connection, nor their replies (answered in order, a finished replication's reply
 //! would wait behind a forwarded write that waits on the other node, and the cycle
@@ -183,7 +183,7 @@ pub async fn serve(
 /// after it.
 fn take(node: &Node, mut answer: Answer, out: &mut BytesMut) -> bool {
     if let Some(id) = answer.tag {
-        encode_reply_tag(id, out);
+        encode_reply_tag(id, answer.out.len(), out);
     }
     out.put_slice(&answer.out);
     node.stats.totals.absorb(&mut answer.counters);

@@ -230,7 +230,7 @@ async fn write(
             },
             Ok(reply) => {
                 if !noreply {
-                    out.put_slice(strip_noop(&reply, expect));
+                    out.put_slice(&reply);
                 }
                 return Flow::Continue;
             }
@@ -337,7 +337,7 @@ async fn read(
                     None => break 'placed,
                 },
                 Ok(reply) => {
-                    out.put_slice(strip_noop(&reply, expect));
+                    out.put_slice(&reply);
                     return Flow::Continue;
                 }
                 Err(_) => {}
@@ -384,29 +384,26 @@ fn put_fence(version: u64, wire: &mut BytesMut) {
 
 /// The bytes to send an owner for `req` placed with ring `version` (fenced with it),
 /// and the reply shape. `noreply` is cleared (the reply decides what to relay); a
-/// quiet meta command keeps its `q` and is followed by `mn`, so the owner's own
-/// quiet-mode rules decide what the client sees.
+/// quiet meta command keeps its `q`, so the owner's own quiet-mode rules decide what
+/// the client sees (its reply may be empty: a peer's reply comes with its length).
 fn wire_for(req: &Request, version: u64) -> (Bytes, Expect) {
     let mut wire = BytesMut::new();
     put_fence(version, &mut wire);
     match req {
-        Request::Meta(m) if m.flags.quiet() => {
+        Request::Meta(m) => {
+            // As parsed, `q` included.
             m.encode(&mut wire);
-            wire.put_slice(b"mn\r\n");
-            (wire.freeze(), Expect::MetaUntilNoop)
+            let expect = if m.flags.quiet() {
+                Expect::MetaQuiet
+            } else {
+                Expect::Meta
+            };
+            (wire.freeze(), expect)
         }
         _ => {
             req.encode_with(&mut wire, false);
             (wire.freeze(), expect_of(req))
         }
-    }
-}
-
-/// A reply without the `MN` that [`wire_for`] asked for.
-fn strip_noop(reply: &Bytes, expect: Expect) -> &[u8] {
-    match expect {
-        Expect::MetaUntilNoop => reply.strip_suffix(b"MN\r\n").unwrap_or(reply),
-        _ => reply,
     }
 }
 

@@ -22,6 +22,10 @@ pub enum Expect {
     /// Quiet meta commands followed by `mn`: any number of meta replies (a quiet
     /// command may answer nothing) up to and including `MN`.
     MetaUntilNoop,
+    /// A quiet meta command (`q`) on its own: no reply, or one meta reply. Only a reply
+    /// whose length is known can be framed this way (a peer's tagged reply, see
+    /// `text::peer`); in a stream it frames as [`Expect::Meta`].
+    MetaQuiet,
 }
 
 /// A reply that cannot be framed: the connection's stream is out of sync.
@@ -55,7 +59,7 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
         let next = pos + line_end;
         match expect {
             Expect::Line => return Ok(Some(next)),
-            Expect::Meta => {
+            Expect::Meta | Expect::MetaQuiet => {
                 if let Some(rest) = line.strip_prefix(b"VA ") {
                     let size = leading_number(rest)?;
                     return Ok(data_end(buf, next, size));
@@ -98,6 +102,38 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
                 return Ok(Some(next));
             }
         }
+    }
+}
+
+/// Whether `reply` is exactly one whole reply of the shape `expect` (empty only for
+/// [`Expect::MetaQuiet`]); a meta reply must also start with a meta reply code or an
+/// error. For a reply whose length came with it (a peer's tagged reply), this is the
+/// check that it answers the request it was matched to.
+pub fn reply_fits(reply: &[u8], expect: Expect) -> bool {
+    if reply.is_empty() {
+        return expect == Expect::MetaQuiet;
+    }
+    const ERRORS: [&[u8]; 3] = [b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR"];
+    const META: [&[u8]; 8] = [b"HD", b"VA", b"EN", b"NS", b"EX", b"NF", b"MN", b"ME"];
+    if reply_len(reply, expect) != Ok(Some(reply.len())) {
+        return false;
+    }
+    // Whether the line's first word is one of `codes`.
+    let starts = |codes: &[&[u8]], line: &[u8]| {
+        let end = line.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(line.len());
+        codes.contains(&&line[..end])
+    };
+    match expect {
+        Expect::Meta | Expect::MetaQuiet | Expect::MetaUntilNoop => starts(&META, reply) || starts(&ERRORS, reply),
+        // The line that ends the reply: END, or an error instead of the whole reply.
+        Expect::Values | Expect::Lines => {
+            let last = reply[..reply.len() - 1]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(reply, |i| &reply[i + 1..]);
+            last == b"END\r\n" || starts(&ERRORS, last)
+        }
+        Expect::Line => true,
     }
 }
 
@@ -158,6 +194,8 @@ mod tests {
         (Expect::Meta, b"VA 0\r\n\r\n"),
         (Expect::MetaUntilNoop, b"MN\r\n"),
         (Expect::MetaUntilNoop, b"HD\r\nVA 2 k\r\nMN\r\nEN\r\nMN\r\n"),
+        (Expect::MetaQuiet, b"HD\r\n"),
+        (Expect::MetaQuiet, b"VA 2 k\r\nab\r\n"),
     ];
 
     #[test]
@@ -175,6 +213,28 @@ mod tests {
                 assert_eq!(reply_len(&reply[..cut], *expect), Ok(None), "cut {cut} of {reply:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_reply_fits_only_its_own_shape() {
+        for (expect, reply) in CASES {
+            assert!(reply_fits(reply, *expect), "{expect:?} {reply:?}");
+            let mut longer = reply.to_vec();
+            longer.extend_from_slice(b"END\r\n");
+            assert!(!reply_fits(&longer, *expect), "{expect:?} {longer:?}");
+        }
+        assert!(reply_fits(b"", Expect::MetaQuiet));
+        for expect in [Expect::Meta, Expect::Line, Expect::Values, Expect::Lines] {
+            assert!(!reply_fits(b"", expect));
+        }
+        assert!(!reply_fits(b"RI 19\r\n", Expect::Meta));
+        assert!(!reply_fits(b"END\r\n", Expect::MetaQuiet));
+        assert!(!reply_fits(b"VALUE k 0 1\r\nx\r\nEND\r\n", Expect::Meta));
+        assert!(!reply_fits(b"STORED\r\n", Expect::Values));
+        assert!(!reply_fits(b"VA 1\r\nx\r\n", Expect::Values));
+        assert!(!reply_fits(b"MN\r\n", Expect::Lines));
+        assert!(reply_fits(b"SERVER_ERROR ring mismatch 5\r\n", Expect::Values));
+        assert!(reply_fits(b"SERVER_ERROR ring mismatch 5\r\n", Expect::Meta));
     }
 
     /// Found by `ringcache-fuzz --target response`: `reply_len` took the third

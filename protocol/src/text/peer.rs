@@ -7,7 +7,7 @@
 //! rc_del <key> <cas>[ b]\r\n                                    -> DELETED | NOT_FOUND
 //! rc_get <key>[ b]\r\n  -> VALUE <key> <flags> <bytes> <cas> <exptime>[ b]\r\n<data>\r\nEND\r\n | END\r\n
 //! rc_ring <version>\r\n  -> (no reply of its own: fences the next request)
-//! rc_id <id>\r\n         -> (no reply of its own: the next request's reply comes behind RI <id>\r\n)
+//! rc_id <id>\r\n         -> (no reply of its own: the next request's reply comes behind RI <id> <len>\r\n)
 //! ```
 //!
 //! # Keys
@@ -23,12 +23,14 @@
 //! # Replies matched by id: `rc_id`
 //!
 //! `rc_id <id>` tags the request that follows it: that request's reply (whatever its
-//! shape, including a refusal or a parse error) comes behind the line `RI <id>\r\n`
+//! shape, including a refusal, a parse error, or nothing at all for a quiet meta
+//! command) comes behind the line `RI <id> <length of the reply>\r\n`
 //! ([`encode_reply_tag`]), as soon as it is ready, in whatever order the requests
 //! finish. A node tags every request it sends on a peer connection with a sequence
-//! number, reads each reply's tag first ([`parse_reply_tag`]) and frames the reply
-//! as the request with that id expects. A tag it is not waiting for, or a reply that
-//! does not frame, means the two ends no longer agree on where replies begin: the
+//! number, reads each reply's tag first ([`parse_reply_tag`]), takes that many bytes,
+//! and checks that they are one whole reply of the shape the request with that id
+//! expects (`text::frame::reply_fits`). A tag it is not waiting for, or a reply that
+//! does not fit, means the two ends no longer agree on what they are saying: the
 //! connection is closed and every request in flight on it failed, so no reply ever
 //! reaches a request it does not answer. Answering out of order is what keeps
 //! replication free of wait-for cycles: a request that waits on another node (a
@@ -109,20 +111,38 @@ pub fn encode_ring_mismatch(mine: u64, out: &mut BytesMut) {
     out.put_slice(b"\r\n");
 }
 
-/// Appends the line that comes before the reply to a request tagged `rc_id <id>`.
-pub fn encode_reply_tag(id: u64, out: &mut impl BufMut) {
+/// Appends the line that comes before the reply to a request tagged `rc_id <id>`:
+/// `RI <id> <length of the reply>`.
+pub fn encode_reply_tag(id: u64, reply_len: usize, out: &mut impl BufMut) {
+    let mut num = itoa::Buffer::new();
     out.put_slice(b"RI ");
-    out.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    out.put_slice(num.format(id).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(num.format(reply_len).as_bytes());
     out.put_slice(b"\r\n");
 }
 
-/// Longest `RI <id>\r\n` line.
-const REPLY_TAG_MAX: usize = 3 + 20 + 2;
+/// Longest `RI <id> <len>\r\n` line.
+const REPLY_TAG_MAX: usize = 3 + 20 + 1 + 20 + 2;
 
-/// Reads the `RI <id>\r\n` line at the start of `buf` (what comes before the reply to
-/// the request tagged `id`): the id and the line's length, `Ok(None)` while it may
-/// still be arriving, an error as soon as the bytes there cannot be such a line.
-pub fn parse_reply_tag(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
+/// Longest reply a tag may announce (a multi-get forwarded whole can be large, but
+/// nothing a node sends comes near this).
+pub const TAGGED_REPLY_MAX: u64 = 1 << 34;
+
+/// A reply tag: which request the reply answers, and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTag {
+    pub id: u64,
+    /// The reply's length in bytes (it follows the tag line).
+    pub len: usize,
+    /// The tag line's own length.
+    pub line_len: usize,
+}
+
+/// Reads the `RI <id> <len>\r\n` line at the start of `buf` (what comes before the
+/// reply to the request tagged `id`): `Ok(None)` while it may still be arriving, an
+/// error as soon as the bytes there cannot be such a line.
+pub fn parse_reply_tag(buf: &[u8]) -> Result<Option<ReplyTag>, FrameError> {
     let head = &buf[..buf.len().min(3)];
     if head != &b"RI "[..head.len()] {
         return Err(FrameError::OutOfStep);
@@ -134,11 +154,19 @@ pub fn parse_reply_tag(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
             Ok(None)
         };
     };
-    let id = buf[3..nl]
-        .strip_suffix(b"\r")
-        .and_then(number)
-        .ok_or(FrameError::OutOfStep)?;
-    Ok(Some((id, nl + 1)))
+    let line = buf[3..nl].strip_suffix(b"\r").ok_or(FrameError::OutOfStep)?;
+    let mut fields = line.split(|&b| b == b' ');
+    let (Some(id), Some(len), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(FrameError::OutOfStep);
+    };
+    let (Some(id), Some(len)) = (number(id), number(len).filter(|&n| n <= TAGGED_REPLY_MAX)) else {
+        return Err(FrameError::OutOfStep);
+    };
+    Ok(Some(ReplyTag {
+        id,
+        len: usize::try_from(len).map_err(|_| FrameError::OutOfStep)?,
+        line_len: nl + 1,
+    }))
 }
 
 /// Whether `key` can travel raw on a command line: the bytes a classic command's key
@@ -627,23 +655,27 @@ mod tests {
     #[test]
     fn reply_tags_read_back_and_garbage_is_out_of_step() {
         let mut out = BytesMut::new();
-        encode_reply_tag(42, &mut out);
-        assert_eq!(&out[..], b"RI 42\r\n");
-        assert_eq!(parse_reply_tag(b"RI 42\r\nSTORED\r\n"), Ok(Some((42, 7))));
-        for cut in 0..7 {
+        encode_reply_tag(42, 8, &mut out);
+        assert_eq!(&out[..], b"RI 42 8\r\n");
+        let tag = |id, len, line_len| Ok(Some(ReplyTag { id, len, line_len }));
+        assert_eq!(parse_reply_tag(b"RI 42 8\r\nSTORED\r\n"), tag(42, 8, 9));
+        for cut in 0..9 {
             assert_eq!(parse_reply_tag(&out[..cut]), Ok(None));
         }
         let mut max = BytesMut::new();
-        encode_reply_tag(u64::MAX, &mut max);
-        assert_eq!(parse_reply_tag(&max), Ok(Some((u64::MAX, max.len()))));
+        encode_reply_tag(u64::MAX, 0, &mut max);
+        assert_eq!(parse_reply_tag(&max), tag(u64::MAX, 0, max.len()));
         for bad in [
             &b"STORED\r\n"[..],
             b"END\r\n",
-            b"RI x\r\n",
-            b"RI 1\n",
+            b"RI x 1\r\n",
+            b"RI 1 1\n",
+            b"RI 1\r\n",
+            b"RI 1 2 3\r\n",
             b"RI \r\n",
-            b"RI 18446744073709551616\r\n",
-            b"RI 0000000000000000000000000",
+            b"RI 18446744073709551616 1\r\n",
+            b"RI 1 99999999999999999\r\n",
+            b"RI 0000000000000000000000000000000000000000000000",
             b"R\r",
         ] {
             assert_eq!(parse_reply_tag(bad), Err(FrameError::OutOfStep), "{bad:?}");
