@@ -126,8 +126,15 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 Ok(None) => break,
                 Err(e) => {
                     out.put_slice(e.reply);
-                    if let Some(key) = &e.unlink {
-                        node.store.with(key, now, |slot| slot.remove());
+                    if let Some(key) = e.unlink.clone() {
+                        match (&node.cluster, &view) {
+                            (Some(cluster), Some(view)) if view.ring.len() > 1 => {
+                                router::unlink(&node, cluster, view, key, now).await;
+                            }
+                            _ => {
+                                node.store.with(&key, now, |slot| slot.remove());
+                            }
+                        }
                     }
                     swallow = e.swallow;
                     if e.close {

@@ -150,6 +150,25 @@ pub async fn handle(
     }
 }
 
+/// Drops `key` from every owner, as memcached drops a key whose new value was refused
+/// (too large): the old value must not outlive a write the client believes replaced
+/// it. Runs as a quiet `delete` placed like any other (its statistics are the owner's).
+pub async fn unlink(node: &Node, cluster: &Cluster, view: &Arc<RingView>, key: Bytes, now: u32) {
+    let req = Request::Delete { key, noreply: true };
+    let mut scratch = BytesMut::new();
+    handle(
+        node,
+        cluster,
+        view,
+        req,
+        false,
+        now,
+        &mut Counters::default(),
+        &mut scratch,
+    )
+    .await;
+}
+
 /// Whether `req` reads or changes items (which a node still joining must refuse).
 fn uses_keys(req: &Request) -> bool {
     match req {

@@ -557,6 +557,10 @@ fn meta() -> Group {
                 .diverges(
                     "E (explicit new CAS) as later memcached releases do",
                     "STORED\r\nHD\r\nVA 1 c555\r\nw\r\nMN\r\n",
+                )
+                .diverges_in_cluster(
+                    "a cluster orders versions by CAS: E must name a newer one (docs/PROTOCOL.md)",
+                    "STORED\r\nEX\r\nVA 1 c1\r\nv\r\nMN\r\n",
                 ),
             c("ms_q_success_silent").send("ms $Ka 1 q\r\nx\r\nmn\r\nmg $Ka v\r\n"),
             c("ms_q_failure_shown")
@@ -624,6 +628,10 @@ fn meta() -> Group {
                 .diverges(
                     "E (explicit new CAS) as later memcached releases do",
                     "STORED\r\nHD c555\r\nHD c555\r\nMN\r\n",
+                )
+                .diverges_in_cluster(
+                    "a cluster orders versions by CAS: E must name a newer one (docs/PROTOCOL.md)",
+                    "STORED\r\nEX\r\nHD c1\r\nMN\r\n",
                 ),
             c("ma_non_numeric").send(set("$Ka", "abc")).send("ma $Ka\r\n"),
             c("ma_bad_delta").send(set("$Ka", "5")).send("ma $Ka Dabc\r\n"),

@@ -76,7 +76,33 @@ fn ttl_left(exptime: u32, now: u32) -> i64 {
 
 /// The CAS unique for an item this request creates or changes: `E` if given.
 fn new_cas(node: &Node, req: &MetaRequest) -> u64 {
-    req.flags.new_cas.unwrap_or_else(|| node.store.next_cas())
+    match req.flags.new_cas {
+        Some(e) => {
+            if node.store.orders_versions() {
+                // Uniques this node hands out later stay above the one the client chose.
+                node.store.observe_cas(e);
+            }
+            e
+        }
+        None => node.store.next_cas(),
+    }
+}
+
+/// The `E` of a request that must name a newer version than the key holds: on a node
+/// with peers, whose versions are ordered by CAS across the cluster. Every owner keeps
+/// the version with the larger CAS (replication, read repair), so a write with a
+/// smaller one, once acknowledged, would lose to the version it replaced on the other
+/// owners and come back as a stale read; it is refused with `EX` instead. A node alone
+/// keeps memcached's rule: `E` sets whatever the client says.
+fn ordered_explicit_cas(node: &Node, req: &MetaRequest) -> Option<u64> {
+    let e = req.flags.new_cas?;
+    let peers = node.cluster.as_ref().is_some_and(|c| c.ring().ring.len() > 1);
+    (peers && node.store.orders_versions()).then_some(e)
+}
+
+/// Whether `E` (from [`ordered_explicit_cas`]) is no newer than what `slot` holds.
+fn explicit_cas_too_old(e: Option<u64>, slot: &mut crate::storage::Slot<'_>) -> bool {
+    e.is_some_and(|e| !slot.is_newer(e))
 }
 
 /// Writes `code`, the `O` and `k` return flags in request order, and the line end:
@@ -228,7 +254,12 @@ fn set(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut Byt
     let exptime = absolute_expiry(i64::from(f.ttl.unwrap_or(0)), now);
     let client_flags = f.client_flags.unwrap_or(0);
     let max = node.settings.max_item_size;
+    let ordered = ordered_explicit_cas(node, req);
     let outcome = node.store.with(&req.key, now, |slot| {
+        if explicit_cas_too_old(ordered, slot) {
+            c.cas_badval += 1;
+            return SetOutcome::Reply(EX, 0);
+        }
         let fresh = |cas| Item::new(req.value.clone(), client_flags, exptime, cas, now);
         let store = |slot: &mut crate::storage::Slot<'_>, item: Item| {
             let cas = item.cas;
@@ -399,7 +430,11 @@ fn arith(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut B
     let ttl = expiry(f.ttl, now);
     let vivify = expiry(f.vivify, now);
     let mark = out.len();
+    let ordered = ordered_explicit_cas(node, req);
     let outcome = node.store.with(&req.key, now, |slot| {
+        if explicit_cas_too_old(ordered, slot) {
+            return ArithOutcome::CasMismatch;
+        }
         let (mut item, number, created) = match slot.get() {
             None => {
                 if vivify.is_none() {
@@ -549,6 +584,46 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&got), *want, "request {req:?}");
         }
         c
+    }
+
+    /// On a node with peers (versions ordered by CAS), `E` must name a newer version
+    /// than the key holds, or remembers from a delete; the differential suite checks
+    /// the replies through a cluster (`ms_E_below_current_cas`). A node alone keeps
+    /// memcached's rule.
+    #[test]
+    fn an_explicit_cas_must_be_newer_than_the_version_held() {
+        let store = crate::storage::Store::new(crate::storage::StoreConfig {
+            memory_limit: 64 << 20,
+            shards: 8,
+            max_item_size: 1 << 20,
+        })
+        .with_clock_cas();
+        let far = 1u64 << 60;
+        store.with(b"k", NOW, |slot| {
+            assert!(!explicit_cas_too_old(Some(5), slot), "nothing held yet");
+            slot.insert(Item::new(Bytes::from_static(b"a"), 0, 0, far, NOW))
+                .unwrap();
+            assert!(explicit_cas_too_old(Some(5), slot));
+            assert!(explicit_cas_too_old(Some(far), slot));
+            assert!(!explicit_cas_too_old(Some(far + 1), slot));
+            assert!(!explicit_cas_too_old(None, slot));
+            slot.remove();
+            assert!(explicit_cas_too_old(Some(far), slot), "a deleted version is remembered");
+            assert!(!explicit_cas_too_old(Some(far + 1), slot));
+        });
+        let single = node();
+        assert_eq!(ordered_explicit_cas(&single, &parse_one(b"ms k 1 E5\r\na\r\n")), None);
+        let mut c = Counters::default();
+        assert_eq!(run_at(&single, &mut c, b"ms k 1 E9\r\na\r\n", NOW), b"HD\r\n");
+        assert_eq!(run_at(&single, &mut c, b"ms k 1 E5 c\r\nb\r\n", NOW), b"HD c5\r\n");
+    }
+
+    fn parse_one(input: &[u8]) -> MetaRequest {
+        let mut buf = BytesMut::from(input);
+        let nl = memchr::memchr(b'\n', &buf).unwrap();
+        parse_meta(&mut buf, nl - 1, nl + 1, &Limits::default())
+            .unwrap()
+            .unwrap()
     }
 
     #[test]

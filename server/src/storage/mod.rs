@@ -337,6 +337,14 @@ impl Slot<'_> {
         self.shard.store(self.hash, self.key, &item, self.now)
     }
 
+    /// Whether a version with CAS unique `cas` is newer than every version of the key
+    /// this store holds or remembers (a live item, or a tombstone): what
+    /// [`Store::keep_newer`] keeps.
+    pub fn is_newer(&mut self, cas: u64) -> bool {
+        // `cas()` first: an expired item it finds is removed and buried.
+        !(self.cas().is_some_and(|mine| mine >= cas) || self.shard.buried(self.hash, cas, self.now))
+    }
+
     /// Removes the item; true if it was live (an expired or flushed one is removed too,
     /// and counts as absent). On a cluster node the removed version is remembered for a
     /// while (`tombstone.rs`), so an older one from a peer is not taken back.
@@ -530,13 +538,13 @@ impl Store {
     /// whether it stored.
     pub fn keep_newer(&self, key: &[u8], item: Item, now: u32) -> bool {
         self.observe_cas(item.cas);
-        self.with(key, now, |slot| {
-            // `cas()` first: an expired item it finds is removed and buried.
-            if slot.cas().is_some_and(|mine| mine >= item.cas) || slot.shard.buried(slot.hash, item.cas, slot.now) {
-                return false;
-            }
-            slot.insert(item).is_ok()
-        })
+        self.with(key, now, |slot| slot.is_newer(item.cas) && slot.insert(item).is_ok())
+    }
+
+    /// Whether versions are ordered by CAS unique across nodes ([`Store::with_clock_cas`]):
+    /// a write must then never give a key a CAS unique older than one it had.
+    pub fn orders_versions(&self) -> bool {
+        self.clock_cas
     }
 
     /// Makes every later CAS unique larger than `cas` (one applied from a peer).
