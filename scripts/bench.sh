@@ -3,12 +3,14 @@
 #
 #   scripts/bench.sh [--quick] [--self-check] [--rounds N] [--only LIST] [--out DIR]
 #
-#   --quick        short runs (about 2 minutes in all instead of about 8)
+#   --quick        short runs (about 4 minutes in all instead of about 12)
 #   --self-check   memcached in both columns (side B is a second memcached): every
 #                  ratio should come out near 1.0, which shows the harness is unbiased.
-#                  Scenarios 7-9 (ringcache clusters) are skipped. Writes docs/bench/self-check/.
+#                  Scenarios 7-11 (ringcache clusters) are skipped. Writes docs/bench/self-check/.
 #   --rounds N     A B rounds per scenario (default 2, at least 2)
-#   --only LIST    comma-separated scenario numbers, e.g. --only 1,5
+#   --only LIST    comma-separated scenario numbers, e.g. --only 1,5; `replicated` stands
+#                  for 10,11. The report then goes to target/bench/only/ unless --out is
+#                  given, so a partial run never replaces the full one in docs/bench.
 #   --out DIR      where the report goes (default docs/bench, or docs/bench/self-check)
 #
 # Scenarios (A = memcached, B = ringcache; every server fresh, -m 64, -t $THREADS):
@@ -23,7 +25,13 @@
 #   8 the hop: as 7 with one connection (no queueing); A = direct, B = forward
 #   9 direct routing against one node, one connection: A = a single ringcache node,
 #     B = 3 nodes with every key sent to its owner
-# Scenarios 7-9 are skipped by --self-check.
+#  10 replicated sets: 32 connections, each `set` of a key never written before, 32-byte
+#     values, no pipelining. Sides: replicas-1, replicas-2 = 3 ringcache nodes started
+#     with --replicas 1 or 2, the connections spread round robin over the nodes;
+#     single = one ringcache node; memcached. Counts error replies and requests that
+#     waited >= 900 ms (the peer timeout is 1 s).
+#  11 replicated 90/10 mix: as 10, 90% get / 10% set over 1,000 prefilled keys
+# Scenarios 7-11 are skipped by --self-check.
 #
 # Environment: MEMCACHED_BIN (memcached), RINGCACHE_BIN (a prebuilt ringcache: skips
 # its build), THREADS (server threads, default 1), BENCH_PORT (first port, 23211).
@@ -41,15 +49,17 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift ;;
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 [ "$rounds" -ge 2 ] || { echo "bench.sh: --rounds must be at least 2" >&2; exit 2; }
+only=${only//replicated/10,11}
 if [ -z "$out" ]; then
   out=docs/bench
   [ "$self_check" = 1 ] && out=docs/bench/self-check
+  [ -n "$only" ] && out=target/bench/only
 fi
 
 MEMCACHED_BIN=${MEMCACHED_BIN:-memcached}
@@ -81,10 +91,12 @@ else
 fi
 clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
+# Replicated writes (10, 11) measure for at least 3 s: a request that stalls for the
+# 1 s peer timeout must not be a large part of the window.
 if [ "$quick" = 1 ]; then
-  dur=1.5 warm=0.5 hr_warm=2 hr_dur=2
+  dur=1.5 warm=0.5 hr_warm=2 hr_dur=2 repl_dur=3
 else
-  dur=8 warm=1 hr_warm=10 hr_dur=10
+  dur=8 warm=1 hr_warm=10 hr_dur=10 repl_dur=8
 fi
 
 mkdir -p target/bench
@@ -173,23 +185,59 @@ wanted 5 && single 5-fill-items-per-mib -c 8 -d 16 -v 100 --fill --key-prefix fi
 wanted 6 && single 6-hit-ratio-zipf -c 50 -v 100 -k 3500000 --dist zipf:0.99 -g 1 --read-through \
   --warmup "$hr_warm" -D "$hr_dur"
 
-# Scenario 7: three ringcache nodes gossiping on 127.0.0.1.
-cluster_members() {
-  local line n=0
+# Scenarios 7-11: three ringcache nodes gossiping on 127.0.0.1.
+# cluster_view PORT: "<ring version> <replicas> <alive members>" from the node's `topology`.
+cluster_view() {
+  local line n=0 version=- replicas=-
   exec 4<>"/dev/tcp/127.0.0.1/$1" || return 1
   printf 'topology\r\n' >&4
   while IFS= read -r -t 2 line <&4; do
-    case $line in MEMBER*) n=$((n + 1)) ;; END*) break ;; TOPOLOGY*) ;; *) break ;; esac
+    line=${line%$'\r'}
+    case $line in
+      TOPOLOGY*) read -r _ version _ _ replicas _ <<<"$line" ;;
+      MEMBER*alive) n=$((n + 1)) ;;
+      MEMBER*) ;;
+      *) break ;;
+    esac
   done
   exec 4<&- 4>&-
-  echo "$n"
+  echo "$version $replicas $n"
+}
+
+# start_cluster REPLICAS SCENARIO SIDE ROUND [server args...]: starts nodes n1-n3 (client
+# ports PORT+101..103, gossip PORT+1101..1103, seeded from n1) and waits up to 10 s until
+# every node lists the 3 members alive with the same ring version and REPLICAS; sets
+# $node_pids. If they do not converge, records a failed run and returns 1.
+start_cluster() {
+  local replicas=$1 scenario=$2 side=$3 round=$4 i seed views
+  shift 4
+  node_pids=""
+  for i in 1 2 3; do
+    seed=()
+    [ "$i" -gt 1 ] && seed=(--seed "127.0.0.1:$((PORT + 1101))")
+    start_server ringcache "$((PORT + 100 + i))" --node-name "n$i" \
+      --gossip-addr "127.0.0.1:$((PORT + 1100 + i))" "${seed[@]}" "$@"
+    node_pids="$node_pids $server_pid"
+  done
+  for _ in $(seq 50); do
+    views=()
+    for i in 1 2 3; do views+=("$(cluster_view "$((PORT + 100 + i))" 2>/dev/null || echo -)"); done
+    if [ "${views[0]}" = "${views[1]}" ] && [ "${views[0]}" = "${views[2]}" ] &&
+      [[ ${views[0]} == *" $replicas 3" ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  fail_line "$scenario" "$side" "$round" \
+    "cluster did not converge: within 10 s the nodes did not all list 3 alive members with one ring version and $replicas replicas (last seen: ${views[*]})"
+  return 1
 }
 
 # cluster SCENARIO SIDE_A SIDE_B [bench flags...]: A B A B, each run on fresh nodes.
 # Sides: single = one ringcache node; forward = 3 nodes, every key sent to node 1;
 # direct = 3 nodes, every key sent straight to its owner.
 cluster() {
-  local scenario=$1 a=$2 b=$3 round side i seed node_pids converged flags
+  local scenario=$1 a=$2 b=$3 round side flags
   shift 3
   for round in $(seq "$rounds"); do
     for side in "$a" "$b"; do
@@ -200,28 +248,41 @@ cluster() {
         cleanup
         continue
       fi
-      node_pids=""
-      for i in 1 2 3; do
-        seed=()
-        [ "$i" -gt 1 ] && seed=(--seed "127.0.0.1:$((PORT + 1101))")
-        start_server ringcache "$((PORT + 100 + i))" --node-name "n$i" \
-          --gossip-addr "127.0.0.1:$((PORT + 1100 + i))" "${seed[@]}"
-        node_pids="$node_pids $server_pid"
-      done
-      # The first node's gossip port is PORT+1101; seeds above point there.
-      converged=0
-      for _ in $(seq 50); do
-        if [ "$(cluster_members "$((PORT + 101))" 2>/dev/null || echo 0)" = 3 ]; then converged=1; break; fi
-        sleep 0.2
-      done
-      if [ "$converged" = 0 ]; then
-        fail_line "$scenario" "$side" "$round" \
-          "cluster did not converge: node n1 did not list 3 members in topology within 10 s"
-      else
+      if start_cluster 1 "$scenario" "$side" "$round"; then
         flags=(-s "127.0.0.1:$((PORT + 101))")
         [ "$side" = direct ] && flags+=(--direct)
         run_load "$scenario" "$side" "$round" "$node_pids" "${flags[@]}" "$@"
       fi
+      cleanup
+    done
+  done
+}
+
+# replicated SCENARIO [bench flags...]: rounds of replicas-1, replicas-2, single and
+# memcached, each run on fresh servers; on the 3-node sides the connections are spread
+# round robin over the nodes. The report's A and B are replicas-1 and replicas-2.
+replicated() {
+  local scenario=$1 round side all
+  shift
+  all="127.0.0.1:$((PORT + 101)),127.0.0.1:$((PORT + 102)),127.0.0.1:$((PORT + 103))"
+  for round in $(seq "$rounds"); do
+    for side in replicas-1 replicas-2 single memcached; do
+      echo "== $scenario: $side, round $round" >&2
+      case $side in
+        replicas-*)
+          if start_cluster "${side#replicas-}" "$scenario" "$side" "$round" --replicas "${side#replicas-}"; then
+            run_load "$scenario" "$side" "$round" "$node_pids" -s "$all" "$@"
+          fi
+          ;;
+        single)
+          start_server ringcache "$((PORT + 101))"
+          run_load "$scenario" "$side" "$round" "$server_pid" -s "127.0.0.1:$((PORT + 101))" "$@"
+          ;;
+        memcached)
+          start_server memcached "$PORT"
+          run_load "$scenario" "$side" "$round" "$server_pid" -s "127.0.0.1:$PORT" "$@"
+          ;;
+      esac
       cleanup
     done
   done
@@ -238,6 +299,11 @@ if [ "$self_check" = 0 ]; then
   # would share one core and batch less per wakeup, which measures the box, not us.)
   wanted 9 && cluster 9-direct-vs-single single direct -c 1 -v 100 -k 100000 -g 0.9 --prefill \
     --warmup "$warm" -D "$dur"
+  repl=(-c 32 -v 32 --warmup "$warm" -D "$repl_dur" --slow-ms 900)
+  wanted 10 && replicated 10-replicated-sets "${repl[@]}" -g 0 -k 1000000 --unique-sets
+  # Prefilled one set at a time per connection: a replicated set may wait for the peer
+  # timeout, and 32 of them queued on one connection would outlast the reply timeout.
+  wanted 11 && replicated 11-replicated-mix "${repl[@]}" -g 0.9 -k 1000 --prefill --prefill-depth 1
 fi
 
 note="$(nproc) CPUs, $pinning; servers -m $MEMORY -t $THREADS; $rounds rounds (A B A B); raw runs in $results."

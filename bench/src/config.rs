@@ -58,7 +58,9 @@ impl std::fmt::Display for DistSpec {
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Server address (host:port). With --direct, any one node of the cluster.
+    /// Server address (host:port), or a comma-separated list of them: connection i
+    /// then goes to address i modulo the list's length (round robin). With --direct or
+    /// --fill, exactly one address (with --direct, any one node of the cluster).
     #[arg(short = 's', long, default_value = "127.0.0.1:11211")]
     pub server: String,
     /// Fetch the cluster topology from --server and send every key straight to its
@@ -90,9 +92,17 @@ pub struct LoadArgs {
     /// set counts as a request). Needs --multiget 1.
     #[arg(long)]
     pub read_through: bool,
+    /// Every set writes a key never written before (ids from --keys up, drawn from one
+    /// counter shared by all connections), so no set overwrites; gets still draw from
+    /// the --keys key space.
+    #[arg(long)]
+    pub unique_sets: bool,
     /// Set every key once before measuring, so gets can hit.
     #[arg(long)]
     pub prefill: bool,
+    /// Requests per batch per connection in the prefill (or --pipeline, if larger).
+    #[arg(long, default_value_t = 32)]
+    pub prefill_depth: usize,
     /// Fill mode: set distinct keys until the server's `stats` shows evictions > 0,
     /// then report curr_items and items per MiB of limit_maxbytes.
     #[arg(long)]
@@ -125,6 +135,10 @@ pub struct LoadArgs {
     /// How long to wait for a reply (or a connection) before failing the run, in ms.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// Measured requests whose latency is at least this many milliseconds are counted
+    /// as slow (ringcache's default peer timeout is 1000 ms).
+    #[arg(long, default_value_t = 900)]
+    pub slow_ms: u64,
     /// Free-form labels copied into the JSON line (used by `report`).
     #[arg(long, default_value = "")]
     pub scenario: String,
@@ -135,11 +149,34 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// The addresses of --server, in order.
+    pub fn servers(&self) -> Vec<&str> {
+        self.server.split(',').map(str::trim).collect()
+    }
+
     /// Rejects combinations that cannot run, before any connection is made.
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         ensure!(self.connections >= 1, "--connections must be >= 1");
+        let servers = self.servers();
+        ensure!(
+            servers.iter().all(|s| !s.is_empty()),
+            "--server: empty address in {:?}",
+            self.server
+        );
+        ensure!(
+            servers.len() == 1 || !(self.direct || self.fill),
+            "--direct and --fill take one --server address"
+        );
+        ensure!(
+            !(self.unique_sets && self.fill),
+            "--fill already writes fresh keys; drop --unique-sets"
+        );
         ensure!((1..=4096).contains(&self.pipeline), "--pipeline must be in 1..=4096");
+        ensure!(
+            (1..=4096).contains(&self.prefill_depth),
+            "--prefill-depth must be in 1..=4096"
+        );
         ensure!(self.keys >= 1, "--keys must be >= 1");
         ensure!(self.value_size <= 1 << 20, "--value-size must be <= 1 MiB");
         ensure!((0.0..=1.0).contains(&self.get_ratio), "--get-ratio must be in 0..=1");
@@ -212,5 +249,14 @@ mod tests {
         }));
         assert!(bad(&|a| a.duration = 0.0));
         assert!(bad(&|a| a.key_prefix = "a b".into()));
+        assert!(bad(&|a| a.server = "127.0.0.1:1,".into()));
+        assert!(bad(&|a| {
+            a.server = "127.0.0.1:1,127.0.0.1:2".into();
+            a.direct = true;
+        }));
+        let mut spread = args.clone();
+        spread.server = "127.0.0.1:1, 127.0.0.1:2".into();
+        assert!(spread.validate().is_ok());
+        assert_eq!(spread.servers(), ["127.0.0.1:1", "127.0.0.1:2"]);
     }
 }

@@ -1,13 +1,16 @@
 //! The load loop: connections that write batches of requests and parse the replies.
 //!
 //! # Model
-//! Each task owns one connection per target node (one node unless `--direct`) and
-//! runs a closed loop: build a batch of `--pipeline` requests into the connections'
-//! write buffers, write each buffer with one `write_all`, then read until every reply
-//! of the batch is parsed. A request's latency is the time from the batch's write to
-//! its reply being parsed, recorded in nanoseconds in an HDR histogram (3 significant
-//! digits) owned by the task and merged at the end, so tasks share nothing hot but a
-//! request budget counter.
+//! Each task owns one connection per target node (with `--direct`), or one
+//! connection to one address of `--server` (task i to address i modulo their number,
+//! round robin), and runs a closed loop: build a batch of `--pipeline` requests into
+//! the connections' write buffers, write each buffer with one `write_all`, then read
+//! until every reply of the batch is parsed. A request's latency is the time from the
+//! batch's write to its reply being parsed, recorded in nanoseconds in an HDR
+//! histogram (3 significant digits) owned by the task and merged at the end, so tasks
+//! share nothing hot but a request budget counter (and, with `--unique-sets`, the
+//! counter of fresh set keys). Requests at least `--slow-ms` slow are counted, and
+//! error reply lines are counted by their text (an error path, so it may allocate).
 //!
 //! # Cost per request
 //! No allocation in steady state: keys are formatted into reused buffers, the value
@@ -15,12 +18,13 @@
 //! by [`crate::reply::parse_reply`] and consumed from a `BytesMut` that is reused.
 //!
 //! # Phases
-//! An optional prefill phase sets every key once on the same connections; then the
-//! measured phase runs for `--warmup + --duration` seconds or until `--requests`
+//! An optional prefill phase sets every key once on the same connections, in batches
+//! of `--prefill-depth` (or `--pipeline`, if larger), its error replies counted apart
+//! from the measured ones; then the measured phase runs for `--warmup + --duration` seconds or until `--requests`
 //! measured requests (fill mode: until the server reports evictions). Requests issued
 //! during the warm-up are neither counted nor timed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,12 +54,16 @@ struct Plan {
     /// Set a key after a get misses it.
     read_through: bool,
     keys: KeySource,
+    /// `--unique-sets`: the next id of a set that writes a fresh key.
+    fresh_sets: Option<AtomicU64>,
     /// Requests per batch per task.
     depth: usize,
     prefix: Vec<u8>,
     /// `<value bytes>\r\n`, copied after every set header.
     value: Vec<u8>,
     reply_timeout: Duration,
+    /// Measured requests at least this slow are counted in [`Tally::slow`].
+    slow_ns: u64,
 }
 
 enum KeySource {
@@ -86,8 +94,8 @@ impl Limits {
     }
 }
 
-/// Sends each key to a connection: everything to connection 0, or to the key's
-/// primary owner on the ring.
+/// Sends each key to a connection: everything to connection 0 (a task's only one), or
+/// to the key's primary owner on the ring.
 enum Router {
     Single,
     Ring(Ring<String>),
@@ -131,6 +139,9 @@ impl Conn {
     }
 }
 
+/// Distinct error reply lines a run keeps (one more counts the rest).
+const MAX_ERROR_LINES: usize = 16;
+
 /// What one task measured.
 struct Tally {
     hist: Histogram<u64>,
@@ -141,6 +152,10 @@ struct Tally {
     sets: u64,
     not_stored: u64,
     errors: u64,
+    /// Requests that took at least [`Plan::slow_ns`].
+    slow: u64,
+    /// Error reply lines and their counts, see [`Tally::error_reply`].
+    error_replies: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -155,7 +170,23 @@ impl Tally {
             sets: 0,
             not_stored: 0,
             errors: 0,
+            slow: 0,
+            error_replies: BTreeMap::new(),
         })
+    }
+
+    /// Counts an error reply line (`ERROR`, `CLIENT_ERROR ...`, `SERVER_ERROR ...`):
+    /// at most [`MAX_ERROR_LINES`] distinct lines, then under `(other)`.
+    fn error_reply(&mut self, reply: &[u8]) {
+        self.errors += 1;
+        let line = String::from_utf8_lossy(reply.strip_suffix(b"\r\n").unwrap_or(reply));
+        let known = self.error_replies.contains_key(line.as_ref());
+        let key = if known || self.error_replies.len() < MAX_ERROR_LINES {
+            line.into_owned()
+        } else {
+            "(other)".to_string()
+        };
+        *self.error_replies.entry(key).or_default() += 1;
     }
 
     fn merge(&mut self, o: &Tally) -> anyhow::Result<()> {
@@ -167,6 +198,10 @@ impl Tally {
         self.sets += o.sets;
         self.not_stored += o.not_stored;
         self.errors += o.errors;
+        self.slow += o.slow;
+        for (line, n) in &o.error_replies {
+            *self.error_replies.entry(line.clone()).or_default() += n;
+        }
         Ok(())
     }
 }
@@ -231,8 +266,12 @@ impl Worker {
                     return (built, true);
                 };
             } else {
-                let Some(id) = self.next_id(plan) else {
-                    return (built, true);
+                let id = match &plan.fresh_sets {
+                    Some(next) => next.fetch_add(1, Ordering::Relaxed),
+                    None => match self.next_id(plan) {
+                        Some(id) => id,
+                        None => return (built, true),
+                    },
                 };
                 self.encode_set(plan, router, id);
             }
@@ -326,6 +365,10 @@ impl Worker {
                 }
                 continue;
             };
+            if measuring && reply == Reply::Error {
+                // An error reply is one line, so it is all of `used`.
+                t.error_reply(&c.rbuf[..used]);
+            }
             c.rbuf.advance(used);
             c.inflight.pop_front();
             if plan.read_through {
@@ -336,8 +379,9 @@ impl Worker {
             if !measuring {
                 continue;
             }
-            t.hist
-                .saturating_record(t0.elapsed().as_nanos().try_into().unwrap_or(u64::MAX).max(1));
+            let ns = t0.elapsed().as_nanos().try_into().unwrap_or(u64::MAX).max(1);
+            t.hist.saturating_record(ns);
+            t.slow += u64::from(ns >= plan.slow_ns);
             t.requests += 1;
             match (req, reply) {
                 (Inflight::Get { keys, .. }, reply) => {
@@ -345,7 +389,7 @@ impl Worker {
                     t.get_keys += u64::from(keys);
                     match reply {
                         Reply::Values { hits } => t.hits += u64::from(hits),
-                        Reply::Error => t.errors += 1,
+                        Reply::Error => {}
                         Reply::Stored | Reply::NotStored => bail!("a get was answered with a storage reply"),
                     }
                 }
@@ -354,7 +398,7 @@ impl Worker {
                     match reply {
                         Reply::Stored => {}
                         Reply::NotStored => t.not_stored += 1,
-                        Reply::Error => t.errors += 1,
+                        Reply::Error => {}
                         Reply::Values { .. } => bail!("a set was answered with VALUE/END"),
                     }
                 }
@@ -401,10 +445,11 @@ async fn phase(
     }
 }
 
-/// Where requests go: the node addresses, in connection order, and the router.
+/// Where requests go: the node addresses, in connection order, and the router. With
+/// [`Router::Single`], the addresses of `--server`, which tasks take in turn.
 async fn targets(args: &LoadArgs, limit: Duration) -> anyhow::Result<(Vec<String>, Router)> {
     if !args.direct {
-        return Ok((vec![args.server.clone()], Router::Single));
+        return Ok((args.servers().into_iter().map(String::from).collect(), Router::Single));
     }
     let topo = probe::topology(&args.server, limit)
         .await
@@ -464,8 +509,12 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
 
     let mut workers = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let mut conns = Vec::with_capacity(addrs.len());
-        for a in &addrs {
+        let mine = match *router {
+            Router::Single => std::slice::from_ref(&addrs[i % addrs.len()]),
+            Router::Ring(_) => &addrs[..],
+        };
+        let mut conns = Vec::with_capacity(mine.len());
+        for a in mine {
             conns.push(Conn::open(a, limit).await?);
         }
         workers.push(Worker {
@@ -483,10 +532,12 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
         width: args.multiget,
         read_through: args.read_through && !args.fill,
         keys,
+        fresh_sets: None,
         depth,
         prefix: args.key_prefix.as_bytes().to_vec(),
         value: value.clone(),
         reply_timeout: limit,
+        slow_ns: args.slow_ms.saturating_mul(1_000_000),
     };
 
     if args.prefill && !args.fill {
@@ -496,7 +547,7 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
                 end: args.keys,
             },
             0.0,
-            args.pipeline.max(32),
+            args.pipeline.max(args.prefill_depth),
         );
         let now = Instant::now();
         let limits = Limits {
@@ -509,6 +560,7 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
             .await
             .context("prefill")?;
         workers = w;
+        result.prefill_errors = t.errors;
         if t.requests < args.keys {
             bail!("prefill stopped after {} of {} keys", t.requests, args.keys);
         }
@@ -528,7 +580,10 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
             DistSpec::Uniform => KeyDist::uniform(args.keys)?,
             DistSpec::Zipf(s) => KeyDist::zipf(args.keys, s)?,
         };
-        base(KeySource::Random(dist), args.get_ratio, args.pipeline)
+        Plan {
+            fresh_sets: args.unique_sets.then(|| AtomicU64::new(args.keys)),
+            ..base(KeySource::Random(dist), args.get_ratio, args.pipeline)
+        }
     };
     let start = Instant::now();
     let warmup_end = start + Duration::from_secs_f64(args.warmup);
@@ -565,6 +620,8 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
     result.sets = t.sets;
     result.not_stored = t.not_stored;
     result.errors = t.errors;
+    result.slow = t.slow;
+    result.error_replies = t.error_replies;
     let us = |ns: u64| ns as f64 / 1000.0;
     result.p50_us = us(t.hist.value_at_quantile(0.50));
     result.p99_us = us(t.hist.value_at_quantile(0.99));

@@ -58,6 +58,8 @@ fn load_command(args: &LoadArgs) -> ExitCode {
         multiget: args.multiget,
         read_through: args.read_through,
         fill: args.fill,
+        unique_sets: args.unique_sets,
+        slow_ms: args.slow_ms,
         ..RunResult::default()
     };
     let outcome = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,9 @@
 //!
 //! Sides are taken in the order they first appear in a scenario's lines: A is the
 //! baseline (memcached, or the forwarding path in the cluster scenario), B the
-//! subject, and every ratio is B/A. Medians are over the rounds of a side (with two
+//! subject, and every ratio is B/A. The replicated-write scenarios (10, 11) have four
+//! sides: A = `replicas-1`, B = `replicas-2`, then `single` and `memcached` as
+//! references, all four in their own table with error replies and slow requests. Medians are over the rounds of a side (with two
 //! rounds, the mean of the two). Charts are hand-written SVG: each scenario's bars are
 //! scaled to that scenario's largest value, since scenarios differ by orders of
 //! magnitude, and every bar is labelled with its number.
@@ -386,7 +388,9 @@ fn side_median(scenarios: &[Scenario], prefix: &str, i: usize, f: Metric) -> Opt
 
 /// Issue 6's targets, checked against the medians of the scenarios that ran: B/A
 /// ratios for the side-by-side scenarios (1-6), and for the cluster the cost of the
-/// extra hop (8) and of direct routing against one node (9).
+/// extra hop (8) and of direct routing against one node (9); for replicated writes,
+/// the rate of `--replicas 2` sets against `--replicas 1` (10) and no error reply (10,
+/// 11).
 fn targets(scenarios: &[Scenario]) -> Vec<Target> {
     let mut out = Vec::new();
     let b_over_a = |prefix: &str, f: Metric| {
@@ -465,8 +469,115 @@ fn targets(scenarios: &[Scenario]) -> Vec<Target> {
             met: b_over_a("9-", |r| Some(r.p50_us)).map(|v| v <= 1.1),
         });
     }
+    if let Some(s) = scenario(scenarios, "10-") {
+        let ops = |name: &str| s.sides.iter().find(|d| d.name == name)?.median(|r| Some(r.ops_per_s));
+        let value = ratio(ops("replicas-1"), ops("replicas-2"));
+        out.push(Target {
+            what: format!("{}: replicas-2 ops/s / replicas-1 ops/s", s.name),
+            value,
+            unit: "x",
+            goal: ">= 0.5".into(),
+            met: value.map(|v| v >= 0.5),
+        });
+    }
+    for s in REPLICATED.iter().filter_map(|p| scenario(scenarios, p)) {
+        let runs = s.sides.iter().flat_map(|d| &d.runs);
+        let errors = runs.clone().map(|r| r.errors + r.prefill_errors).sum::<u64>();
+        let failed: usize = s.sides.iter().map(|d| d.errors.len()).sum();
+        let value = (runs.count() > 0).then_some(errors as f64);
+        let mut what = format!("{}: error replies, all sides and runs", s.name);
+        if failed > 0 {
+            let _ = write!(what, " ({failed} runs failed)");
+        }
+        out.push(Target {
+            what,
+            value,
+            unit: "",
+            goal: "0, and no run failed".into(),
+            met: value.map(|v| v == 0.0 && failed == 0),
+        });
+    }
     out
 }
+
+/// The scenarios (by number prefix) that get the replicated-writes table.
+const REPLICATED: [&str; 2] = ["10-", "11-"];
+
+/// Every side of the replicated-write scenarios: medians of throughput and latency
+/// percentiles, the largest latency of any run, and totals of error replies and of
+/// slow requests over the runs; then which error replies came.
+fn replicated_table(scenarios: &[Scenario]) -> String {
+    let chosen: Vec<&Scenario> = REPLICATED.iter().filter_map(|p| scenario(scenarios, p)).collect();
+    let slow_ms = chosen
+        .iter()
+        .flat_map(|s| &s.sides)
+        .flat_map(|d| &d.runs)
+        .map(|r| r.slow_ms)
+        .next();
+    let Some(slow_ms) = slow_ms else {
+        return String::new();
+    };
+    let mut t = format!(
+        "| scenario | side | runs | ops/s | p50 µs | p99 µs | max µs | requests | error replies | waited >= {slow_ms} ms |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let mut lines = String::new();
+    for s in chosen {
+        for d in &s.sides {
+            let runs = if d.errors.is_empty() {
+                d.runs.len().to_string()
+            } else {
+                format!("{} (+{} failed†)", d.runs.len(), d.errors.len())
+            };
+            let max = d
+                .runs
+                .iter()
+                .map(|r| r.max_us)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+            let sum = |f: fn(&RunResult) -> u64| d.runs.iter().map(f).sum::<u64>();
+            let mut errors = sum(|r| r.errors).to_string();
+            let prefill = sum(|r| r.prefill_errors);
+            if prefill > 0 {
+                let _ = write!(errors, " (+{prefill} in prefill)");
+            }
+            let mut seen: std::collections::BTreeMap<&str, u64> = Default::default();
+            for (line, n) in d.runs.iter().flat_map(|r| &r.error_replies) {
+                *seen.entry(line).or_default() += n;
+            }
+            if !seen.is_empty() {
+                let each: Vec<String> = seen.iter().map(|(l, n)| format!("{n} × `{l}`")).collect();
+                let _ = writeln!(lines, "- {} / {}: {}", s.name, d.name, each.join(", "));
+            }
+            let _ = writeln!(
+                t,
+                "| {} | {} | {runs} | {} | {} | {} | {} | {} | {} | {} |",
+                s.name,
+                d.name,
+                fmt_num(d.median(|r| Some(r.ops_per_s))),
+                fmt_num(d.median(|r| Some(r.p50_us))),
+                fmt_num(d.median(|r| Some(r.p99_us))),
+                fmt_num(max),
+                sum(|r| r.requests),
+                errors,
+                sum(|r| r.slow),
+            );
+        }
+    }
+    if !lines.is_empty() {
+        let _ = write!(t, "\nError replies (measured window):\n\n{lines}");
+    }
+    t
+}
+
+const REPLICATED_NOTE: &str = "\
+replicas-1 and replicas-2: three ringcache nodes started with `--replicas 1` or `--replicas 2`, \
+the connections spread round robin over them (so about two thirds of the keys are forwarded to \
+their owner, and with two replicas every set is also applied on a second node before its reply); \
+single: one ringcache node; memcached: one memcached. ops/s, p50 and p99 are medians over the \
+runs, max is the largest latency of any run, requests, error replies (`ERROR`, `CLIENT_ERROR`, \
+`SERVER_ERROR`) and slow requests are totals over the runs. ringcache's default peer timeout is \
+1 s, so a request that waited about that long most likely waited for a peer that never answered \
+in time.";
 
 fn targets_table(scenarios: &[Scenario]) -> String {
     let rows = targets(scenarios);
@@ -475,9 +586,13 @@ fn targets_table(scenarios: &[Scenario]) -> String {
     }
     let mut t = String::from("| target | measured | goal | met |\n|---|---:|---|---|\n");
     for r in rows {
-        let value = r
-            .value
-            .map_or("–".to_string(), |v| format!("{}{}", fmt_num(Some(v)), r.unit));
+        let value = r.value.map_or("–".to_string(), |v| {
+            if r.unit.is_empty() && v.fract() == 0.0 {
+                format!("{v:.0}") // a count
+            } else {
+                format!("{}{}", fmt_num(Some(v)), r.unit)
+            }
+        });
         let met = match r.met {
             Some(true) => "yes",
             Some(false) => "**no**",
@@ -509,7 +624,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let lat = latency_table(&scenarios);
     let failed = failures(&scenarios);
     let goals = targets_table(&scenarios);
-    println!("{tput}\n{lat}\n{failed}\n{goals}");
+    let mut replicated = replicated_table(&scenarios);
+    if !replicated.is_empty() {
+        replicated = format!("## Replicated writes\n\n{REPLICATED_NOTE}\n\n{replicated}\n");
+    }
+    println!("{tput}\n{lat}\n{replicated}{failed}\n{goals}");
     let Some(out) = &args.out else { return Ok(()) };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let write = |name: &str, body: &str| -> anyhow::Result<()> {
@@ -534,6 +653,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
                     "hit_ratio": d.median(|r| r.hit_ratio),
                     "items_per_mib": d.median(|r| r.items_per_mib),
                 },
+                "total": {
+                    "requests": d.runs.iter().map(|r| r.requests).sum::<u64>(),
+                    "error_replies": d.runs.iter().map(|r| r.errors).sum::<u64>(),
+                    "slow": d.runs.iter().map(|r| r.slow).sum::<u64>(),
+                },
                 "errors": d.errors,
                 "runs": d.runs,
             })).collect::<Vec<_>>(),
@@ -542,7 +666,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     write("results.json", &serde_json::to_string_pretty(&json)?)?;
     let readme = format!(
         "# Benchmarks\n\nGenerated by `ringcache-bench report` from the runs of:\n\n```sh\n{}\n```\n\n{}\n\n\
-         ## Targets\n\n{goals}\n## Throughput and server CPU per request\n\n{tput}\n## Latency\n\n{lat}\n{failed}\n\
+         ## Targets\n\n{goals}\n## Throughput and server CPU per request\n\n{tput}\n## Latency\n\n{lat}\n{replicated}{failed}\n\
          ![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n## Method\n\n{METHOD}\n\n\
          Every run is in `results.json` (one object per run, with its flags).\n",
         args.command, args.note
@@ -575,6 +699,19 @@ pub fn summary_line(r: &RunResult) -> String {
     }
     if r.errors > 0 {
         let _ = write!(s, ", {} error replies", r.errors);
+        for (line, n) in &r.error_replies {
+            let _ = write!(s, " ({n}x {line:?})");
+        }
+    }
+    if r.prefill_errors > 0 {
+        let _ = write!(s, ", {} error replies in the prefill", r.prefill_errors);
+    }
+    if r.slow > 0 {
+        let _ = write!(
+            s,
+            ", {} requests took >= {} ms (max {:.0} µs)",
+            r.slow, r.slow_ms, r.max_us
+        );
     }
     s
 }
@@ -677,6 +814,72 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("items per MiB"), "scenarios that did not run have no rows");
+    }
+
+    #[test]
+    fn replicated_writes_have_their_table_and_targets() {
+        let mut lines = Vec::new();
+        for round in 0..2 {
+            for (side, ops, errors, slow) in [
+                ("replicas-1", 40_000.0, 0, 0),
+                ("replicas-2", 100.0 + round as f64 * 20.0, 3, 50),
+                ("single", 50_000.0, 0, 0),
+                ("memcached", 45_000.0, 0, 0),
+            ] {
+                let mut r = run("10-replicated-sets", side, ops, 1000.0);
+                r.requests = 1000;
+                r.errors = errors;
+                if errors > 0 {
+                    r.error_replies.insert("SERVER_ERROR owner unavailable".into(), errors);
+                }
+                r.slow = slow;
+                r.slow_ms = 900;
+                r.max_us = 1_000_000.0 + round as f64;
+                lines.push(r);
+            }
+        }
+        for side in ["replicas-1", "replicas-2"] {
+            let mut r = run("11-replicated-mix", side, 1.0, 1.0);
+            r.slow_ms = 900;
+            lines.push(r);
+        }
+        let mut failed = run("11-replicated-mix", "replicas-2", 0.0, 0.0);
+        failed.error = Some("no reply within 5s".into());
+        lines.push(failed);
+        let scenarios = group(lines);
+        let t = replicated_table(&scenarios);
+        assert!(
+            t.contains("| 10-replicated-sets | replicas-2 | 2 | 110.0 | 0.000 | 1000 | 1000001 | 2000 | 6 | 100 |"),
+            "{t}"
+        );
+        assert!(t.contains("| 10-replicated-sets | memcached | 2 | 45000 |"), "{t}");
+        assert!(t.contains("| 11-replicated-mix | replicas-2 | 1 (+1 failed†) |"), "{t}");
+        assert!(t.contains("waited >= 900 ms"), "{t}");
+        assert!(
+            t.contains("- 10-replicated-sets / replicas-2: 6 × `SERVER_ERROR owner unavailable`"),
+            "{t}"
+        );
+        let g = targets_table(&scenarios);
+        assert!(
+            g.contains("| 10-replicated-sets: replicas-2 ops/s / replicas-1 ops/s | 0.003x | >= 0.5 | **no** |"),
+            "{g}"
+        );
+        assert!(
+            g.contains("| 10-replicated-sets: error replies, all sides and runs | 6 | 0, and no run failed | **no** |"),
+            "{g}"
+        );
+        assert!(
+            g.contains(
+                "| 11-replicated-mix: error replies, all sides and runs (1 runs failed) | 0 | 0, and no run failed | **no** |"
+            ),
+            "{g}"
+        );
+        // A-B table: replicas-1 → replicas-2.
+        assert!(
+            throughput_table(&scenarios).contains("| 10-replicated-sets | replicas-1 → replicas-2 | 2+2 |"),
+            "table"
+        );
+        assert!(replicated_table(&group(vec![run("1-get", "memcached", 1.0, 1.0)])).is_empty());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The JSON line one `load` run prints, and that `report` reads back.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Results of one run. A failed run carries `error` and whatever labels it had.
@@ -36,6 +38,16 @@ pub struct RunResult {
     pub sets: u64,
     pub not_stored: u64,
     pub errors: u64,
+    /// How many times each error reply line came (at most 16 distinct lines; the rest
+    /// are counted under `(other)`).
+    pub error_replies: BTreeMap<String, u64>,
+    /// Error replies to the prefill's sets (not part of the measured window).
+    pub prefill_errors: u64,
+    /// Measured requests that took at least `slow_ms` milliseconds.
+    pub slow: u64,
+    pub slow_ms: u64,
+    /// Sets wrote keys never written before (`--unique-sets`).
+    pub unique_sets: bool,
     /// Latency from writing a request's batch to parsing its reply, microseconds.
     pub p50_us: f64,
     pub p99_us: f64,
