@@ -88,10 +88,13 @@ pub async fn serve(
     // An untagged request: it runs once everything before it has been answered.
     let mut barrier: Option<Running> = None;
     let mut closing = false;
+    // Whether every complete request read so far has been started.
+    let mut drained = true;
     tokio::pin!(stop);
     'conn: loop {
         // Start every complete request read so far.
         if !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT {
+            drained = false;
             let now = unix_now();
             let mut view = node.cluster.as_ref().map(|c| c.ring());
             if let (Some(cluster), Some(view)) = (&node.cluster, &view) {
@@ -101,6 +104,7 @@ pub async fn serve(
             }
             while running.len() < MAX_IN_FLIGHT && out.len() < FLUSH_AT {
                 let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) else {
+                    drained = true;
                     break;
                 };
                 let tagged = step.tag().is_some();
@@ -155,6 +159,10 @@ pub async fn serve(
         }
         if closing && running.is_empty() && barrier.is_none() {
             break;
+        }
+        if !drained && !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT {
+            // Stopped early to write what was gathered: start the rest before waiting.
+            continue;
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
@@ -365,4 +373,96 @@ fn same_ring(node: &Node, view: &mut Option<Arc<RingView>>, want: u64) -> bool {
     let same = now.version == want;
     *view = Some(now);
     same
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::server::build_local_node;
+
+    /// A node without peers serving one connection on a free port.
+    async fn node_conn() -> TcpStream {
+        let node = Arc::new(build_local_node(&Config::parse_from(["ringcache"])));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            // Held for the connection's life: a dropped sender reads as a shutdown.
+            let _stop = stop;
+            let (sock, _) = l.accept().await.unwrap();
+            crate::connection::serve(node, sock, shutdown).await;
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"rc_peer test\r\n").await.unwrap();
+        let mut ok = [0u8; 4];
+        s.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"OK\r\n");
+        s
+    }
+
+    /// Reads until `want` bytes have arrived (bounded).
+    async fn read_n(s: &mut TcpStream, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while got.len() < want {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("the node stopped answering")
+                .unwrap();
+            assert!(n > 0, "closed after {} of {want} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
+    /// A batch whose replies pass the flush threshold, sent in one write: every
+    /// request is answered (the loop writes part of the replies, then goes on with the
+    /// requests still buffered instead of waiting for more input).
+    #[tokio::test]
+    async fn a_batch_larger_than_one_flush_is_answered_whole() {
+        let mut s = node_conn().await;
+        let value = "v".repeat(1000);
+        let n = 600;
+        let mut batch = String::new();
+        let mut want = String::new();
+        for i in 0..n {
+            batch.push_str(&format!("rc_id {i}\r\nset k{i} 0 0 {}\r\n{value}\r\n", value.len()));
+            want.push_str(&format!("RI {i} 8\r\nSTORED\r\n"));
+        }
+        for i in 0..n {
+            batch.push_str(&format!("rc_id {}\r\nget k{i}\r\n", n + i));
+            let reply = format!("VALUE k{i} 0 {}\r\n{value}\r\nEND\r\n", value.len());
+            want.push_str(&format!("RI {} {}\r\n{reply}", n + i, reply.len()));
+        }
+        assert!(want.len() > 2 * FLUSH_AT);
+        s.write_all(batch.as_bytes()).await.unwrap();
+        let got = read_n(&mut s, want.len()).await;
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    /// Untagged requests on a peer connection are answered in order, without tags;
+    /// tagged ones carry their id and length, refusals and parse errors included.
+    #[tokio::test]
+    async fn tags_lengths_and_untagged_requests() {
+        let mut s = node_conn().await;
+        s.write_all(
+            b"set a 0 0 1\r\nx\r\nrc_id 7\r\nget a\r\nrc_id 8\r\nbogus\r\nrc_id 9\r\nmg a q\r\nmg zz q\r\nmn\r\n",
+        )
+        .await
+        .unwrap();
+        let want = "STORED\r\nRI 7 21\r\nVALUE a 0 1\r\nx\r\nEND\r\nRI 8 7\r\nERROR\r\nRI 9 4\r\nHD\r\nMN\r\n";
+        let got = read_n(&mut s, want.len()).await;
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        // A quiet miss answers nothing: an empty tagged reply.
+        s.write_all(b"rc_id 10\r\nmg zz q\r\n").await.unwrap();
+        let want = "RI 10 0\r\n";
+        assert_eq!(String::from_utf8_lossy(&read_n(&mut s, want.len()).await), want);
+    }
 }
