@@ -19,7 +19,7 @@ use ringcache_fuzz::{show, targets, Target};
 #[derive(Debug, Parser)]
 #[command(about = "Structure-aware mutation fuzzing of ringcache's decoders (stable Rust).")]
 struct Args {
-    /// Target name, or `all` (request, response, meta_response, topology, gossip, seal).
+    /// Target name, or `all` (request, response, meta_response, topology, gossip, seal, peer_reply).
     #[arg(long, default_value = "all")]
     target: String,
     /// Seconds to fuzz each target.

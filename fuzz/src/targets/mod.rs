@@ -2,6 +2,7 @@
 
 pub mod gossip;
 pub mod meta_response;
+pub mod peer_reply;
 pub mod request;
 pub mod response;
 pub mod seal;
@@ -18,6 +19,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(topology::TopologyTarget),
         Box::new(gossip::GossipTarget),
         Box::new(seal::SealTarget::new()),
+        Box::new(peer_reply::PeerReplyTarget),
     ]
 }
 

@@ -371,9 +371,10 @@ fn parse_line(line: &[u8], limits: &Limits) -> Line {
     parsed.map_or(Line::Bad, Line::Done)
 }
 
-/// A decimal u64, digits only (peers write numbers one way).
+/// A decimal u64 as peers write it: digits only, no leading zero (one spelling per
+/// number, so a line that parses re-encodes to the same bytes).
 fn number(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) || (s.len() > 1 && s[0] == b'0') {
         return None;
     }
     std::str::from_utf8(s).ok()?.parse().ok()
@@ -675,6 +676,7 @@ mod tests {
             b"RI \r\n",
             b"RI 18446744073709551616 1\r\n",
             b"RI 1 99999999999999999\r\n",
+            b"RI 01 1\r\n",
             b"RI 0000000000000000000000000000000000000000000000",
             b"R\r",
         ] {
