@@ -9,7 +9,7 @@
 //! A's forwarded write waits for its replication to B while B's connection to A waits
 //! on B's own forwarded write, which waits for its replication to A, queued behind
 //! the first; nothing moves until the peer timeout. So every request starts as soon as
-//! it is read, up to [`MAX_IN_FLIGHT`] at once, and its reply is written as soon as
+//! it is read (see [`MAX_IN_FLIGHT`] for the bound), and its reply is written as soon as
 //! it is ready, behind `RI <id> <length>` (the request was tagged `rc_id <id>`; the sender
 //! matches replies by id). A request that must wait never holds up the others on its
 //! connection, nor their replies (answered in order, a finished replication's reply
@@ -51,8 +51,13 @@ use crate::node::{unix_now, Node};
 use crate::router;
 use crate::stats::Counters;
 
-/// How many requests of one peer connection may run at once; past it, the connection
-/// reads no more until some finish (the sender's requests then wait in its queue).
+/// How many requests of one peer connection may wait on other nodes at once, at the
+/// least; past it, the connection reads no more until some finish (the sender's
+/// requests then wait in its queue). The limit is raised to the node's `-c`: a
+/// sender's requests that wait here are its clients' (each client connection waits
+/// for one request at a time, or one part of a multi-get per owner), so they never
+/// reach the limit when nodes share `-c`, and a replication queued behind them is
+/// always read. (Requests answered at once, as replications are, never count.)
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Initial capacity of the read buffer.
 const READ_BUF: usize = 16 * 1024;
@@ -81,6 +86,7 @@ pub async fn serve(
     let limits = Limits {
         max_item_size: node.settings.max_item_size,
     };
+    let max_in_flight = MAX_IN_FLIGHT.max(node.settings.max_conns);
     let (mut rd, mut wr) = sock.into_split();
     let mut counters = Counters::default();
     let mut reader = Reader::default();
@@ -93,7 +99,7 @@ pub async fn serve(
     tokio::pin!(stop);
     'conn: loop {
         // Start every complete request read so far.
-        if !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT {
+        if !closing && barrier.is_none() && running.len() < max_in_flight {
             drained = false;
             let now = unix_now();
             let mut view = node.cluster.as_ref().map(|c| c.ring());
@@ -102,7 +108,7 @@ pub async fn serve(
                     cluster.check_thawed(now);
                 }
             }
-            while running.len() < MAX_IN_FLIGHT && out.len() < FLUSH_AT {
+            while running.len() < max_in_flight && out.len() < FLUSH_AT {
                 let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) else {
                     drained = true;
                     break;
@@ -160,14 +166,14 @@ pub async fn serve(
         if closing && running.is_empty() && barrier.is_none() {
             break;
         }
-        if !drained && !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT {
+        if !drained && !closing && barrier.is_none() && running.len() < max_in_flight {
             // Stopped early to write what was gathered: start the rest before waiting.
             continue;
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
         }
-        let may_read = !closing && barrier.is_none() && running.len() < MAX_IN_FLIGHT;
+        let may_read = !closing && barrier.is_none() && running.len() < max_in_flight;
         tokio::select! {
             r = rd.read_buf(&mut rbuf), if may_read => match r {
                 Ok(0) | Err(_) => closing = true,
