@@ -154,3 +154,167 @@ fn replicated_writes_from_32_connections_never_wait_on_each_other() {
     );
     assert!(done >= 32, "only {done} sets in {elapsed:?}");
 }
+
+/// What the proxy in front of a node does to the replies it relays.
+const RELAY: u8 = 0;
+/// Inject a tagged reply whose id no request is waiting for.
+const UNKNOWN_TAG: u8 = 1;
+/// Inject an untagged line.
+const GARBAGE: u8 = 2;
+/// Send a chunk twice (every tag in it comes again, answered already).
+const REPLAY: u8 = 3;
+
+/// A TCP relay in front of a node's memcached port, advertised to the cluster as the
+/// node's address (`--advertise-addr`), that corrupts the node's replies while `mode`
+/// says so.
+struct BadPeerProxy {
+    port: u16,
+    target: Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BadPeerProxy {
+    fn start() -> BadPeerProxy {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let proxy = BadPeerProxy {
+            port: l.local_addr().unwrap().port(),
+            target: Arc::default(),
+            mode: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (target, mode, stop) = (proxy.target.clone(), proxy.mode.clone(), proxy.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let Some(addr) = *target.lock().unwrap() else { continue };
+                let Ok(server) = std::net::TcpStream::connect(addr) else {
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut c_rd, mut s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_rd, &mut s_wr);
+                    let _ = s_wr.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut s_rd, mut c_wr, mode) = (server, client, mode.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match s_rd.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        let tagged = chunk.starts_with(b"RI ");
+                        let sent = match mode.load(Ordering::Relaxed) {
+                            UNKNOWN_TAG if tagged => c_wr
+                                .write_all(b"RI 987654321 5\r\nEND\r\n")
+                                .and_then(|_| c_wr.write_all(chunk)),
+                            GARBAGE if tagged => c_wr.write_all(b"END\r\n").and_then(|_| c_wr.write_all(chunk)),
+                            REPLAY if tagged => c_wr.write_all(chunk).and_then(|_| c_wr.write_all(chunk)),
+                            _ => c_wr.write_all(chunk),
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_wr.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        proxy
+    }
+}
+
+impl Drop for BadPeerProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A peer whose replies go bad (unknown tags, garbage lines, replayed replies) while
+/// 24 clients write and read unique values through another node: every reply a client
+/// gets is its own (its value, or a `SERVER_ERROR` for the requests in flight when the
+/// peer connection was closed), and once the peer behaves again, requests succeed.
+#[test]
+fn a_peer_whose_replies_go_bad_fails_only_what_was_in_flight_and_never_misdelivers() {
+    use ringcache_tests::cluster::{topology, Placement};
+    let proxy = BadPeerProxy::start();
+    let mut c = TestCluster::start(1, 1, &[]);
+    let advertised = format!("127.0.0.1:{}", proxy.port);
+    c.add_with(&["--advertise-addr", &advertised]);
+    *proxy.target.lock().unwrap() = Some(c.nodes[1].process.addr());
+    c.wait_converged(Duration::from_secs(15));
+    let top = topology(&c.nodes[0].process).expect("topology");
+    let placement = Placement::new(&top, "n1");
+    // Keys whose owner is the node behind the proxy.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("bad-peer:{i}"))
+        .filter(|k| placement.primary_name(k.as_bytes()) == "n2")
+        .take(24 * 20)
+        .collect();
+    let errors = AtomicUsize::new(0);
+    let ok = AtomicUsize::new(0);
+    let phase = |mode: u8, rounds: usize| {
+        proxy.mode.store(mode, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            for (t, mine) in keys.chunks(20).enumerate() {
+                let mut conn = c.nodes[0].process.connect();
+                let (errors, ok) = (&errors, &ok);
+                s.spawn(move || {
+                    for r in 0..rounds {
+                        for key in mine {
+                            let value = format!("{t}.{r}.{key}");
+                            let set = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+                            let got = conn.request(set.as_bytes(), b"\r\n");
+                            let got = String::from_utf8_lossy(&got).into_owned();
+                            if got.starts_with("SERVER_ERROR") {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            assert_eq!(got, "STORED\r\n", "set {key}");
+                            let got = conn.request(format!("mg {key} v\r\n").as_bytes(), b"\r\n");
+                            let mut got = got;
+                            if got.starts_with(b"VA ") {
+                                conn.read_until_suffix(&mut got, b"\r\n", Duration::from_secs(5));
+                                let want = format!("VA {}\r\n{value}\r\n", value.len());
+                                assert_eq!(String::from_utf8_lossy(&got), want, "mg {key}: another reply");
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                // A miss is allowed (the read failed); another value never.
+                                let got = String::from_utf8_lossy(&got);
+                                assert!(got == "EN\r\n" || got.starts_with("SERVER_ERROR"), "mg {key}: {got}");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    };
+    phase(RELAY, 1);
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "errors before the peer went bad");
+    for bad in [UNKNOWN_TAG, GARBAGE, REPLAY] {
+        phase(bad, 2);
+    }
+    let failed = errors.swap(0, Ordering::Relaxed);
+    println!(
+        "while the peer's replies were bad: {failed} requests failed, {} answered",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(failed > 0, "the bad replies failed nothing: were they relayed?");
+    let closed = ringcache_tests::cluster::stat(&c.nodes[0].process, "cluster_forward_errors").unwrap_or(0.0);
+    assert!(closed > 0.0, "no forward failed");
+    // The peer behaves again: fresh connections, no errors.
+    ok.store(0, Ordering::Relaxed);
+    phase(RELAY, 1);
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "errors after the peer recovered");
+    assert_eq!(ok.load(Ordering::Relaxed), keys.len());
+}
