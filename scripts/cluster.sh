@@ -10,11 +10,12 @@
 # Node i (1-based) is named node-i, serves memcached on port BASE_PORT+i-1 and gossips
 # on UDP port GOSSIP_BASE+i-1. Logs and pid files live in .cluster/ at the repo root.
 # Environment: BASE_PORT (11211), GOSSIP_BASE (17946), REPLICAS (1), MEMORY (64, MiB),
-# THREADS (2), RINGCACHE_BIN (a prebuilt binary; skips the build).
+# THREADS (2), RINGCACHE_BIN (a prebuilt binary; skips the build), CLUSTER_STATE (the
+# folder for logs and pid files, .cluster).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-state="$root/.cluster"
+state=${CLUSTER_STATE:-"$root/.cluster"}
 BASE_PORT=${BASE_PORT:-11211}
 GOSSIP_BASE=${GOSSIP_BASE:-17946}
 REPLICAS=${REPLICAS:-1}
@@ -48,10 +49,19 @@ ask() {
 
 node_alive() { [ -f "$state/$1.pid" ] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null; }
 
+# A port another program holds would make a node exit while that program answers in
+# its place: refuse before starting anything.
+check_port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 (for $2) is already taken by another process; choose another BASE_PORT"
+  fi
+}
+
 start_node() {
   local bin=$1 i=$2 name="node-$2"
   local port=$((BASE_PORT + i - 1)) gossip=$((GOSSIP_BASE + i - 1))
   node_alive "$name" && die "$name is already running"
+  check_port_free "$port" "$name"
   local seed=()
   [ "$i" -gt 1 ] && seed=(--seed "127.0.0.1:$GOSSIP_BASE")
   "$bin" -p "$port" -l 127.0.0.1 -m "$MEMORY" -t "$THREADS" \
@@ -59,13 +69,14 @@ start_node() {
     >"$state/$name.log" 2>&1 &
   echo $! >"$state/$name.pid"
   echo "$port" >"$state/$name.port"
-  # Wait (bounded) until it accepts connections.
+  # Wait (bounded) until this node answers on its port with its own name (not some
+  # other program that took the port in the meantime).
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "started $name: memcached on 127.0.0.1:$port, gossip on udp 127.0.0.1:$gossip (log: .cluster/$name.log)"
+    node_alive "$name" || { rm -f "$state/$name.pid"; die "$name exited; see $state/$name.log"; }
+    if ask "$port" topology 2>/dev/null | grep -q "^MEMBER $name "; then
+      echo "started $name: memcached on 127.0.0.1:$port, gossip on udp 127.0.0.1:$gossip (log: $state/$name.log)"
       return
     fi
-    node_alive "$name" || die "$name exited; see $state/$name.log"
     sleep 0.1
   done
   die "$name did not start listening on $port"
@@ -79,6 +90,9 @@ case $cmd in
     n=${2:-3}
     [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] || die "start takes a node count"
     mkdir -p "$state"
+    for i in $(seq 1 "$n"); do
+      node_alive "node-$i" || check_port_free $((BASE_PORT + i - 1)) "node-$i"
+    done
     bin=$(binary)
     for i in $(seq 1 "$n"); do start_node "$bin" "$i"; done
     echo
@@ -126,7 +140,7 @@ case $cmd in
     echo "stopped"
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || exit 2
     ;;
 esac
