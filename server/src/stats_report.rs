@@ -1,6 +1,15 @@
 //! The text of `stats`, `stats settings`, `stats items`, `stats slabs`, `stats sizes`
 //! and `stats conns`, with memcached's names, order and meanings so that dashboards
 //! and exporters built for memcached read it unchanged.
+//!
+//! prometheus/memcached_exporter reads `stats`, `stats slabs`, `stats items` and
+//! `stats settings` on every scrape and reports `memcached_up 0` when a field it
+//! parses is malformed or `cmd_set`/`cas_*` are missing; it skips other missing
+//! fields, and with them their series. So every field it reads is here, in
+//! memcached's form (`rusage_*` as `seconds.microseconds`, booleans as `yes`/`no`),
+//! each computed from what ringcache does, or memcached's value for a mechanism
+//! ringcache does not have (said at each). `tests/tests/exporter_stats.rs` applies the
+//! exporter's parsing rules to live nodes and to memcached 1.6.18.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,7 +23,7 @@ pub fn write(node: &Node, group: &[u8], now: u32, out: &mut BytesMut) {
     match group {
         b"" => general(node, now, out),
         b"settings" => settings(node, out),
-        b"items" => items(node, out),
+        b"items" => items(out),
         b"slabs" => slabs(node, out),
         b"sizes" => {
             write_stat(out, "sizes_status", "disabled");
@@ -82,6 +91,8 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
     write_stat(out, "listen_disabled_num", 0);
     write_stat(out, "threads", node.settings.threads);
     write_stat(out, "conn_yields", s.conn_yields);
+    // ringcache has no LRU crawler: its expiry sweep's reclaims count in `reclaimed`.
+    write_stat(out, "lru_crawler_starts", 0);
     write_stat(out, "bytes", st.bytes);
     write_stat(out, "curr_items", st.curr_items);
     write_stat(out, "total_items", st.total_items);
@@ -90,6 +101,14 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
     write_stat(out, "evicted_active", 0);
     write_stat(out, "evictions", st.evictions);
     write_stat(out, "reclaimed", st.reclaimed);
+    // No LRU crawler (above) and no segmented HOT/WARM/COLD LRU: nothing is crawled or
+    // moved between LRUs. (Eviction copying an item forward is no such move.)
+    write_stat(out, "crawler_reclaimed", 0);
+    write_stat(out, "crawler_items_checked", 0);
+    write_stat(out, "moves_to_cold", 0);
+    write_stat(out, "moves_to_warm", 0);
+    write_stat(out, "moves_within_lru", 0);
+    write_stat(out, "direct_reclaims", st.direct_reclaims);
     if let Some(cluster) = &node.cluster {
         let view = cluster.ring();
         let cs = &cluster.stats;
@@ -135,55 +154,51 @@ fn settings(node: &Node, out: &mut BytesMut) {
     write_stat(out, "cas_enabled", "yes");
     write_stat(out, "binding_protocol", "ascii");
     write_stat(out, "item_size_max", s.max_item_size);
+    // A connection past `-c` is refused at once (`rejected_connections`), as memcached
+    // does with maxconns_fast.
+    write_stat(out, "maxconns_fast", "yes");
+    // No LRU crawler, no LRU maintainer thread, no segmented LRU (see `general`); with
+    // `lru_crawler no` the exporter does not look for the crawler's tuning settings.
+    write_stat(out, "lru_crawler", "no");
     write_stat(out, "flush_enabled", "yes");
     write_stat(out, "hash_algorithm", "xxh3");
+    write_stat(out, "lru_maintainer_thread", "no");
+    write_stat(out, "lru_segmented", "no");
     write_stat(out, "eviction_policy", crate::storage::EVICTION_POLICY);
     write_stat(out, "shards", node.store.shard_count());
     out.put_slice(END);
 }
 
-/// ringcache has no slab classes; it reports the whole store as class 1 so that
-/// tools which walk `stats items` (memcached-tool, exporters) see the totals.
-fn items(node: &Node, out: &mut BytesMut) {
-    let st = node.store.stats();
-    if st.curr_items > 0 {
-        write_stat(out, "items:1:number", st.curr_items);
-        write_stat(out, "items:1:age", 0);
-        write_stat(out, "items:1:mem_requested", st.bytes);
-        write_stat(out, "items:1:evicted", st.evictions);
-        write_stat(out, "items:1:evicted_nonzero", 0);
-        write_stat(out, "items:1:evicted_time", 0);
-        write_stat(out, "items:1:outofmemory", 0);
-        write_stat(out, "items:1:reclaimed", st.reclaimed);
-        write_stat(out, "items:1:expired_unfetched", st.expired_unfetched);
-        write_stat(out, "items:1:evicted_unfetched", st.evicted_unfetched);
-    }
+/// ringcache has no slab classes (items live in segments, not size classes), so it lists
+/// none, as a memcached that has allocated no class does. A class's lines are not
+/// optional for the tools that walk them: memcached_exporter turns a `stats slabs`
+/// class without `cmd_set`, `cas_hits` and `cas_badval` into `memcached_up 0`. The
+/// totals are in `stats`.
+fn items(out: &mut BytesMut) {
     out.put_slice(END);
 }
 
 fn slabs(node: &Node, out: &mut BytesMut) {
-    let st = node.store.stats();
-    let active = u64::from(st.curr_items > 0);
-    if active == 1 {
-        write_stat(out, "1:used_chunks", st.curr_items);
-        write_stat(out, "1:mem_requested", st.bytes);
-    }
-    write_stat(out, "active_slabs", active);
-    write_stat(out, "total_malloced", st.allocated);
+    write_stat(out, "active_slabs", 0);
+    // Bytes of segments allocated, in use or pooled: what memcached's slab pages are.
+    write_stat(out, "total_malloced", node.store.stats().allocated);
     out.put_slice(END);
 }
 
-/// User and system CPU time of this process as (seconds, microseconds).
+/// User and system CPU time of this process as (seconds, microseconds), from
+/// `getrusage` as memcached reads it.
 fn rusage() -> ((u64, u64), (u64, u64)) {
-    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks.
-    let ticks = 100u64;
-    let parse = || -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let mut fields = rest.split(' ').skip(11);
-        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    // SAFETY: `rusage` is plain integers, so all zeroes is a valid value, and
+    // getrusage writes only into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return ((0, 0), (0, 0));
+    }
+    let tv = |t: libc::timeval| {
+        (
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u64::try_from(t.tv_usec).unwrap_or(0).min(999_999),
+        )
     };
-    let (u, s) = parse().unwrap_or((0, 0));
-    let split = |t: u64| (t / ticks, (t % ticks) * (1_000_000 / ticks));
-    (split(u), split(s))
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }

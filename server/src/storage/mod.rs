@@ -212,6 +212,9 @@ pub struct StoreStats {
     pub reclaimed: u64,
     /// Live items copied forward by eviction (reinserted or compacted).
     pub moved: u64,
+    /// Segments evicted or reclaimed by the thread storing an item (all eviction is
+    /// done that way; memcached's `direct_reclaims`).
+    pub direct_reclaims: u64,
     /// Bytes of segments allocated (in use or pooled); never above `limit_maxbytes`.
     pub allocated: u64,
     pub limit_maxbytes: u64,
@@ -586,6 +589,7 @@ impl Store {
             st.bytes += shard.bytes() as u64;
             st.allocated += shard.allocated() as u64;
             st.moved += c.moved;
+            st.direct_reclaims += c.direct_reclaims;
             st.curr_items += shard.items() as u64;
             st.total_items += c.total_items;
             st.evictions += c.evictions;

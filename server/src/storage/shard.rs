@@ -130,6 +130,10 @@ pub(super) struct Counters {
     pub(super) reclaimed: u64,
     /// Items copied forward by eviction (reinserted or compacted).
     pub(super) moved: u64,
+    /// Segments a request's thread reclaimed itself to make room (`direct_reclaims`):
+    /// every eviction here runs on the thread that stores, as memcached's worker does
+    /// when its background threads have not freed enough.
+    pub(super) direct_reclaims: u64,
 }
 
 /// One shard (see the module doc).
@@ -704,6 +708,7 @@ impl Shard {
         }
         self.recycle(seg.buf);
         self.free_ids.push(id as u32);
+        self.counters.direct_reclaims += 1;
         true
     }
 

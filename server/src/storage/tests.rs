@@ -223,6 +223,25 @@ fn read_items_survive_a_stream_of_one_hit_keys() {
 }
 
 #[test]
+fn direct_reclaims_count_segments_the_storing_thread_reclaimed() {
+    // `stats` reports this as memcached's `direct_reclaims`: zero while the budget
+    // holds everything, then one per segment a store had to evict or compact.
+    let s = store(1 << 20, 1);
+    for k in 0..100 {
+        set(&s, format!("k{k}").as_bytes(), &[1; 100], 0, NOW).unwrap();
+    }
+    assert_eq!(s.stats().direct_reclaims, 0);
+    for k in 0..50_000 {
+        set(&s, format!("k{k}").as_bytes(), &[1; 100], 0, NOW).unwrap();
+    }
+    let st = s.stats();
+    assert!(st.evictions > 0);
+    assert!(st.direct_reclaims > 0, "{st:?}");
+    // A segment holds many 100-byte items: far fewer reclaims than evictions.
+    assert!(st.direct_reclaims < st.evictions, "{st:?}");
+}
+
+#[test]
 fn big_items_get_segments_of_their_own() {
     let s = store(4 << 20, 1);
     let big = vec![7u8; 300 * 1024];
