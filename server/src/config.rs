@@ -4,6 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
 
+use crate::seeds::Seed;
+
 /// ringcache: a memcached-compatible cache node.
 ///
 /// Speaks the memcached text protocol (classic and meta commands) on TCP; connect
@@ -51,9 +53,13 @@ pub struct Config {
     #[arg(long = "gossip-addr", help_heading = "Cluster")]
     pub gossip_addr: Option<SocketAddr>,
 
-    /// Gossip address of a node to join through (repeatable).
-    #[arg(long = "seed", help_heading = "Cluster")]
-    pub seeds: Vec<SocketAddr>,
+    /// Gossip address of a node to join through, as IP:PORT or HOST:PORT
+    /// (repeatable). Every address a host name resolves to (A and AAAA records, e.g. a
+    /// Kubernetes headless Service listing every pod) is a seed; names are looked up
+    /// again until this node has met every address they list. This node's own address
+    /// among the seeds is ignored.
+    #[arg(long = "seed", value_name = "HOST:PORT", value_parser = clap::value_parser!(Seed), help_heading = "Cluster")]
+    pub seeds: Vec<Seed>,
 
     /// The address peers and clients use to reach this node's memcached port, when it
     /// differs from --listen:--port (e.g. listening on 0.0.0.0).
@@ -183,8 +189,48 @@ mod tests {
             "-p",
             "2",
         ]);
-        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(
+            c.seeds,
+            [
+                Seed::Addr("127.0.0.1:1".parse().unwrap()),
+                Seed::Addr("127.0.0.1:2".parse().unwrap())
+            ]
+        );
         assert_eq!(c.gossip_key.as_deref(), Some("b"));
         assert_eq!(c.port, 2);
+    }
+
+    #[test]
+    fn seeds_are_addresses_or_host_names_with_a_port() {
+        let c = Config::parse_from([
+            "ringcache",
+            "--seed",
+            "10.0.0.4:12211",
+            "--seed",
+            "ringcache.cache.svc.cluster.local:12211",
+            "--seed",
+            "[::1]:12211",
+        ]);
+        assert_eq!(
+            c.seeds,
+            [
+                Seed::Addr("10.0.0.4:12211".parse().unwrap()),
+                Seed::Name {
+                    host: "ringcache.cache.svc.cluster.local".into(),
+                    port: 12211
+                },
+                Seed::Addr("[::1]:12211".parse().unwrap()),
+            ]
+        );
+        for (bad, why) in [
+            ("ringcache-0.ringcache", "has no port"),
+            ("10.0.0.4", "has no port"),
+            ("ringcache:gossip", "is not a port number"),
+            ("10.0.0.300:12211", "neither an IP address nor a host name"),
+        ] {
+            let e = Config::try_parse_from(["ringcache", "--seed", bad]).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("--seed") && text.contains(why), "{bad}: {text}");
+        }
     }
 }
