@@ -255,12 +255,10 @@ impl Cluster {
         let name = config.gossip.name.clone();
         let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
-        // A node given seeds (other than itself) belongs to a cluster it has not met yet.
-        let has_seeds = config
-            .gossip
-            .seeds
-            .iter()
-            .any(|s| *s != membership.local_addr && *s != config.gossip.gossip_addr);
+        // A node given seeds (other than itself; a name may list others even if it
+        // lists only this node now) belongs to a cluster it has not met yet.
+        let me = [membership.local_addr, config.gossip.gossip_addr];
+        let has_seeds = config.gossip.seeds.iter().any(|s| s.may_be_another_node(&me));
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
         let joined = AtomicBool::new(!has_seeds || first.ring.len() > 1);

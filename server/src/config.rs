@@ -4,6 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
 
+use crate::seeds::Seed;
+
 /// ringcache: a memcached-compatible cache node.
 ///
 /// Speaks the memcached text protocol (classic and meta commands) on TCP; connect
@@ -43,7 +45,9 @@ pub struct Config {
     pub verbose: u8,
 
     /// This node's name: its identity on the ring. Must be unique in the cluster and
-    /// kept across restarts. Default: node-<port>.
+    /// kept across restarts. Default: the host name (a Kubernetes StatefulSet pod's
+    /// name, stable across restarts), or node-<port> if the host has none (empty,
+    /// `(none)` or `localhost`). Several nodes on one host need a name each.
     #[arg(long = "node-name", help_heading = "Cluster")]
     pub node_name: Option<String>,
 
@@ -51,9 +55,13 @@ pub struct Config {
     #[arg(long = "gossip-addr", help_heading = "Cluster")]
     pub gossip_addr: Option<SocketAddr>,
 
-    /// Gossip address of a node to join through (repeatable).
-    #[arg(long = "seed", help_heading = "Cluster")]
-    pub seeds: Vec<SocketAddr>,
+    /// Gossip address of a node to join through, as IP:PORT or HOST:PORT
+    /// (repeatable). Every address a host name resolves to (A and AAAA records, e.g. a
+    /// Kubernetes headless Service listing every pod) is a seed; names are looked up
+    /// again until this node has met every address they list. This node's own address
+    /// among the seeds is ignored.
+    #[arg(long = "seed", value_name = "HOST:PORT", value_parser = clap::value_parser!(Seed), help_heading = "Cluster")]
+    pub seeds: Vec<Seed>,
 
     /// The address peers and clients use to reach this node's memcached port, when it
     /// differs from --listen:--port (e.g. listening on 0.0.0.0).
@@ -131,9 +139,35 @@ impl Config {
         Ok(SocketAddr::new(ip, port))
     }
 
-    /// The node name: --node-name or node-<port>.
+    /// The node name: --node-name, else the host name, else node-<port>.
     pub fn node_name(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| format!("node-{}", self.port))
+        self.node_name
+            .clone()
+            .or_else(host_name)
+            .unwrap_or_else(|| format!("node-{}", self.port))
+    }
+}
+
+/// This host's name (`gethostname`), unless it has none worth naming a node by: empty,
+/// the kernel's `(none)`, or `localhost` (which every unnamed host shares).
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which gethostname writes at most
+    // `len` bytes into.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    usable_host_name(&buf)
+}
+
+/// The name in `gethostname`'s buffer (up to the first NUL), if it names a node.
+fn usable_host_name(buf: &[u8]) -> Option<String> {
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..len]).ok()?.trim();
+    match name {
+        "" | "(none)" | "localhost" | "localhost.localdomain" => None,
+        _ => Some(name.to_string()),
     }
 }
 
@@ -183,8 +217,63 @@ mod tests {
             "-p",
             "2",
         ]);
-        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(
+            c.seeds,
+            [
+                Seed::Addr("127.0.0.1:1".parse().unwrap()),
+                Seed::Addr("127.0.0.1:2".parse().unwrap())
+            ]
+        );
         assert_eq!(c.gossip_key.as_deref(), Some("b"));
         assert_eq!(c.port, 2);
+    }
+
+    #[test]
+    fn seeds_are_addresses_or_host_names_with_a_port() {
+        let c = Config::parse_from([
+            "ringcache",
+            "--seed",
+            "10.0.0.4:12211",
+            "--seed",
+            "ringcache.cache.svc.cluster.local:12211",
+            "--seed",
+            "[::1]:12211",
+        ]);
+        assert_eq!(
+            c.seeds,
+            [
+                Seed::Addr("10.0.0.4:12211".parse().unwrap()),
+                Seed::Name {
+                    host: "ringcache.cache.svc.cluster.local".into(),
+                    port: 12211
+                },
+                Seed::Addr("[::1]:12211".parse().unwrap()),
+            ]
+        );
+        for (bad, why) in [
+            ("ringcache-0.ringcache", "has no port"),
+            ("10.0.0.4", "has no port"),
+            ("ringcache:gossip", "is not a port number"),
+            ("10.0.0.300:12211", "neither an IP address nor a host name"),
+        ] {
+            let e = Config::try_parse_from(["ringcache", "--seed", bad]).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("--seed") && text.contains(why), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_node_name_defaults_to_the_host_name_or_the_port() {
+        let named = Config::parse_from(["ringcache", "--node-name", "cache-a"]);
+        assert_eq!(named.node_name(), "cache-a");
+        let unnamed = Config::parse_from(["ringcache", "-p", "11311"]);
+        let want = host_name().unwrap_or_else(|| "node-11311".into());
+        assert_eq!(unnamed.node_name(), want);
+
+        assert_eq!(usable_host_name(b"ringcache-2\0\0\0").as_deref(), Some("ringcache-2"));
+        assert_eq!(usable_host_name(b"ringcache-2").as_deref(), Some("ringcache-2"));
+        for none in [&b"\0junk"[..], b"(none)\0", b"localhost\0", b"\xff\xfe\0"] {
+            assert_eq!(usable_host_name(none), None, "{none:?}");
+        }
     }
 }

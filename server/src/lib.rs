@@ -19,6 +19,7 @@ pub mod node;
 pub mod peer_connection;
 pub mod router;
 pub mod secret;
+pub mod seeds;
 pub mod server;
 pub mod stats;
 pub mod stats_report;

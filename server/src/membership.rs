@@ -16,6 +16,16 @@
 //! holds from before (which may have been overwritten or deleted elsewhere meanwhile)
 //! is dropped.
 //!
+//! Seeds (see [`crate::seeds`]) are addresses or DNS names. The task looks the names
+//! up (each lookup on a task of its own, so a slow resolver never holds up gossip)
+//! until it has met every seed address, and after each round announces itself to
+//! every seed address that is not a member yet: a node with no peers also announces
+//! to all of them every [`ANNOUNCE_EVERY`]. So nodes that start at the same moment
+//! find each other, and two clusters that formed apart (each node founded its own
+//! after `--join-timeout-ms`, or DNS listed only half of them) merge as soon as a node
+//! of one sees a node of the other among its seeds. Its own address among them is
+//! ignored.
+//!
 //! What goes on the wire is `ringcache_protocol::gossip`: the packets (foca's
 //! `Header` + updates, encoded by [`BincodeCodec`], at most [`MAX_PACKET`] bytes), the
 //! identity type ([`NodeIdentity`]) and, with a cluster secret, the sealed envelope
@@ -23,6 +33,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::io;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,8 +47,11 @@ use ringcache_protocol::cluster::{MemberState, NodeId};
 use ringcache_protocol::gossip::{unix_millis, BincodeCodec, ClusterKey, NodeIdentity, MAX_PACKET};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use crate::seeds::{system_resolver, Resolver, Seed, Seeds};
 
 /// How often a node with no peers re-announces itself to its seeds.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
@@ -50,8 +64,8 @@ pub struct GossipConfig {
     pub gossip_addr: SocketAddr,
     /// The memcached address peers and clients use to reach this node.
     pub client_addr: SocketAddr,
-    /// Gossip addresses of nodes to join through.
-    pub seeds: Vec<SocketAddr>,
+    /// Nodes to join through: gossip addresses, or DNS names that list them.
+    pub seeds: Vec<Seed>,
     /// How often each node probes one random member.
     pub probe_period: Duration,
     /// How long a probe waits for its ack before asking others to probe.
@@ -120,8 +134,18 @@ enum Command {
 pub type OnDeclaredDown = Arc<dyn Fn() + Send + Sync>;
 
 impl Membership {
-    /// Binds the gossip socket and starts the membership task.
-    pub async fn start(cfg: GossipConfig, on_declared_down: OnDeclaredDown) -> std::io::Result<Membership> {
+    /// Binds the gossip socket and starts the membership task; seed names are looked
+    /// up with the system resolver.
+    pub async fn start(cfg: GossipConfig, on_declared_down: OnDeclaredDown) -> io::Result<Membership> {
+        Membership::start_with(cfg, on_declared_down, system_resolver()).await
+    }
+
+    /// [`Membership::start`] with seed names looked up by `resolver`.
+    pub async fn start_with(
+        cfg: GossipConfig,
+        on_declared_down: OnDeclaredDown,
+        resolver: Resolver,
+    ) -> io::Result<Membership> {
         let socket = UdpSocket::bind(cfg.gossip_addr).await?;
         let local_addr = socket.local_addr()?;
         let me = NodeId {
@@ -146,7 +170,10 @@ impl Membership {
             runtime: AccumulatingRuntime::new(),
             socket,
             timers: Timers::default(),
-            seeds: cfg.seeds.clone(),
+            seeds: Seeds::new(&cfg.seeds, local_addr, Instant::now()),
+            resolver,
+            lookups: JoinSet::new(),
+            round_changed: false,
             key: cfg.key.clone(),
             view_tx,
             stats: stats.clone(),
@@ -240,7 +267,12 @@ struct Task {
     runtime: AccumulatingRuntime<NodeIdentity>,
     socket: UdpSocket,
     timers: Timers,
-    seeds: Vec<SocketAddr>,
+    seeds: Seeds,
+    resolver: Resolver,
+    /// The lookups of the current round of seed names: (name index, answer).
+    lookups: JoinSet<(usize, io::Result<Vec<SocketAddr>>)>,
+    /// Whether a name's addresses changed in the current round.
+    round_changed: bool,
     key: Option<Arc<ClusterKey>>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     stats: Arc<GossipStats>,
@@ -256,6 +288,8 @@ impl Task {
                 .timers
                 .next_due()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let round_due = !self.seeds.is_empty() && self.lookups.is_empty();
+            let next_round = self.seeds.next_round();
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -292,10 +326,28 @@ impl Task {
                 }
                 _ = announce.tick() => {
                     if self.foca.num_members() == 0 {
-                        let me = self.foca.identity().0.gossip;
-                        for seed in self.seeds.iter().copied().filter(|s| *s != me) {
+                        for seed in self.unmet_seeds() {
                             let _ = self.foca.announce(seed_identity(seed), &mut self.runtime);
                         }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_round), if round_due => {
+                    for (i, host, port) in self.seeds.names() {
+                        let lookup = (self.resolver)(host, port);
+                        self.lookups.spawn(async move { (i, lookup.await) });
+                    }
+                    if self.lookups.is_empty() {
+                        // Addresses only: nothing to look up, announce to those not met.
+                        self.round_done();
+                    }
+                }
+                Some(done) = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    match done {
+                        Ok((i, answer)) => self.round_changed |= self.seeds.resolved(i, answer),
+                        Err(e) => debug!(error = %e, "seed lookup task failed"),
+                    }
+                    if self.lookups.is_empty() {
+                        self.round_done();
                     }
                 }
                 cmd = cmds.recv() => match cmd {
@@ -311,6 +363,36 @@ impl Task {
                 },
             }
             self.drain().await;
+        }
+    }
+
+    /// The seed addresses that are neither this node nor a member it knows.
+    fn unmet_seeds(&self) -> Vec<SocketAddr> {
+        // The identity's gossip address is the socket's bound address.
+        let me = self.foca.identity().0.gossip;
+        let mut unmet = self.seeds.addrs();
+        unmet.retain(|a| *a != me && !self.foca.iter_members().any(|m| m.id().0.gossip == *a));
+        unmet
+    }
+
+    /// After a round of seed lookups: announces this node to every seed address it has
+    /// not met (two clusters that formed apart merge through this), and schedules the
+    /// next round: soon while some seed is unmet or a name has never resolved, rarely
+    /// once the node has met them all.
+    fn round_done(&mut self) {
+        let unmet = self.unmet_seeds();
+        for seed in &unmet {
+            let _ = self.foca.announce(seed_identity(*seed), &mut self.runtime);
+        }
+        let settled = self.foca.num_members() > 0 && unmet.is_empty() && self.seeds.all_resolved();
+        let changed = std::mem::take(&mut self.round_changed);
+        self.seeds.round_done(settled, changed, Instant::now());
+        if !unmet.is_empty() {
+            debug!(
+                ?unmet,
+                members = self.foca.num_members(),
+                "announced to seeds not met yet"
+            );
         }
     }
 
@@ -414,7 +496,7 @@ mod tests {
             name: name.into(),
             gossip_addr: "127.0.0.1:0".parse().unwrap(),
             client_addr: "127.0.0.1:1".parse().unwrap(),
-            seeds,
+            seeds: seeds.into_iter().map(Seed::Addr).collect(),
             probe_period: Duration::from_millis(300),
             probe_rtt: Duration::from_millis(150),
             suspect_timeout: Duration::from_millis(900),
@@ -465,5 +547,72 @@ mod tests {
             left_at.elapsed()
         );
         assert_ne!(a.view().version, versions[0]);
+    }
+
+    /// A resolver whose answer for every name the test sets: `None` fails the lookup.
+    fn test_resolver(answer: Arc<std::sync::Mutex<Option<Vec<SocketAddr>>>>) -> Resolver {
+        Arc::new(move |_host, _port| {
+            let answer = answer.lock().unwrap().clone();
+            Box::pin(async move { answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such name")) })
+        })
+    }
+
+    fn name_seed() -> Seed {
+        Seed::Name {
+            host: "ringcache.test".into(),
+            port: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_clusters_that_formed_apart_merge_once_the_seed_name_lists_them_all() {
+        let noop: OnDeclaredDown = Arc::new(|| {});
+        let answer = Arc::new(std::sync::Mutex::new(None));
+        let start = |name: &'static str, seeds: Vec<Seed>| {
+            let mut c = cfg(name, vec![]);
+            c.seeds = seeds;
+            Membership::start_with(c, noop.clone(), test_resolver(answer.clone()))
+        };
+        // The name lists nobody yet: a and c each found a cluster, b joins a, d joins c.
+        let a = start("a", vec![name_seed()]).await.unwrap();
+        let c = start("c", vec![name_seed()]).await.unwrap();
+        let b = start("b", vec![Seed::Addr(a.local_addr), name_seed()]).await.unwrap();
+        let d = start("d", vec![Seed::Addr(c.local_addr), name_seed()]).await.unwrap();
+        for (m, want) in [(&a, ["a", "b"]), (&b, ["a", "b"]), (&c, ["c", "d"]), (&d, ["c", "d"])] {
+            assert!(wait_for(m, |v| names(v) == want).await, "{:?}", names(&m.view()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            names(&a.view()),
+            ["a", "b"],
+            "the halves must not meet before DNS lists them"
+        );
+
+        *answer.lock().unwrap() = Some(vec![a.local_addr, b.local_addr, c.local_addr, d.local_addr]);
+        let all = [&a, &b, &c, &d];
+        for m in all {
+            assert!(wait_for(m, |v| v.members.len() == 4).await, "{:?}", names(&m.view()));
+        }
+        assert!(
+            wait_for(&a, |v| all.iter().all(|m| m.view().version == v.version)).await,
+            "one ring version everywhere"
+        );
+        assert_eq!(names(&d.view()), ["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_whose_seed_name_lists_only_itself_sends_nothing() {
+        let noop: OnDeclaredDown = Arc::new(|| {});
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = socket.local_addr().unwrap();
+        drop(socket);
+        let mut c = cfg("a", vec![]);
+        c.gossip_addr = me;
+        c.seeds = vec![name_seed(), Seed::Addr(me)];
+        let answer = Arc::new(std::sync::Mutex::new(Some(vec![me, "[::1]:9".parse().unwrap()])));
+        let a = Membership::start_with(c, noop, test_resolver(answer)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(a.stats.packets_out.load(Relaxed), 0);
+        assert_eq!(names(&a.view()), ["a"]);
     }
 }

@@ -47,6 +47,13 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
              and read or change its membership; set the same --gossip-key on every node"
         );
     }
+    if gossip.gossip_addr.ip().is_unspecified() && !gossip.seeds.is_empty() {
+        warn!(
+            addr = %gossip.gossip_addr,
+            "the gossip address is unspecified, so peers cannot reach this node (their packets to it go \
+             to themselves); give --gossip-addr this node's own IP (in Kubernetes, the pod IP)"
+        );
+    }
     let cluster = Cluster::start(
         ClusterConfig {
             gossip,
