@@ -38,14 +38,20 @@ fn starts_a_cluster_and_refuses_a_taken_port() {
     let state = std::env::temp_dir().join(format!("ringcache-cluster-sh-{}", std::process::id()));
     let base = free_base();
     let started = run_bounded(&mut script(&["start", "3"], base, &state), Duration::from_secs(60));
-    let status = run_bounded(&mut script(&["status"], base, &state), Duration::from_secs(30));
+    // Every node lists the three members once gossip has spread (the nodes joined one
+    // cluster).
+    let mut status = run_bounded(&mut script(&["status"], base, &state), Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status.stdout.matches("MEMBER node-").count() < 9 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        status = run_bounded(&mut script(&["status"], base, &state), Duration::from_secs(30));
+    }
     let stopped = run_bounded(&mut script(&["stop"], base, &state), Duration::from_secs(30));
     assert!(started.status.success(), "start failed: {started:?}");
     assert!(stopped.status.success(), "stop failed: {stopped:?}");
     for i in 1..=3 {
         assert!(started.stdout.contains(&format!("started node-{i}")), "{started:?}");
     }
-    // Every node lists the three members (the nodes joined one cluster).
     let members = status.stdout.matches("MEMBER node-").count();
     assert_eq!(members, 9, "{status:?}");
 
