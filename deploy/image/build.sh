@@ -112,6 +112,7 @@ tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -c . \
     | docker import \
         --change 'ENV PATH=/usr/local/bin:/bin' \
         --change 'WORKDIR /tmp' \
+        --change 'LABEL io.ringcache.built-by=deploy/image/build.sh' \
         --message 'ringcache base: ldd libraries, loader, busybox-static, passwd' \
         - "$BASE_IMAGE" >/dev/null
 
@@ -154,6 +155,10 @@ case $reply in
     *) docker logs "$name" >&2 || true; die "a node in the image did not answer version on 11211" ;;
 esac
 docker rm -f "$name" >/dev/null
+
+# The images this script built before and that lost their tag to this run (ours
+# only: the label is set on the base and inherited).
+docker image prune -f --filter label=io.ringcache.built-by=deploy/image/build.sh >/dev/null
 
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 log "built $IMAGE ($((size / 1024 / 1024)) MiB)"
