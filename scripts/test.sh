@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (only what is missing), builds the
-# workspace, runs every test (nextest if present, else cargo test), then checks formatting
-# and lints. Exits non-zero if any step fails; later checks still run after a test failure
+# workspace, checks deploy/ and builds the container image (when a Docker daemon
+# answers; before the tests, so tests can use ringcache:dev), runs every test (nextest
+# if present, else cargo test), then checks formatting and lints. Exits non-zero if any step fails; later checks still run after a test failure
 # so one run reports everything.
 #
 #   bash scripts/test.sh            # everything
@@ -59,6 +60,19 @@ log "building the workspace"
 cargo build --workspace --all-targets
 
 failed=()
+
+# --- deploy/: lint, Kubernetes schemas, cross-checks (installs its pinned validators) ---
+log "checking deploy/ (scripts/check-deploy.sh)"
+RINGCACHE_BIN=target/debug/ringcache bash scripts/check-deploy.sh || failed+=("deploy checks")
+
+# --- the container image, where a Docker daemon answers (a release build, then a few
+# seconds of image work; bounded so a stuck daemon cannot hold CI) ---
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    log "building the container image (deploy/image/build.sh)"
+    timeout 1200 bash deploy/image/build.sh || failed+=("container image")
+else
+    log "no Docker daemon: the container image is not built"
+fi
 
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
