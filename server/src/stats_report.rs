@@ -107,6 +107,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_replication_errors", cs.replication_errors.load(Relaxed));
         write_stat(out, "cluster_purged_items", cs.purged_items.load(Relaxed));
         write_stat(out, "cluster_handed_off", cs.handed_off.load(Relaxed));
+        write_stat(out, "cluster_handoff_version", cluster.handoff_version());
         write_stat(out, "cluster_repaired", cs.repaired.load(Relaxed));
         write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
         write_stat(out, "cluster_ring_mismatches", cs.ring_mismatches.load(Relaxed));
@@ -174,7 +175,7 @@ fn slabs(node: &Node, out: &mut BytesMut) {
 }
 
 /// User and system CPU time of this process as (seconds, microseconds).
-fn rusage() -> ((u64, u64), (u64, u64)) {
+pub(crate) fn rusage() -> ((u64, u64), (u64, u64)) {
     // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks.
     let ticks = 100u64;
     let parse = || -> Option<(u64, u64)> {
