@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(short = 't', long = "threads", default_value_t = 4)]
     pub threads: usize,
 
+    /// Address (IP:port) of the admin HTTP listener: GET /metrics (Prometheus text
+    /// format, memcached_exporter's names plus ringcache_*), /healthz (the process
+    /// answers) and /readyz (joined, ring agreed with every peer, hand-off done, not
+    /// draining: safe to restart the next node). Off unless given.
+    #[arg(long = "admin-addr")]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Verbose logging (-v, -vv, -vvv); RUST_LOG overrides.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
