@@ -432,15 +432,30 @@ impl Cluster {
                     let timeout = self.peer_timeout;
                     tasks.push((
                         *bytes,
-                        tokio::spawn(async move { pool.request(wire, Expect::Line, timeout).await }),
+                        tokio::spawn(async move {
+                            // Each pooled connection to a peer that restarted at the same
+                            // address fails on its first use; trying once per connection
+                            // more reaches a fresh one. (Resending is safe: the receiver
+                            // keeps the larger CAS.)
+                            let mut tries = PEER_POOL;
+                            loop {
+                                match pool.request(wire.clone(), Expect::Line, timeout).await {
+                                    Err(e) if tries > 0 && !matches!(e, ringcache_client::Error::Timeout(_)) => {
+                                        tries -= 1;
+                                    }
+                                    done => break done,
+                                }
+                            }
+                        }),
                     ));
                 }
                 for (bytes, t) in tasks {
                     match t.await {
-                        Ok(Ok(_)) => {
+                        Ok(Ok(reply)) if reply.starts_with(b"STORED") || reply.starts_with(b"NOT_STORED") => {
                             sent += 1;
                             sent_bytes += bytes;
                         }
+                        // Unreachable, timed out, or refused (an error line): not applied.
                         _ => {
                             self.stats.replication_errors.fetch_add(1, Relaxed);
                         }
