@@ -91,9 +91,7 @@ pub async fn readiness(node: &Node) -> Result<(), String> {
         handoff_in_progress: cluster.handoff_in_progress(),
     };
     // Asking the peers only makes sense once this node itself is settled.
-    if decide(&local, &[]).is_err() {
-        return decide(&local, &[]);
-    }
+    decide(&local, &[])?;
     let me = view.me.and_then(|m| view.ring.node(m));
     let wait = PEER_WAIT.min(cluster.peer_timeout);
     let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
