@@ -31,7 +31,7 @@ fi
 
 # --- Python clients for the real-client tests: pymemcache (and pytest, which runs
 # pymemcache's own integration tests, fetched by tests/tests/compat.rs into target/),
-# emcache (asyncio) ---
+# emcache (asyncio); prometheus-client (the /metrics parser) ---
 if ! python3 -m pip --version >/dev/null 2>&1; then
     log "installing pip"
     as_root apt-get update -qq
@@ -55,6 +55,9 @@ pip_install() {
 pip_install pymemcache pymemcache python3-pymemcache
 pip_install pytest pytest python3-pytest
 pip_install emcache emcache
+# Prometheus's own text-format parser, which reads the admin listener's /metrics in
+# tests/tests/admin.rs.
+pip_install prometheus_client prometheus-client python3-prometheus-client
 
 log "building the workspace"
 cargo build --workspace --all-targets

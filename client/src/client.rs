@@ -39,6 +39,7 @@ use crate::builder::ClientBuilder;
 use crate::command::{self, check_key, exptime, Item, Lookup, MetaWrite, StoreKind, StoreOutcome};
 use crate::conn::NodeConn;
 use crate::error::{Error, Result};
+use crate::metrics::ClientMetrics;
 use crate::view::{Node, View};
 
 /// Timeouts and intervals, fixed at build time.
@@ -611,6 +612,25 @@ impl Client {
     /// ```
     pub fn stats(&self) -> ClientStats {
         self.inner.stats.snapshot()
+    }
+
+    /// [`Client::stats`] and the client's view of the cluster, named for Prometheus,
+    /// for the application to export with its own metrics (see [`ClientMetrics`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: ringcache_client::Client) {
+    /// let mut page = String::new();
+    /// client.metrics().write_prometheus(&mut page, None);
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> ClientMetrics {
+        let view = self.inner.view();
+        ClientMetrics {
+            stats: self.stats(),
+            topology_version: view.version,
+            nodes: view.nodes.len(),
+            nodes_down: view.nodes.iter().filter(|n| n.is_down()).count(),
+        }
     }
 }
 

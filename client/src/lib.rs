@@ -32,6 +32,7 @@
 //!   order), with timeouts. The server reuses it to forward requests to peers.
 //! - [`pool`]: a few such connections per node.
 //! - [`error`]: the one error type.
+//! - `metrics`: [`ClientMetrics`], the client's counters named for Prometheus.
 //! - `codec` (feature `serde`): typed values as JSON.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -43,6 +44,7 @@ mod codec;
 mod command;
 pub mod conn;
 pub mod error;
+mod metrics;
 pub mod pool;
 mod read_through;
 mod view;
@@ -51,4 +53,5 @@ pub use builder::ClientBuilder;
 pub use client::{Client, ClientStats, NodeInfo};
 pub use command::{Item, StoreKind, StoreOutcome};
 pub use error::{Error, OriginError, Result};
+pub use metrics::{ClientMetrics, MetricKind, Sample};
 pub use read_through::{BoxError, Origin, ReadThrough};

@@ -29,6 +29,7 @@ use ringcache_protocol::text::peer::PeerRequest;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::forward_stats::ForwardStats;
 use crate::membership::{ClusterView, GossipConfig, Membership, OnDeclaredDown};
 use crate::secret::ClusterKey;
 use crate::storage::Store;
@@ -143,6 +144,8 @@ pub struct ClusterStats {
     pub purged_items: AtomicU64,
     /// Items sent to owners they newly had after a ring change.
     pub handed_off: AtomicU64,
+    /// Their keys' and values' bytes.
+    pub handed_off_bytes: AtomicU64,
     /// Reads that found a newer version on another owner and took it (read repair).
     pub repaired: AtomicU64,
     /// Times the whole store was dropped because the cluster had declared this node
@@ -238,6 +241,14 @@ pub struct Cluster {
     /// False from the start of a node with seeds until it first sees another member
     /// (or the join timeout passes): see [`Cluster::joining`].
     joined: AtomicBool,
+    /// Hand-offs running now (0 or 1: ring changes are followed one at a time); see
+    /// [`Cluster::handoff_in_progress`].
+    handoffs_running: AtomicU64,
+    /// The ring version whose hand-off this node has finished; see
+    /// [`Cluster::handoff_version`].
+    handoff_version: AtomicU64,
+    /// Per-peer counts and latencies of forwarded requests (`router::forward`).
+    pub forwards: ForwardStats,
 }
 
 impl Cluster {
@@ -262,6 +273,8 @@ impl Cluster {
         let mut views = membership.subscribe();
         let first = RingView::build(&views.borrow_and_update(), config.ring);
         let joined = AtomicBool::new(!has_seeds || first.ring.len() > 1);
+        // A node starts with an empty store: nothing to hand off for its first ring.
+        let handoff_version = AtomicU64::new(first.version);
         let (tx, ring) = watch::channel(Arc::new(first));
         let cluster = Arc::new(Cluster {
             membership,
@@ -275,6 +288,9 @@ impl Cluster {
             key: config.gossip.key.clone(),
             changed_at: AtomicU64::new(0),
             joined,
+            handoffs_running: AtomicU64::new(0),
+            handoff_version,
+            forwards: ForwardStats::default(),
         });
         if cluster.joining() {
             let weak = Arc::downgrade(&cluster);
@@ -347,6 +363,13 @@ impl Cluster {
     /// owner meanwhile. With R >= 2 this restores the replica count after a failure and
     /// fills a returning primary, so an acknowledged write survives a node's restart.
     async fn rebalance(&self, prev: &RingView, next: &Arc<RingView>) {
+        self.handoffs_running.fetch_add(1, Relaxed);
+        self.rebalance_inner(prev, next).await;
+        self.handoff_version.store(next.version, Relaxed);
+        self.handoffs_running.fetch_sub(1, Relaxed);
+    }
+
+    async fn rebalance_inner(&self, prev: &RingView, next: &Arc<RingView>) {
         let handed = self.hand_off(prev, next).await;
         if handed > 0 {
             info!(items = handed, "handed items to their new owners");
@@ -372,8 +395,10 @@ impl Cluster {
         };
         let now = crate::node::unix_now();
         let mut sent = 0;
+        let mut sent_bytes = 0;
         for shard in 0..self.store.shard_count() {
-            let mut batch: Vec<(SocketAddr, Bytes)> = Vec::new();
+            // (owner, the rc_set, the item's key and value bytes)
+            let mut batch: Vec<(SocketAddr, Bytes, u64)> = Vec::new();
             self.store.scan_shard(shard, now, |key, value, flags, exptime, cas| {
                 let owners = next.ring.owners(key);
                 let before = prev.ring.owners(key);
@@ -394,22 +419,41 @@ impl Cluster {
                         value: Bytes::copy_from_slice(value),
                     }
                     .encode(&mut wire);
-                    batch.push((id.client, wire.freeze()));
+                    batch.push((id.client, wire.freeze(), (key.len() + value.len()) as u64));
                 }
             });
             for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
                 let mut tasks = Vec::with_capacity(chunk.len());
-                for (addr, wire) in chunk {
+                for (addr, wire, bytes) in chunk {
                     let pool = self.peer(*addr);
                     let wire = wire.clone();
                     let timeout = self.peer_timeout;
-                    tasks.push(tokio::spawn(
-                        async move { pool.request(wire, Expect::Line, timeout).await },
+                    tasks.push((
+                        *bytes,
+                        tokio::spawn(async move {
+                            // Each pooled connection to a peer that restarted at the same
+                            // address fails on its first use; trying once per connection
+                            // more reaches a fresh one. (Resending is safe: the receiver
+                            // keeps the larger CAS.)
+                            let mut tries = PEER_POOL;
+                            loop {
+                                match pool.request(wire.clone(), Expect::Line, timeout).await {
+                                    Err(e) if tries > 0 && !matches!(e, ringcache_client::Error::Timeout(_)) => {
+                                        tries -= 1;
+                                    }
+                                    done => break done,
+                                }
+                            }
+                        }),
                     ));
                 }
-                for t in tasks {
+                for (bytes, t) in tasks {
                     match t.await {
-                        Ok(Ok(_)) => sent += 1,
+                        Ok(Ok(reply)) if reply.starts_with(b"STORED") || reply.starts_with(b"NOT_STORED") => {
+                            sent += 1;
+                            sent_bytes += bytes;
+                        }
+                        // Unreachable, timed out, or refused (an error line): not applied.
                         _ => {
                             self.stats.replication_errors.fetch_add(1, Relaxed);
                         }
@@ -419,6 +463,7 @@ impl Cluster {
             tokio::task::yield_now().await;
         }
         self.stats.handed_off.fetch_add(sent, Relaxed);
+        self.stats.handed_off_bytes.fetch_add(sent_bytes, Relaxed);
         sent
     }
 
@@ -454,6 +499,21 @@ impl Cluster {
     /// Key commands get [`JOINING`] instead.
     pub fn joining(&self) -> bool {
         !self.joined.load(Relaxed)
+    }
+
+    /// Whether this node is handing items off after a ring change (or dropping the
+    /// items it no longer owns) right now.
+    pub fn handoff_in_progress(&self) -> bool {
+        self.handoffs_running.load(Relaxed) > 0
+    }
+
+    /// The ring version whose hand-off this node has finished: equal to
+    /// [`Cluster::ring_version`] once every item this node held has been sent to the
+    /// owners that ring gave it (`stats`: `cluster_handoff_version`). A peer that reports
+    /// the same ring and hand-off version as this node has nothing left to send it;
+    /// readiness (`admin::health`) asks every peer.
+    pub fn handoff_version(&self) -> u64 {
+        self.handoff_version.load(Relaxed)
     }
 
     /// After an owner refused a request placed with `seen` (its ring differs): waits

@@ -40,6 +40,15 @@ pub struct Config {
     #[arg(short = 't', long = "threads", default_value_t = 4)]
     pub threads: usize,
 
+    /// Admin HTTP listener (IP:port), off unless given: GET /metrics, /healthz, /readyz.
+    ///
+    /// /metrics: Prometheus text format, memcached_exporter's names plus ringcache_*.
+    /// /healthz: 200 while the process answers. /readyz: 200 once the node has
+    /// joined, every peer has its ring, the hand-off is done and it is not draining
+    /// (safe to restart the next node); 503 and the reason otherwise.
+    #[arg(long = "admin-addr")]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Verbose logging (-v, -vv, -vvv); RUST_LOG overrides.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -9,11 +9,15 @@
 //! - [`storage`]: the sharded, memory-bounded store with eviction and expiry.
 //! - [`stats`] and [`stats_report`]: counters and the text of `stats`.
 //! - [`node`]: the state shared by all connections.
+//! - [`admin`]: the optional HTTP listener (`--admin-addr`): `/metrics`, `/healthz`,
+//!   `/readyz`; [`forward_stats`]: per-peer forward counts and latencies it reports.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod exec;
+pub mod forward_stats;
 pub mod membership;
 pub mod node;
 pub mod peer_connection;

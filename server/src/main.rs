@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ringcache_server::config::Config;
-use ringcache_server::server;
+use ringcache_server::{admin, server};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -52,8 +52,15 @@ fn main() -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let listener = server::bind(&config).await?;
+        let admin = match config.admin_addr {
+            Some(addr) => Some(admin::bind(addr).await?),
+            None => None,
+        };
         let node = Arc::new(server::build_node(&config).await?);
         let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(admin) = admin {
+            tokio::spawn(admin::serve(node.clone(), admin, rx.clone()));
+        }
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}

@@ -193,6 +193,12 @@ impl Membership {
         self.view.borrow().clone()
     }
 
+    /// Whether the membership task still runs (it only ends if it failed: a node
+    /// whose gossip stopped is cut off from its cluster; `/healthz` reports it).
+    pub fn running(&self) -> bool {
+        !self.cmds.is_closed()
+    }
+
     /// A receiver that wakes on every new view.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.view.clone()

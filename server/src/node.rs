@@ -1,5 +1,6 @@
 //! The state one cache node shares between its connections.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,8 @@ pub struct Node {
     pub started: Instant,
     /// Membership, ring and peers; `None` for a node built without gossip (unit tests).
     pub cluster: Option<Arc<Cluster>>,
+    /// Set when the node starts to stop (see [`Node::set_draining`]).
+    draining: AtomicBool,
 }
 
 impl Node {
@@ -38,7 +41,21 @@ impl Node {
             settings,
             started: Instant::now(),
             cluster,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the node as draining: it is on its way out (a SIGTERM, a scale-down), and
+    /// `/readyz` answers 503 from now on so that load balancers and rolling restarts
+    /// stop counting on it. It goes on serving meanwhile. There is no way back: a node
+    /// that drains stops.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Relaxed);
+    }
+
+    /// Whether [`Node::set_draining`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Relaxed)
     }
 }
 

@@ -224,6 +224,12 @@ fn start(
         let mut out = BytesMut::new();
         let mut counters = Counters::default();
         let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
+        if let (Request::Peer(PeerRequest::Set { key, value, .. }), None) = (&req, fenced) {
+            // Replications are always fenced (`router::replicate`); an item sent
+            // without a fence is a hand-off (`Cluster::hand_off`).
+            counters.handoff_items_received += 1;
+            counters.handoff_bytes_received += (key.len() + value.len()) as u64;
+        }
         let flow = match (&node.cluster, &view) {
             (Some(cluster), Some(view)) => {
                 let flow = router::handle(&node, cluster, view, req, true, now, &mut counters, &mut out).await;

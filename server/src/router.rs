@@ -58,6 +58,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
+use crate::forward_stats::Outcome;
 use crate::node::Node;
 use crate::stats::Counters;
 use crate::storage::Item;
@@ -634,19 +635,24 @@ async fn forward(
 ) -> Result<Bytes, ClientError> {
     let id = view.ring.node(owner).ok_or(ClientError::NoNode)?;
     cluster.stats.forwarded.fetch_add(1, Relaxed);
+    let started = Instant::now();
     let result = cluster
         .peer(id.client)
         .request(wire, expect, cluster.peer_timeout)
         .await;
-    match &result {
+    let outcome = match &result {
         Err(ClientError::Timeout(_)) => {
             cluster.stats.forward_timeouts.fetch_add(1, Relaxed);
+            Outcome::TimedOut
         }
         Err(_) => {
             cluster.stats.forward_errors.fetch_add(1, Relaxed);
+            Outcome::Failed
         }
-        Ok(_) => {}
-    }
+        Ok(_) => Outcome::Replied,
+    };
+    // The one place forwards are timed (`/metrics`: ringcache_forward_duration_seconds).
+    cluster.forwards.peer(&id.name).observe(started.elapsed(), outcome);
     result
 }
 

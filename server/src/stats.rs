@@ -64,6 +64,10 @@ counters!(
     bytes_written,
     conn_yields,
     rejected_connections,
+    // Items a peer handed to this node after a ring change, and their key and value
+    // bytes (`peer_connection`: an unfenced `rc_set`; `/metrics` only).
+    handoff_items_received,
+    handoff_bytes_received,
 );
 
 /// Node-wide statistics.

@@ -126,6 +126,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_replication_errors", cs.replication_errors.load(Relaxed));
         write_stat(out, "cluster_purged_items", cs.purged_items.load(Relaxed));
         write_stat(out, "cluster_handed_off", cs.handed_off.load(Relaxed));
+        write_stat(out, "cluster_handoff_version", cluster.handoff_version());
         write_stat(out, "cluster_repaired", cs.repaired.load(Relaxed));
         write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
         write_stat(out, "cluster_ring_mismatches", cs.ring_mismatches.load(Relaxed));
@@ -187,7 +188,7 @@ fn slabs(node: &Node, out: &mut BytesMut) {
 
 /// User and system CPU time of this process as (seconds, microseconds), from
 /// `getrusage` as memcached reads it.
-fn rusage() -> ((u64, u64), (u64, u64)) {
+pub(crate) fn rusage() -> ((u64, u64), (u64, u64)) {
     // SAFETY: `rusage` is plain integers, so all zeroes is a valid value, and
     // getrusage writes only into the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

@@ -5,6 +5,7 @@
 //! - [`process`]: [`ServerProcess`] (a ringcache or memcached child on a free 127.0.0.1 port,
 //!   bounded start, signals, restart, killed on drop), [`free_port`], [`poll_until`].
 //! - [`raw`]: [`RawConn`], a blocking client that sends exact bytes and reads with deadlines.
+//! - [`http`]: [`http::http_get`], one HTTP/1.1 request to the admin listener.
 //! - [`diff`]: the differential runner (cases of raw chunks played to memcached and to the
 //!   target; replies normalised only where two correct servers may differ).
 //! - [`tools`]: locating `python3`, libmemcached's tools, memcached; a missing one fails with
@@ -20,6 +21,7 @@
 
 pub mod cluster;
 pub mod diff;
+pub mod http;
 pub mod process;
 pub mod raw;
 pub mod tools;

@@ -1,0 +1,233 @@
+//! `/healthz` and `/readyz`: what an orchestrator asks before it restarts a node or
+//! sends it traffic.
+//!
+//! **Live** ([`liveness`]): the process answers HTTP on its runtime (the handler
+//! running is the proof) and its gossip task still runs. A node failing this is
+//! broken for good; restarting it is the cure.
+//!
+//! **Ready** ([`readiness`]) means *safe to restart the next node*, which takes all of:
+//! - not draining ([`crate::node::Node::set_draining`]);
+//! - joined: not still refusing key commands while it looks for its cluster
+//!   (`Cluster::joining`; a node whose seeds never answered stops waiting after
+//!   `--join-timeout-ms` and then counts as a cluster of one);
+//! - its own hand-off done: it has sent every item the last ring change gave to
+//!   other owners (`Cluster::handoff_version` equals its ring version);
+//! - every other member on its ring answers `stats` over the peer connection within
+//!   [`PEER_WAIT`] with the same `cluster_ring_version` (they all adopted the same
+//!   ring) and the same `cluster_handoff_version` (none of them has anything left to
+//!   hand to this node, or to anyone, for that ring).
+//!
+//! The last two together are what makes a restart safe with `--replicas 2`: a node
+//! that comes back empty is on every ring at once, but holds its share only once the
+//! others have handed it over; until then the one other copy of those keys is the
+//! only one, and restarting its holder would lose them. A peer whose `stats` has no
+//! `cluster_handoff_version` (a version before this one, during an upgrade) counts
+//! as done, so that a rolling upgrade can proceed.
+//!
+//! A member that does not answer makes every node unready until gossip declares it
+//! down (about `--gossip-probe-ms` + `--gossip-suspect-ms`) and the ring without it
+//! has been handed off: restarting another node meanwhile is exactly what must not
+//! happen. Probes should allow for that (a failure threshold of a few periods) so a
+//! load balancer does not drop every node for those seconds.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringcache_protocol::text::frame::Expect;
+
+use crate::node::Node;
+
+/// How long `/readyz` waits for each peer's `stats` (they are asked at once). A
+/// Kubernetes probe times out after 1 s by default.
+pub const PEER_WAIT: Duration = Duration::from_millis(500);
+
+/// This node's own part of readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    pub draining: bool,
+    pub joining: bool,
+    pub ring_version: u64,
+    pub handoff_version: u64,
+    pub handoff_in_progress: bool,
+}
+
+/// What one peer said (or why it said nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub name: String,
+    /// Its ring version and, if it reports one, its hand-off version; or why it did
+    /// not answer.
+    pub answer: Result<(u64, Option<u64>), String>,
+}
+
+/// `Ok` when the process is alive; otherwise why not.
+pub fn liveness(node: &Node) -> Result<(), &'static str> {
+    match &node.cluster {
+        Some(cluster) if !cluster.membership.running() => Err("the gossip task has stopped"),
+        _ => Ok(()),
+    }
+}
+
+/// `Ok` when the node is ready (see the module doc); otherwise the reasons, one a line.
+pub async fn readiness(node: &Node) -> Result<(), String> {
+    let Some(cluster) = &node.cluster else {
+        return decide(
+            &Local {
+                draining: node.draining(),
+                joining: false,
+                ring_version: 0,
+                handoff_version: 0,
+                handoff_in_progress: false,
+            },
+            &[],
+        );
+    };
+    let view = cluster.ring();
+    let local = Local {
+        draining: node.draining(),
+        joining: cluster.joining(),
+        ring_version: view.version,
+        handoff_version: cluster.handoff_version(),
+        handoff_in_progress: cluster.handoff_in_progress(),
+    };
+    // Asking the peers only makes sense once this node itself is settled.
+    decide(&local, &[])?;
+    let me = view.me.and_then(|m| view.ring.node(m));
+    let wait = PEER_WAIT.min(cluster.peer_timeout);
+    let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
+        let pool = cluster.peer(peer.client);
+        let name = peer.name.clone();
+        async move {
+            let answer = match pool
+                .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                .await
+            {
+                Ok(reply) => match stat(&reply, "cluster_ring_version") {
+                    Some(ring) => Ok((ring, stat(&reply, "cluster_handoff_version"))),
+                    None => Err("its stats have no cluster_ring_version".to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            PeerReport { name, answer }
+        }
+    });
+    let reports = futures_util::future::join_all(asks).await;
+    decide(&local, &reports)
+}
+
+/// The readiness verdict from this node's state and its peers' answers.
+pub fn decide(local: &Local, peers: &[PeerReport]) -> Result<(), String> {
+    let mut why = Vec::new();
+    if local.draining {
+        why.push("draining".to_string());
+    }
+    if local.joining {
+        why.push("joining the cluster".to_string());
+    }
+    if local.handoff_in_progress || local.handoff_version != local.ring_version {
+        why.push(format!("handing off items for ring {}", local.ring_version));
+    }
+    for p in peers {
+        match &p.answer {
+            Err(e) => why.push(format!("peer {} did not answer: {e}", p.name)),
+            Ok((ring, _)) if *ring != local.ring_version => why.push(format!(
+                "peer {} has ring {ring}, this node {}",
+                p.name, local.ring_version
+            )),
+            Ok((_, Some(handoff))) if *handoff != local.ring_version => {
+                why.push(format!("peer {} is still handing off items", p.name))
+            }
+            Ok(_) => {}
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("\n"))
+    }
+}
+
+/// The value of `STAT <name> <value>` in a `stats` reply.
+fn stat(reply: &[u8], name: &str) -> Option<u64> {
+    let text = std::str::from_utf8(reply).ok()?;
+    text.lines().find_map(|line| {
+        let mut words = line.trim_end().split(' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("STAT"), Some(n), Some(v)) if n == name => v.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(v: u64) -> Local {
+        Local {
+            draining: false,
+            joining: false,
+            ring_version: v,
+            handoff_version: v,
+            handoff_in_progress: false,
+        }
+    }
+
+    fn peer(name: &str, answer: Result<(u64, Option<u64>), String>) -> PeerReport {
+        PeerReport {
+            name: name.to_string(),
+            answer,
+        }
+    }
+
+    #[test]
+    fn ready_when_settled_and_every_peer_agrees() {
+        assert_eq!(decide(&settled(7), &[]), Ok(()));
+        let peers = [peer("b", Ok((7, Some(7)))), peer("c", Ok((7, None)))];
+        assert_eq!(decide(&settled(7), &peers), Ok(()));
+    }
+
+    #[test]
+    fn each_local_reason_is_named() {
+        let l = Local {
+            draining: true,
+            ..settled(7)
+        };
+        assert_eq!(decide(&l, &[]), Err("draining".into()));
+        let l = Local {
+            joining: true,
+            ..settled(7)
+        };
+        assert_eq!(decide(&l, &[]), Err("joining the cluster".into()));
+        let l = Local {
+            handoff_version: 6,
+            ..settled(7)
+        };
+        assert_eq!(decide(&l, &[]), Err("handing off items for ring 7".into()));
+        let l = Local {
+            handoff_in_progress: true,
+            ..settled(7)
+        };
+        assert!(decide(&l, &[]).is_err());
+    }
+
+    #[test]
+    fn a_peer_behind_silent_or_still_handing_off_blocks_readiness() {
+        let l = settled(7);
+        let e = decide(&l, &[peer("b", Ok((6, Some(6))))]).unwrap_err();
+        assert_eq!(e, "peer b has ring 6, this node 7");
+        let e = decide(&l, &[peer("b", Ok((7, Some(6))))]).unwrap_err();
+        assert_eq!(e, "peer b is still handing off items");
+        let e = decide(&l, &[peer("b", Err("timed out".into())), peer("c", Ok((7, Some(7))))]).unwrap_err();
+        assert_eq!(e, "peer b did not answer: timed out");
+    }
+
+    #[test]
+    fn stats_lines_are_read_by_name() {
+        let reply = b"STAT pid 1\r\nSTAT cluster_ring_version 123\r\nSTAT cluster_handoff_version 9\r\nEND\r\n";
+        assert_eq!(stat(reply, "cluster_ring_version"), Some(123));
+        assert_eq!(stat(reply, "cluster_handoff_version"), Some(9));
+        assert_eq!(stat(reply, "cluster_ring"), None);
+        assert_eq!(stat(b"SERVER_ERROR x\r\n", "pid"), None);
+    }
+}
