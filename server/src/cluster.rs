@@ -249,6 +249,10 @@ pub struct Cluster {
     handoff_version: AtomicU64,
     /// Per-peer counts and latencies of forwarded requests (`router::forward`).
     pub forwards: ForwardStats,
+    /// Publishes this node's ring (the task that follows membership holds the other
+    /// sender); [`Cluster::leave`] publishes the ring without this node through it.
+    ring_tx: watch::Sender<Arc<RingView>>,
+    ring_config: RingConfig,
 }
 
 impl Cluster {
@@ -291,6 +295,8 @@ impl Cluster {
             handoffs_running: AtomicU64::new(0),
             handoff_version,
             forwards: ForwardStats::default(),
+            ring_tx: tx.clone(),
+            ring_config: config.ring,
         });
         if cluster.joining() {
             let weak = Arc::downgrade(&cluster);
@@ -390,9 +396,8 @@ impl Cluster {
     /// many applications were sent. One shard at a time, so the
     /// copies in flight stay bounded by a shard's budget.
     async fn hand_off(&self, prev: &RingView, next: &RingView) -> u64 {
-        let Some(me) = next.me else {
-            return 0;
-        };
+        // None when this node is leaving: every owner under `next` is another node.
+        let me = next.me;
         let now = crate::node::unix_now();
         let mut sent = 0;
         let mut sent_bytes = 0;
@@ -402,7 +407,7 @@ impl Cluster {
             self.store.scan_shard(shard, now, |key, value, flags, exptime, cas| {
                 let owners = next.ring.owners(key);
                 let before = prev.ring.owners(key);
-                for o in owners.iter().filter(|o| **o != me) {
+                for o in owners.iter().filter(|o| Some(**o) != me) {
                     let Some(id) = next.ring.node(*o) else { continue };
                     // The same node, same incarnation: a node that restarted (even before anyone
                     // noticed it died) comes back empty and is a new owner.
@@ -573,9 +578,30 @@ impl Cluster {
             .clone()
     }
 
-    /// Leaves the cluster (on shutdown).
-    pub async fn leave(&self) {
+    /// Leaves the cluster (on shutdown): tells the others, so they drop this node at
+    /// once, then places keys without it and hands every item to the owners it gains
+    /// (with one replica, its only copy; with more, the copy that restores the count).
+    /// Returns how many items it handed off.
+    pub async fn leave(&self) -> u64 {
+        let prev = self.ring();
+        let view = self.membership.subscribe().borrow().clone();
         self.membership.leave().await;
+        if prev.ring.len() <= 1 {
+            return 0;
+        }
+        // The ring the others have without this node: place every key with it from now
+        // on (this node owns nothing; what its clients still send goes to the owners),
+        // then hand each item to the owners it gains. A write placed with the old ring
+        // and applied here after this point is not acknowledged (the ring changed under
+        // it: `router::write_here`), so the scan below misses no acknowledged write.
+        let next = Arc::new(RingView::build(&view.without_me(), self.ring_config));
+        self.ring_tx.send_replace(next.clone());
+        let handed = self.hand_off(&prev, &next).await;
+        info!(
+            items = handed,
+            "handed this node's items to their owners before leaving"
+        );
+        handed
     }
 }
 

@@ -119,6 +119,13 @@ pub struct Config {
     /// milliseconds; after that it serves as a cluster of one until peers appear.
     #[arg(long = "join-timeout-ms", default_value_t = 10_000, help_heading = "Cluster")]
     pub join_timeout_ms: u64,
+
+    /// On SIGTERM or SIGINT the node stops accepting connections and reports not ready
+    /// (/readyz), leaves the cluster, hands its items to their owners, lets open
+    /// connections finish what they are doing, and exits 0: all within this many
+    /// milliseconds, after which it exits anyway.
+    #[arg(long = "drain-timeout-ms", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
 }
 
 impl Config {

@@ -58,8 +58,10 @@ fn main() -> anyhow::Result<()> {
         };
         let node = Arc::new(server::build_node(&config).await?);
         let (tx, rx) = tokio::sync::watch::channel(false);
+        // The admin port answers until the node has drained (/readyz says 503 meanwhile).
+        let (admin_stop, admin_rx) = tokio::sync::watch::channel(false);
         if let Some(admin) = admin {
-            tokio::spawn(admin::serve(node.clone(), admin, rx.clone()));
+            tokio::spawn(admin::serve(node.clone(), admin, admin_rx));
         }
         tokio::spawn(async move {
             tokio::select! {
@@ -69,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             let _ = tx.send(true);
         });
         server::run(node, listener, rx).await;
+        let _ = admin_stop.send(true);
         anyhow::Ok(())
     })
 }

@@ -89,6 +89,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The view the other members have once this node has left: the same members
+    /// without it (so the same version they compute), with `me` no longer among them.
+    pub fn without_me(&self) -> ClusterView {
+        let others = self.members.iter().filter(|(id, _)| *id != self.me).cloned().collect();
+        ClusterView::new(self.me.clone(), others)
+    }
+
     fn new(me: NodeId, mut members: Vec<(NodeId, MemberState)>) -> ClusterView {
         members.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.incarnation.cmp(&b.0.incarnation)));
         let mut h = Vec::new();
@@ -178,6 +185,7 @@ impl Membership {
             view_tx,
             stats: stats.clone(),
             on_declared_down,
+            leaving: false,
         };
         tokio::spawn(task.run(cmds_rx));
         Ok(Membership {
@@ -283,6 +291,9 @@ struct Task {
     view_tx: watch::Sender<Arc<ClusterView>>,
     stats: Arc<GossipStats>,
     on_declared_down: OnDeclaredDown,
+    /// Set when this node leaves on purpose: foca then reports it defunct, which is
+    /// the goodbye, not a failure (no warning, and the data stays for the hand-off).
+    leaving: bool,
 }
 
 impl Task {
@@ -358,6 +369,7 @@ impl Task {
                 }
                 cmd = cmds.recv() => match cmd {
                     Some(Command::Leave(done)) => {
+                        self.leaving = true;
                         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
                             warn!(error = %e, "leaving the cluster");
                         }
@@ -441,6 +453,9 @@ impl Task {
                     self.stats.rejoins.fetch_add(1, Relaxed);
                     (self.on_declared_down)();
                     changed = true;
+                }
+                OwnedNotification::Defunct if self.leaving => {
+                    info!("left the cluster");
                 }
                 OwnedNotification::Defunct => {
                     warn!("declared down and unable to rejoin");

@@ -18,6 +18,9 @@ pub struct Settings {
     pub max_item_size: usize,
     pub threads: usize,
     pub verbosity: u8,
+    /// How long a stopping node may take to leave, hand off and let connections finish
+    /// (`--drain-timeout-ms`).
+    pub drain_timeout: std::time::Duration,
 }
 
 /// Everything a connection needs: the store, the counters, the settings.

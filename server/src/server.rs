@@ -93,6 +93,7 @@ fn store_and_settings(config: &Config, clock_cas: bool) -> (Arc<Store>, Settings
         max_item_size: config.max_item_size,
         threads: config.threads,
         verbosity: config.verbose,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
     };
     (store, settings)
 }
@@ -122,6 +123,9 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
         })
     };
     let mut conns = tokio::task::JoinSet::new();
+    // Connections stop after the node has left and handed off (see below), not at the
+    // signal: until then they serve their clients and the peers that still forward here.
+    let (conns_stop, conns_stop_rx) = watch::channel(false);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -148,16 +152,27 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
             continue;
         }
         debug!(%peer, "accepted");
-        conns.spawn(crate::connection::serve(node.clone(), sock, shutdown.clone()));
+        conns.spawn(crate::connection::serve(node.clone(), sock, conns_stop_rx.clone()));
         while conns.try_join_next().is_some() {}
     }
     info!("shutting down");
+    // Draining: not ready at once, leave, hand off, let connections finish, all
+    // within the drain timeout.
+    node.set_draining();
+    let deadline = tokio::time::Instant::now() + node.settings.drain_timeout;
     if let Some(cluster) = &node.cluster {
-        // Leave first, so peers move this node's ranges at once.
-        cluster.leave().await;
+        // Leave first, so peers move this node's ranges at once, and hand this node's
+        // items to their owners.
+        if tokio::time::timeout_at(deadline, cluster.leave()).await.is_err() {
+            warn!(after = ?node.settings.drain_timeout, "the hand-off did not finish within the drain timeout");
+        }
     }
-    // Connections see the same signal and end after their current batch.
+    // Connections end after their current batch.
+    let _ = conns_stop.send(true);
     let drain = async { while conns.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    if tokio::time::timeout_at(deadline, drain).await.is_err() {
+        warn!(open = conns.len(), "connections still open at the drain timeout");
+    }
+    info!("stopped");
     sweeper.abort();
 }
