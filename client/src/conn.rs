@@ -61,10 +61,6 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn is_empty(&self) -> bool {
-        self.in_order.is_empty() && self.by_id.is_empty()
-    }
-
     fn drain(&mut self) -> impl Iterator<Item = InFlight> + '_ {
         self.in_order.drain(..).chain(self.by_id.drain().map(|(_, f)| f))
     }
@@ -173,7 +169,11 @@ async fn run(addr: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Pending
                 }
                 wbuf.clear();
             }
-            r = rd.read_buf(&mut rbuf), if !waiting.is_empty() => {
+            // Read even with nothing in flight: a node that closes the connection (it
+            // stopped or restarted) is noticed at once, so the pool replaces the
+            // connection before a request is lost on it; and bytes nobody asked for
+            // are out of step.
+            r = rd.read_buf(&mut rbuf) => {
                 match r {
                     Ok(0) => break Error::Closed,
                     Err(source) => break Error::Io { addr, source },
@@ -489,6 +489,49 @@ mod tests {
             .request(Bytes::from_static(b"x\r\n"), Expect::Line, Duration::from_millis(500))
             .await;
         assert!(r.is_err());
+    }
+
+    /// A node that goes away while the connection is idle: the connection is closed
+    /// before anyone sends on it (a pool then opens a fresh one instead of losing the
+    /// next request on a dead one).
+    #[tokio::test]
+    async fn a_peer_that_closes_while_idle_closes_the_connection_at_once() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = tokio::spawn(async move { l.accept().await.unwrap().0 });
+        let conn = NodeConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+        drop(accepted.await.unwrap());
+        let closed = async {
+            while !conn.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the connection still looks open after its peer closed it");
+    }
+
+    /// Bytes no request asked for mean the stream is out of step: closed.
+    #[tokio::test]
+    async fn unsolicited_bytes_close_the_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"STORED\r\n").await.unwrap();
+            // Keep the socket open: only the bytes may close the connection.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let conn = NodeConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+        let closed = async {
+            while !conn.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("unsolicited bytes were taken");
+        server.abort();
     }
 
     #[tokio::test]
