@@ -934,6 +934,16 @@ fn a_containerised_cluster_scales_rolls_freezes_and_heals_under_load() {
     run.project.compose.run(&["up", "-d"]).unwrap_or_else(|e| panic!("{e}"));
     run.nodes = running(&project_name);
     assert_eq!(run.nodes.len(), 3, "compose started {:?}", run.nodes);
+    let reachable = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        std::net::TcpStream::connect_timeout(&run.nodes[0].mc(), Duration::from_millis(500)).is_ok()
+    });
+    assert!(
+        reachable,
+        "{} does not answer at {}: this test reaches the containers at their own addresses, \
+         so it must run on the Docker host (not in a container beside it)",
+        run.nodes[0].container,
+        run.nodes[0].mc()
+    );
     run.settle(t);
     let ready = run.report().settle_seconds;
     run.report().ready.push(format!(
