@@ -298,6 +298,7 @@ impl Cluster {
             ring_tx: tx.clone(),
             ring_config: config.ring,
         });
+        Cluster::probe_peers(&cluster);
         if cluster.joining() {
             let weak = Arc::downgrade(&cluster);
             let timeout = config.join_timeout;
@@ -578,6 +579,40 @@ impl Cluster {
             .clone()
     }
 
+    /// Measures the round trip to every other member on the ring, every
+    /// [`PROBE_EVERY`], with a no-op (`mn`) on the pooled peer connection (what a
+    /// forwarded request pays on top of the owner's work): `ringcache_peer_rtt_seconds`.
+    /// Stops when the cluster is dropped.
+    fn probe_peers(cluster: &Arc<Cluster>) {
+        let weak = Arc::downgrade(cluster);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(cluster) = weak.upgrade() else { return };
+                let view = cluster.ring();
+                let me = view.me.and_then(|m| view.ring.node(m)).map(|id| id.name.clone());
+                let wait = cluster.peer_timeout;
+                let probes = view
+                    .ring
+                    .nodes()
+                    .iter()
+                    .filter(|id| Some(&id.name) != me.as_ref())
+                    .map(|id| {
+                        let pool = cluster.peer(id.client);
+                        let stats = cluster.forwards.peer(&id.name);
+                        async move {
+                            let sent = tokio::time::Instant::now();
+                            let answered = pool.request(Bytes::from_static(b"mn\r\n"), Expect::Meta, wait).await;
+                            stats.observe_rtt(answered.ok().map(|_| sent.elapsed()));
+                        }
+                    });
+                futures_util::future::join_all(probes).await;
+            }
+        });
+    }
+
     /// Leaves the cluster (on shutdown): tells the others, so they drop this node at
     /// once, then places keys without it and hands every item to the owners it gains
     /// (with one replica, its only copy; with more, the copy that restores the count).
@@ -604,6 +639,9 @@ impl Cluster {
         handed
     }
 }
+
+/// How often each peer's round trip is measured (see `Cluster::probe_peers`).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The reply to a key command while this node is still joining its cluster.
 pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";

@@ -41,9 +41,18 @@ pub struct PeerForwards {
     sum_micros: AtomicU64,
     failed: AtomicU64,
     timed_out: AtomicU64,
+    /// The last round trip of a no-op (`mn`) to the peer, in microseconds plus one (0:
+    /// none measured yet); see `Cluster::probe_peers`.
+    rtt_micros_plus_one: AtomicU64,
 }
 
 impl PeerForwards {
+    /// Records a round trip of a no-op to the peer (`None`: it did not answer).
+    pub fn observe_rtt(&self, rtt: Option<Duration>) {
+        let value = rtt.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1) + 1);
+        self.rtt_micros_plus_one.store(value, Relaxed);
+    }
+
     /// Records one forward that took `elapsed` and ended as `outcome`.
     pub fn observe(&self, elapsed: Duration, outcome: Outcome) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -72,6 +81,7 @@ impl PeerForwards {
             sum_micros: self.sum_micros.load(Relaxed),
             failed: self.failed.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
+            rtt_micros: self.rtt_micros_plus_one.load(Relaxed).checked_sub(1),
         }
     }
 }
@@ -84,6 +94,9 @@ pub struct ForwardSnapshot {
     pub sum_micros: u64,
     pub failed: u64,
     pub timed_out: u64,
+    /// The last measured round trip to the peer, in microseconds (`None`: none yet, or
+    /// the last probe got no answer).
+    pub rtt_micros: Option<u64>,
 }
 
 impl ForwardSnapshot {

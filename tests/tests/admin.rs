@@ -257,6 +257,19 @@ fn a_converged_cluster_is_ready_and_readiness_gates_a_safe_rolling_restart() {
     assert_eq!(m.value("ringcache_forwarded_total", ""), forwarded);
     let inf = m.value("ringcache_forward_duration_seconds_bucket", "le=+Inf,peer=n2");
     assert_eq!(inf, m.value("ringcache_forward_duration_seconds_count", "peer=n2"));
+    // Each peer's round trip is measured every 2 s once it is on the ring.
+    let rtt_of_both = || {
+        let m = scrape(admins[0]);
+        ["n2", "n3"].iter().all(|p| {
+            m.samples
+                .get(&("ringcache_peer_rtt_seconds".to_string(), format!("peer={p}")))
+                .is_some_and(|v| *v > 0.0 && *v < 1.0)
+        })
+    };
+    assert!(
+        poll_until(Duration::from_secs(6), Duration::from_millis(200), rtt_of_both),
+        "no round-trip time for n2 and n3"
+    );
     // Every node reports the same ring version.
     let versions: Vec<String> = admins
         .iter()

@@ -499,6 +499,20 @@ impl Collector for Snapshot {
             "Forwarded requests whose owner did not answer in time, by peer.",
             &timeouts,
         )?;
+        let rtts: Vec<([(&'static str, &str); 1], f64)> = cl
+            .forwards
+            .iter()
+            .filter_map(|(peer, f)| Some(([("peer", peer.as_str())], f.rtt_micros? as f64 / 1e6)))
+            .collect();
+        let mut m = o.0.encode_descriptor(
+            "ringcache_peer_rtt_seconds",
+            "The last round trip of a no-op to the peer over the peer connection, measured every 2 s (absent while it does not answer).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, rtt) in &rtts {
+            m.encode_family(labels)?.encode_gauge(rtt)?;
+        }
         let mut m = o.0.encode_descriptor(
             "ringcache_forward_duration_seconds",
             "How long forwarded requests took, from sending to the owner's reply (or failure), by peer.",
@@ -533,9 +547,12 @@ mod tests {
         let p = forwards.peer("node-2");
         p.observe(Duration::from_micros(300), Outcome::Replied);
         p.observe(Duration::from_secs(2), Outcome::TimedOut);
+        p.observe_rtt(Some(Duration::from_micros(250)));
         forwards
             .peer("node-3")
             .observe(Duration::from_micros(50), Outcome::Failed);
+        // The last probe of node-3 got no answer: no RTT sample.
+        forwards.peer("node-3").observe_rtt(None);
         ClusterSnapshot {
             alive: 2,
             suspect: 1,
@@ -604,7 +621,9 @@ mod tests {
         };
         let page = render(s);
         let lines = samples(&page);
+        assert!(!page.contains("ringcache_peer_rtt_seconds{peer=\"node-3\"}"), "{page}");
         for want in [
+            "ringcache_peer_rtt_seconds{peer=\"node-2\"} 0.00025",
             "ringcache_draining 1",
             "ringcache_cluster_members{state=\"alive\"} 2",
             "ringcache_cluster_members{state=\"suspect\"} 1",
