@@ -55,7 +55,7 @@ struct InFlight {
 struct Waiting {
     /// Untagged, answered in order.
     in_order: VecDeque<InFlight>,
-    /// Tagged (`rc_id`), answered in any order behind `RI <id>`.
+    /// Tagged (`rc_id`), answered in any order behind `RI <id> <length>`.
     by_id: HashMap<u64, InFlight>,
     next_id: u64,
 }
@@ -359,7 +359,7 @@ mod tests {
     }
 
     /// A fake node reading `rc_id <n>` + `get <key>` pairs and answering each with the
-    /// key's value behind `RI <n>`, as `how` says.
+    /// key's value behind `RI <n> <length>`, as `how` says.
     async fn fake_peer(how: Peer) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
