@@ -101,6 +101,13 @@ cargo fmt --all -- --check || failed+=("cargo fmt")
 log "running clippy"
 cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 
+# --- no unused dependencies (cargo-machete reads each crate's sources for its imports) ---
+log "checking for unused dependencies (cargo machete)"
+if ! cargo machete --version >/dev/null 2>&1; then
+    cargo install --quiet --locked cargo-machete@0.9.2 || failed+=("installing cargo-machete")
+fi
+cargo machete || failed+=("unused dependencies")
+
 if [ "${#failed[@]}" -gt 0 ]; then
     log "FAILED: ${failed[*]}"
     exit 1
