@@ -16,7 +16,8 @@
 
 use bytes::BytesMut;
 use ringcache_protocol::text::frame::{self, reply_len};
-use ringcache_protocol::text::response::{parse_response, Expect, Response, ResponseError};
+use ringcache_protocol::text::response::{parse_response, Response, ResponseError};
+use ringcache_protocol::text::Expect;
 use ringcache_protocol::text::{Limits, KEY_MAX_LEN};
 
 use crate::alloc::{check, measure};

@@ -126,6 +126,8 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
         let Some((line, next)) = reply_line(&buf[pos..])? else {
             return Ok(None);
         };
+        // Only `MN\r\n` ends a run of meta replies, as the typed parser sees it.
+        let crlf = line.ends_with(b"\r");
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let next = pos + next;
         match expect {
@@ -153,7 +155,7 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
                 return Ok(Some(next));
             }
             Expect::MetaUntilNoop => {
-                if line == b"MN" {
+                if crlf && line == b"MN" {
                     return Ok(Some(next));
                 }
                 pos = match line.strip_prefix(b"VA ") {
