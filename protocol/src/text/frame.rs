@@ -198,7 +198,10 @@ pub fn reply_fits(reply: &[u8], expect: Expect) -> bool {
     if reply_len(reply, expect) != Ok(Some(reply.len())) {
         return false;
     }
-    let first = &reply[..reply.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(reply.len())];
+    let first = &reply[..reply
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(reply.len())];
     match expect {
         Expect::Meta | Expect::MetaQuiet | Expect::MetaUntilNoop => {
             let word = &first[..memchr(b' ', first).unwrap_or(first.len())];

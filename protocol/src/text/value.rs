@@ -162,7 +162,11 @@ pub fn read_values<'a>(
             if stripped.len() == line.len() {
                 return Err(FrameError::BadLineEnd);
             }
-            let end = if stripped == b"END" { ValuesEnd::End } else { ValuesEnd::Error };
+            let end = if stripped == b"END" {
+                ValuesEnd::End
+            } else {
+                ValuesEnd::Error
+            };
             return Ok(Some((end, pos + next)));
         }
         let Some(block) = read_value_block(&buf[pos..], MAX_REPLY_VALUE)? else {
@@ -189,7 +193,10 @@ mod tests {
         let (found, end, len) = blocks(reply).unwrap().unwrap();
         assert_eq!((end, len), (ValuesEnd::End, reply.len() - 8));
         assert_eq!(found.len(), 2);
-        assert_eq!((found[0].key, found[0].flags, found[0].cas, found[0].data), (&b"a"[..], 0, None, &b"x"[..]));
+        assert_eq!(
+            (found[0].key, found[0].flags, found[0].cas, found[0].data),
+            (&b"a"[..], 0, None, &b"x"[..])
+        );
         assert_eq!(found[0].raw, b"VALUE a 0 1\r\nx\r\n");
         assert_eq!(
             (found[1].key, found[1].flags, found[1].cas, found[1].data),
@@ -197,7 +204,9 @@ mod tests {
         );
         assert_eq!(found[1].raw, b"VALUE b  5 3 77\r\n\r\n\n\r\n");
         assert_eq!(blocks(b"END\r\n").unwrap().unwrap().1, ValuesEnd::End);
-        let (found, end, _) = blocks(b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory\r\n").unwrap().unwrap();
+        let (found, end, _) = blocks(b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!((found.len(), end), (1, ValuesEnd::Error));
         assert_eq!(blocks(b"ERROR\r\n").unwrap().unwrap().1, ValuesEnd::Error);
     }

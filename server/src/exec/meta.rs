@@ -43,7 +43,6 @@ use crate::node::Node;
 use crate::stats::Counters;
 use crate::storage::{absolute_expiry, Item, MissReason, StoreError};
 
-
 /// Runs one meta request and appends its reply to `out`.
 pub fn execute(node: &Node, req: MetaRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {
     match req.command {

@@ -32,8 +32,8 @@ use bytes::{Buf, BytesMut};
 use super::{base64, MetaCommand, MetaFlags, MetaMode, MetaRequest};
 use crate::text::num::{safe_strtol, safe_strtoul, safe_strtoull};
 use crate::text::parse::ParseError;
-use crate::text::response::{BAD_CHUNK, BAD_FORMAT, ERROR, TOO_LARGE};
 use crate::text::request::{Limits, KEY_MAX_LEN};
+use crate::text::response::{BAD_CHUNK, BAD_FORMAT, ERROR, TOO_LARGE};
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a line with this many tokens or more (command
 /// and key included) is refused.

@@ -20,21 +20,13 @@ fn value(key: &[u8], flags: u32, cas: Option<u64>, data: &[u8]) -> Response {
 /// Every reply shape, its exact bytes, and a request kind it answers.
 fn table() -> Vec<(Response, &'static [u8], Expect)> {
     vec![
-        (
-            value(b"k", 0, None, b"abc"),
-            b"VALUE k 0 3\r\nabc\r\n",
-            Expect::Values,
-        ),
+        (value(b"k", 0, None, b"abc"), b"VALUE k 0 3\r\nabc\r\n", Expect::Values),
         (
             value(b"key", 4294967295, Some(18446744073709551615), b"a\r\nb"),
             b"VALUE key 4294967295 4 18446744073709551615\r\na\r\nb\r\n",
             Expect::Values,
         ),
-        (
-            value(b"e", 1, Some(0), b""),
-            b"VALUE e 1 0 0\r\n\r\n",
-            Expect::Values,
-        ),
+        (value(b"e", 1, Some(0), b""), b"VALUE e 1 0 0\r\n\r\n", Expect::Values),
         (Response::End, b"END\r\n", Expect::Values),
         (Response::Stored, b"STORED\r\n", Expect::Stored),
         (Response::NotStored, b"NOT_STORED\r\n", Expect::Stored),
@@ -169,10 +161,7 @@ fn incomplete_is_untouched() {
     let full = b"VALUE k 0 3\r\nabc\r\n";
     for n in 0..full.len() {
         let mut buf = BytesMut::from(&full[..n]);
-        assert_eq!(
-            parse_response(&mut buf, Expect::Values, &Limits::default()),
-            Ok(None)
-        );
+        assert_eq!(parse_response(&mut buf, Expect::Values, &Limits::default()), Ok(None));
         assert_eq!(&buf[..], &full[..n]);
     }
 }
