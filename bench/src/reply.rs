@@ -89,18 +89,10 @@ pub fn parse_reply(buf: &[u8], expect: Expect) -> Result<Option<(Reply, usize)>,
             };
             Ok(Some((reply, next)))
         }
-        Expect::Lines
-        | Expect::Deleted
-        | Expect::Number
-        | Expect::Touched
-        | Expect::Version
-        | Expect::Ok
-        | Expect::Line
-        | Expect::Any
-        | Expect::Meta
-        | Expect::MetaUntilNoop
-        | Expect::MetaQuiet => {
-            let Some(len) = reply_len(buf, expect)? else {
+        // Any other shape: framed as the client frames it, and only told apart as an
+        // error or not.
+        other => {
+            let Some(len) = reply_len(buf, other)? else {
                 return Ok(None);
             };
             let first = reply_line(buf)?.map_or(&buf[..0], |(line, _)| line);
