@@ -35,6 +35,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringcache_protocol::ring::{Ring, RingConfig, RING_HASH_NAME};
+use ringcache_protocol::text::Expect;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -42,7 +43,7 @@ use tokio::time::timeout;
 use crate::config::{DistSpec, LoadArgs};
 use crate::keys::{write_key, KeyDist};
 use crate::probe;
-use crate::reply::{parse_reply, Expect, Reply};
+use crate::reply::{parse_reply, Reply};
 use crate::result::RunResult;
 
 /// What the requests of a phase are.
@@ -390,7 +391,9 @@ impl Worker {
                     match reply {
                         Reply::Values { hits } => t.hits += u64::from(hits),
                         Reply::Error => {}
-                        Reply::Stored | Reply::NotStored => bail!("a get was answered with a storage reply"),
+                        Reply::Stored | Reply::NotStored | Reply::Other => {
+                            bail!("a get was answered with a storage reply")
+                        }
                     }
                 }
                 (Inflight::Set, reply) => {
@@ -399,7 +402,7 @@ impl Worker {
                         Reply::Stored => {}
                         Reply::NotStored => t.not_stored += 1,
                         Reply::Error => {}
-                        Reply::Values { .. } => bail!("a set was answered with VALUE/END"),
+                        Reply::Values { .. } | Reply::Other => bail!("a set was answered with VALUE/END"),
                     }
                 }
             }

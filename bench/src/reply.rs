@@ -5,21 +5,16 @@
 //! how many `VALUE` blocks a `get` returned (hits), or whether a `set` was stored.
 //! [`parse_reply`] looks at the front of the read buffer and answers with the reply
 //! and its length, or `Ok(None)` while the reply is not all there yet. It never
-//! copies a value: a `VALUE` block is skipped by its declared length.
+//! copies a value: it reads replies with the `protocol` crate's readers (the one
+//! `VALUE` block reader, the one reply line reader and its limits), as the client and
+//! the server do, and only counts what they find.
 //!
 //! The server's framing is trusted no further than this: a reply that cannot be
 //! framed is a [`ReplyError`], never a panic; the caller drops the connection.
 
-use memchr::memchr;
-
-/// The shape of reply a request gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// `get k1 k2 ...`: `VALUE` blocks, then `END`; or one error line.
-    Values,
-    /// `set`: one line.
-    Stored,
-}
+use ringcache_protocol::text::frame::{is_error_line, reply_len, reply_line, FrameError};
+use ringcache_protocol::text::value::{read_values, ValuesEnd};
+use ringcache_protocol::text::Expect;
 
 /// What a complete reply said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +28,8 @@ pub enum Reply {
     NotStored,
     /// `ERROR`, `CLIENT_ERROR ...` or `SERVER_ERROR ...`.
     Error,
+    /// A whole reply of another shape (the load generator sends only `get` and `set`).
+    Other,
 }
 
 /// A reply that cannot be framed: the stream is out of sync.
@@ -40,117 +37,75 @@ pub enum Reply {
 pub enum ReplyError {
     /// A line that is neither the expected reply nor an error line (first bytes shown).
     Unexpected(String),
-    /// A `VALUE` header without a valid length.
-    BadValueHeader,
-    /// A data block not followed by `\r\n`.
-    BadDataEnd,
-    /// A reply line longer than [`MAX_LINE`].
-    LineTooLong,
+    /// What `protocol`'s reply readers refused (a malformed `VALUE` header, a data
+    /// block not followed by `\r\n`, a line over the reply line limit, ...).
+    Frame(FrameError),
 }
 
 impl std::fmt::Display for ReplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReplyError::Unexpected(l) => write!(f, "unexpected reply line {l:?}"),
-            ReplyError::BadValueHeader => f.write_str("malformed VALUE header"),
-            ReplyError::BadDataEnd => f.write_str("data block not terminated by \\r\\n"),
-            ReplyError::LineTooLong => write!(f, "reply line longer than {MAX_LINE} bytes"),
+            ReplyError::Frame(e) => e.fmt(f),
         }
     }
 }
 
 impl std::error::Error for ReplyError {}
 
-/// Longest reply line accepted before the stream is declared broken.
-pub const MAX_LINE: usize = 8 * 1024;
+impl From<FrameError> for ReplyError {
+    fn from(e: FrameError) -> Self {
+        ReplyError::Frame(e)
+    }
+}
 
-/// Largest value length accepted in a `VALUE` header (memcached's own ceiling is 1 GiB).
-pub const MAX_VALUE: u64 = 1 << 30;
-
-/// Parses the first reply in `buf`. `Ok(None)`: not complete yet, read more.
+/// Parses the first reply in `buf`, which answers a request of shape `expect`.
+/// `Ok(None)`: not complete yet, read more.
 pub fn parse_reply(buf: &[u8], expect: Expect) -> Result<Option<(Reply, usize)>, ReplyError> {
-    let mut pos = 0;
-    let mut hits = 0u32;
-    loop {
-        let Some((line, next)) = next_line(buf, pos)? else {
-            return Ok(None);
-        };
-        if let Some(reply) = error_line(line) {
-            // memcached sends an error line instead of (not after) VALUE blocks.
-            if hits == 0 {
-                return Ok(Some((reply, next)));
-            }
-            return Err(unexpected(line));
+    match expect {
+        Expect::Values => {
+            let mut hits = 0u32;
+            let Some((end, len)) = read_values(buf, |_| hits = hits.saturating_add(1))? else {
+                return Ok(None);
+            };
+            let reply = match end {
+                ValuesEnd::End => Reply::Values { hits },
+                ValuesEnd::Error if hits == 0 => Reply::Error,
+                // memcached sends an error line instead of (not after) VALUE blocks.
+                ValuesEnd::Error => return Err(unexpected(last_line(&buf[..len]))),
+            };
+            Ok(Some((reply, len)))
         }
-        match expect {
-            Expect::Stored => {
-                let reply = match line {
-                    b"STORED" => Reply::Stored,
-                    b"NOT_STORED" | b"EXISTS" | b"NOT_FOUND" => Reply::NotStored,
-                    _ => return Err(unexpected(line)),
-                };
-                return Ok(Some((reply, next)));
-            }
-            Expect::Values => {
-                if line == b"END" {
-                    return Ok(Some((Reply::Values { hits }, next)));
-                }
-                let Some(rest) = line.strip_prefix(b"VALUE ") else {
-                    return Err(unexpected(line));
-                };
-                let len = value_len(rest)?;
-                // The block is `len` bytes then `\r\n`.
-                let Some(end) = next.checked_add(len).and_then(|e| e.checked_add(2)) else {
-                    return Err(ReplyError::BadValueHeader);
-                };
-                if buf.len() < end {
-                    return Ok(None);
-                }
-                if &buf[end - 2..end] != b"\r\n" {
-                    return Err(ReplyError::BadDataEnd);
-                }
-                hits = hits.saturating_add(1);
-                pos = end;
-            }
-        }
-    }
-}
-
-/// The line starting at `pos` without its `\r\n`, and the offset after it.
-fn next_line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ReplyError> {
-    let rest = &buf[pos..];
-    match memchr(b'\n', rest) {
-        Some(nl) => {
-            let line = &rest[..nl];
+        Expect::Stored => {
+            let Some((line, next)) = reply_line(buf)? else {
+                return Ok(None);
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Ok(Some((line, pos + nl + 1)))
+            let reply = match line {
+                b"STORED" => Reply::Stored,
+                b"NOT_STORED" | b"EXISTS" | b"NOT_FOUND" => Reply::NotStored,
+                _ if is_error_line(line) => Reply::Error,
+                _ => return Err(unexpected(line)),
+            };
+            Ok(Some((reply, next)))
         }
-        None if rest.len() > MAX_LINE => Err(ReplyError::LineTooLong),
-        None => Ok(None),
+        // Any other shape: framed as the client frames it, and only told apart as an
+        // error or not.
+        other => {
+            let Some(len) = reply_len(buf, other)? else {
+                return Ok(None);
+            };
+            let first = reply_line(buf)?.map_or(&buf[..0], |(line, _)| line);
+            let error = is_error_line(first.strip_suffix(b"\r").unwrap_or(first));
+            Ok(Some((if error { Reply::Error } else { Reply::Other }, len)))
+        }
     }
 }
 
-fn error_line(line: &[u8]) -> Option<Reply> {
-    (line == b"ERROR" || line.starts_with(b"CLIENT_ERROR") || line.starts_with(b"SERVER_ERROR")).then_some(Reply::Error)
-}
-
-/// The `<bytes>` field of `<key> <flags> <bytes> [<cas>]`.
-fn value_len(header: &[u8]) -> Result<usize, ReplyError> {
-    let field = header.split(|&b| b == b' ').nth(2).ok_or(ReplyError::BadValueHeader)?;
-    if field.is_empty() || field.len() > 10 {
-        return Err(ReplyError::BadValueHeader);
-    }
-    let mut n: u64 = 0;
-    for &b in field {
-        if !b.is_ascii_digit() {
-            return Err(ReplyError::BadValueHeader);
-        }
-        n = n * 10 + u64::from(b - b'0');
-    }
-    if n > MAX_VALUE {
-        return Err(ReplyError::BadValueHeader);
-    }
-    usize::try_from(n).map_err(|_| ReplyError::BadValueHeader)
+/// The last line of a whole reply, without its `\r\n`.
+fn last_line(reply: &[u8]) -> &[u8] {
+    let body = reply.strip_suffix(b"\r\n").unwrap_or(reply);
+    body.iter().rposition(|&b| b == b'\n').map_or(body, |i| &body[i + 1..])
 }
 
 fn unexpected(line: &[u8]) -> ReplyError {
@@ -234,7 +189,14 @@ mod tests {
         for b in bad {
             assert!(parse(b, Expect::Values).is_err(), "{:?}", String::from_utf8_lossy(b));
         }
-        let long = vec![b'V'; MAX_LINE + 1];
-        assert_eq!(parse(&long, Expect::Values), Err(ReplyError::LineTooLong));
+        let long = vec![b'V'; ringcache_protocol::limits::MAX_REPLY_LINE + 2];
+        assert_eq!(
+            parse(&long, Expect::Values),
+            Err(ReplyError::Frame(FrameError::LineTooLong(
+                ringcache_protocol::limits::MAX_REPLY_LINE
+            )))
+        );
+        assert_eq!(parse(b"DELETED\r\n", Expect::Deleted), Ok(Some((Reply::Other, 9))));
+        assert_eq!(parse(b"ERROR\r\n", Expect::Deleted), Ok(Some((Reply::Error, 7))));
     }
 }

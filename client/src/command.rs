@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::meta::{parse_meta_response, MetaResponse, MetaStatus};
-use ringcache_protocol::text::response::{parse_response, Expect as ReplyShape, Response};
+use ringcache_protocol::text::response::{parse_response, Response};
+use ringcache_protocol::text::Expect as ReplyShape;
 use ringcache_protocol::text::{Limits, Request, StoreMode, StoreRequest, KEY_MAX_LEN};
 
 use crate::error::{Error, Result};
@@ -325,7 +326,7 @@ fn unexpected(r: Response) -> Error {
 
 /// Decodes the reply to a store command.
 pub(crate) fn decode_store(reply: &[u8]) -> Result<StoreOutcome> {
-    match classic(reply, ReplyShape::Storage)? {
+    match classic(reply, ReplyShape::Stored)? {
         Response::Stored => Ok(StoreOutcome::Stored),
         Response::NotStored => Ok(StoreOutcome::NotStored),
         Response::Exists => Ok(StoreOutcome::Exists),
@@ -336,7 +337,7 @@ pub(crate) fn decode_store(reply: &[u8]) -> Result<StoreOutcome> {
 
 /// Decodes the reply to `delete`: whether the key existed.
 pub(crate) fn decode_delete(reply: &[u8]) -> Result<bool> {
-    match classic(reply, ReplyShape::Delete)? {
+    match classic(reply, ReplyShape::Deleted)? {
         Response::Deleted => Ok(true),
         Response::NotFound => Ok(false),
         other => Err(unexpected(other)),
@@ -345,7 +346,7 @@ pub(crate) fn decode_delete(reply: &[u8]) -> Result<bool> {
 
 /// Decodes the reply to `incr`/`decr`: the new value, `None` if the key is absent.
 pub(crate) fn decode_arith(reply: &[u8]) -> Result<Option<u64>> {
-    match classic(reply, ReplyShape::Arith)? {
+    match classic(reply, ReplyShape::Number)? {
         Response::Number(n) => Ok(Some(n)),
         Response::NotFound => Ok(None),
         other => Err(unexpected(other)),
@@ -354,7 +355,7 @@ pub(crate) fn decode_arith(reply: &[u8]) -> Result<Option<u64>> {
 
 /// Decodes the reply to `touch`: whether the key existed.
 pub(crate) fn decode_touch(reply: &[u8]) -> Result<bool> {
-    match classic(reply, ReplyShape::Touch)? {
+    match classic(reply, ReplyShape::Touched)? {
         Response::Touched => Ok(true),
         Response::NotFound => Ok(false),
         other => Err(unexpected(other)),

@@ -197,7 +197,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     let n: usize = num.parse().map_err(|_| format!("invalid size: {s}"))?;
     let size = n.checked_mul(mult).ok_or_else(|| format!("size too large: {s}"))?;
-    if !(1024..=1024 * 1024 * 1024).contains(&size) {
+    // memcached's ceiling for `-I`, which is also the largest value any reader of
+    // replies accepts.
+    if !(1024..=ringcache_protocol::limits::MAX_REPLY_VALUE).contains(&size) {
         return Err(format!("item size must be between 1k and 1024m, got {s}"));
     }
     Ok(size)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ringcache_protocol::cluster::Topology;
 use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
+use ringcache_protocol::text::value::{read_values, ValuesEnd};
 
 use crate::process::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess};
 use crate::raw::RawConn;
@@ -236,28 +237,13 @@ pub fn get_all(conn: &mut RawConn, keys: &[String], width: usize) -> Vec<Option<
     values
 }
 
-/// `VALUE` blocks of a retrieval reply as `(key, value)`; `None` unless it ends in END.
+/// `VALUE` blocks of a retrieval reply as `(key, value)`, read with `protocol`'s one
+/// `VALUE` reader; `None` unless `reply` is exactly one retrieval reply ending in END.
 pub fn parse_values(reply: &[u8]) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
-    let mut pos = 0;
-    loop {
-        let nl = reply[pos..].iter().position(|&b| b == b'\n')? + pos;
-        let line = String::from_utf8_lossy(&reply[pos..nl]).trim_end().to_string();
-        if line == "END" {
-            return (nl + 1 == reply.len()).then_some(out);
-        }
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() < 4 || f[0] != "VALUE" {
-            return None;
-        }
-        let len: usize = f[3].parse().ok()?;
-        let data = reply.get(nl + 1..nl + 1 + len)?;
-        out.push((f[1].to_string(), String::from_utf8_lossy(data).into_owned()));
-        pos = nl + 1 + len + 2;
-        if pos > reply.len() {
-            return None;
-        }
-    }
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let found = read_values(reply, |block| out.push((lossy(block.key), lossy(block.data))));
+    matches!(found, Ok(Some((ValuesEnd::End, len))) if len == reply.len()).then_some(out)
 }
 
 /// Key placement as one node's `topology` reply describes it, built exactly as the smart

@@ -61,6 +61,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
+use ringcache_protocol::text::frame::va_len;
+use ringcache_protocol::text::value::parse_value_header;
 
 use crate::cluster::{ClusterTarget, Placement};
 use crate::process::{ServerKind, ServerProcess};
@@ -580,15 +582,13 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Length of the data block that follows a `VALUE k f n [cas]` or `VA n ...` line.
+/// Length of the data block that follows a `VALUE k f n [cas]` or `VA n ...` line, as
+/// `protocol`'s readers of those lines see it.
 fn data_len(line: &[u8]) -> Option<usize> {
-    let toks: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    let n = match toks.first().copied()? {
-        b"VALUE" if toks.len() >= 4 => toks[3],
-        b"VA" if toks.len() >= 2 => toks[1],
-        _ => return None,
-    };
-    parse_u64(n).map(|n| n as usize)
+    if let Some(rest) = line.strip_prefix(b"VA ") {
+        return va_len(rest).ok();
+    }
+    usize::try_from(parse_value_header(line).ok()?.len).ok()
 }
 
 fn cas_id(tok: &[u8], ids: &mut HashMap<Vec<u8>, usize>) -> Vec<u8> {

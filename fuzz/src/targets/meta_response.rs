@@ -12,8 +12,8 @@
 //!   `reply_len(MetaUntilNoop)`.
 
 use bytes::BytesMut;
+use ringcache_protocol::limits::MAX_REPLY_VALUE as MAX_VALUE;
 use ringcache_protocol::text::frame::{self, reply_len};
-use ringcache_protocol::text::meta::response::MAX_VALUE;
 use ringcache_protocol::text::meta::{parse_meta_response, MetaResponse, MetaResponseError, MetaStatus};
 
 use crate::alloc::{check, measure};

@@ -16,7 +16,8 @@
 
 use bytes::BytesMut;
 use ringcache_protocol::text::frame::{self, reply_len};
-use ringcache_protocol::text::response::{parse_response, Expect, Response, ResponseError};
+use ringcache_protocol::text::response::{parse_response, Response, ResponseError};
+use ringcache_protocol::text::Expect;
 use ringcache_protocol::text::{Limits, KEY_MAX_LEN};
 
 use crate::alloc::{check, measure};
@@ -27,12 +28,12 @@ use crate::{show, Signature, Target};
 pub struct ResponseTarget;
 
 const EXPECTS: [Expect; 9] = [
-    Expect::Retrieval,
-    Expect::Storage,
-    Expect::Delete,
-    Expect::Arith,
-    Expect::Touch,
-    Expect::Stats,
+    Expect::Values,
+    Expect::Stored,
+    Expect::Deleted,
+    Expect::Number,
+    Expect::Touched,
+    Expect::Lines,
     Expect::Version,
     Expect::Ok,
     Expect::Any,
@@ -209,8 +210,8 @@ fn round_trip(resp: &Response, expect: Expect, limits: &Limits) -> Result<(), St
 fn cross_check_frame(input: &[u8], expect: Expect, run: &Run) -> Result<(), String> {
     use Response as R;
     let shape = match expect {
-        Expect::Retrieval => frame::Expect::Values,
-        Expect::Stats => frame::Expect::Lines,
+        Expect::Values => frame::Expect::Values,
+        Expect::Lines => frame::Expect::Lines,
         Expect::Any => return Ok(()),
         _ => frame::Expect::Line,
     };

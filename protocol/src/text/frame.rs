@@ -8,15 +8,44 @@
 
 use memchr::memchr;
 
-/// The shape of reply a request gets.
+use crate::limits::{MAX_REPLY_LINE, MAX_REPLY_VALUE};
+use crate::text::num::decimal;
+use crate::text::value::read_values;
+
+/// The shape of reply a request gets: the one answer to "what may come back", for the
+/// framer ([`reply_len`], [`reply_fits`]), the client's typed parser
+/// ([`crate::text::response::parse_response`]), relaying nodes and the bench.
+///
+/// `ERROR`, `CLIENT_ERROR` and `SERVER_ERROR` lines answer any request. The framer
+/// frames [`Expect::Stored`] to [`Expect::Ok`] as one line, like [`Expect::Line`]; the
+/// typed parser also checks that the line is one of those the request allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// `get`/`gets`/`gat`/`gats`: `VALUE` blocks then `END`, or one error line.
     Values,
-    /// `stats` and `topology`: lines up to `END`, or one error line.
+    /// `stats` and `topology`: lines up to `END` (`STAT`, `MEMBER`, `TOPOLOGY`), or one
+    /// line (`RESET`, `OK`, an error).
     Lines,
-    /// Every other classic command: one line.
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`: `STORED`, `NOT_STORED`,
+    /// `EXISTS` or `NOT_FOUND`.
+    Stored,
+    /// `delete`: `DELETED` or `NOT_FOUND`.
+    Deleted,
+    /// `incr`, `decr`: the new value, or `NOT_FOUND`.
+    Number,
+    /// `touch`: `TOUCHED` or `NOT_FOUND`.
+    Touched,
+    /// `version`: `VERSION <version>`.
+    Version,
+    /// `flush_all`, `verbosity`: `OK`.
+    Ok,
+    /// Every other classic command: one line, whatever it says.
     Line,
+    /// Any classic reply, for a reader that does not track requests: framed by its
+    /// first line (`VALUE` as [`Expect::Values`], `STAT`, `MEMBER` or `TOPOLOGY` as
+    /// [`Expect::Lines`], anything else as one line); the typed parser reads any
+    /// classic reply element.
+    Any,
     /// A meta command: one line, followed by a data block for `VA <size> ...`.
     Meta,
     /// Quiet meta commands followed by `mn`: any number of meta replies (a quiet
@@ -29,49 +58,108 @@ pub enum Expect {
 }
 
 /// A reply that cannot be framed: the connection's stream is out of sync.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("malformed reply line")]
     Malformed,
     #[error("reply line longer than {0} bytes")]
     LineTooLong(usize),
+    #[error("reply line not terminated by \\r\\n")]
+    BadLineEnd,
+    #[error("data block of {0} bytes is larger than the limit")]
+    ValueTooLarge(u64),
+    #[error("data block not terminated by \\r\\n")]
+    BadDataChunk,
     /// The reply is not the one the request in line expects (its `rc_id` tag, or the
     /// key it asked for, is not there): the two ends disagree on where replies begin.
     #[error("reply out of step with its request")]
     OutOfStep,
 }
 
-/// Longest reply line accepted (a `VALUE` header with a 250-byte key is far shorter).
-pub const MAX_LINE: usize = 8 * 1024;
+/// The first reply line in `buf`: the line without its `\n` (a `\r` before it is
+/// left for the caller, who decides whether a bare `\n` is allowed) and the offset
+/// after it; `Ok(None)` while it is not all there. The one place reply lines are
+/// bounded: a line longer than [`MAX_REPLY_LINE`] without its `\r\n` is
+/// [`FrameError::LineTooLong`], found after at most `MAX_REPLY_LINE + 2` bytes.
+pub fn reply_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let window = &buf[..buf.len().min(MAX_REPLY_LINE + 2)];
+    let Some(nl) = memchr(b'\n', window) else {
+        return if buf.len() >= MAX_REPLY_LINE + 2 {
+            Err(FrameError::LineTooLong(MAX_REPLY_LINE))
+        } else {
+            Ok(None)
+        };
+    };
+    let line = &buf[..nl];
+    if line.strip_suffix(b"\r").unwrap_or(line).len() > MAX_REPLY_LINE {
+        return Err(FrameError::LineTooLong(MAX_REPLY_LINE));
+    }
+    Ok(Some((line, nl + 1)))
+}
 
-/// The largest data block accepted in a reply.
-pub const MAX_VALUE: usize = 1 << 30;
+/// Whether a reply line (without `\r\n`) is one of memcached's error lines, which
+/// answer any request: `ERROR` (also `ERROR: <why>` and `ERROR <why>`, as memcached
+/// says for `shutdown`), `CLIENT_ERROR[ <msg>]`, `SERVER_ERROR[ <msg>]`.
+pub fn is_error_line(line: &[u8]) -> bool {
+    let word = |w: &[u8], seps: &[u8]| {
+        line.strip_prefix(w)
+            .is_some_and(|rest| rest.is_empty() || seps.contains(&rest[0]))
+    };
+    word(b"ERROR", b": ") || word(b"CLIENT_ERROR", b" ") || word(b"SERVER_ERROR", b" ")
+}
+
+/// The data length of a `VA <size> <flags>*` meta reply, from what follows `VA `: a
+/// [`decimal`] up to the first space, at most [`MAX_REPLY_VALUE`].
+pub fn va_len(rest: &[u8]) -> Result<usize, FrameError> {
+    let token = &rest[..memchr(b' ', rest).unwrap_or(rest.len())];
+    let n = decimal(token).ok_or(FrameError::Malformed)?;
+    if n > MAX_REPLY_VALUE as u64 {
+        return Err(FrameError::ValueTooLarge(n));
+    }
+    Ok(n as usize)
+}
 
 /// The length of the first complete reply in `buf`, `Ok(None)` if it is not all there.
 pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError> {
     let mut pos = 0;
     loop {
-        let Some(line_end) = line_end(&buf[pos..])? else {
+        let Some((line, next)) = reply_line(&buf[pos..])? else {
             return Ok(None);
         };
-        let line = &buf[pos..pos + line_end];
-        let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-        let next = pos + line_end;
+        // Only `MN\r\n` ends a run of meta replies, as the typed parser sees it.
+        let crlf = line.ends_with(b"\r");
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let next = pos + next;
         match expect {
-            Expect::Line => return Ok(Some(next)),
+            Expect::Stored
+            | Expect::Deleted
+            | Expect::Number
+            | Expect::Touched
+            | Expect::Version
+            | Expect::Ok
+            | Expect::Line => return Ok(Some(next)),
+            Expect::Any => {
+                let shape = if line.starts_with(b"VALUE ") {
+                    Expect::Values
+                } else if is_list_line(line) {
+                    Expect::Lines
+                } else {
+                    return Ok(Some(next));
+                };
+                return reply_len(buf, shape);
+            }
             Expect::Meta | Expect::MetaQuiet => {
                 if let Some(rest) = line.strip_prefix(b"VA ") {
-                    let size = leading_number(rest)?;
-                    return Ok(data_end(buf, next, size));
+                    return Ok(data_end(buf, next, va_len(rest)?));
                 }
                 return Ok(Some(next));
             }
             Expect::MetaUntilNoop => {
-                if line == b"MN" {
+                if crlf && line == b"MN" {
                     return Ok(Some(next));
                 }
                 pos = match line.strip_prefix(b"VA ") {
-                    Some(rest) => match data_end(buf, next, leading_number(rest)?) {
+                    Some(rest) => match data_end(buf, next, va_len(rest)?) {
                         Some(end) => end,
                         None => return Ok(None),
                     },
@@ -79,23 +167,11 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
                 };
             }
             Expect::Values => {
-                if let Some(rest) = line.strip_prefix(b"VALUE ") {
-                    // VALUE <key> <flags> <bytes> [<cas>], separated by runs of spaces
-                    // (as `response::parse_response` reads them).
-                    let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
-                    let size = fields.nth(2).ok_or(FrameError::Malformed)?;
-                    let size = leading_number(size)?;
-                    match data_end(buf, next, size) {
-                        Some(end) => pos = end,
-                        None => return Ok(None),
-                    }
-                    continue;
-                }
-                // END, or an error line ends the reply.
-                return Ok(Some(next));
+                // The one reader of VALUE blocks, as the typed parser and peers read them.
+                return Ok(read_values(buf, |_| {})?.map(|(_, len)| len));
             }
             Expect::Lines => {
-                if line.starts_with(b"STAT ") || line.starts_with(b"MEMBER ") || line.starts_with(b"TOPOLOGY ") {
+                if is_list_line(line) {
                     pos = next;
                     continue;
                 }
@@ -103,6 +179,11 @@ pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, FrameError
             }
         }
     }
+}
+
+/// A line of a `stats` or `topology` reply before its `END`.
+fn is_list_line(line: &[u8]) -> bool {
+    line.starts_with(b"STAT ") || line.starts_with(b"MEMBER ") || line.starts_with(b"TOPOLOGY ")
 }
 
 /// Whether `reply` is exactly one whole reply of the shape `expect` (empty only for
@@ -113,27 +194,35 @@ pub fn reply_fits(reply: &[u8], expect: Expect) -> bool {
     if reply.is_empty() {
         return expect == Expect::MetaQuiet;
     }
-    const ERRORS: [&[u8]; 3] = [b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR"];
     const META: [&[u8]; 8] = [b"HD", b"VA", b"EN", b"NS", b"EX", b"NF", b"MN", b"ME"];
     if reply_len(reply, expect) != Ok(Some(reply.len())) {
         return false;
     }
-    // Whether the line's first word is one of `codes`.
-    let starts = |codes: &[&[u8]], line: &[u8]| {
-        let end = line.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(line.len());
-        codes.contains(&&line[..end])
-    };
+    let first = &reply[..reply
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(reply.len())];
     match expect {
-        Expect::Meta | Expect::MetaQuiet | Expect::MetaUntilNoop => starts(&META, reply) || starts(&ERRORS, reply),
+        Expect::Meta | Expect::MetaQuiet | Expect::MetaUntilNoop => {
+            let word = &first[..memchr(b' ', first).unwrap_or(first.len())];
+            META.contains(&word) || is_error_line(first)
+        }
         // The line that ends the reply: END, or an error instead of the whole reply.
         Expect::Values | Expect::Lines => {
             let last = reply[..reply.len() - 1]
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(reply, |i| &reply[i + 1..]);
-            last == b"END\r\n" || starts(&ERRORS, last)
+            last == b"END\r\n" || is_error_line(last.strip_suffix(b"\r\n").unwrap_or(last))
         }
-        Expect::Line => true,
+        Expect::Stored
+        | Expect::Deleted
+        | Expect::Number
+        | Expect::Touched
+        | Expect::Version
+        | Expect::Ok
+        | Expect::Line
+        | Expect::Any => true,
     }
 }
 
@@ -141,31 +230,6 @@ pub fn reply_fits(reply: &[u8], expect: Expect) -> bool {
 fn data_end(buf: &[u8], start: usize, size: usize) -> Option<usize> {
     let end = start.checked_add(size)?.checked_add(2)?;
     (buf.len() >= end).then_some(end)
-}
-
-/// Length of the first line including its `\n`.
-fn line_end(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    match memchr(b'\n', buf) {
-        Some(i) if i > MAX_LINE => Err(FrameError::LineTooLong(MAX_LINE)),
-        Some(i) => Ok(Some(i + 1)),
-        None if buf.len() > MAX_LINE => Err(FrameError::LineTooLong(MAX_LINE)),
-        None => Ok(None),
-    }
-}
-
-fn leading_number(s: &[u8]) -> Result<usize, FrameError> {
-    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 10 {
-        return Err(FrameError::Malformed);
-    }
-    let mut n = 0usize;
-    for &d in &s[..digits] {
-        n = n * 10 + usize::from(d - b'0');
-    }
-    if n > MAX_VALUE {
-        return Err(FrameError::Malformed);
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -255,13 +319,22 @@ mod tests {
         assert_eq!(reply_len(b"VALUE a\r\n", Expect::Values), Err(FrameError::Malformed));
         assert_eq!(
             reply_len(b"VA 99999999999\r\n", Expect::Meta),
+            Err(FrameError::ValueTooLarge(99999999999))
+        );
+        assert_eq!(
+            reply_len(b"VA 184467440737095516160\r\n", Expect::Meta),
             Err(FrameError::Malformed)
         );
-        let long = vec![b'x'; MAX_LINE + 2];
+        let long = vec![b'x'; MAX_REPLY_LINE + 2];
         assert!(reply_len(&long, Expect::Line).is_err());
         assert_eq!(
             reply_len(b"VA 18446744073\r\n", Expect::Meta),
-            Err(FrameError::Malformed)
+            Err(FrameError::ValueTooLarge(18446744073))
+        );
+        assert_eq!(reply_len(b"VA 3x\r\nabc\r\n", Expect::Meta), Err(FrameError::Malformed));
+        assert_eq!(
+            reply_len(b"VALUE a 0 1\r\nxy\r\nEND\r\n", Expect::Values),
+            Err(FrameError::BadDataChunk)
         );
     }
 }

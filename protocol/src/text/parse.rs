@@ -55,43 +55,21 @@
 //! (a `get` key list is re-tokenized; any other command with that many tokens is an
 //! `ERROR` either way) and is not modelled.
 
-mod num;
 #[cfg(test)]
 mod tests;
 
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memchr;
 
+use crate::text::num;
 use crate::text::request::{ArithOp, GetKind, GetRequest, Keys, Limits, Request, StoreMode, StoreRequest, KEY_MAX_LEN};
 
-/// More buffered bytes than this without a `\n` close the connection (except for
-/// `get `/`gets ` lines), as in memcached.
-pub const LINE_WITHOUT_NEWLINE_MAX: usize = 2048;
-/// The longest complete line (with its `\n`) memcached can process: its read buffer.
-pub const LINE_MAX: usize = 16 * 1024;
-/// The longest `get `/`gets ` line (with its `\n`) accepted; memcached has no bound.
-/// 1 MiB, the default `-I`: the read buffer already grows that far for a value, and it
-/// holds about 35 000 keys of 30 bytes.
-pub const GET_LINE_MAX: usize = 1024 * 1024;
+pub use crate::limits::{GET_LINE_MAX, LINE_MAX, LINE_WITHOUT_NEWLINE_MAX};
 /// memcached tolerates this many spaces before `get ` when looking at a long line.
 const GET_PREFIX_SPACES_MAX: usize = 100;
 
-/// memcached's error lines.
-pub mod replies {
-    pub const ERROR: &[u8] = b"ERROR\r\n";
-    pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
-    pub const BAD_DELETE: &[u8] = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
-    pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
-    pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
-    pub const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
-    pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
-    pub const LINE_TOO_LONG: &[u8] = b"SERVER_ERROR out of memory reading request\r\n";
-    pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
-    pub const BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line\r\n";
-    pub const ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
-    pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
-    pub const MEMLIMIT_NOT_BYTES: &[u8] = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
-}
+/// memcached's error lines, defined once in [`crate::text::response`].
+pub use crate::text::response as replies;
 
 /// memcached's slab class ids are below this (`stats cachedump` refuses larger ones).
 pub const MAX_NUMBER_OF_SLAB_CLASSES: u32 = 64;

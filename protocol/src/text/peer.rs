@@ -63,10 +63,13 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::limits::{Limits, KEY_MAX_LEN, REPLY_TAG_MAX, TAGGED_REPLY_MAX};
 use crate::text::frame::FrameError;
 use crate::text::meta::base64;
+use crate::text::num::canonical as number;
 use crate::text::parse::ParseError;
-use crate::text::request::{Limits, KEY_MAX_LEN};
+use crate::text::response::{BAD_CHUNK, BAD_FORMAT, TOO_LARGE};
+use crate::text::value::parse_value_header;
 
 /// A peer command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +124,6 @@ pub fn encode_reply_tag(id: u64, reply_len: usize, out: &mut impl BufMut) {
     out.put_slice(num.format(reply_len).as_bytes());
     out.put_slice(b"\r\n");
 }
-
-/// Longest `RI <id> <len>\r\n` line.
-const REPLY_TAG_MAX: usize = 3 + 20 + 1 + 20 + 2;
-
-/// Longest reply a tag may announce (a multi-get forwarded whole can be large, but
-/// nothing a node sends comes near this).
-pub const TAGGED_REPLY_MAX: u64 = 1 << 34;
 
 /// A reply tag: which request the reply answers, and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,8 +196,8 @@ fn read_key(token: &[u8], binary: bool) -> Option<Bytes> {
     }
 }
 
-const BAD_FORMAT: ParseError = ParseError {
-    reply: b"CLIENT_ERROR bad command line format\r\n",
+const BAD_LINE: ParseError = ParseError {
+    reply: BAD_FORMAT,
     swallow: 0,
     close: false,
     unlink: None,
@@ -244,12 +240,12 @@ pub fn parse_peer(
     let (req, data) = match parsed {
         Line::Bad => {
             buf.advance(next);
-            return Err(BAD_FORMAT);
+            return Err(BAD_LINE);
         }
         Line::TooLarge(len) => {
             buf.advance(next);
             return Err(ParseError {
-                reply: b"SERVER_ERROR object too large for cache\r\n",
+                reply: TOO_LARGE,
                 swallow: len.saturating_add(2),
                 close: false,
                 unlink: None,
@@ -269,8 +265,8 @@ pub fn parse_peer(
     if &buf[end - 2..end] != b"\r\n" {
         buf.advance(end);
         return Err(ParseError {
-            reply: b"CLIENT_ERROR bad data chunk\r\n",
-            ..BAD_FORMAT
+            reply: BAD_CHUNK,
+            ..BAD_LINE
         });
     }
     let frame = buf.split_to(end).freeze();
@@ -369,15 +365,6 @@ fn parse_line(line: &[u8], limits: &Limits) -> Line {
         _ => None,
     };
     parsed.map_or(Line::Bad, Line::Done)
-}
-
-/// A decimal u64 as peers write it: digits only, no leading zero (one spelling per
-/// number, so a line that parses re-encodes to the same bytes).
-fn number(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) || (s.len() > 1 && s[0] == b'0') {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 impl PeerRequest {
@@ -493,17 +480,17 @@ pub fn parse_peer_value(reply: &Bytes, key: &[u8]) -> Result<Option<PeerValue>, 
     }
     let nl = memchr::memchr(b'\n', reply).ok_or(FrameError::Malformed)?;
     let line = reply[..nl].strip_suffix(b"\r").ok_or(FrameError::Malformed)?;
-    let tokens = tokens(line).ok_or(FrameError::Malformed)?;
-    let Some(([b"VALUE", got, flags, len, cas, exptime], binary)) = with_binary_flag(&tokens, 6) else {
+    let head = parse_value_header(line)?;
+    let rest = tokens(head.rest).ok_or(FrameError::Malformed)?;
+    let (Some(cas), Some(([exptime], binary))) = (head.cas, with_binary_flag(&rest, 1)) else {
         return Err(FrameError::Malformed);
     };
-    if read_key(got, binary).as_deref() != Some(key) {
+    if read_key(head.key, binary).as_deref() != Some(key) {
         return Err(FrameError::OutOfStep);
     }
-    let (Some(flags), Some(len), Some(cas), Some(exptime)) = (
-        number(flags).and_then(|n| u32::try_from(n).ok()),
-        number(len).and_then(|n| usize::try_from(n).ok()),
-        number(cas),
+    let (flags, Some(len), Some(exptime)) = (
+        head.flags,
+        usize::try_from(head.len).ok(),
         number(exptime).and_then(|n| u32::try_from(n).ok()),
     ) else {
         return Err(FrameError::Malformed);

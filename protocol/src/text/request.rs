@@ -8,47 +8,7 @@ use bytes::Bytes;
 use crate::text::meta::MetaRequest;
 use crate::text::peer::PeerRequest;
 
-/// The longest key memcached accepts.
-pub const KEY_MAX_LEN: usize = 250;
-
-/// Limits the parser enforces, taken from the server's flags.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// `-I`: the largest value accepted; larger ones are swallowed and answered with
-    /// `SERVER_ERROR object too large for cache`.
-    pub max_item_size: usize,
-}
-
-impl Limits {
-    /// What memcached 1.6 counts against `-I` besides the key and the value: the item
-    /// header (48 bytes on 64-bit), the key's NUL, the data block's `\r\n` and the CAS
-    /// unique (8). Nonzero flags add 4 more ([`Limits::FLAGS_OVERHEAD`]).
-    pub const ITEM_OVERHEAD: usize = 48 + 1 + 2 + 8;
-    /// Extra bytes memcached stores for nonzero client flags.
-    pub const FLAGS_OVERHEAD: usize = 4;
-
-    /// Whether memcached (`-I` = `max_item_size`) would store an item with this key
-    /// length, flags and value length: `59 + key + value (+ 4 if flags != 0) <= -I`.
-    /// With `-I 1m`, a 1-byte key and flags 0 allow values of up to 1 048 516 bytes
-    /// (verified against memcached 1.6.18, also for 250-byte keys, nonzero flags and
-    /// `-I 2m`). A larger value is refused with `SERVER_ERROR object too large for
-    /// cache`; `append`/`prepend` whose result would not fit answer `NOT_STORED`.
-    pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
-        let flags = if flags != 0 { Self::FLAGS_OVERHEAD } else { 0 };
-        value_len
-            .saturating_add(key_len)
-            .saturating_add(Self::ITEM_OVERHEAD + flags)
-            <= self.max_item_size
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_item_size: 1024 * 1024,
-        }
-    }
-}
+pub use crate::limits::{Limits, KEY_MAX_LEN};
 
 /// One request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]

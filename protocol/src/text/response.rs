@@ -17,7 +17,13 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
-use crate::text::request::{Limits, KEY_MAX_LEN};
+use crate::limits::{Limits, KEY_MAX_LEN};
+use crate::text::frame::{reply_line, Expect, FrameError};
+use crate::text::num::decimal;
+use crate::text::value::{parse_value_header, read_value_block};
+
+// Every fixed reply line, each defined once: what a server sends and what tests and
+// the parsers compare against.
 
 pub const STORED: &[u8] = b"STORED\r\n";
 pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
@@ -29,6 +35,72 @@ pub const END: &[u8] = b"END\r\n";
 pub const OK: &[u8] = b"OK\r\n";
 pub const RESET: &[u8] = b"RESET\r\n";
 pub const ERROR: &[u8] = b"ERROR\r\n";
+
+/// Defines an error line and its message, spelling the message once: `$line` is
+/// `<$word> <$msg>\r\n`, `$msg` the message alone (for an error type's `Display`).
+macro_rules! error_line {
+    ($(#[$doc:meta])* $line:ident, $msg:ident, $word:literal, $text:literal) => {
+        $(#[$doc])*
+        pub const $line: &[u8] = concat!($word, " ", $text, "\r\n").as_bytes();
+        #[doc = concat!("The message of [`", stringify!($line), "`].")]
+        pub const $msg: &str = $text;
+    };
+}
+
+error_line!(
+    /// A command line memcached cannot read.
+    BAD_FORMAT, BAD_FORMAT_MSG, "CLIENT_ERROR", "bad command line format"
+);
+error_line!(
+    /// `delete` with arguments memcached does not take.
+    BAD_DELETE, BAD_DELETE_MSG, "CLIENT_ERROR", "bad command line format.  Usage: delete <key> [noreply]"
+);
+error_line!(
+    /// An exptime that is not a number.
+    BAD_EXPTIME, BAD_EXPTIME_MSG, "CLIENT_ERROR", "invalid exptime argument"
+);
+error_line!(
+    /// An `incr`/`decr` delta that is not a number.
+    BAD_DELTA, BAD_DELTA_MSG, "CLIENT_ERROR", "invalid numeric delta argument"
+);
+error_line!(
+    /// A data block not followed by `\r\n`.
+    BAD_CHUNK, BAD_CHUNK_MSG, "CLIENT_ERROR", "bad data chunk"
+);
+error_line!(
+    /// A value larger than `-I` allows.
+    TOO_LARGE, TOO_LARGE_MSG, "SERVER_ERROR", "object too large for cache"
+);
+error_line!(
+    /// A request line longer than memcached's read buffer.
+    LINE_TOO_LONG, LINE_TOO_LONG_MSG, "SERVER_ERROR", "out of memory reading request"
+);
+error_line!(
+    /// A store that eviction could not make room for.
+    NO_MEMORY_STORING, NO_MEMORY_STORING_MSG, "SERVER_ERROR", "out of memory storing object"
+);
+error_line!(
+    /// An `ma` that could not allocate its new value.
+    NO_MEMORY, NO_MEMORY_MSG, "SERVER_ERROR", "out of memory"
+);
+error_line!(
+    /// `incr`/`decr` on a value that is not a number.
+    NON_NUMERIC, NON_NUMERIC_MSG, "CLIENT_ERROR", "cannot increment or decrement non-numeric value"
+);
+error_line!(
+    /// An `lru_crawler`/`slabs` command line memcached cannot read.
+    BAD_COMMAND_LINE, BAD_COMMAND_LINE_MSG, "CLIENT_ERROR", "bad command line"
+);
+error_line!(
+    /// `stats cachedump` of a slab class that does not exist.
+    ILLEGAL_SLAB_ID, ILLEGAL_SLAB_ID_MSG, "CLIENT_ERROR", "Illegal slab id"
+);
+/// `shutdown` without `-A`.
+pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+/// `cache_memlimit` below 8 MiB.
+pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+/// `cache_memlimit` that looks like bytes, not MiB.
+pub const MEMLIMIT_NOT_BYTES: &[u8] = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
 
 /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn write_value(out: &mut BytesMut, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
@@ -155,34 +227,6 @@ impl Response {
     }
 }
 
-/// Which replies the request sent allows. `ERROR`, `CLIENT_ERROR` and `SERVER_ERROR`
-/// are accepted after any request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// `get`, `gets`, `gat`, `gats`: `Value`s, then `End`.
-    Retrieval,
-    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`: `Stored`, `NotStored`,
-    /// `Exists`, `NotFound`.
-    Storage,
-    /// `delete`: `Deleted`, `NotFound`.
-    Delete,
-    /// `incr`, `decr`: `Number`, `NotFound`.
-    Arith,
-    /// `touch`: `Touched`, `NotFound`.
-    Touch,
-    /// `stats [group]`: `Stat`s, then `End`; or `Reset`, or `Ok`.
-    Stats,
-    /// `version`: `Version`.
-    Version,
-    /// `flush_all`, `verbosity`: `Ok`.
-    Ok,
-    /// Any classic reply (for a relay that does not track requests).
-    Any,
-}
-
-/// The longest reply line accepted (without a data block).
-pub const MAX_RESPONSE_LINE: usize = 8192;
-
 /// A reply that cannot be read: the stream is out of step; close the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
@@ -190,7 +234,7 @@ pub enum ResponseError {
     Malformed,
     #[error("response line not terminated by \\r\\n")]
     BadLineEnd,
-    #[error("response line longer than {MAX_RESPONSE_LINE} bytes")]
+    #[error("response line longer than {} bytes", crate::limits::MAX_REPLY_LINE)]
     LineTooLong,
     #[error("value of {0} bytes is larger than the item size limit")]
     ValueTooLarge(u64),
@@ -200,15 +244,23 @@ pub enum ResponseError {
     Unexpected(&'static str),
 }
 
+impl From<FrameError> for ResponseError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Malformed | FrameError::OutOfStep => ResponseError::Malformed,
+            FrameError::LineTooLong(_) => ResponseError::LineTooLong,
+            FrameError::BadLineEnd => ResponseError::BadLineEnd,
+            FrameError::ValueTooLarge(n) => ResponseError::ValueTooLarge(n),
+            FrameError::BadDataChunk => ResponseError::BadDataChunk,
+        }
+    }
+}
+
 /// A reply line read but not yet built: byte ranges into the buffer.
 enum Head {
     Plain(Response),
-    Value {
-        key: (usize, usize),
-        flags: u32,
-        len: usize,
-        cas: Option<u64>,
-    },
+    /// A `VALUE` line whose header is valid; the block is read by `read_value_block`.
+    Value,
     Version((usize, usize)),
     Stat {
         name: (usize, usize),
@@ -235,7 +287,7 @@ impl Head {
                 Response::Error => "ERROR",
                 _ => "?",
             },
-            Head::Value { .. } => "VALUE",
+            Head::Value => "VALUE",
             Head::Version(_) => "VERSION",
             Head::Stat { .. } => "STAT",
             Head::ClientError(_) => "CLIENT_ERROR",
@@ -251,14 +303,18 @@ impl Head {
         }
         match expect {
             Expect::Any => true,
-            Expect::Retrieval => matches!(self, Head::Value { .. } | Head::Plain(R::End)),
-            Expect::Storage => matches!(self, Head::Plain(R::Stored | R::NotStored | R::Exists | R::NotFound)),
-            Expect::Delete => matches!(self, Head::Plain(R::Deleted | R::NotFound)),
-            Expect::Arith => matches!(self, Head::Plain(R::Number(_) | R::NotFound)),
-            Expect::Touch => matches!(self, Head::Plain(R::Touched | R::NotFound)),
-            Expect::Stats => matches!(self, Head::Stat { .. } | Head::Plain(R::End | R::Reset | R::Ok)),
+            Expect::Values => matches!(self, Head::Value | Head::Plain(R::End)),
+            Expect::Stored => matches!(self, Head::Plain(R::Stored | R::NotStored | R::Exists | R::NotFound)),
+            Expect::Deleted => matches!(self, Head::Plain(R::Deleted | R::NotFound)),
+            Expect::Number => matches!(self, Head::Plain(R::Number(_) | R::NotFound)),
+            Expect::Touched => matches!(self, Head::Plain(R::Touched | R::NotFound)),
+            Expect::Lines => matches!(self, Head::Stat { .. } | Head::Plain(R::End | R::Reset | R::Ok)),
             Expect::Version => matches!(self, Head::Version(_)),
             Expect::Ok => matches!(self, Head::Plain(R::Ok)),
+            // Any single line but a VALUE header (whose data block would be left behind).
+            Expect::Line => !matches!(self, Head::Value),
+            // Meta replies are read by `text::meta::response`; only errors are classic.
+            Expect::Meta | Expect::MetaUntilNoop | Expect::MetaQuiet => false,
         }
     }
 }
@@ -270,22 +326,15 @@ impl Head {
 /// - `Err(e)`: the bytes cannot be a reply to this request; `buf` is untouched and
 ///   the connection should be dropped.
 ///
-/// Lines are bounded by [`MAX_RESPONSE_LINE`], data blocks by `limits.max_item_size`.
+/// Lines are bounded by [`crate::limits::MAX_REPLY_LINE`], data blocks by
+/// `limits.max_item_size`.
 /// Never panics, whatever `buf` holds.
 pub fn parse_response(buf: &mut BytesMut, expect: Expect, limits: &Limits) -> Result<Option<Response>, ResponseError> {
-    let window = &buf[..buf.len().min(MAX_RESPONSE_LINE)];
-    let Some(nl) = memchr(b'\n', window) else {
-        return if buf.len() >= MAX_RESPONSE_LINE {
-            Err(ResponseError::LineTooLong)
-        } else {
-            Ok(None)
-        };
+    let Some((line, next)) = reply_line(buf)? else {
+        return Ok(None);
     };
-    if nl == 0 || buf[nl - 1] != b'\r' {
-        return Err(ResponseError::BadLineEnd);
-    }
-    let next = nl + 1;
-    let head = head(&buf[..nl - 1], limits)?;
+    let line_len = line.strip_suffix(b"\r").ok_or(ResponseError::BadLineEnd)?.len();
+    let head = head(&buf[..line_len], limits)?;
     if !head.answers(expect) {
         return Err(ResponseError::Unexpected(head.name()));
     }
@@ -294,20 +343,21 @@ pub fn parse_response(buf: &mut BytesMut, expect: Expect, limits: &Limits) -> Re
             buf.advance(next);
             r
         }
-        Head::Value { key, flags, len, cas } => {
-            let total = next + len + 2;
-            if buf.len() < total {
+        Head::Value => {
+            let Some(block) = read_value_block(buf, limits.max_item_size)? else {
                 return Ok(None);
-            }
-            if buf[total - 2..total] != *b"\r\n" {
-                return Err(ResponseError::BadDataChunk);
-            }
+            };
+            // Where the key and the data sit in the buffer, to slice them out of it.
+            let offset = |part: &[u8]| part.as_ptr() as usize - buf.as_ptr() as usize;
+            let key = offset(block.key)..offset(block.key) + block.key.len();
+            let data = offset(block.data)..offset(block.data) + block.data.len();
+            let (flags, cas, total) = (block.flags, block.cas, block.raw.len());
             let frame = buf.split_to(total).freeze();
             Response::Value(Value {
-                key: frame.slice(key.0..key.1),
+                key: frame.slice(key),
                 flags,
                 cas,
-                data: frame.slice(next..next + len),
+                data: frame.slice(data),
             })
         }
         Head::Version(v) => Response::Version(slice(buf, next, v)),
@@ -327,22 +377,6 @@ pub fn parse_response(buf: &mut BytesMut, expect: Expect, limits: &Limits) -> Re
 /// Removes the line and returns `range` of it.
 fn slice(buf: &mut BytesMut, next: usize, range: (usize, usize)) -> Bytes {
     buf.split_to(next).freeze().slice(range.0..range.1)
-}
-
-/// A strict decimal number: digits only, no overflow.
-fn decimal(tok: &[u8]) -> Option<u64> {
-    if tok.is_empty() || tok.len() > 20 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in tok {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(d as u64)?;
-    }
-    Some(v)
 }
 
 /// The text after `word ` (or nothing after `word`), as a byte range of `line`.
@@ -406,52 +440,17 @@ fn head(line: &[u8], limits: &Limits) -> Result<Head, ResponseError> {
     Ok(Head::Plain(plain))
 }
 
-/// `VALUE <key> <flags> <bytes>[ <cas>]`.
+/// `VALUE <key> <flags> <bytes>[ <cas>]`: a classic header, the key within
+/// [`KEY_MAX_LEN`] and the data within `-I`.
 fn value_head(line: &[u8], limits: &Limits) -> Result<Head, ResponseError> {
-    let mut toks = [(0usize, 0usize); 4];
-    let mut n = 0;
-    let mut i = 6;
-    while i < line.len() {
-        if line[i] == b' ' {
-            i += 1;
-            continue;
-        }
-        if n == toks.len() {
-            return Err(ResponseError::Malformed);
-        }
-        let s = i;
-        while i < line.len() && line[i] != b' ' {
-            i += 1;
-        }
-        toks[n] = (s, i);
-        n += 1;
-    }
-    if n < 3 {
+    let head = parse_value_header(line)?;
+    if head.key.len() > KEY_MAX_LEN || !head.rest.is_empty() {
         return Err(ResponseError::Malformed);
     }
-    let tok = |t: usize| &line[toks[t].0..toks[t].1];
-    let key = toks[0];
-    if key.1 - key.0 > KEY_MAX_LEN {
-        return Err(ResponseError::Malformed);
+    if head.len > limits.max_item_size as u64 {
+        return Err(ResponseError::ValueTooLarge(head.len));
     }
-    let flags = decimal(tok(1))
-        .and_then(|f| u32::try_from(f).ok())
-        .ok_or(ResponseError::Malformed)?;
-    let len = decimal(tok(2)).ok_or(ResponseError::Malformed)?;
-    if len > limits.max_item_size as u64 {
-        return Err(ResponseError::ValueTooLarge(len));
-    }
-    let cas = if n == 4 {
-        Some(decimal(tok(3)).ok_or(ResponseError::Malformed)?)
-    } else {
-        None
-    };
-    Ok(Head::Value {
-        key,
-        flags,
-        len: len as usize,
-        cas,
-    })
+    Ok(Head::Value)
 }
 
 #[cfg(test)]

@@ -35,17 +35,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::meta::encode::{self, EN, EX, HD, NF, NS};
 use ringcache_protocol::text::meta::parse::item_total_size;
 use ringcache_protocol::text::meta::{MetaCommand, MetaMode, MetaRequest};
+use ringcache_protocol::text::response::{NON_NUMERIC, NO_MEMORY, NO_MEMORY_STORING, TOO_LARGE};
 use ringcache_protocol::text::ArithOp;
 
 use super::next_counter;
 use crate::node::Node;
 use crate::stats::Counters;
 use crate::storage::{absolute_expiry, Item, MissReason, StoreError};
-
-const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
-const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
-const NO_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
-const ARITH_NO_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 
 /// Runs one meta request and appends its reply to `out`.
 pub fn execute(node: &Node, req: MetaRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {
@@ -352,7 +348,7 @@ fn set(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut Byt
         }
         SetOutcome::Failed(StoreError::OutOfMemory) => {
             c.store_no_memory += 1;
-            out.put_slice(NO_MEMORY);
+            out.put_slice(NO_MEMORY_STORING);
             return;
         }
     };
@@ -509,7 +505,7 @@ fn arith(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut B
         ArithOutcome::NonNumeric => out.put_slice(NON_NUMERIC),
         ArithOutcome::NoMemory => {
             out.truncate(mark);
-            out.put_slice(ARITH_NO_MEMORY);
+            out.put_slice(NO_MEMORY);
         }
     }
 }

@@ -312,8 +312,8 @@ impl Outcome {
             Outcome::NotStored => response::NOT_STORED,
             Outcome::Exists => response::EXISTS,
             Outcome::NotFound => response::NOT_FOUND,
-            Outcome::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-            Outcome::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+            Outcome::TooLarge => response::TOO_LARGE,
+            Outcome::OutOfMemory => response::NO_MEMORY_STORING,
         }
     }
 }
@@ -399,7 +399,7 @@ fn arith(node: &Node, op: ArithOp, key: &Bytes, delta: u64, now: u32, c: &mut Co
             out.put_slice(response::NOT_FOUND);
         }
         ArithResult::NonNumeric => {
-            out.put_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+            out.put_slice(response::NON_NUMERIC);
         }
     }
 }

@@ -186,10 +186,10 @@ impl Item {
 pub enum StoreError {
     /// Key plus value exceed `max_item_size`, or the item costs more than a shard's
     /// budget.
-    #[error("object too large for cache")]
+    #[error("{}", ringcache_protocol::text::response::TOO_LARGE_MSG)]
     TooLarge,
     /// Eviction could not make room.
-    #[error("out of memory storing object")]
+    #[error("{}", ringcache_protocol::text::response::NO_MEMORY_STORING_MSG)]
     OutOfMemory,
 }
 

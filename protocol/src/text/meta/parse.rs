@@ -30,14 +30,15 @@
 use bytes::{Buf, BytesMut};
 
 use super::{base64, MetaCommand, MetaFlags, MetaMode, MetaRequest};
+use crate::text::num::{safe_strtol, safe_strtoul, safe_strtoull};
 use crate::text::parse::ParseError;
 use crate::text::request::{Limits, KEY_MAX_LEN};
+use crate::text::response::{BAD_CHUNK, BAD_FORMAT, ERROR, TOO_LARGE};
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a line with this many tokens or more (command
 /// and key included) is refused.
 const MAX_TOKENS: usize = 20;
-/// memcached's `MFLAG_MAX_OPAQUE_LENGTH`: the longest opaque token, `O` included.
-pub const MAX_OPAQUE_LEN: usize = 32;
+pub use crate::limits::MAX_OPAQUE_LEN;
 /// Bytes memcached charges per item besides key and data: the item header (48) and
 /// the CAS (8). With the key's NUL, the data's `\r\n` and 4 bytes of client flags
 /// when they are not 0, this decides "object too large" exactly as memcached does.
@@ -48,8 +49,6 @@ pub fn item_total_size(key_len: usize, client_flags: u32, value_len: usize) -> u
     ITEM_HEADER + key_len + 1 + if client_flags != 0 { 4 } else { 0 } + value_len + 2
 }
 
-const ERROR: &[u8] = b"ERROR\r\n";
-const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
 const DUPLICATE: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
 const INVALID: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
@@ -63,8 +62,6 @@ const MG_TOO_MANY: &[u8] = b"CLIENT_ERROR options flags are too long\r\n";
 const TOO_MANY: &[u8] = b"CLIENT_ERROR options flags too long\r\n";
 const MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
 const MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
-const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
-const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 
 /// Token positions `(start, end)` in the line; only the first [`MAX_TOKENS`] are kept,
 /// more than that is an error anyway.
@@ -441,70 +438,6 @@ fn preparse(line: &[u8], tokens: &Tokens, first: usize) -> Result<Preparsed, &'s
     }
 }
 
-fn c_isspace(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// The common part of C's `strtol` family as memcached's `safe_*` wrappers use it:
-/// leading white space, an optional sign, at least one digit, then the end or white
-/// space. Returns (negative, magnitude) or `None`; `Some((_, None))` on overflow of
-/// 64 bits (`ERANGE`).
-fn c_number(s: &[u8]) -> Option<(bool, Option<u64>)> {
-    let mut i = 0;
-    while i < s.len() && c_isspace(s[i]) {
-        i += 1;
-    }
-    let mut neg = false;
-    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
-        neg = s[i] == b'-';
-        i += 1;
-    }
-    let digits_start = i;
-    let mut mag: Option<u64> = Some(0);
-    while i < s.len() && s[i].is_ascii_digit() {
-        mag = mag
-            .and_then(|m| m.checked_mul(10))
-            .and_then(|m| m.checked_add(u64::from(s[i] - b'0')));
-        i += 1;
-    }
-    if i == digits_start || (i < s.len() && !c_isspace(s[i])) {
-        return None;
-    }
-    Some((neg, mag))
-}
-
-/// memcached's `safe_strtol`: a `long`, then truncated to `int32_t` (so `T4294967306`
-/// is `T10`, as memcached 1.6.18 does).
-pub fn safe_strtol(s: &[u8]) -> Option<i32> {
-    let (neg, mag) = c_number(s)?;
-    let mag = mag?;
-    let v: i64 = if neg {
-        if mag > 1 << 63 {
-            return None;
-        }
-        (mag as i64).wrapping_neg()
-    } else {
-        i64::try_from(mag).ok()?
-    };
-    Some(v as i32)
-}
-
-/// memcached's `safe_strtoull`: `strtoull`, refusing a `-` only when the result looks
-/// negative as a signed number (so `-0` is 0, as in memcached).
-pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
-    let (neg, mag) = c_number(s)?;
-    let v = if neg { mag?.wrapping_neg() } else { mag? };
-    if neg && (v as i64) < 0 {
-        return None;
-    }
-    Some(v)
-}
-
-/// memcached's `safe_strtoul`: as [`safe_strtoull`], then truncated to 32 bits.
-pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
-    safe_strtoull(s).map(|v| v as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,25 +697,6 @@ mod tests {
         // A base64 key is unlinked decoded.
         let mut buf = BytesMut::from(&b"ms aGs= 2000000 b\r\n"[..]);
         assert_eq!(drive(&mut buf).unwrap_err().unlink.as_deref(), Some(&b"hk"[..]));
-    }
-
-    #[test]
-    fn numbers_like_libc() {
-        assert_eq!(safe_strtol(b"4294967306"), Some(10));
-        assert_eq!(safe_strtol(b"+7"), Some(7));
-        assert_eq!(safe_strtol(b"\t8"), Some(8));
-        assert_eq!(safe_strtol(b"9\tx"), Some(9));
-        assert_eq!(safe_strtol(b"-1"), Some(-1));
-        assert_eq!(safe_strtol(b"99999999999999999999"), None);
-        assert_eq!(safe_strtol(b""), None);
-        assert_eq!(safe_strtol(b"-"), None);
-        assert_eq!(safe_strtol(b"1x"), None);
-        assert_eq!(safe_strtoull(b"-0"), Some(0));
-        assert_eq!(safe_strtoull(b"-1"), None);
-        assert_eq!(safe_strtoull(b"-18446744073709551615"), Some(1));
-        assert_eq!(safe_strtoull(b"18446744073709551616"), None);
-        assert_eq!(safe_strtoul(b"4294967297"), Some(1));
-        assert_eq!(safe_strtoul(b"-5"), None);
     }
 
     #[test]

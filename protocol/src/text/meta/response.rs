@@ -5,17 +5,14 @@
 //! error line (`ERROR`, `CLIENT_ERROR <msg>`, `SERVER_ERROR <msg>`). Like the request
 //! parser it is incremental (`Ok(None)` and an untouched buffer until a whole reply is
 //! buffered), zero-copy (the flags and the value are `Bytes` slices of the buffer) and
-//! bounded: a line longer than [`MAX_LINE`] or a value longer than [`MAX_VALUE`] is an
-//! error, so a broken or hostile server cannot make a client buffer without limit.
+//! bounded: a line longer than [`MAX_REPLY_LINE`] or a value longer than
+//! [`MAX_REPLY_VALUE`] (the crate's [`crate::limits`]) is an error, so a broken or hostile server cannot make a client buffer without limit.
 //! After an error the buffer is in an unknown state and the connection must be closed.
 
 use bytes::{Bytes, BytesMut};
 
-/// The longest reply line accepted: a 250-byte key base64 encoded (336 bytes), an
-/// opaque token and every other return flag fit many times over.
-pub const MAX_LINE: usize = 8 * 1024;
-/// The largest value accepted: memcached's own ceiling for `-I`.
-pub const MAX_VALUE: usize = 1024 * 1024 * 1024;
+use crate::limits::{MAX_REPLY_LINE, MAX_REPLY_VALUE};
+use crate::text::frame::{reply_line, va_len, FrameError};
 
 /// The reply code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +88,13 @@ impl MetaResponse {
 /// Why a reply could not be parsed. The connection is unusable afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MetaResponseError {
-    #[error("reply line longer than {MAX_LINE} bytes")]
+    #[error("reply line longer than {MAX_REPLY_LINE} bytes")]
     LineTooLong,
     #[error("unknown reply code")]
     UnknownCode,
     #[error("bad VA length")]
     BadLength,
-    #[error("VA value longer than {MAX_VALUE} bytes")]
+    #[error("VA value longer than {MAX_REPLY_VALUE} bytes")]
     ValueTooLarge,
     #[error("VA data block not terminated by \\r\\n")]
     BadDataBlock,
@@ -105,18 +102,11 @@ pub enum MetaResponseError {
 
 /// Parses one reply from the front of `buf`; see the module documentation.
 pub fn parse_meta_response(buf: &mut BytesMut) -> Result<Option<MetaResponse>, MetaResponseError> {
-    let window = &buf[..buf.len().min(MAX_LINE + 2)];
-    let Some(nl) = memchr::memchr(b'\n', window) else {
-        return if buf.len() > MAX_LINE + 1 {
-            Err(MetaResponseError::LineTooLong)
-        } else {
-            Ok(None)
-        };
+    let Some((line, next)) = reply_line(buf).map_err(|_| MetaResponseError::LineTooLong)? else {
+        return Ok(None);
     };
-    let line_len = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
-    if line_len > MAX_LINE {
-        return Err(MetaResponseError::LineTooLong);
-    }
+    let nl = next - 1;
+    let line_len = line.strip_suffix(b"\r").unwrap_or(line).len();
     let line = &buf[..line_len];
     let (word, rest_at) = match memchr::memchr(b' ', line) {
         Some(sp) => (&line[..sp], sp + 1),
@@ -146,14 +136,11 @@ pub fn parse_meta_response(buf: &mut BytesMut) -> Result<Option<MetaResponse>, M
     }
     let after = &line[rest_at.min(line_len)..];
     let digits_end = after.iter().position(|&b| b == b' ').unwrap_or(after.len());
-    let digits = &after[..digits_end];
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(MetaResponseError::BadLength);
-    }
-    let len = digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
-    if len > MAX_VALUE {
-        return Err(MetaResponseError::ValueTooLarge);
-    }
+    let len = match va_len(after) {
+        Ok(len) => len,
+        Err(FrameError::ValueTooLarge(_)) => return Err(MetaResponseError::ValueTooLarge),
+        Err(_) => return Err(MetaResponseError::BadLength),
+    };
     let flags_at = (rest_at + digits_end + 1).min(line_len);
     let data_at = nl + 1;
     let end = data_at + len + 2;
@@ -291,7 +278,8 @@ mod tests {
             (b"VA\r\n", MetaResponseError::BadLength),
             (b"VA x\r\n", MetaResponseError::BadLength),
             (b"VA -1\r\n", MetaResponseError::BadLength),
-            (b"VA 99999999999\r\n", MetaResponseError::BadLength),
+            (b"VA 99999999999\r\n", MetaResponseError::ValueTooLarge),
+            (b"VA 184467440737095516160\r\n", MetaResponseError::BadLength),
             (b"VA 1073741825\r\n", MetaResponseError::ValueTooLarge),
             (b"VA 1\r\nab\r\n", MetaResponseError::BadDataBlock),
         ];
@@ -299,9 +287,9 @@ mod tests {
             let mut buf = BytesMut::from(input);
             assert_eq!(parse_meta_response(&mut buf), Err(want), "{input:?}");
         }
-        let mut buf = BytesMut::from(&vec![b'H'; MAX_LINE + 2][..]);
+        let mut buf = BytesMut::from(&vec![b'H'; MAX_REPLY_LINE + 2][..]);
         assert_eq!(parse_meta_response(&mut buf), Err(MetaResponseError::LineTooLong));
-        let mut buf = BytesMut::from(&vec![b'H'; MAX_LINE][..]);
+        let mut buf = BytesMut::from(&vec![b'H'; MAX_REPLY_LINE][..]);
         assert_eq!(parse_meta_response(&mut buf), Ok(None));
     }
 }

@@ -20,42 +20,34 @@ fn value(key: &[u8], flags: u32, cas: Option<u64>, data: &[u8]) -> Response {
 /// Every reply shape, its exact bytes, and a request kind it answers.
 fn table() -> Vec<(Response, &'static [u8], Expect)> {
     vec![
-        (
-            value(b"k", 0, None, b"abc"),
-            b"VALUE k 0 3\r\nabc\r\n",
-            Expect::Retrieval,
-        ),
+        (value(b"k", 0, None, b"abc"), b"VALUE k 0 3\r\nabc\r\n", Expect::Values),
         (
             value(b"key", 4294967295, Some(18446744073709551615), b"a\r\nb"),
             b"VALUE key 4294967295 4 18446744073709551615\r\na\r\nb\r\n",
-            Expect::Retrieval,
+            Expect::Values,
         ),
-        (
-            value(b"e", 1, Some(0), b""),
-            b"VALUE e 1 0 0\r\n\r\n",
-            Expect::Retrieval,
-        ),
-        (Response::End, b"END\r\n", Expect::Retrieval),
-        (Response::Stored, b"STORED\r\n", Expect::Storage),
-        (Response::NotStored, b"NOT_STORED\r\n", Expect::Storage),
-        (Response::Exists, b"EXISTS\r\n", Expect::Storage),
-        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Storage),
-        (Response::Deleted, b"DELETED\r\n", Expect::Delete),
-        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Delete),
-        (Response::Touched, b"TOUCHED\r\n", Expect::Touch),
-        (Response::Number(0), b"0\r\n", Expect::Arith),
-        (Response::Number(u64::MAX), b"18446744073709551615\r\n", Expect::Arith),
-        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Arith),
+        (value(b"e", 1, Some(0), b""), b"VALUE e 1 0 0\r\n\r\n", Expect::Values),
+        (Response::End, b"END\r\n", Expect::Values),
+        (Response::Stored, b"STORED\r\n", Expect::Stored),
+        (Response::NotStored, b"NOT_STORED\r\n", Expect::Stored),
+        (Response::Exists, b"EXISTS\r\n", Expect::Stored),
+        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Stored),
+        (Response::Deleted, b"DELETED\r\n", Expect::Deleted),
+        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Deleted),
+        (Response::Touched, b"TOUCHED\r\n", Expect::Touched),
+        (Response::Number(0), b"0\r\n", Expect::Number),
+        (Response::Number(u64::MAX), b"18446744073709551615\r\n", Expect::Number),
+        (Response::NotFound, b"NOT_FOUND\r\n", Expect::Number),
         (Response::Ok, b"OK\r\n", Expect::Ok),
-        (Response::Reset, b"RESET\r\n", Expect::Stats),
-        (Response::Ok, b"OK\r\n", Expect::Stats),
+        (Response::Reset, b"RESET\r\n", Expect::Lines),
+        (Response::Ok, b"OK\r\n", Expect::Lines),
         (
             Response::Stat {
                 name: b(b"pid"),
                 value: b(b"9245"),
             },
             b"STAT pid 9245\r\n",
-            Expect::Stats,
+            Expect::Lines,
         ),
         (
             Response::Stat {
@@ -63,25 +55,25 @@ fn table() -> Vec<(Response, &'static [u8], Expect)> {
                 value: b(b"2.1.12-stable with spaces"),
             },
             b"STAT libevent 2.1.12-stable with spaces\r\n",
-            Expect::Stats,
+            Expect::Lines,
         ),
-        (Response::End, b"END\r\n", Expect::Stats),
+        (Response::End, b"END\r\n", Expect::Lines),
         (Response::Version(b(b"1.6.18")), b"VERSION 1.6.18\r\n", Expect::Version),
-        (Response::Error, b"ERROR\r\n", Expect::Storage),
+        (Response::Error, b"ERROR\r\n", Expect::Stored),
         (
             Response::ClientError(b(b"bad data chunk")),
             b"CLIENT_ERROR bad data chunk\r\n",
-            Expect::Storage,
+            Expect::Stored,
         ),
         (
             Response::ServerError(b(b"object too large for cache")),
             b"SERVER_ERROR object too large for cache\r\n",
-            Expect::Storage,
+            Expect::Stored,
         ),
         (
             Response::ClientError(b(b"invalid numeric delta argument")),
             b"CLIENT_ERROR invalid numeric delta argument\r\n",
-            Expect::Retrieval,
+            Expect::Values,
         ),
     ]
 }
@@ -130,9 +122,9 @@ fn multi_value_reply_in_one_stream() {
         value(b"b", 2, Some(8), b"two\r\n"),
         Response::End,
     ];
-    assert_eq!(parse_all(&out, Expect::Retrieval, usize::MAX), Ok(want.clone()));
-    assert_eq!(parse_all(&out, Expect::Retrieval, 1), Ok(want.clone()));
-    assert_eq!(parse_all(&out, Expect::Retrieval, 3), Ok(want));
+    assert_eq!(parse_all(&out, Expect::Values, usize::MAX), Ok(want.clone()));
+    assert_eq!(parse_all(&out, Expect::Values, 1), Ok(want.clone()));
+    assert_eq!(parse_all(&out, Expect::Values, 3), Ok(want));
 }
 
 #[test]
@@ -141,7 +133,7 @@ fn stats_reply_stream() {
     write_stat(&mut out, "pid", 1);
     write_stat(&mut out, "version", "1.6.18");
     out.extend_from_slice(END);
-    let got = parse_all(&out, Expect::Stats, 1).unwrap();
+    let got = parse_all(&out, Expect::Lines, 1).unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(
         got[1],
@@ -156,7 +148,7 @@ fn stats_reply_stream() {
 fn value_data_points_into_the_buffer() {
     let mut buf = BytesMut::from(&b"VALUE key 0 5\r\nhello\r\nEND\r\n"[..]);
     let base = buf.as_ptr() as usize;
-    let Ok(Some(Response::Value(v))) = parse_response(&mut buf, Expect::Retrieval, &Limits::default()) else {
+    let Ok(Some(Response::Value(v))) = parse_response(&mut buf, Expect::Values, &Limits::default()) else {
         panic!("no value");
     };
     assert_eq!(v.key.as_ptr() as usize, base + 6);
@@ -169,10 +161,7 @@ fn incomplete_is_untouched() {
     let full = b"VALUE k 0 3\r\nabc\r\n";
     for n in 0..full.len() {
         let mut buf = BytesMut::from(&full[..n]);
-        assert_eq!(
-            parse_response(&mut buf, Expect::Retrieval, &Limits::default()),
-            Ok(None)
-        );
+        assert_eq!(parse_response(&mut buf, Expect::Values, &Limits::default()), Ok(None));
         assert_eq!(&buf[..], &full[..n]);
     }
 }
@@ -181,41 +170,41 @@ fn incomplete_is_untouched() {
 fn unexpected_and_malformed_replies() {
     let limits = Limits::default();
     let cases: &[(&[u8], Expect, ResponseError)] = &[
-        (b"STORED\r\n", Expect::Retrieval, ResponseError::Unexpected("STORED")),
+        (b"STORED\r\n", Expect::Values, ResponseError::Unexpected("STORED")),
         (
             b"VALUE k 0 1\r\na\r\n",
-            Expect::Storage,
+            Expect::Stored,
             ResponseError::Unexpected("VALUE"),
         ),
-        (b"12\r\n", Expect::Storage, ResponseError::Unexpected("a number")),
-        (b"DELETED\r\n", Expect::Touch, ResponseError::Unexpected("DELETED")),
-        (b"STAT a b\r\n", Expect::Retrieval, ResponseError::Unexpected("STAT")),
+        (b"12\r\n", Expect::Stored, ResponseError::Unexpected("a number")),
+        (b"DELETED\r\n", Expect::Touched, ResponseError::Unexpected("DELETED")),
+        (b"STAT a b\r\n", Expect::Values, ResponseError::Unexpected("STAT")),
         (b"VERSION 1\r\n", Expect::Ok, ResponseError::Unexpected("VERSION")),
         (b"END\r\n", Expect::Version, ResponseError::Unexpected("END")),
-        (b"STORED\n", Expect::Storage, ResponseError::BadLineEnd),
+        (b"STORED\n", Expect::Stored, ResponseError::BadLineEnd),
         (b"\n", Expect::Any, ResponseError::BadLineEnd),
         (b"\r\n", Expect::Any, ResponseError::Malformed),
         (b"stored\r\n", Expect::Any, ResponseError::Malformed),
-        (b"-1\r\n", Expect::Arith, ResponseError::Malformed),
-        (b"18446744073709551616\r\n", Expect::Arith, ResponseError::Malformed),
-        (b"VALUE k 0\r\n", Expect::Retrieval, ResponseError::Malformed),
-        (b"VALUE k x 1\r\n", Expect::Retrieval, ResponseError::Malformed),
-        (b"VALUE k 4294967296 1\r\n", Expect::Retrieval, ResponseError::Malformed),
-        (b"VALUE k 0 -1\r\n", Expect::Retrieval, ResponseError::Malformed),
-        (b"VALUE k 0 1 2 3\r\n", Expect::Retrieval, ResponseError::Malformed),
-        (b"VALUE k 0 1 x\r\n", Expect::Retrieval, ResponseError::Malformed),
+        (b"-1\r\n", Expect::Number, ResponseError::Malformed),
+        (b"18446744073709551616\r\n", Expect::Number, ResponseError::Malformed),
+        (b"VALUE k 0\r\n", Expect::Values, ResponseError::Malformed),
+        (b"VALUE k x 1\r\n", Expect::Values, ResponseError::Malformed),
+        (b"VALUE k 4294967296 1\r\n", Expect::Values, ResponseError::Malformed),
+        (b"VALUE k 0 -1\r\n", Expect::Values, ResponseError::Malformed),
+        (b"VALUE k 0 1 2 3\r\n", Expect::Values, ResponseError::Malformed),
+        (b"VALUE k 0 1 x\r\n", Expect::Values, ResponseError::Malformed),
         (
             b"VALUE k 0 1048577\r\n",
-            Expect::Retrieval,
+            Expect::Values,
             ResponseError::ValueTooLarge(1048577),
         ),
         (
             b"VALUE k 0 99999999999999999999\r\n",
-            Expect::Retrieval,
+            Expect::Values,
             ResponseError::Malformed,
         ),
-        (b"VALUE k 0 1\r\nab\r\n", Expect::Retrieval, ResponseError::BadDataChunk),
-        (b"STAT \r\n", Expect::Stats, ResponseError::Malformed),
+        (b"VALUE k 0 1\r\nab\r\n", Expect::Values, ResponseError::BadDataChunk),
+        (b"STAT \r\n", Expect::Lines, ResponseError::Malformed),
     ];
     for (input, expect, want) in cases {
         let mut buf = BytesMut::from(*input);
@@ -227,12 +216,14 @@ fn unexpected_and_malformed_replies() {
         );
         assert_eq!(&buf[..], *input, "error leaves the buffer as it was");
     }
-    let long = vec![b'x'; MAX_RESPONSE_LINE];
+    let long = vec![b'x'; crate::limits::MAX_REPLY_LINE + 2];
     let mut buf = BytesMut::from(&long[..]);
     assert_eq!(
         parse_response(&mut buf, Expect::Any, &limits),
         Err(ResponseError::LineTooLong)
     );
+    let mut buf = BytesMut::from(&long[..long.len() - 1]);
+    assert_eq!(parse_response(&mut buf, Expect::Any, &limits), Ok(None));
     // Error lines answer any request, with or without a message.
     for (input, want) in [
         (&b"ERROR\r\n"[..], Response::Error),
@@ -279,12 +270,12 @@ fn hostile_bytes_never_panic() {
         b"STORED",
     ];
     let expects = [
-        Expect::Retrieval,
-        Expect::Storage,
-        Expect::Delete,
-        Expect::Arith,
-        Expect::Touch,
-        Expect::Stats,
+        Expect::Values,
+        Expect::Stored,
+        Expect::Deleted,
+        Expect::Number,
+        Expect::Touched,
+        Expect::Lines,
         Expect::Version,
         Expect::Ok,
         Expect::Any,

@@ -1,4 +1,13 @@
-//! memcached's number parsing, reproduced byte for byte.
+//! Every decimal number this crate reads, in one place.
+//!
+//! - [`safe_strtoull`], [`safe_strtoul`], [`safe_strtol`]: memcached's own number
+//!   parsing for request arguments (classic and meta), reproduced byte for byte.
+//! - [`decimal`]: a number in a reply line (`VALUE` lengths, flags and CAS, `VA`
+//!   lengths, `incr` results): digits only, no sign, no overflow.
+//! - [`canonical`]: a number on a peer command line: as [`decimal`], and without a
+//!   leading zero, so every number has one spelling.
+//!
+//! # memcached's number parsing
 //!
 //! memcached reads command arguments with `safe_strtoul`, `safe_strtoull` and
 //! `safe_strtol` (util.c), thin wrappers over C's `strtoul`/`strtoull`/`strtol` on a
@@ -70,7 +79,7 @@ fn scan(tok: &[u8]) -> Option<(bool, u64)> {
 
 /// `safe_strtoull`: CAS uniques and `incr`/`decr` deltas.
 #[inline]
-pub(crate) fn safe_strtoull(tok: &[u8]) -> Option<u64> {
+pub fn safe_strtoull(tok: &[u8]) -> Option<u64> {
     let (neg, mag) = scan(tok)?;
     let v = if neg { mag.wrapping_neg() } else { mag };
     if neg && (v as i64) < 0 {
@@ -81,13 +90,13 @@ pub(crate) fn safe_strtoull(tok: &[u8]) -> Option<u64> {
 
 /// `safe_strtoul` into a `uint32_t`: flags and `verbosity` levels (truncated to 32 bits).
 #[inline]
-pub(crate) fn safe_strtoul(tok: &[u8]) -> Option<u32> {
+pub fn safe_strtoul(tok: &[u8]) -> Option<u32> {
     safe_strtoull(tok).map(|v| v as u32)
 }
 
 /// `safe_strtol` into an `int32_t`: exptimes and data lengths (truncated to 32 bits).
 #[inline]
-pub(crate) fn safe_strtol(tok: &[u8]) -> Option<i32> {
+pub fn safe_strtol(tok: &[u8]) -> Option<i32> {
     let (neg, mag) = scan(tok)?;
     let v: i64 = if neg {
         if mag > 1u64 << 63 {
@@ -101,6 +110,34 @@ pub(crate) fn safe_strtol(tok: &[u8]) -> Option<i32> {
         mag as i64
     };
     Some(v as i32)
+}
+
+/// A strict decimal number, as replies carry them: 1 to 20 ASCII digits (leading
+/// zeros allowed), nothing else, no overflow of 64 bits.
+#[inline]
+pub fn decimal(tok: &[u8]) -> Option<u64> {
+    if tok.is_empty() || tok.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in tok {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+/// A [`decimal`] number without a leading zero (`0` itself is fine): the one spelling
+/// a peer writes, so a peer line that parses re-encodes to the same bytes.
+#[inline]
+pub fn canonical(tok: &[u8]) -> Option<u64> {
+    if tok.len() > 1 && tok[0] == b'0' {
+        return None;
+    }
+    decimal(tok)
 }
 
 #[cfg(test)]
@@ -166,6 +203,48 @@ mod tests {
         ];
         for (tok, want) in t {
             assert_eq!(safe_strtol(tok), *want, "{:?}", String::from_utf8_lossy(tok));
+        }
+    }
+
+    #[test]
+    fn numbers_like_libc() {
+        assert_eq!(safe_strtol(b"4294967306"), Some(10));
+        assert_eq!(safe_strtol(b"+7"), Some(7));
+        assert_eq!(safe_strtol(b"\t8"), Some(8));
+        assert_eq!(safe_strtol(b"9\tx"), Some(9));
+        assert_eq!(safe_strtol(b"-1"), Some(-1));
+        assert_eq!(safe_strtol(b"99999999999999999999"), None);
+        assert_eq!(safe_strtol(b""), None);
+        assert_eq!(safe_strtol(b"-"), None);
+        assert_eq!(safe_strtol(b"1x"), None);
+        assert_eq!(safe_strtoull(b"-0"), Some(0));
+        assert_eq!(safe_strtoull(b"-1"), None);
+        assert_eq!(safe_strtoull(b"-18446744073709551615"), Some(1));
+        assert_eq!(safe_strtoull(b"18446744073709551616"), None);
+        assert_eq!(safe_strtoul(b"4294967297"), Some(1));
+        assert_eq!(safe_strtoul(b"-5"), None);
+    }
+
+    #[test]
+    fn decimal_is_digits_only_and_canonical_has_one_spelling() {
+        let t: &[(&[u8], Option<u64>, Option<u64>)] = &[
+            (b"0", Some(0), Some(0)),
+            (b"42", Some(42), Some(42)),
+            (b"007", Some(7), None),
+            (b"00", Some(0), None),
+            (b"18446744073709551615", Some(u64::MAX), Some(u64::MAX)),
+            (b"18446744073709551616", None, None),
+            (b"000000000000000000001", None, None),
+            (b"", None, None),
+            (b"+1", None, None),
+            (b"-0", None, None),
+            (b" 1", None, None),
+            (b"1 ", None, None),
+            (b"1x", None, None),
+        ];
+        for (tok, dec, can) in t {
+            assert_eq!(decimal(tok), *dec, "{:?}", String::from_utf8_lossy(tok));
+            assert_eq!(canonical(tok), *can, "{:?}", String::from_utf8_lossy(tok));
         }
     }
 }
