@@ -126,6 +126,9 @@ pub const DEFAULT_POLICY: PolicyKind = PolicyKind::S3Fifo;
 /// The eviction policy's name, reported by `stats settings`.
 pub const EVICTION_POLICY: &str = DEFAULT_POLICY.name();
 
+/// The largest shard budget the store makes (see [`Store::with_policy`]).
+const MAX_SHARD_BYTES: usize = 1 << 30;
+
 /// Slots a sweep examines per shard while holding its lock once.
 const SWEEP_BATCH: usize = 512;
 /// Lock holds per shard per [`Store::sweep`] call: a call examines up to
@@ -296,12 +299,21 @@ impl Slot<'_> {
             }
             return Some(f(&view.item.value, view.item.flags, view.item.cas));
         }
-        let idx = self.live_index()?;
+        let mut idx = self.live_index()?;
         self.miss = MissReason::Absent;
         let mut m = self.shard.item_mut(idx)?;
         m.bump_freq();
-        m.mark_read(self.now, touch_to);
-        let r = m.as_ref();
+        if !m.try_mark_read(self.now, touch_to) {
+            // The header has no room for the new last access or expiry: move the item.
+            let mut meta = m.as_ref().meta();
+            meta.bits |= item::M_FETCHED;
+            meta.last_access = meta.last_access.max(self.now);
+            if let Some(exp) = touch_to {
+                meta.exptime = exp;
+            }
+            idx = self.shard.relocate(idx, self.hash, &meta, self.now).ok()?;
+        }
+        let r = self.shard.item(idx)?;
         Some(f(r.value(), r.flags(), r.cas()))
     }
 
@@ -379,8 +391,11 @@ impl Slot<'_> {
             // A last access in the future would let the item outlive a delayed
             // `flush_all`.
             let meta = Meta::of(item, item.last_access.min(self.now));
-            if let Some(mut m) = self.shard.item_mut(view.idx) {
-                m.set_meta(&meta);
+            let fits = self.shard.item_mut(view.idx).is_some_and(|mut m| m.try_set_meta(&meta));
+            if !fits {
+                // A header too narrow for the new metadata: the item moves (or, if it
+                // cannot, is gone: a miss, never the old metadata).
+                let _ = self.shard.relocate(view.idx, self.hash, &meta, self.now);
             }
         } else {
             // A replaced value is a new item (its cost may differ). If it cannot be
@@ -400,7 +415,12 @@ impl Store {
     /// A store running `policy`.
     pub fn with_policy(cfg: StoreConfig, policy: PolicyKind) -> Store {
         let mut n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
-        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_add(item::HEADER).saturating_mul(2) {
+        // Item locations name a segment in 16 bits: keep shards at most 1 GiB (16 Ki
+        // segments of 64 KiB, and as many big items' segments at most).
+        while n < 1 << 16 && cfg.memory_limit / n > MAX_SHARD_BYTES {
+            n *= 2;
+        }
+        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_add(item::MAX_HEADER).saturating_mul(2) {
             n /= 2;
         }
         let limit = cfg.memory_limit / n;
@@ -600,9 +620,10 @@ impl Store {
         st
     }
 
-    /// Bytes an item with this key and value length takes in a segment (see the
-    /// module doc).
+    /// Bytes an item with this key and value length takes in a segment when it has no
+    /// flags and no expiry and its CAS unique is within 127 of its segment's first
+    /// (see the module doc): the least it can take.
     pub fn item_cost(&self, key_len: usize, value_len: usize) -> usize {
-        item::size(key_len, value_len)
+        item::min_size(key_len, value_len)
     }
 }
