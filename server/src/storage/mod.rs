@@ -15,30 +15,33 @@
 //! item, change it, replace it or remove it, atomically for that key.
 //!
 //! # Memory
-//! Items live packed in segments: a 26-byte header (CAS 8, exptime 4, flags 4, last
-//! access 4, value length 4, key length 1, bits 1; `item.rs`), then key and value,
-//! with no allocation, allocator header or size-class rounding per item. A segment
-//! is `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
+//! Items live packed in segments: a variable-length header (key length, bits, then
+//! varints for value length, CAS and times as deltas from per-segment bases, flags and
+//! expiry only when set; `item.rs`), then key and value, with no allocation,
+//! allocator header or size-class rounding per item. A segment is
+//! `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
 //! gets a segment of its own, exactly its size.
 //!
 //! `memory_limit` (`-m`) bounds the segments: their bytes (in use, reserved for
-//! eviction, or pooled) never exceed it. Within them an item costs
+//! eviction, or pooled) never exceed it. Within them the commonest item (no flags, no
+//! expiry, a value under 128 bytes, written soon after its segment's first item) costs
 //!
 //! ```text
-//! cost = 26 + key + value
+//! cost = 5 + key + value        (6 once 128 CAS uniques from its segment's first)
 //! ```
 //!
-//! so a 16-byte key and a 100-byte value cost 142 bytes, against memcached's 192-byte
-//! slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value + CRLF
-//! = 175, rounded up to its slab class): 1.35x the items per MiB. What the segments
-//! lose: the unused tail of each open segment (less than one item), two segments per
-//! shard kept free for eviction's copying, and the dead bytes of deleted and replaced
-//! items until their segment is reclaimed or compacted (`shard.rs`).
+//! so a 14-byte key and a 100-byte value cost 119-120 bytes, against memcached's
+//! 192-byte slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value +
+//! CRLF = 173, rounded up to its slab class): 1.6x the items per MiB. The full formula
+//! is in `docs/ARCHITECTURE.md`. What the segments lose: the unused tail of each open
+//! segment (less than one item), two segments per shard kept free for eviction's
+//! copying, and the dead bytes of deleted, replaced and moved items until their
+//! segment is reclaimed or compacted (`shard.rs`).
 //!
-//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 8 bytes
-//! a slot at a load between 7/16 and 7/8 (10 to 21 bytes per item), and S3-FIFO's ghost
-//! (about 10 bytes per item in the main queue). `benches/memory.rs` measures both
-//! sides: 142 bytes charged and about 160 bytes of resident memory per item.
+//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 4-byte
+//! locations plus a control byte a slot at a load between 7/16 and 7/8 (5.7 to 11.4
+//! bytes per item), and S3-FIFO's ghost (about 10 bytes per item in the main queue).
+//! `benches/memory.rs` measures both sides.
 //!
 //! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
 //! shrink evicts at once until every shard's segments fit its new slice and frees the

@@ -3,14 +3,14 @@
 //! all behind the shard's one lock.
 //!
 //! # Layout
-//! - **Segments**: items (26-byte header, key, value; `item.rs`) are appended, packed
+//! - **Segments**: items (variable header, key, value; `item.rs`) are appended, packed
 //!   and unaligned, to the *open* segment of their queue; a full segment is *sealed*
 //!   and joins its queue's FIFO. A segment is one `Box<[u8]>` of `seg_size` bytes
 //!   (`budget / 64`, between 1 KiB and 64 KiB); an item larger than that gets a
 //!   segment of its own, exactly its size. No allocation per item, no allocator
 //!   header, no size-class rounding.
-//! - **Index**: a `hashbrown::HashTable<u64>` of item locations (segment id in the
-//!   upper 32 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
+//! - **Index**: a `hashbrown::HashTable<u32>` of item locations (segment id in the
+//!   upper 16 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
 //!   once per request by the store) and compared against the key bytes in the segment.
 //!   We hand it the hash, so there is no `Hasher` to seed and nothing is hashed twice.
 //! - **Deletion** marks the item's header DEAD and drops its index entry; its bytes
