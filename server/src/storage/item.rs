@@ -161,7 +161,11 @@ pub(super) fn size(key_len: usize, value_len: usize, meta: &Meta, bases: Bases) 
 
 fn header_len(value_len: usize, meta: &Meta, bases: Bases) -> usize {
     let ext = usize::from(meta.bits & (M_STALE | M_WIN_SENT) != 0);
-    let flags = if meta.flags != 0 { varint_len(u64::from(meta.flags)) } else { 0 };
+    let flags = if meta.flags != 0 {
+        varint_len(u64::from(meta.flags))
+    } else {
+        0
+    };
     let exp = if meta.exptime != 0 {
         varint_len(time_delta(meta.exptime, bases.time))
     } else {
@@ -300,7 +304,11 @@ fn decode(b: &[u8], bases: Bases) -> Header {
         cas,
         last_access: time_at(last, bases.time),
         flags: flags as u32,
-        exptime: if bits & HAS_EXP != 0 { time_at(exp, bases.time) } else { 0 },
+        exptime: if bits & HAS_EXP != 0 {
+            time_at(exp, bases.time)
+        } else {
+            0
+        },
         ext,
         cas_f,
         last_f,
@@ -589,7 +597,10 @@ mod tests {
         assert_eq!(w.as_ref().freq(), 3);
         w.set_freq(1);
         assert!(w.try_mark_read(B.time + 20, Some(B.time + 50)));
-        assert_eq!((w.as_ref().last_access(), w.as_ref().exptime()), (B.time + 20, B.time + 50));
+        assert_eq!(
+            (w.as_ref().last_access(), w.as_ref().exptime()),
+            (B.time + 20, B.time + 50)
+        );
         assert!(w.as_ref().fetched());
         assert!(!w.try_mark_read(B.time + 100_000, None), "last access needs more bytes");
         assert!(!w.try_mark_read(B.time, Some(0)), "no expiry field to clear in place");

@@ -706,12 +706,22 @@ impl Shard {
                 // The header is re-encoded against the destination's bases.
                 let meta = r.meta();
                 let (klen, vlen) = (r.key_len(), r.value_len());
-                let fresh = Bases { cas: meta.cas, time: now };
+                let fresh = Bases {
+                    cas: meta.cas,
+                    time: now,
+                };
                 if let Ok((new, len)) = self.append(to, |b| item::size(klen, vlen, &meta, b), fresh, now, true) {
                     let r = ItemRef::new(&seg.buf[at..], seg.bases);
                     let dst = self.seg_mut(seg_of(new));
                     let bases = dst.bases;
-                    item::write(&mut dst.buf[off_of(new)..off_of(new) + len], r.key(), r.value(), &meta, bases, freq);
+                    item::write(
+                        &mut dst.buf[off_of(new)..off_of(new) + len],
+                        r.key(),
+                        r.value(),
+                        &meta,
+                        bases,
+                        freq,
+                    );
                     dst.live += 1;
                     self.live_bytes = self.live_bytes - size + len;
                     if let Some(entry) = self.table.find_mut(hash, |&x| x == l) {
@@ -765,7 +775,15 @@ impl Shard {
         // The store time is now, whatever the caller's copy says: the flush rule
         // compares it.
         let meta = Meta::of(item, now);
-        let len = item::size(key.len(), item.value.len(), &meta, Bases { cas: meta.cas, time: now });
+        let len = item::size(
+            key.len(),
+            item.value.len(),
+            &meta,
+            Bases {
+                cas: meta.cas,
+                time: now,
+            },
+        );
         if key.len() > MAX_KEY
             || item.value.len() > u32::MAX as usize
             || key.len() + item.value.len() > self.max_item_size
@@ -796,7 +814,10 @@ impl Shard {
         freq: u8,
         now: u32,
     ) -> Result<Loc, StoreError> {
-        let fresh = Bases { cas: meta.cas, time: now };
+        let fresh = Bases {
+            cas: meta.cas,
+            time: now,
+        };
         let (klen, vlen) = (key.len(), value.len());
         let fresh_len = item::size(klen, vlen, meta, fresh);
         let (l, len) = if fresh_len > self.seg_size {

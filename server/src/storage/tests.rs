@@ -149,8 +149,10 @@ fn item_cost_formula() {
     assert_eq!(s.item_cost(1, 128), 6 + 1 + 128, "a 2-byte value length");
     set(&s, b"k", &[0; 100], 0, NOW).unwrap();
     assert_eq!(s.stats().bytes, s.item_cost(1, 100) as u64);
-    s.with(b"f", NOW, |slot| slot.insert(Item::new(Bytes::from_static(b"v"), 300, NOW + 60, 2, NOW)))
-        .unwrap();
+    s.with(b"f", NOW, |slot| {
+        slot.insert(Item::new(Bytes::from_static(b"v"), 300, NOW + 60, 2, NOW))
+    })
+    .unwrap();
     assert_eq!(
         s.stats().bytes,
         (s.item_cost(1, 100) + s.item_cost(1, 1) + 2 + 1) as u64,
@@ -582,8 +584,13 @@ fn reads_and_touches_that_widen_a_header_move_the_item_intact() {
     // A touch of an item that had no expiry adds the field.
     let got = s.with(b"k", NOW + 100, |slot| slot.read(Some(NOW + 1000), |_, _, c| c));
     assert_eq!(got, Some(cas));
-    let item = s.with(b"k", NOW + 200, |slot| slot.get().cloned()).expect("still there");
-    assert_eq!((item.exptime, item.flags, item.cas, item.fetched), (NOW + 1000, 5, cas, true));
+    let item = s
+        .with(b"k", NOW + 200, |slot| slot.get().cloned())
+        .expect("still there");
+    assert_eq!(
+        (item.exptime, item.flags, item.cas, item.fetched),
+        (NOW + 1000, 5, cas, true)
+    );
     assert_eq!(item.last_access, NOW + 100);
     // A write-back that needs an ext byte (stale) moves it too.
     s.with(b"k", NOW + 200, |slot| slot.get().unwrap().stale = true);
