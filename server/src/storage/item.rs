@@ -1,62 +1,80 @@
 //! How one item is laid out inside a segment.
 //!
-//! Items are packed back to back, unaligned, with no allocator header and no padding:
+//! Items are packed back to back, unaligned, with no allocator header and no padding.
+//! The header has a variable length: what most items share is stored once per
+//! segment (a CAS base and a time base, [`Bases`]) and each item keeps small deltas.
 //!
 //! ```text
-//! offset  size  field
-//!      0     8  CAS unique (little-endian, as are all fields)
-//!      8     4  exptime: absolute Unix time, 0 = never
-//!     12     4  client flags
-//!     16     4  last access: Unix time; also the store time `flush_all N` compares
-//!     20     4  value length
-//!     24     1  key length (keys are at most 250 bytes)
-//!     25     1  bits: FETCHED, STALE, WIN_SENT, DEAD, and a 2-bit access frequency
-//!     26     k  key
-//!   26+k     v  value
+//! size   field
+//!    1   key length (keys are at most 250 bytes)
+//!    1   bits: FETCHED, DEAD, 2-bit access frequency, HAS_FLAGS, HAS_EXP, HAS_EXT, CAS_NEG
+//!   0/1  ext bits (if HAS_EXT): STALE, WIN_SENT
+//!  1-5   value length, varint
+//!  1-10  |CAS unique - segment's CAS base|, varint (sign in CAS_NEG)
+//!  1-5   zigzag(last access - segment's time base), varint
+//!  0-5   client flags, varint (if HAS_FLAGS: flags 0 take no bytes)
+//!  0-5   zigzag(exptime - segment's time base), varint (if HAS_EXP: 0 = never, no bytes)
+//!    k   key
+//!    v   value
 //! ```
 //!
-//! so an item takes [`HEADER`] + key + value bytes of its segment, 26 bytes of
-//! metadata where a heap allocation per item costs 40 to 60 (slab entry, allocator
-//! header and rounding). Reads decode fields with `from_le_bytes` on byte slices,
-//! which compiles to plain unaligned loads on x86-64 and AArch64.
+//! A segment's CAS base is the CAS unique of the first item written to it and its time
+//! base the time it was opened, so an item stored without flags or expiry into a
+//! fresh segment has a 5- or 6-byte header: key length, bits, value length (1 byte up
+//! to 127), CAS delta (1 byte below 128 uniques since the segment's first item, 2
+//! below 16,384) and last access (1 byte within 63 s of the segment's opening).
+//!
+//! Varints are LEB128, and a field rewritten in place keeps its width (a smaller value
+//! is padded with continuation bytes, which decode the same). A rewrite that needs
+//! more bytes fails ([`ItemMut::try_set_meta`], [`ItemMut::try_mark_read`]); the shard
+//! then moves the item to a fresh location with a header re-encoded for it.
 
 use bytes::Bytes;
 
 use super::Item;
 
-/// Bytes of metadata in front of every item's key.
-pub(super) const HEADER: usize = 26;
-
-const CAS: usize = 0;
-const EXPTIME: usize = 8;
-const FLAGS: usize = 12;
-const ACCESS: usize = 16;
-const VALUE_LEN: usize = 20;
-const KEY_LEN: usize = 24;
-const BITS: usize = 25;
+/// The most bytes a header takes (key length, bits, ext, then the five varints).
+pub(super) const MAX_HEADER: usize = 3 + 5 + 10 + 5 + 5 + 5;
 
 /// Bits: fetched since stored.
 pub(super) const FETCHED: u8 = 1;
-/// Bits: marked stale by a meta invalidation.
-pub(super) const STALE: u8 = 2;
-/// Bits: a meta win flag was handed out.
-pub(super) const WIN_SENT: u8 = 4;
 /// Bits: deleted or replaced; the bytes stay until the segment is reclaimed.
-pub(super) const DEAD: u8 = 8;
+pub(super) const DEAD: u8 = 2;
 /// Bits: the access frequency the eviction policy reads, 0..=3.
-pub(super) const FREQ_SHIFT: u8 = 4;
+pub(super) const FREQ_SHIFT: u8 = 2;
 const FREQ_MASK: u8 = 0b11 << FREQ_SHIFT;
-/// The bits an item keeps as metadata (not policy or liveness state).
-const META_BITS: u8 = FETCHED | STALE | WIN_SENT;
+const HAS_FLAGS: u8 = 0x10;
+const HAS_EXP: u8 = 0x20;
+const HAS_EXT: u8 = 0x40;
+const CAS_NEG: u8 = 0x80;
+
+/// Ext bits: marked stale by a meta invalidation.
+const EXT_STALE: u8 = 1;
+/// Ext bits: a meta win flag was handed out.
+const EXT_WIN_SENT: u8 = 2;
+
+/// [`Meta::bits`]: fetched since stored.
+pub(super) const M_FETCHED: u8 = 1;
+/// [`Meta::bits`]: marked stale.
+pub(super) const M_STALE: u8 = 2;
+/// [`Meta::bits`]: a win flag was handed out.
+pub(super) const M_WIN_SENT: u8 = 4;
+
+/// What a segment stores once for all its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bases {
+    pub(super) cas: u64,
+    pub(super) time: u32,
+}
 
 /// The metadata an item is written with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Meta {
     pub(super) cas: u64,
     pub(super) exptime: u32,
     pub(super) flags: u32,
     pub(super) last_access: u32,
-    /// [`FETCHED`], [`STALE`], [`WIN_SENT`].
+    /// [`M_FETCHED`], [`M_STALE`], [`M_WIN_SENT`].
     pub(super) bits: u8,
 }
 
@@ -69,86 +87,293 @@ impl Meta {
             exptime: item.exptime,
             flags: item.flags,
             last_access,
-            bits: (if item.fetched { FETCHED } else { 0 })
-                | (if item.stale { STALE } else { 0 })
-                | (if item.win_sent { WIN_SENT } else { 0 }),
+            bits: (if item.fetched { M_FETCHED } else { 0 })
+                | (if item.stale { M_STALE } else { 0 })
+                | (if item.win_sent { M_WIN_SENT } else { 0 }),
         }
     }
 }
 
-/// Bytes an item with this key and value takes in a segment.
-pub(super) const fn size(key_len: usize, value_len: usize) -> usize {
-    HEADER + key_len + value_len
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
 }
 
-/// Writes an item at the start of `out`, which is exactly [`size`] bytes long.
-pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta) {
-    debug_assert_eq!(out.len(), size(key.len(), value.len()));
-    out[CAS..CAS + 8].copy_from_slice(&meta.cas.to_le_bytes());
-    out[EXPTIME..EXPTIME + 4].copy_from_slice(&meta.exptime.to_le_bytes());
-    out[FLAGS..FLAGS + 4].copy_from_slice(&meta.flags.to_le_bytes());
-    out[ACCESS..ACCESS + 4].copy_from_slice(&meta.last_access.to_le_bytes());
-    out[VALUE_LEN..VALUE_LEN + 4].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    out[KEY_LEN] = key.len() as u8;
-    out[BITS] = meta.bits & META_BITS;
-    out[HEADER..HEADER + key.len()].copy_from_slice(key);
-    out[HEADER + key.len()..].copy_from_slice(value);
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+fn time_delta(t: u32, base: u32) -> u64 {
+    zigzag(i64::from(t) - i64::from(base))
+}
+
+fn time_at(v: u64, base: u32) -> u32 {
+    (i64::from(base) + unzigzag(v)).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// The CAS field: magnitude and sign.
+fn cas_delta(cas: u64, base: u64) -> (u64, bool) {
+    if cas >= base {
+        (cas - base, false)
+    } else {
+        (base - cas, true)
+    }
+}
+
+/// Writes `v` in exactly `width` bytes (padding with continuation bytes); `width` is at
+/// least [`varint_len`] of `v`.
+fn put_varint(out: &mut [u8], mut v: u64, width: usize) {
+    for (i, b) in out[..width].iter_mut().enumerate() {
+        let more = i + 1 < width;
+        *b = (v & 0x7f) as u8 | if more { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
+/// Reads a varint at `at`: (value, width).
+fn get_varint(b: &[u8], at: usize) -> (u64, usize) {
+    let mut v = 0u64;
+    let mut i = 0;
+    loop {
+        let byte = b[at + i];
+        if i < 10 {
+            v |= u64::from(byte & 0x7f) << (7 * i);
+        }
+        i += 1;
+        if byte & 0x80 == 0 {
+            return (v, i);
+        }
+    }
+}
+
+/// Bytes an item with this key, value and metadata takes in a segment with `bases`.
+pub(super) fn size(key_len: usize, value_len: usize, meta: &Meta, bases: Bases) -> usize {
+    header_len(value_len, meta, bases) + key_len + value_len
+}
+
+fn header_len(value_len: usize, meta: &Meta, bases: Bases) -> usize {
+    let ext = usize::from(meta.bits & (M_STALE | M_WIN_SENT) != 0);
+    let flags = if meta.flags != 0 {
+        varint_len(u64::from(meta.flags))
+    } else {
+        0
+    };
+    let exp = if meta.exptime != 0 {
+        varint_len(time_delta(meta.exptime, bases.time))
+    } else {
+        0
+    };
+    2 + ext
+        + varint_len(value_len as u64)
+        + varint_len(cas_delta(meta.cas, bases.cas).0)
+        + varint_len(time_delta(meta.last_access, bases.time))
+        + flags
+        + exp
+}
+
+/// Bytes the commonest item takes: no flags, no expiry, written to a fresh segment.
+pub(super) fn min_size(key_len: usize, value_len: usize) -> usize {
+    let meta = Meta {
+        cas: 0,
+        exptime: 0,
+        flags: 0,
+        last_access: 0,
+        bits: 0,
+    };
+    size(key_len, value_len, &meta, Bases { cas: 0, time: 0 })
+}
+
+/// Writes an item at the start of `out`, which is exactly [`size`] bytes long, with
+/// access frequency `freq`.
+pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta, bases: Bases, freq: u8) {
+    debug_assert_eq!(out.len(), size(key.len(), value.len(), meta, bases));
+    let (cas, neg) = cas_delta(meta.cas, bases.cas);
+    let ext = (if meta.bits & M_STALE != 0 { EXT_STALE } else { 0 })
+        | (if meta.bits & M_WIN_SENT != 0 { EXT_WIN_SENT } else { 0 });
+    let mut bits = (if meta.bits & M_FETCHED != 0 { FETCHED } else { 0 }) | ((freq.min(3) << FREQ_SHIFT) & FREQ_MASK);
+    if meta.flags != 0 {
+        bits |= HAS_FLAGS;
+    }
+    if meta.exptime != 0 {
+        bits |= HAS_EXP;
+    }
+    if ext != 0 {
+        bits |= HAS_EXT;
+    }
+    if neg {
+        bits |= CAS_NEG;
+    }
+    out[0] = key.len() as u8;
+    out[1] = bits;
+    let mut at = 2;
+    if ext != 0 {
+        out[at] = ext;
+        at += 1;
+    }
+    let mut put = |v: u64| {
+        let w = varint_len(v);
+        put_varint(&mut out[at..], v, w);
+        at += w;
+    };
+    put(value.len() as u64);
+    put(cas);
+    put(time_delta(meta.last_access, bases.time));
+    if meta.flags != 0 {
+        put(u64::from(meta.flags));
+    }
+    if meta.exptime != 0 {
+        put(time_delta(meta.exptime, bases.time));
+    }
+    out[at..at + key.len()].copy_from_slice(key);
+    out[at + key.len()..].copy_from_slice(value);
+}
+
+/// Where a varint field sits in a header: offset and width (width 0: absent).
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    at: u8,
+    width: u8,
+}
+
+/// A decoded header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    key_len: u8,
+    /// Where the key starts (= header length).
+    key_at: u8,
+    value_len: u32,
+    cas: u64,
+    last_access: u32,
+    flags: u32,
+    exptime: u32,
+    ext: u8,
+    cas_f: Field,
+    last_f: Field,
+    flags_f: Field,
+    exp_f: Field,
+}
+
+fn decode(b: &[u8], bases: Bases) -> Header {
+    let bits = b[1];
+    let mut at = 2;
+    let ext = if bits & HAS_EXT != 0 {
+        at += 1;
+        b[2]
+    } else {
+        0
+    };
+    let mut field = || {
+        let (v, w) = get_varint(b, at);
+        let f = Field {
+            at: at as u8,
+            width: w as u8,
+        };
+        at += w;
+        (v, f)
+    };
+    let (value_len, _) = field();
+    let (cas_d, cas_f) = field();
+    let (last, last_f) = field();
+    let (flags, flags_f) = if bits & HAS_FLAGS != 0 {
+        field()
+    } else {
+        (0, Field::default())
+    };
+    let (exp, exp_f) = if bits & HAS_EXP != 0 {
+        field()
+    } else {
+        (0, Field::default())
+    };
+    let cas = if bits & CAS_NEG != 0 {
+        bases.cas.wrapping_sub(cas_d)
+    } else {
+        bases.cas.wrapping_add(cas_d)
+    };
+    Header {
+        key_len: b[0],
+        key_at: at as u8,
+        value_len: value_len as u32,
+        cas,
+        last_access: time_at(last, bases.time),
+        flags: flags as u32,
+        exptime: if bits & HAS_EXP != 0 {
+            time_at(exp, bases.time)
+        } else {
+            0
+        },
+        ext,
+        cas_f,
+        last_f,
+        flags_f,
+        exp_f,
+    }
 }
 
 /// A read-only view of the item starting at the beginning of a slice (which may run
-/// on past the item's end).
+/// on past the item's end), decoded against its segment's bases.
 #[derive(Clone, Copy)]
-pub(super) struct ItemRef<'a>(pub(super) &'a [u8]);
+pub(super) struct ItemRef<'a> {
+    buf: &'a [u8],
+    h: Header,
+}
 
 impl<'a> ItemRef<'a> {
+    pub(super) fn new(buf: &'a [u8], bases: Bases) -> ItemRef<'a> {
+        ItemRef {
+            buf,
+            h: decode(buf, bases),
+        }
+    }
+
     pub(super) fn key_len(self) -> usize {
-        usize::from(self.0[KEY_LEN])
+        usize::from(self.h.key_len)
     }
 
     pub(super) fn value_len(self) -> usize {
-        u32_at(self.0, VALUE_LEN) as usize
+        self.h.value_len as usize
     }
 
     /// Bytes the item takes in its segment.
     pub(super) fn size(self) -> usize {
-        size(self.key_len(), self.value_len())
+        usize::from(self.h.key_at) + self.key_len() + self.value_len()
     }
 
     pub(super) fn key(self) -> &'a [u8] {
-        &self.0[HEADER..HEADER + self.key_len()]
+        let at = usize::from(self.h.key_at);
+        &self.buf[at..at + self.key_len()]
     }
 
     pub(super) fn value(self) -> &'a [u8] {
-        let start = HEADER + self.key_len();
-        &self.0[start..start + self.value_len()]
+        let start = usize::from(self.h.key_at) + self.key_len();
+        &self.buf[start..start + self.value_len()]
     }
 
     pub(super) fn cas(self) -> u64 {
-        u64::from_le_bytes(self.0[CAS..CAS + 8].try_into().expect("8 bytes"))
+        self.h.cas
     }
 
     pub(super) fn exptime(self) -> u32 {
-        u32_at(self.0, EXPTIME)
+        self.h.exptime
     }
 
     pub(super) fn flags(self) -> u32 {
-        u32_at(self.0, FLAGS)
+        self.h.flags
     }
 
     pub(super) fn last_access(self) -> u32 {
-        u32_at(self.0, ACCESS)
+        self.h.last_access
     }
 
-    pub(super) fn bits(self) -> u8 {
-        self.0[BITS]
+    fn bits(self) -> u8 {
+        self.buf[1]
     }
 
     pub(super) fn is_dead(self) -> bool {
@@ -163,64 +388,130 @@ impl<'a> ItemRef<'a> {
         (self.bits() & FREQ_MASK) >> FREQ_SHIFT
     }
 
+    /// The item's metadata.
+    pub(super) fn meta(self) -> Meta {
+        Meta {
+            cas: self.cas(),
+            exptime: self.exptime(),
+            flags: self.flags(),
+            last_access: self.last_access(),
+            bits: (if self.fetched() { M_FETCHED } else { 0 })
+                | (if self.h.ext & EXT_STALE != 0 { M_STALE } else { 0 })
+                | (if self.h.ext & EXT_WIN_SENT != 0 { M_WIN_SENT } else { 0 }),
+        }
+    }
+
     /// The item as the public [`Item`], with `value` a copy of its bytes.
     pub(super) fn to_item(self, value: Bytes) -> Item {
-        let bits = self.bits();
         Item {
             value,
             flags: self.flags(),
             exptime: self.exptime(),
             cas: self.cas(),
-            stale: bits & STALE != 0,
-            win_sent: bits & WIN_SENT != 0,
-            fetched: bits & FETCHED != 0,
+            stale: self.h.ext & EXT_STALE != 0,
+            win_sent: self.h.ext & EXT_WIN_SENT != 0,
+            fetched: self.fetched(),
             last_access: self.last_access(),
         }
     }
 }
 
 /// A mutable view of the item starting at the beginning of a slice.
-pub(super) struct ItemMut<'a>(pub(super) &'a mut [u8]);
+pub(super) struct ItemMut<'a> {
+    buf: &'a mut [u8],
+    bases: Bases,
+}
 
-impl ItemMut<'_> {
+impl<'a> ItemMut<'a> {
+    pub(super) fn new(buf: &'a mut [u8], bases: Bases) -> ItemMut<'a> {
+        ItemMut { buf, bases }
+    }
+
     pub(super) fn as_ref(&self) -> ItemRef<'_> {
-        ItemRef(self.0)
+        ItemRef::new(self.buf, self.bases)
     }
 
     pub(super) fn set_dead(&mut self) {
-        self.0[BITS] |= DEAD;
+        self.buf[1] |= DEAD;
     }
 
     /// Counts an access for the eviction policy (saturating at 3).
     pub(super) fn bump_freq(&mut self) {
-        let bits = self.0[BITS];
+        let bits = self.buf[1];
         if bits & FREQ_MASK != FREQ_MASK {
-            self.0[BITS] = bits + (1 << FREQ_SHIFT);
+            self.buf[1] = bits + (1 << FREQ_SHIFT);
         }
     }
 
     pub(super) fn set_freq(&mut self, freq: u8) {
-        self.0[BITS] = (self.0[BITS] & !FREQ_MASK) | ((freq.min(3) << FREQ_SHIFT) & FREQ_MASK);
+        self.buf[1] = (self.buf[1] & !FREQ_MASK) | ((freq.min(3) << FREQ_SHIFT) & FREQ_MASK);
+    }
+
+    /// Writes `v` into field `f` if it fits its width.
+    fn fits(f: Field, v: u64) -> bool {
+        f.width > 0 && varint_len(v) <= usize::from(f.width)
+    }
+
+    fn put(&mut self, f: Field, v: u64) {
+        put_varint(&mut self.buf[usize::from(f.at)..], v, usize::from(f.width));
     }
 
     /// Records a read at `now`: fetched, last access, and for get-and-touch a new
-    /// expiry.
-    pub(super) fn mark_read(&mut self, now: u32, touch_to: Option<u32>) {
-        self.0[BITS] |= FETCHED;
-        let last = u32_at(self.0, ACCESS).max(now);
-        put_u32(self.0, ACCESS, last);
-        if let Some(exp) = touch_to {
-            put_u32(self.0, EXPTIME, exp);
+    /// expiry. False, with nothing changed, if the new values need a wider header.
+    pub(super) fn try_mark_read(&mut self, now: u32, touch_to: Option<u32>) -> bool {
+        let h = self.as_ref().h;
+        let last = time_delta(h.last_access.max(now), self.bases.time);
+        if !Self::fits(h.last_f, last) {
+            return false;
         }
+        if let Some(exp) = touch_to.filter(|&e| e != h.exptime) {
+            if exp == 0 || !Self::fits(h.exp_f, time_delta(exp, self.bases.time)) {
+                return false;
+            }
+        }
+        self.buf[1] |= FETCHED;
+        self.put(h.last_f, last);
+        if let Some(exp) = touch_to.filter(|&e| e != h.exptime) {
+            self.put(h.exp_f, time_delta(exp, self.bases.time));
+        }
+        true
     }
 
-    /// Overwrites the metadata (not key, value, liveness or frequency).
-    pub(super) fn set_meta(&mut self, meta: &Meta) {
-        self.0[CAS..CAS + 8].copy_from_slice(&meta.cas.to_le_bytes());
-        put_u32(self.0, EXPTIME, meta.exptime);
-        put_u32(self.0, FLAGS, meta.flags);
-        put_u32(self.0, ACCESS, meta.last_access);
-        self.0[BITS] = (self.0[BITS] & !META_BITS) | (meta.bits & META_BITS);
+    /// Overwrites the metadata (not key, value, liveness or frequency). False, with
+    /// nothing changed, if it needs a wider header.
+    pub(super) fn try_set_meta(&mut self, meta: &Meta) -> bool {
+        let h = self.as_ref().h;
+        let (cas, neg) = cas_delta(meta.cas, self.bases.cas);
+        let ext_needed = meta.bits & (M_STALE | M_WIN_SENT) != 0;
+        let has_ext = self.buf[1] & HAS_EXT != 0;
+        let last = time_delta(meta.last_access, self.bases.time);
+        let flags_ok = meta.flags == 0 && h.flags_f.width == 0 || Self::fits(h.flags_f, u64::from(meta.flags));
+        let exp = time_delta(meta.exptime, self.bases.time);
+        let exp_ok = meta.exptime == 0 && h.exp_f.width == 0 || meta.exptime != 0 && Self::fits(h.exp_f, exp);
+        if !(Self::fits(h.cas_f, cas) && Self::fits(h.last_f, last) && flags_ok && exp_ok && (has_ext || !ext_needed)) {
+            return false;
+        }
+        self.put(h.cas_f, cas);
+        self.put(h.last_f, last);
+        if h.flags_f.width > 0 {
+            self.put(h.flags_f, u64::from(meta.flags));
+        }
+        if h.exp_f.width > 0 {
+            self.put(h.exp_f, exp);
+        }
+        let mut bits = self.buf[1] & !(FETCHED | CAS_NEG);
+        if meta.bits & M_FETCHED != 0 {
+            bits |= FETCHED;
+        }
+        if neg {
+            bits |= CAS_NEG;
+        }
+        self.buf[1] = bits;
+        if has_ext {
+            self.buf[2] = (if meta.bits & M_STALE != 0 { EXT_STALE } else { 0 })
+                | (if meta.bits & M_WIN_SENT != 0 { EXT_WIN_SENT } else { 0 });
+        }
+        true
     }
 }
 
@@ -228,38 +519,108 @@ impl ItemMut<'_> {
 mod tests {
     use super::*;
 
+    const B: Bases = Bases {
+        cas: 1000,
+        time: 1_700_000_000,
+    };
+
+    fn meta() -> Meta {
+        Meta {
+            cas: 1005,
+            exptime: 0,
+            flags: 0,
+            last_access: B.time,
+            bits: 0,
+        }
+    }
+
+    #[test]
+    fn common_item_has_a_five_byte_header() {
+        assert_eq!(size(14, 100, &meta(), B), 5 + 14 + 100);
+        assert_eq!(min_size(14, 100), 5 + 14 + 100);
+        // 2 more bytes of CAS delta past 127 uniques, flags and expiry when set.
+        let m = Meta {
+            cas: 1000 + 200,
+            flags: 7,
+            exptime: B.time + 3600,
+            ..meta()
+        };
+        assert_eq!(size(14, 100, &m, B), 5 + 1 + 1 + 2 + 114);
+    }
+
     #[test]
     fn round_trip_and_bits() {
-        let meta = Meta {
-            cas: 0x0102_0304_0506_0708,
-            exptime: 7,
-            flags: u32::MAX,
-            last_access: 99,
-            bits: FETCHED | DEAD,
-        };
-        let mut buf = vec![0xAA; size(3, 5) + 4];
-        write(&mut buf[..size(3, 5)], b"key", b"value", &meta);
-        let r = ItemRef(&buf);
-        assert_eq!((r.key(), r.value()), (&b"key"[..], &b"value"[..]));
-        assert_eq!(
-            (r.cas(), r.exptime(), r.flags(), r.last_access()),
-            (meta.cas, 7, u32::MAX, 99)
-        );
-        assert!(r.fetched() && !r.is_dead(), "DEAD is not metadata");
-        assert_eq!(r.size(), 34);
-        let mut m = ItemMut(&mut buf);
-        for _ in 0..5 {
-            m.bump_freq();
+        for m in [
+            meta(),
+            Meta {
+                cas: 3,
+                exptime: 1,
+                flags: u32::MAX,
+                last_access: B.time - 10_000,
+                bits: M_FETCHED | M_STALE | M_WIN_SENT,
+            },
+            Meta {
+                cas: u64::MAX,
+                exptime: u32::MAX,
+                flags: 1,
+                last_access: u32::MAX,
+                bits: M_WIN_SENT,
+            },
+        ] {
+            let n = size(3, 5, &m, B);
+            let mut buf = vec![0xAA; n + 4];
+            write(&mut buf[..n], b"key", b"value", &m, B, 2);
+            let r = ItemRef::new(&buf, B);
+            assert_eq!((r.key(), r.value()), (&b"key"[..], &b"value"[..]));
+            assert_eq!(r.meta(), m);
+            assert_eq!(r.size(), n);
+            assert_eq!(r.freq(), 2);
+            assert!(!r.is_dead());
+            assert_eq!(buf[n..], [0xAA; 4], "nothing written past the item");
         }
-        assert_eq!(m.as_ref().freq(), 3);
-        m.set_freq(1);
-        m.mark_read(50, Some(123));
-        assert_eq!((m.as_ref().last_access(), m.as_ref().exptime()), (99, 123));
-        m.set_meta(&Meta { bits: STALE, ..meta });
-        assert_eq!(m.as_ref().freq(), 1, "metadata writes keep the frequency");
-        assert!(!m.as_ref().fetched());
-        m.set_dead();
-        assert!(m.as_ref().is_dead());
-        assert_eq!(buf[size(3, 5)..], [0xAA; 4], "nothing written past the item");
+    }
+
+    #[test]
+    fn in_place_rewrites_keep_the_width_or_refuse() {
+        let m = Meta {
+            exptime: B.time + 100,
+            flags: 300,
+            ..meta()
+        };
+        let n = size(3, 5, &m, B);
+        let mut buf = vec![0; n];
+        write(&mut buf, b"key", b"value", &m, B, 0);
+        let mut w = ItemMut::new(&mut buf, B);
+        for _ in 0..5 {
+            w.bump_freq();
+        }
+        assert_eq!(w.as_ref().freq(), 3);
+        w.set_freq(1);
+        assert!(w.try_mark_read(B.time + 20, Some(B.time + 50)));
+        assert_eq!(
+            (w.as_ref().last_access(), w.as_ref().exptime()),
+            (B.time + 20, B.time + 50)
+        );
+        assert!(w.as_ref().fetched());
+        assert!(!w.try_mark_read(B.time + 100_000, None), "last access needs more bytes");
+        assert!(!w.try_mark_read(B.time, Some(0)), "no expiry field to clear in place");
+        // Smaller values pad to the old width and decode the same.
+        let small = Meta {
+            flags: 1,
+            cas: 1000,
+            exptime: B.time + 1,
+            last_access: B.time,
+            bits: 0,
+        };
+        assert!(w.try_set_meta(&small));
+        assert_eq!(w.as_ref().meta(), small);
+        assert_eq!(w.as_ref().freq(), 1, "metadata writes keep the frequency");
+        assert_eq!(w.as_ref().size(), n);
+        assert!(!w.try_set_meta(&Meta { bits: M_STALE, ..small }), "no ext byte");
+        assert!(!w.try_set_meta(&Meta { cas: 1 << 40, ..small }));
+        assert!(w.try_set_meta(&Meta { cas: 990, ..small }), "an older CAS fits too");
+        assert_eq!(w.as_ref().cas(), 990);
+        w.set_dead();
+        assert!(w.as_ref().is_dead());
     }
 }

@@ -15,30 +15,33 @@
 //! item, change it, replace it or remove it, atomically for that key.
 //!
 //! # Memory
-//! Items live packed in segments: a 26-byte header (CAS 8, exptime 4, flags 4, last
-//! access 4, value length 4, key length 1, bits 1; `item.rs`), then key and value,
-//! with no allocation, allocator header or size-class rounding per item. A segment
-//! is `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
+//! Items live packed in segments: a variable-length header (key length, bits, then
+//! varints for value length, CAS and times as deltas from per-segment bases, flags and
+//! expiry only when set; `item.rs`), then key and value, with no allocation,
+//! allocator header or size-class rounding per item. A segment is
+//! `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
 //! gets a segment of its own, exactly its size.
 //!
 //! `memory_limit` (`-m`) bounds the segments: their bytes (in use, reserved for
-//! eviction, or pooled) never exceed it. Within them an item costs
+//! eviction, or pooled) never exceed it. Within them the commonest item (no flags, no
+//! expiry, a value under 128 bytes, written soon after its segment's first item) costs
 //!
 //! ```text
-//! cost = 26 + key + value
+//! cost = 5 + key + value        (6 once 128 CAS uniques from its segment's first)
 //! ```
 //!
-//! so a 16-byte key and a 100-byte value cost 142 bytes, against memcached's 192-byte
-//! slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value + CRLF
-//! = 175, rounded up to its slab class): 1.35x the items per MiB. What the segments
-//! lose: the unused tail of each open segment (less than one item), two segments per
-//! shard kept free for eviction's copying, and the dead bytes of deleted and replaced
-//! items until their segment is reclaimed or compacted (`shard.rs`).
+//! so a 14-byte key and a 100-byte value cost 119-120 bytes, against memcached's
+//! 192-byte slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value +
+//! CRLF = 173, rounded up to its slab class): 1.6x the items per MiB. The full formula
+//! is in `docs/ARCHITECTURE.md`. What the segments lose: the unused tail of each open
+//! segment (less than one item), two segments per shard kept free for eviction's
+//! copying, and the dead bytes of deleted, replaced and moved items until their
+//! segment is reclaimed or compacted (`shard.rs`).
 //!
-//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 8 bytes
-//! a slot at a load between 7/16 and 7/8 (10 to 21 bytes per item), and S3-FIFO's ghost
-//! (about 10 bytes per item in the main queue). `benches/memory.rs` measures both
-//! sides: 142 bytes charged and about 160 bytes of resident memory per item.
+//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 4-byte
+//! locations plus a control byte a slot at a load between 7/16 and 7/8 (5.7 to 11.4
+//! bytes per item), and S3-FIFO's ghost (about 10 bytes per item in the main queue).
+//! `benches/memory.rs` measures both sides.
 //!
 //! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
 //! shrink evicts at once until every shard's segments fit its new slice and frees the
@@ -125,6 +128,9 @@ pub const DEFAULT_POLICY: PolicyKind = PolicyKind::S3Fifo;
 
 /// The eviction policy's name, reported by `stats settings`.
 pub const EVICTION_POLICY: &str = DEFAULT_POLICY.name();
+
+/// The largest shard budget the store makes (see [`Store::with_policy`]).
+const MAX_SHARD_BYTES: usize = 1 << 30;
 
 /// Slots a sweep examines per shard while holding its lock once.
 const SWEEP_BATCH: usize = 512;
@@ -296,12 +302,21 @@ impl Slot<'_> {
             }
             return Some(f(&view.item.value, view.item.flags, view.item.cas));
         }
-        let idx = self.live_index()?;
+        let mut idx = self.live_index()?;
         self.miss = MissReason::Absent;
         let mut m = self.shard.item_mut(idx)?;
         m.bump_freq();
-        m.mark_read(self.now, touch_to);
-        let r = m.as_ref();
+        if !m.try_mark_read(self.now, touch_to) {
+            // The header has no room for the new last access or expiry: move the item.
+            let mut meta = m.as_ref().meta();
+            meta.bits |= item::M_FETCHED;
+            meta.last_access = meta.last_access.max(self.now);
+            if let Some(exp) = touch_to {
+                meta.exptime = exp;
+            }
+            idx = self.shard.relocate(idx, self.hash, &meta, self.now).ok()?;
+        }
+        let r = self.shard.item(idx)?;
         Some(f(r.value(), r.flags(), r.cas()))
     }
 
@@ -379,8 +394,11 @@ impl Slot<'_> {
             // A last access in the future would let the item outlive a delayed
             // `flush_all`.
             let meta = Meta::of(item, item.last_access.min(self.now));
-            if let Some(mut m) = self.shard.item_mut(view.idx) {
-                m.set_meta(&meta);
+            let fits = self.shard.item_mut(view.idx).is_some_and(|mut m| m.try_set_meta(&meta));
+            if !fits {
+                // A header too narrow for the new metadata: the item moves (or, if it
+                // cannot, is gone: a miss, never the old metadata).
+                let _ = self.shard.relocate(view.idx, self.hash, &meta, self.now);
             }
         } else {
             // A replaced value is a new item (its cost may differ). If it cannot be
@@ -400,7 +418,12 @@ impl Store {
     /// A store running `policy`.
     pub fn with_policy(cfg: StoreConfig, policy: PolicyKind) -> Store {
         let mut n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
-        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_add(item::HEADER).saturating_mul(2) {
+        // Item locations name a segment in 16 bits: keep shards at most 1 GiB (16 Ki
+        // segments of 64 KiB, and as many big items' segments at most).
+        while n < 1 << 16 && cfg.memory_limit / n > MAX_SHARD_BYTES {
+            n *= 2;
+        }
+        while n > 1 && cfg.memory_limit / n < cfg.max_item_size.saturating_add(item::MAX_HEADER).saturating_mul(2) {
             n /= 2;
         }
         let limit = cfg.memory_limit / n;
@@ -600,9 +623,10 @@ impl Store {
         st
     }
 
-    /// Bytes an item with this key and value length takes in a segment (see the
-    /// module doc).
+    /// Bytes an item with this key and value length takes in a segment when it has no
+    /// flags and no expiry and its CAS unique is within 127 of its segment's first
+    /// (see the module doc): the least it can take.
     pub fn item_cost(&self, key_len: usize, value_len: usize) -> usize {
-        item::size(key_len, value_len)
+        item::min_size(key_len, value_len)
     }
 }

@@ -3,14 +3,14 @@
 //! all behind the shard's one lock.
 //!
 //! # Layout
-//! - **Segments**: items (26-byte header, key, value; `item.rs`) are appended, packed
+//! - **Segments**: items (variable header, key, value; `item.rs`) are appended, packed
 //!   and unaligned, to the *open* segment of their queue; a full segment is *sealed*
 //!   and joins its queue's FIFO. A segment is one `Box<[u8]>` of `seg_size` bytes
 //!   (`budget / 64`, between 1 KiB and 64 KiB); an item larger than that gets a
 //!   segment of its own, exactly its size. No allocation per item, no allocator
 //!   header, no size-class rounding.
-//! - **Index**: a `hashbrown::HashTable<u64>` of item locations (segment id in the
-//!   upper 32 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
+//! - **Index**: a `hashbrown::HashTable<u32>` of item locations (segment id in the
+//!   upper 16 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
 //!   once per request by the store) and compared against the key bytes in the segment.
 //!   We hand it the hash, so there is no `Hasher` to seed and nothing is hashed twice.
 //! - **Deletion** marks the item's header DEAD and drops its index entry; its bytes
@@ -50,7 +50,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::flush::FlushRule;
 use super::ghost::{fingerprint, Ghost};
-use super::item::{self, ItemMut, ItemRef, Meta};
+use super::item::{self, Bases, ItemMut, ItemRef, Meta};
 use super::policy::PolicyKind;
 use super::tombstone::Tombstones;
 use super::{Item, StoreError};
@@ -60,19 +60,24 @@ pub(super) fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
-/// Where an item lives: segment id in the upper 32 bits, byte offset in the lower.
-pub(super) type Loc = u64;
+/// Where an item lives: segment id in the upper 16 bits, byte offset in the lower 16
+/// (segments are at most 64 KiB; a bigger item has a segment of its own, at offset 0).
+pub(super) type Loc = u32;
+
+/// The most segment ids a shard may use at once (ids are 16 bits).
+const MAX_SEGMENTS: usize = 1 << 16;
 
 fn loc(seg: u32, off: usize) -> Loc {
-    (u64::from(seg) << 32) | off as u64
+    debug_assert!(seg < MAX_SEGMENTS as u32 && off < 1 << 16);
+    (seg << 16) | off as u32
 }
 
 fn seg_of(l: Loc) -> usize {
-    (l >> 32) as usize
+    (l >> 16) as usize
 }
 
 fn off_of(l: Loc) -> usize {
-    l as u32 as usize
+    (l & 0xffff) as usize
 }
 
 /// The largest segment. Big enough that a segment's tail waste (less than one item)
@@ -110,6 +115,8 @@ struct Segment {
     /// id is reused, or the segment is rewound), so the sweep cursor, which keeps an
     /// offset between calls, can tell its offset is no longer an item boundary.
     epoch: u32,
+    /// The CAS unique and time its items' headers are deltas from (`item.rs`).
+    bases: Bases,
 }
 
 /// Whether a found item may be served.
@@ -174,7 +181,7 @@ pub(super) struct Shard {
 fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
     segs.get(seg_of(l))
         .and_then(Option::as_ref)
-        .map_or(0, |s| hash_key(ItemRef(&s.buf[off_of(l)..]).key()))
+        .map_or(0, |s| hash_key(ItemRef::new(&s.buf[off_of(l)..], s.bases).key()))
 }
 
 /// The segment size for a shard budget of `limit` bytes.
@@ -249,19 +256,19 @@ impl Shard {
             .find(hash, |&l| {
                 segs.get(seg_of(l))
                     .and_then(Option::as_ref)
-                    .is_some_and(|s| ItemRef(&s.buf[off_of(l)..]).key() == key)
+                    .is_some_and(|s| ItemRef::new(&s.buf[off_of(l)..], s.bases).key() == key)
             })
             .copied()
     }
 
     pub(super) fn item(&self, l: Loc) -> Option<ItemRef<'_>> {
         let seg = self.segs.get(seg_of(l))?.as_ref()?;
-        Some(ItemRef(&seg.buf[off_of(l)..]))
+        Some(ItemRef::new(&seg.buf[off_of(l)..], seg.bases))
     }
 
     pub(super) fn item_mut(&mut self, l: Loc) -> Option<ItemMut<'_>> {
         let seg = self.segs.get_mut(seg_of(l))?.as_mut()?;
-        Some(ItemMut(&mut seg.buf[off_of(l)..]))
+        Some(ItemMut::new(&mut seg.buf[off_of(l)..], seg.bases))
     }
 
     fn seg_mut(&mut self, id: usize) -> &mut Segment {
@@ -452,17 +459,22 @@ impl Shard {
         self.free_ids.shrink_to_fit();
     }
 
-    fn new_segment(&mut self, mut seg: Segment) -> u32 {
+    /// Gives `seg` an id; `None` (the buffer recycled) if every id is taken.
+    fn new_segment(&mut self, mut seg: Segment) -> Option<u32> {
         seg.epoch = self.next_epoch;
         self.next_epoch = self.next_epoch.wrapping_add(1);
         match self.free_ids.pop() {
             Some(id) => {
                 self.segs[id as usize] = Some(seg);
-                id
+                Some(id)
+            }
+            None if self.segs.len() < MAX_SEGMENTS => {
+                self.segs.push(Some(seg));
+                Some((self.segs.len() - 1) as u32)
             }
             None => {
-                self.segs.push(Some(seg));
-                (self.segs.len() - 1) as u32
+                self.recycle(seg.buf);
+                None
             }
         }
     }
@@ -517,20 +529,38 @@ impl Shard {
         self.spare_buffer().ok_or(StoreError::OutOfMemory)
     }
 
-    /// Room for `len` (at most `seg_size`) bytes at the end of queue `q`: in its open
-    /// segment, or in a new one. While evicting, new segments come only from the
-    /// reserve, and `None` means there was none.
-    fn append(&mut self, q: Queue, len: usize, now: u32, evicting: bool) -> Result<Loc, StoreError> {
+    /// Room at the end of queue `q` for an item that takes `len_for(bases)` bytes in a
+    /// segment with those bases (at most `seg_size` in a new segment, whose bases are
+    /// `fresh`): in its open segment, or in a new one. Returns the location and the
+    /// length. While evicting, new segments come only from the reserve, and an error
+    /// means there was none.
+    fn append(
+        &mut self,
+        q: Queue,
+        len_for: impl Fn(Bases) -> usize,
+        fresh: Bases,
+        now: u32,
+        evicting: bool,
+    ) -> Result<(Loc, usize), StoreError> {
+        let fresh_len = len_for(fresh);
+        if fresh_len > self.seg_size {
+            return Err(StoreError::OutOfMemory);
+        }
         // Evicting (to get a buffer) may itself open a segment for `q`; use that one
         // then, and give the buffer back. Each round either returns or seals a full
         // segment, so a few rounds suffice.
         for _ in 0..4 {
             if let Some(id) = self.open[q as usize] {
                 let seg = self.seg_mut(id as usize);
+                if seg.used == 0 {
+                    // A rewound segment: start its bases afresh.
+                    seg.bases = fresh;
+                }
+                let len = len_for(seg.bases);
                 if seg.used + len <= seg.buf.len() {
                     let off = seg.used;
                     seg.used += len;
-                    return Ok(loc(id, off));
+                    return Ok((loc(id, off), len));
                 }
                 self.seal(q);
             }
@@ -543,23 +573,27 @@ impl Shard {
                 self.pool.push(buf);
                 continue;
             }
-            let id = self.new_segment(Segment {
-                buf,
-                used: len,
-                live: 0,
-                queue: q,
-                sealed: false,
-                own: false,
-                epoch: 0,
-            });
+            let id = self
+                .new_segment(Segment {
+                    buf,
+                    used: fresh_len,
+                    live: 0,
+                    queue: q,
+                    sealed: false,
+                    own: false,
+                    epoch: 0,
+                    bases: fresh,
+                })
+                .ok_or(StoreError::OutOfMemory)?;
             self.open[q as usize] = Some(id);
-            return Ok(loc(id, 0));
+            return Ok((loc(id, 0), fresh_len));
         }
         Err(StoreError::OutOfMemory)
     }
 
-    /// A segment of its own for an item of `len` (more than `seg_size`) bytes.
-    fn append_big(&mut self, q: Queue, len: usize, now: u32) -> Result<Loc, StoreError> {
+    /// A segment of its own, with bases `fresh`, for an item of `len` (more than
+    /// `seg_size`) bytes.
+    fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
         let patience = self.patience();
         let mut attempts = 0;
         while self.allocated + len + RESERVE * self.seg_size > self.limit {
@@ -577,15 +611,18 @@ impl Shard {
             return Err(StoreError::OutOfMemory);
         }
         self.allocated += len;
-        let id = self.new_segment(Segment {
-            buf: vec![0; len].into_boxed_slice(),
-            used: len,
-            live: 0,
-            queue: q,
-            sealed: true,
-            own: true,
-            epoch: 0,
-        });
+        let id = self
+            .new_segment(Segment {
+                buf: vec![0; len].into_boxed_slice(),
+                used: len,
+                live: 0,
+                queue: q,
+                sealed: true,
+                own: true,
+                epoch: 0,
+                bases: fresh,
+            })
+            .ok_or(StoreError::OutOfMemory)?;
         self.fifo[q as usize].push_front(id);
         Ok(loc(id, 0))
     }
@@ -633,7 +670,7 @@ impl Shard {
         let big = seg.own;
         let mut off = 0;
         while off < seg.used {
-            let r = ItemRef(&seg.buf[off..]);
+            let r = ItemRef::new(&seg.buf[off..], seg.bases);
             let size = r.size();
             let at = off;
             off += size;
@@ -657,7 +694,7 @@ impl Shard {
             if let Some((to, freq)) = dest {
                 if big {
                     // A segment of its own moves whole: relink it, copy nothing.
-                    ItemMut(&mut seg.buf[at..]).set_freq(freq);
+                    ItemMut::new(&mut seg.buf[at..], seg.bases).set_freq(freq);
                     seg.queue = to;
                     self.queue_items[q as usize] -= 1;
                     self.queue_items[to as usize] += 1;
@@ -666,11 +703,27 @@ impl Shard {
                     self.counters.moved += 1;
                     return true;
                 }
-                if let Ok(new) = self.append(to, size, now, true) {
+                // The header is re-encoded against the destination's bases.
+                let meta = r.meta();
+                let (klen, vlen) = (r.key_len(), r.value_len());
+                let fresh = Bases {
+                    cas: meta.cas,
+                    time: now,
+                };
+                if let Ok((new, len)) = self.append(to, |b| item::size(klen, vlen, &meta, b), fresh, now, true) {
+                    let r = ItemRef::new(&seg.buf[at..], seg.bases);
                     let dst = self.seg_mut(seg_of(new));
-                    dst.buf[off_of(new)..off_of(new) + size].copy_from_slice(&seg.buf[at..off]);
+                    let bases = dst.bases;
+                    item::write(
+                        &mut dst.buf[off_of(new)..off_of(new) + len],
+                        r.key(),
+                        r.value(),
+                        &meta,
+                        bases,
+                        freq,
+                    );
                     dst.live += 1;
-                    ItemMut(&mut dst.buf[off_of(new)..]).set_freq(freq);
+                    self.live_bytes = self.live_bytes - size + len;
                     if let Some(entry) = self.table.find_mut(hash, |&x| x == l) {
                         *entry = new;
                     }
@@ -681,7 +734,7 @@ impl Shard {
                 }
             }
             // Evicted (or expired or flushed: reclaimed).
-            let r = ItemRef(&seg.buf[at..]);
+            let r = ItemRef::new(&seg.buf[at..], seg.bases);
             if let Ok(found) = self.table.find_entry(hash, |&x| x == l) {
                 found.remove();
             }
@@ -719,7 +772,18 @@ impl Shard {
         if let Some(old) = self.find(hash, key) {
             self.remove_hashed(old, hash, now, false);
         }
-        let len = item::size(key.len(), item.value.len());
+        // The store time is now, whatever the caller's copy says: the flush rule
+        // compares it.
+        let meta = Meta::of(item, now);
+        let len = item::size(
+            key.len(),
+            item.value.len(),
+            &meta,
+            Bases {
+                cas: meta.cas,
+                time: now,
+            },
+        );
         if key.len() > MAX_KEY
             || item.value.len() > u32::MAX as usize
             || key.len() + item.value.len() > self.max_item_size
@@ -732,24 +796,61 @@ impl Shard {
             PolicyKind::S3Fifo if self.ghost.take(fingerprint(hash)) => Queue::Main,
             PolicyKind::S3Fifo => Queue::Small,
         };
-        let l = if len > self.seg_size {
-            self.append_big(q, len, now)?
-        } else {
-            self.append(q, len, now, false)?
+        self.place(q, hash, key, &item.value, &meta, 0, now)?;
+        self.counters.total_items += 1;
+        Ok(())
+    }
+
+    /// Writes a new item (its key not in the index) at the end of queue `q` and
+    /// indexes it.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        q: Queue,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        meta: &Meta,
+        freq: u8,
+        now: u32,
+    ) -> Result<Loc, StoreError> {
+        let fresh = Bases {
+            cas: meta.cas,
+            time: now,
         };
-        // The store time is now, whatever the caller's copy says: the flush rule
-        // compares it.
-        let meta = Meta::of(item, now);
+        let (klen, vlen) = (key.len(), value.len());
+        let fresh_len = item::size(klen, vlen, meta, fresh);
+        let (l, len) = if fresh_len > self.seg_size {
+            (self.append_big(q, fresh_len, fresh, now)?, fresh_len)
+        } else {
+            self.append(q, |b| item::size(klen, vlen, meta, b), fresh, now, false)?
+        };
         let seg = self.seg_mut(seg_of(l));
-        item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, &item.value, &meta);
+        let bases = seg.bases;
+        item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, value, meta, bases, freq);
         seg.live += 1;
         self.queue_items[q as usize] += 1;
         self.items += 1;
         self.live_bytes += len;
-        self.counters.total_items += 1;
         let segs = &self.segs;
         self.table.insert_unique(hash, l, |&x| loc_hash(segs, x));
-        Ok(())
+        Ok(l)
+    }
+
+    /// Moves the live item at `l` to the end of its queue with metadata `meta` (which
+    /// its header had no room for), keeping its access frequency. If there is no room
+    /// the item is gone (a miss is always allowed).
+    pub(super) fn relocate(&mut self, l: Loc, hash: u64, meta: &Meta, now: u32) -> Result<Loc, StoreError> {
+        let Some(seg) = self.segs.get(seg_of(l)).and_then(Option::as_ref) else {
+            return Err(StoreError::OutOfMemory);
+        };
+        let q = seg.queue;
+        let r = ItemRef::new(&seg.buf[off_of(l)..], seg.bases);
+        let freq = r.freq();
+        let key = r.key().to_vec();
+        let value = r.value().to_vec();
+        self.remove_hashed(l, hash, now, false);
+        self.place(q, hash, &key, &value, meta, freq, now)
     }
 
     /// Examines up to `budget` items from the sweep cursor, removing expired and
@@ -780,7 +881,7 @@ impl Shard {
                 self.cursor = (id + 1, 0, 0);
                 continue;
             }
-            let r = ItemRef(&seg.buf[off..]);
+            let r = ItemRef::new(&seg.buf[off..], seg.bases);
             self.cursor.2 += r.size();
             examined += 1;
             if !r.is_dead() && self.liveness_of(r, now) != Liveness::Live {
@@ -796,7 +897,7 @@ impl Shard {
         for seg in self.segs.iter().flatten() {
             let mut off = 0;
             while off < seg.used {
-                let r = ItemRef(&seg.buf[off..]);
+                let r = ItemRef::new(&seg.buf[off..], seg.bases);
                 off += r.size();
                 if !r.is_dead() && self.liveness_of(r, now) == Liveness::Live {
                     f(r.key(), r.value(), r.flags(), r.exptime(), r.cas());
@@ -813,7 +914,7 @@ impl Shard {
             let mut off = 0;
             // Re-read the segment every step: a removal may reclaim it (or rewind it).
             while let Some(seg) = self.segs[id].as_ref().filter(|s| off < s.used) {
-                let r = ItemRef(&seg.buf[off..]);
+                let r = ItemRef::new(&seg.buf[off..], seg.bases);
                 let at = off;
                 off += r.size();
                 if !r.is_dead() && !keep(r.key()) && self.remove(loc(id as u32, at), now) {
@@ -846,7 +947,7 @@ impl Shard {
             }
             let (mut n, mut off) = (0, 0);
             while off < seg.used {
-                let r = ItemRef(&seg.buf[off..]);
+                let r = ItemRef::new(&seg.buf[off..], seg.bases);
                 if !r.is_dead() {
                     n += 1;
                     live_bytes += r.size();

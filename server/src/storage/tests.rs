@@ -142,9 +142,22 @@ fn replace_adjusts_bytes() {
 #[test]
 fn item_cost_formula() {
     let s = store(1 << 20, 1);
-    // A 26-byte header, then key and value, packed.
-    assert_eq!(s.item_cost(16, 100), 26 + 16 + 100);
-    assert_eq!(s.item_cost(1, 0), 27);
+    // Key length, bits, value length, CAS delta, last access: 5 bytes for an item
+    // without flags or expiry, then key and value, packed.
+    assert_eq!(s.item_cost(14, 100), 5 + 14 + 100);
+    assert_eq!(s.item_cost(1, 0), 6);
+    assert_eq!(s.item_cost(1, 128), 6 + 1 + 128, "a 2-byte value length");
+    set(&s, b"k", &[0; 100], 0, NOW).unwrap();
+    assert_eq!(s.stats().bytes, s.item_cost(1, 100) as u64);
+    s.with(b"f", NOW, |slot| {
+        slot.insert(Item::new(Bytes::from_static(b"v"), 300, NOW + 60, 2, NOW))
+    })
+    .unwrap();
+    assert_eq!(
+        s.stats().bytes,
+        (s.item_cost(1, 100) + s.item_cost(1, 1) + 2 + 1) as u64,
+        "flags 300 take 2 bytes, a 60 s expiry 1"
+    );
 }
 
 #[test]
@@ -442,7 +455,8 @@ fn changes_through_get_are_kept() {
         slot.get().unwrap().value = Bytes::from_static(b"a longer value")
     });
     assert_eq!(get(&s, b"k", NOW).0.as_deref(), Some(&b"a longer value"[..]));
-    assert_eq!(s.stats().bytes, s.item_cost(1, 14) as u64);
+    // Flags 9 and an expiry 5 s on take a byte each beyond the least cost.
+    assert_eq!(s.stats().bytes, s.item_cost(1, 14) as u64 + 2);
     check_all(&s);
 }
 
@@ -552,6 +566,41 @@ fn read_borrows_the_value_marks_it_fetched_and_touches() {
     check_all(&s);
 }
 
+/// Headers are as narrow as their values allow; a read or touch that needs a wider
+/// one moves the item and keeps everything about it (value, flags, CAS, fetched).
+#[test]
+fn reads_and_touches_that_widen_a_header_move_the_item_intact() {
+    let s = store(1 << 20, 1);
+    // Another item keeps the segment (and its bases) from being rewound.
+    set(&s, b"other", b"v", 0, NOW).unwrap();
+    let item = Item::new(Bytes::from_static(b"value"), 5, 0, s.next_cas(), NOW);
+    let cas = item.cas;
+    s.with(b"k", NOW, |slot| slot.insert(item)).unwrap();
+    let before = s.stats().bytes;
+    // 100 s after the segment opened: the last access needs a second byte.
+    let got = s.with(b"k", NOW + 100, |slot| slot.read(None, |v, f, c| (v.to_vec(), f, c)));
+    assert_eq!(got, Some((b"value".to_vec(), 5, cas)));
+    assert_eq!(s.stats().bytes, before + 1);
+    // A touch of an item that had no expiry adds the field.
+    let got = s.with(b"k", NOW + 100, |slot| slot.read(Some(NOW + 1000), |_, _, c| c));
+    assert_eq!(got, Some(cas));
+    let item = s
+        .with(b"k", NOW + 200, |slot| slot.get().cloned())
+        .expect("still there");
+    assert_eq!(
+        (item.exptime, item.flags, item.cas, item.fetched),
+        (NOW + 1000, 5, cas, true)
+    );
+    assert_eq!(item.last_access, NOW + 100);
+    // A write-back that needs an ext byte (stale) moves it too.
+    s.with(b"k", NOW + 200, |slot| slot.get().unwrap().stale = true);
+    let item = s.with(b"k", NOW + 200, |slot| slot.get().cloned()).unwrap();
+    assert!(item.stale && item.cas == cas && item.value == b"value"[..]);
+    let st = s.stats();
+    assert_eq!((st.curr_items, st.total_items), (2, 2), "moves are not new items");
+    check_all(&s);
+}
+
 #[test]
 fn the_sweep_cursor_survives_its_segment_being_rewound_and_refilled() {
     let s = store(1 << 20, 1);
@@ -596,8 +645,9 @@ fn every_hit_is_the_last_write() {
             policy,
         );
         let mut rng = StdRng::seed_from_u64(seed);
-        // key -> (version, flags, exptime) of the last write, absent after a delete.
-        let mut model: HashMap<u32, (u64, u32, u32)> = HashMap::new();
+        // key -> (version, flags, exptime, CAS unique) of the last write, absent after
+        // a delete.
+        let mut model: HashMap<u32, (u64, u32, u32, u64)> = HashMap::new();
         let mut version = 0u64;
         let mut now = NOW;
         let (mut hits, mut checked) = (0, 0);
@@ -625,24 +675,33 @@ fn every_hit_is_the_last_write() {
                     } else {
                         0
                     };
-                    let item = Item::new(Bytes::from(value), flags, exptime, s.next_cas(), now);
+                    let cas = s.next_cas();
+                    let item = Item::new(Bytes::from(value), flags, exptime, cas, now);
                     s.with(key.as_bytes(), now, |slot| slot.insert(item)).unwrap();
-                    model.insert(k, (version, flags, exptime));
+                    model.insert(k, (version, flags, exptime, cas));
                 }
                 45..=84 => {
                     checked += 1;
+                    // Now and then a get-and-touch (which may need a wider header).
+                    let touch = rng.gen_bool(0.05).then(|| now + rng.gen_range(1..400));
                     let got = s.with(key.as_bytes(), now, |slot| {
-                        slot.read(None, |v, flags, _| {
-                            (u64::from_le_bytes(v[..8].try_into().unwrap()), flags, v.len())
+                        slot.read(touch, |v, flags, cas| {
+                            (u64::from_le_bytes(v[..8].try_into().unwrap()), flags, cas)
                         })
                     });
-                    if let Some((v, flags, _)) = got {
+                    if let Some((v, flags, cas)) = got {
                         hits += 1;
                         let want = model.get(&k).copied();
                         assert!(
-                            want.is_some_and(|(wv, wf, exp)| wv == v && wf == flags && (exp == 0 || exp > now)),
-                            "step {step}: {key} returned version {v} flags {flags}, the last write was {want:?}"
+                            want.is_some_and(|(wv, wf, exp, wc)| wv == v
+                                && wf == flags
+                                && wc == cas
+                                && (exp == 0 || exp > now)),
+                            "step {step}: {key} returned version {v} flags {flags} cas {cas}, the last write was {want:?}"
                         );
+                        if let Some(exp) = touch {
+                            model.get_mut(&k).unwrap().2 = exp;
+                        }
                     }
                 }
                 85..=92 => {
