@@ -507,6 +507,19 @@ impl Cluster {
         !self.joined.load(Relaxed)
     }
 
+    /// Why this node must not run key commands now, as the reply to send: still
+    /// joining ([`JOINING`]), or its side of the cluster holds no majority
+    /// ([`NO_QUORUM`], see [`crate::quorum`]). `None` while it may serve keys.
+    pub fn refuse_keys(&self) -> Option<&'static [u8]> {
+        if self.joining() {
+            Some(JOINING)
+        } else if !self.membership.in_quorum() {
+            Some(NO_QUORUM)
+        } else {
+            None
+        }
+    }
+
     /// Whether this node is handing items off after a ring change (or dropping the
     /// items it no longer owns) right now.
     pub fn handoff_in_progress(&self) -> bool {
@@ -645,6 +658,12 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The reply to a key command while this node is still joining its cluster.
 pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
+
+/// The reply to a key command while this node's side of the cluster holds no majority
+/// of its members (it was cut off, or most of the cluster failed): what it holds may
+/// have been overwritten on the other side, and what it would accept the majority
+/// would not see. Nothing was done; a client should use another node.
+pub const NO_QUORUM: &[u8] = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
 
 /// Drops every item whose key `view` does not place on this node; returns how many.
 pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {

@@ -88,9 +88,15 @@ pub async fn handle(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
-    if !from_peer && cluster.joining() && uses_keys(&req) {
+    let refusal = match from_peer {
+        false => cluster.refuse_keys(),
+        // A peer's requests run while this node joins (the peer placed them here), but
+        // not while its side has no quorum.
+        true => (!cluster.membership.in_quorum()).then_some(crate::cluster::NO_QUORUM),
+    };
+    if let Some(refusal) = refusal.filter(|_| uses_keys(&req)) {
         if !req.noreply() {
-            out.put_slice(crate::cluster::JOINING);
+            out.put_slice(refusal);
         }
         return Flow::Continue;
     }
