@@ -148,8 +148,9 @@ pub struct ClusterStats {
     pub handed_off_bytes: AtomicU64,
     /// Reads that found a newer version on another owner and took it (read repair).
     pub repaired: AtomicU64,
-    /// Times the whole store was dropped because the cluster had declared this node
-    /// down (or it was frozen) while it kept running.
+    /// Times the whole store was dropped because it may be stale: this node regained a
+    /// majority after being cut off from it, was declared down while in a minority, or
+    /// was frozen (see `crate::quorum`).
     pub resets: AtomicU64,
     /// Fenced requests from peers refused here because their ring differed (`rc_ring`).
     pub ring_mismatches: AtomicU64,

@@ -162,7 +162,7 @@ impl Snapshot {
                     ),
                     (
                         "ringcache_resets",
-                        "Times the store was dropped because the cluster had declared this node down or it was frozen.",
+                        "Times the store was dropped because it may be stale: this node regained a majority after being cut off, was declared down while in a minority, or was frozen.",
                         cs.resets.load(Relaxed),
                     ),
                     (
