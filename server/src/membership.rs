@@ -148,7 +148,8 @@ impl GossipStats {
     }
 
     fn set_quorum(&self, c: Count) {
-        self.quorum.store(((c.up as u64) << 32) | (c.known as u64 & 0xffff_ffff), Relaxed);
+        self.quorum
+            .store(((c.up as u64) << 32) | (c.known as u64 & 0xffff_ffff), Relaxed);
     }
 }
 
@@ -571,7 +572,9 @@ impl Task {
             .foca
             .iter_members()
             .filter(|m| m.state() == foca::State::Suspect)
-            .fold(0u64, |h, m| h ^ xxhash_rust::xxh3::xxh3_64(m.id().0.name.as_bytes()).wrapping_add(m.id().0.incarnation));
+            .fold(0u64, |h, m| {
+                h ^ xxhash_rust::xxh3::xxh3_64(m.id().0.name.as_bytes()).wrapping_add(m.id().0.incarnation)
+            });
         if suspects != self.suspects {
             self.suspects = suspects;
             changed = true;
@@ -595,7 +598,10 @@ impl Task {
             })
             .collect();
         members.push((me.clone(), MemberState::Alive));
-        let up: Vec<(&str, u64)> = members.iter().map(|(id, _)| (id.name.as_str(), id.incarnation)).collect();
+        let up: Vec<(&str, u64)> = members
+            .iter()
+            .map(|(id, _)| (id.name.as_str(), id.incarnation))
+            .collect();
         match self.quorum.observe(up.iter().copied()) {
             Change::Same => {}
             Change::Lost => warn!(

@@ -95,7 +95,10 @@ pub async fn handle(
         // would take it), and a replica there must not acknowledge.
         true => (!cluster.membership.in_quorum()
             && (uses_keys(&req)
-                || matches!(req, Request::Peer(PeerRequest::Get { .. } | PeerRequest::Set { .. } | PeerRequest::Del { .. }))))
+                || matches!(
+                    req,
+                    Request::Peer(PeerRequest::Get { .. } | PeerRequest::Set { .. } | PeerRequest::Del { .. })
+                )))
         .then_some(crate::cluster::NO_QUORUM),
     };
     if let Some(refusal) = refusal {

@@ -391,6 +391,9 @@ fn a_suspect_member_does_not_keep_the_healthy_majority_unready() {
         }
     }
     assert!(still_suspect, "n3 was no longer suspect when the check ended");
-    assert!(took < Duration::from_secs(20), "took {took:?}: n3 may have been declared down");
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: n3 may have been declared down"
+    );
     println!("n1 and n2 ready {took:?} after n3 froze, n3 still suspect");
 }

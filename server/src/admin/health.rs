@@ -110,24 +110,30 @@ pub async fn readiness(node: &Node) -> Result<(), String> {
     decide(&local, &[])?;
     let me = view.me.and_then(|m| view.ring.node(m));
     let wait = PEER_WAIT.min(cluster.peer_timeout);
-    let asks = view.ring.nodes().iter().zip(&view.states).filter(|(n, _)| Some(*n) != me).map(|(peer, state)| {
-        let pool = cluster.peer(peer.client);
-        let name = peer.name.clone();
-        let suspect = *state == ringcache_protocol::cluster::MemberState::Suspect;
-        async move {
-            let answer = match pool
-                .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
-                .await
-            {
-                Ok(reply) => match stat(&reply, "cluster_ring_version") {
-                    Some(ring) => Ok((ring, stat(&reply, "cluster_handoff_version"))),
-                    None => Err("its stats have no cluster_ring_version".to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            PeerReport { name, answer, suspect }
-        }
-    });
+    let asks = view
+        .ring
+        .nodes()
+        .iter()
+        .zip(&view.states)
+        .filter(|(n, _)| Some(*n) != me)
+        .map(|(peer, state)| {
+            let pool = cluster.peer(peer.client);
+            let name = peer.name.clone();
+            let suspect = *state == ringcache_protocol::cluster::MemberState::Suspect;
+            async move {
+                let answer = match pool
+                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                    .await
+                {
+                    Ok(reply) => match stat(&reply, "cluster_ring_version") {
+                        Some(ring) => Ok((ring, stat(&reply, "cluster_handoff_version"))),
+                        None => Err("its stats have no cluster_ring_version".to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                PeerReport { name, answer, suspect }
+            }
+        });
     let reports = futures_util::future::join_all(asks).await;
     decide(&local, &reports)
 }
@@ -246,10 +252,17 @@ mod tests {
         // Not suspected yet: it still blocks.
         assert!(decide(&l, &[ok.clone(), peer("c", Err("timed out".into()))]).is_err());
         // Two suspects of three: this node and b are no majority of a ring of four.
-        let l4 = Local { ring_len: 4, ..settled(7) };
+        let l4 = Local {
+            ring_len: 4,
+            ..settled(7)
+        };
         let e = decide(
             &l4,
-            &[ok, suspect("c", Err("timed out".into())), suspect("d", Err("timed out".into()))],
+            &[
+                ok,
+                suspect("c", Err("timed out".into())),
+                suspect("d", Err("timed out".into())),
+            ],
         )
         .unwrap_err();
         assert_eq!(e, "peer c did not answer: timed out\npeer d did not answer: timed out");
