@@ -148,8 +148,9 @@ pub struct ClusterStats {
     pub handed_off_bytes: AtomicU64,
     /// Reads that found a newer version on another owner and took it (read repair).
     pub repaired: AtomicU64,
-    /// Times the whole store was dropped because the cluster had declared this node
-    /// down (or it was frozen) while it kept running.
+    /// Times the whole store was dropped because it may be stale: this node regained a
+    /// majority after being cut off from it, was declared down while in a minority, or
+    /// was frozen (see `crate::quorum`).
     pub resets: AtomicU64,
     /// Fenced requests from peers refused here because their ring differed (`rc_ring`).
     pub ring_mismatches: AtomicU64,
@@ -176,18 +177,23 @@ pub struct ClusterConfig {
 /// Notices that this process was frozen (SIGSTOP, a VM pause) for longer than the
 /// cluster takes to declare a node down.
 ///
-/// A thread of its own beats every [`FreezeGuard::BEAT`]; a request handler that finds
-/// the last beat older than the detection time knows the whole process stood still,
-/// so the cluster may have declared it down and moved on, with writes and deletes
-/// going to other owners meanwhile. It drops the store before serving anything, as a
-/// node that was declared down must. Gossip would tell it the same a moment later;
-/// the guard closes the window in between.
+/// A thread of its own beats every [`FreezeGuard::BEAT`]. Whoever first finds the last
+/// beat older than the detection time, that thread itself as it wakes or a request
+/// handler that runs before it, knows the whole process stood still, so the cluster
+/// may have declared it down and moved on, with writes and deletes going to other
+/// owners meanwhile; the store is dropped before anything is served, as a node that
+/// was declared down must. The beat thread's own check matters: after SIGCONT it often
+/// runs before any request, and a request handler would then see a fresh beat. (Gossip
+/// tells the node it was declared down a moment later, but its side still holds a
+/// majority in its own eyes, so the rejoin keeps the store: see `crate::quorum`.)
 pub struct FreezeGuard {
     started: std::time::Instant,
     /// Milliseconds since `started` at the last beat.
     beat: AtomicU64,
     /// A gap larger than this (ms) means frozen.
     limit_ms: u64,
+    /// What the beat thread does when it finds the gap (set once the cluster exists).
+    on_thaw: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl FreezeGuard {
@@ -199,10 +205,16 @@ impl FreezeGuard {
             started: std::time::Instant::now(),
             beat: AtomicU64::new(0),
             limit_ms: limit.as_millis() as u64,
+            on_thaw: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&guard);
         let _ = std::thread::Builder::new().name("freeze-guard".into()).spawn(move || {
             while let Some(g) = weak.upgrade() {
+                if let Some(on_thaw) = g.on_thaw.get() {
+                    if g.thawed() {
+                        on_thaw();
+                    }
+                }
                 g.beat.fetch_max(g.elapsed_ms(), Relaxed);
                 drop(g);
                 std::thread::sleep(FreezeGuard::BEAT);
@@ -299,6 +311,13 @@ impl Cluster {
             ring_config: config.ring,
         });
         Cluster::probe_peers(&cluster);
+        let weak = Arc::downgrade(&cluster);
+        let _ = cluster.freeze.on_thaw.set(Box::new(move || {
+            // A node serving alone has nobody who could have moved on without it.
+            if let Some(cluster) = weak.upgrade().filter(|c| c.ring().ring.len() > 1) {
+                cluster.drop_after_freeze();
+            }
+        }));
         if cluster.joining() {
             let weak = Arc::downgrade(&cluster);
             let timeout = config.join_timeout;
@@ -476,12 +495,16 @@ impl Cluster {
     /// Called before serving a batch while the node has peers: if the process was
     /// frozen for longer than failure detection, drops the store first (see
     /// [`FreezeGuard`]).
-    pub fn check_thawed(&self, now: u32) {
+    pub fn check_thawed(&self, _now: u32) {
         if self.freeze.thawed() {
-            warn!("this process was frozen longer than failure detection; dropping local data");
-            self.stats.resets.fetch_add(1, Relaxed);
-            self.store.flush_all(now, 0);
+            self.drop_after_freeze();
         }
+    }
+
+    fn drop_after_freeze(&self) {
+        warn!("this process was frozen longer than failure detection; dropping local data");
+        self.stats.resets.fetch_add(1, Relaxed);
+        self.store.flush_all(crate::node::unix_now(), 0);
     }
 
     /// Whether the ring changed within the last few seconds. Nodes adopt a new ring
@@ -505,6 +528,19 @@ impl Cluster {
     /// Key commands get [`JOINING`] instead.
     pub fn joining(&self) -> bool {
         !self.joined.load(Relaxed)
+    }
+
+    /// Why this node must not run key commands now, as the reply to send: still
+    /// joining ([`JOINING`]), or its side of the cluster holds no majority
+    /// ([`NO_QUORUM`], see [`crate::quorum`]). `None` while it may serve keys.
+    pub fn refuse_keys(&self) -> Option<&'static [u8]> {
+        if self.joining() {
+            Some(JOINING)
+        } else if !self.membership.in_quorum() {
+            Some(NO_QUORUM)
+        } else {
+            None
+        }
     }
 
     /// Whether this node is handing items off after a ring change (or dropping the
@@ -645,6 +681,12 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The reply to a key command while this node is still joining its cluster.
 pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
+
+/// The reply to a key command while this node's side of the cluster holds no majority
+/// of its members (it was cut off, or most of the cluster failed): what it holds may
+/// have been overwritten on the other side, and what it would accept the majority
+/// would not see. Nothing was done; a client should use another node.
+pub const NO_QUORUM: &[u8] = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
 
 /// Drops every item whose key `view` does not place on this node; returns how many.
 pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {

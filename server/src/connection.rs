@@ -170,7 +170,7 @@ fn local_gets(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool {
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
         return false;
     }
-    if cluster.joining() || cluster.repairing() {
+    if cluster.refuse_keys().is_some() || cluster.repairing() {
         return false;
     }
     view.ring.len() <= 1 || get.keys.iter().all(|k| view.ring.primary(&k) == view.me)

@@ -21,6 +21,7 @@ pub mod forward_stats;
 pub mod membership;
 pub mod node;
 pub mod peer_connection;
+pub mod quorum;
 pub mod router;
 pub mod secret;
 pub mod seeds;

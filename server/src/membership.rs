@@ -12,9 +12,18 @@
 //! old identity at once. Identities that share a gossip address are the same member;
 //! the larger incarnation wins. When the cluster declares this node down while it is
 //! still running (it was cut off or frozen), foca renews the identity and rejoins;
-//! the node then calls `on_declared_down` *before* it serves again, so that data it
-//! holds from before (which may have been overwritten or deleted elsewhere meanwhile)
-//! is dropped.
+//! when that happens while this node's side is a minority, it calls `on_declared_down`
+//! *before* it serves again, so that data it holds from before (which may have been
+//! overwritten or deleted elsewhere meanwhile) is dropped.
+//!
+//! Quorum (see [`crate::quorum`]): after every change the task counts the members it
+//! sees up against those it remembers. A node whose side lost the majority refuses
+//! key commands ([`Membership::in_quorum`]); when it regains it, it drops its store
+//! (`on_declared_down`) before the new verdict is published. foca declares both sides
+//! of a healed partition down to each other, and both then rejoin; only the side that
+//! was the minority drops its data. A node leaving on purpose sends a farewell
+//! ([`ringcache_protocol::gossip::Farewell`], a foca custom broadcast) so the others
+//! stop counting it, where a failed member stays counted.
 //!
 //! Seeds (see [`crate::seeds`]) are addresses or DNS names. The task looks the names
 //! up (each lookup on a task of its own, so a slow resolver never holds up gossip)
@@ -44,13 +53,14 @@ use foca::{AccumulatingRuntime, Config as FocaConfig, Foca, OwnedNotification, T
 use foca_rand::rngs::SmallRng;
 use foca_rand::SeedableRng;
 use ringcache_protocol::cluster::{MemberState, NodeId};
-use ringcache_protocol::gossip::{unix_millis, BincodeCodec, ClusterKey, NodeIdentity, MAX_PACKET};
+use ringcache_protocol::gossip::{unix_millis, BincodeCodec, ClusterKey, Farewell, NodeIdentity, MAX_PACKET};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::quorum::{Change, Count, Quorum};
 use crate::seeds::{system_resolver, Resolver, Seed, Seeds};
 
 /// How often a node with no peers re-announces itself to its seeds.
@@ -123,6 +133,24 @@ pub struct GossipStats {
     /// Packets dropped because they failed authentication with the cluster secret.
     pub auth_failures: AtomicU64,
     pub rejoins: AtomicU64,
+    /// This node's quorum count, `up << 32 | known` (see [`crate::quorum`]).
+    quorum: AtomicU64,
+}
+
+impl GossipStats {
+    /// How many of the members this node counts are up on its side.
+    pub fn quorum(&self) -> Count {
+        let q = self.quorum.load(Relaxed);
+        Count {
+            up: (q >> 32) as usize,
+            known: (q & 0xffff_ffff) as usize,
+        }
+    }
+
+    fn set_quorum(&self, c: Count) {
+        self.quorum
+            .store(((c.up as u64) << 32) | (c.known as u64 & 0xffff_ffff), Relaxed);
+    }
 }
 
 /// Handle to the membership task.
@@ -137,8 +165,36 @@ enum Command {
     Leave(oneshot::Sender<()>),
 }
 
-/// Called when the cluster has declared this node down while it kept running.
+/// Called when what this node holds may be stale: it regained a majority after being
+/// in a minority, or the cluster declared it down while its side was a minority (or
+/// it cannot rejoin). Runs before the node may serve again.
 pub type OnDeclaredDown = Arc<dyn Fn() + Send + Sync>;
+
+/// The farewells foca hands over as custom broadcasts, kept until the task reads them.
+struct Farewells {
+    /// Shared with the task (foca owns the handler and has no accessor for it).
+    heard: Arc<std::sync::Mutex<Vec<Farewell>>>,
+    seen: std::collections::HashSet<Farewell>,
+}
+
+impl foca::BroadcastHandler<NodeIdentity> for Farewells {
+    type Key = Farewell;
+    type Error = ringcache_protocol::gossip::CodecError;
+
+    fn receive_item(&mut self, data: &[u8], _sender: Option<&NodeIdentity>) -> Result<Option<Farewell>, Self::Error> {
+        let f = Farewell::decode(data)?;
+        // Pass each farewell on once; a node keeps at most a few thousand in memory.
+        if self.seen.len() > 4096 {
+            self.seen.clear();
+        }
+        if self.seen.insert(f.clone()) {
+            self.heard.lock().unwrap_or_else(|e| e.into_inner()).push(f.clone());
+            Ok(Some(f))
+        } else {
+            Ok(None)
+        }
+    }
+}
 
 impl Membership {
     /// Binds the gossip socket and starts the membership task; seed names are looked
@@ -167,12 +223,21 @@ impl Membership {
         )));
         let (cmds, cmds_rx) = mpsc::channel(4);
         let stats = Arc::new(GossipStats::default());
+        stats.set_quorum(Count { up: 1, known: 1 });
+        let farewells = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = Task {
-            foca: Foca::new(
+            farewells: farewells.clone(),
+            suspects: 0,
+            quorum: Quorum::new(&me.name),
+            foca: Foca::with_custom_broadcast(
                 NodeIdentity(me),
                 foca_config(&cfg),
                 SmallRng::seed_from_u64(unix_millis() ^ u64::from(std::process::id())),
                 BincodeCodec,
+                Farewells {
+                    heard: farewells,
+                    seen: Default::default(),
+                },
             ),
             runtime: AccumulatingRuntime::new(),
             socket,
@@ -199,6 +264,13 @@ impl Membership {
     /// The latest view (a cheap `Arc` clone; never waits for the gossip task).
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
+    }
+
+    /// Whether this node's side holds a majority of the members it counts (see
+    /// [`crate::quorum`]). A node that is not must not serve keys: it may be the
+    /// cut-off side of a partition.
+    pub fn in_quorum(&self) -> bool {
+        self.stats.quorum().in_quorum()
     }
 
     /// Whether the membership task still runs (it only ends if it failed: a node
@@ -277,7 +349,11 @@ impl Timers {
 }
 
 struct Task {
-    foca: Foca<NodeIdentity, BincodeCodec, SmallRng, foca::NoCustomBroadcast>,
+    foca: Foca<NodeIdentity, BincodeCodec, SmallRng, Farewells>,
+    quorum: Quorum,
+    /// A digest of the members foca suspects now, to republish when it changes.
+    suspects: u64,
+    farewells: Arc<std::sync::Mutex<Vec<Farewell>>>,
     runtime: AccumulatingRuntime<NodeIdentity>,
     socket: UdpSocket,
     timers: Timers,
@@ -370,6 +446,19 @@ impl Task {
                 cmd = cmds.recv() => match cmd {
                     Some(Command::Leave(done)) => {
                         self.leaving = true;
+                        let me = &self.foca.identity().0;
+                        let farewell = Farewell {
+                            name: me.name.clone(),
+                            incarnation: me.incarnation,
+                        };
+                        match farewell.encode() {
+                            Ok(b) => {
+                                if let Err(e) = self.foca.add_broadcast(&b) {
+                                    warn!(error = %e, "sending a farewell");
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "encoding a farewell"),
+                        }
                         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
                             warn!(error = %e, "leaving the cluster");
                         }
@@ -449,9 +538,15 @@ impl Task {
                     changed = true;
                 }
                 OwnedNotification::Rejoin(id) => {
-                    warn!(identity = ?id, "the cluster declared this node down; dropping local data and rejoining");
                     self.stats.rejoins.fetch_add(1, Relaxed);
-                    (self.on_declared_down)();
+                    if self.quorum.in_quorum() {
+                        // Members this node had itself declared down (the other side of
+                        // a partition) said it was down: the majority keeps its data.
+                        info!(identity = ?id, quorum = ?self.quorum.count(), "declared down by members this side had declared down; rejoining with its data (this side holds a majority)");
+                    } else {
+                        warn!(identity = ?id, quorum = ?self.quorum.count(), "the cluster declared this node down while its side was a minority; dropping local data and rejoining");
+                        (self.on_declared_down)();
+                    }
                     changed = true;
                 }
                 OwnedNotification::Defunct if self.leaving => {
@@ -465,12 +560,31 @@ impl Task {
                 OwnedNotification::Active | OwnedNotification::Idle => changed = true,
             }
         }
+        let heard = std::mem::take(&mut *self.farewells.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in heard {
+            info!(member = %f.name, "member left on purpose (farewell)");
+            self.quorum.farewell(&f.name, f.incarnation);
+            changed = true;
+        }
+        // foca says nothing when a member becomes suspect or refutes it; readiness
+        // wants to know (a suspect does not hold the healthy majority back).
+        let suspects = self
+            .foca
+            .iter_members()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .fold(0u64, |h, m| {
+                h ^ xxhash_rust::xxh3::xxh3_64(m.id().0.name.as_bytes()).wrapping_add(m.id().0.incarnation)
+            });
+        if suspects != self.suspects {
+            self.suspects = suspects;
+            changed = true;
+        }
         if changed {
             self.publish();
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let me = self.foca.identity().0.clone();
         let mut members: Vec<(NodeId, MemberState)> = self
             .foca
@@ -484,6 +598,24 @@ impl Task {
             })
             .collect();
         members.push((me.clone(), MemberState::Alive));
+        let up: Vec<(&str, u64)> = members
+            .iter()
+            .map(|(id, _)| (id.name.as_str(), id.incarnation))
+            .collect();
+        match self.quorum.observe(up.iter().copied()) {
+            Change::Same => {}
+            Change::Lost => warn!(
+                quorum = ?self.quorum.count(),
+                "this side of the cluster lost its majority; refusing key commands until it is back"
+            ),
+            Change::Regained => {
+                warn!(quorum = ?self.quorum.count(), "this side holds a majority again; dropping local data (the majority may have changed it meanwhile)");
+                (self.on_declared_down)();
+            }
+        }
+        // Published after the store was dropped, so a node never serves stale data
+        // under a regained quorum.
+        self.stats.set_quorum(self.quorum.count());
         let view = ClusterView::new(me, members);
         if view.version != self.view_tx.borrow().version {
             info!(
@@ -568,6 +700,14 @@ mod tests {
             left_at.elapsed()
         );
         assert_ne!(a.view().version, versions[0]);
+        // c said farewell: the others no longer count it (a failure would still count).
+        for m in [&a, &b] {
+            assert!(
+                wait_for(m, |_| m.stats.quorum() == Count { up: 2, known: 2 }).await,
+                "{:?}",
+                m.stats.quorum()
+            );
+        }
     }
 
     /// A resolver whose answer for every name the test sets: `None` fails the lookup.

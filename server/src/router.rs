@@ -88,9 +88,22 @@ pub async fn handle(
     c: &mut Counters,
     out: &mut BytesMut,
 ) -> Flow {
-    if !from_peer && cluster.joining() && uses_keys(&req) {
+    let refusal = match from_peer {
+        false => cluster.refuse_keys().filter(|_| uses_keys(&req)),
+        // A peer's requests run while this node joins (the peer placed them here), but
+        // not while its side has no quorum: what it holds may be stale (a read repair
+        // would take it), and a replica there must not acknowledge.
+        true => (!cluster.membership.in_quorum()
+            && (uses_keys(&req)
+                || matches!(
+                    req,
+                    Request::Peer(PeerRequest::Get { .. } | PeerRequest::Set { .. } | PeerRequest::Del { .. })
+                )))
+        .then_some(crate::cluster::NO_QUORUM),
+    };
+    if let Some(refusal) = refusal {
         if !req.noreply() {
-            out.put_slice(crate::cluster::JOINING);
+            out.put_slice(refusal);
         }
         return Flow::Continue;
     }

@@ -129,6 +129,9 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_handoff_version", cluster.handoff_version());
         write_stat(out, "cluster_repaired", cs.repaired.load(Relaxed));
         write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
+        let quorum = gs.quorum();
+        write_stat(out, "cluster_quorum_up", quorum.up);
+        write_stat(out, "cluster_quorum_known", quorum.known);
         write_stat(out, "cluster_ring_mismatches", cs.ring_mismatches.load(Relaxed));
         write_stat(out, "cluster_fence_retries", cs.fence_retries.load(Relaxed));
         write_stat(out, "cluster_fence_refusals", cs.fence_refusals.load(Relaxed));

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ringcache_tests::cluster::{get_all, set_all, TestCluster};
+use ringcache_protocol::cluster::MemberState;
+use ringcache_tests::cluster::{get_all, set_all, topology, TestCluster};
 use ringcache_tests::http::{http_get, http_request};
 use ringcache_tests::tools::{require_python_module, run_bounded, workspace_root};
-use ringcache_tests::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess};
+use ringcache_tests::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess, Signal};
 
 /// A fresh `--admin-addr` value.
 fn admin_addr() -> SocketAddr {
@@ -346,4 +347,53 @@ fn a_converged_cluster_is_ready_and_readiness_gates_a_safe_rolling_restart() {
     // n1 is gone: the others are ready, and their peers' answers say so.
     let ready = http_get(admins[1], "/readyz");
     assert_eq!(ready.status, 200, "{}", ready.body);
+}
+
+/// One member frozen (SIGSTOP) with failure detection slowed down so it stays suspect,
+/// not down, for the whole check: the two healthy nodes are ready again while it is
+/// being probed (before, every node was unready until it was declared down), and the
+/// frozen node is still on their rings as `suspect`.
+#[test]
+fn a_suspect_member_does_not_keep_the_healthy_majority_unready() {
+    let mut c = TestCluster::start(0, 2, &[]);
+    let mut admins = Vec::new();
+    for _ in 0..3 {
+        let admin = admin_addr();
+        c.add_with(&["--admin-addr", &admin.to_string(), "--gossip-suspect-ms", "30000"]);
+        admins.push(admin);
+    }
+    c.wait_converged(Duration::from_secs(15));
+    for (i, a) in admins.iter().enumerate() {
+        wait_ready(*a, Duration::from_secs(15)).unwrap_or_else(|why| panic!("n{} not ready: {why}", i + 1));
+    }
+    c.nodes[2].process.signal(Signal::Stop);
+    let frozen_at = std::time::Instant::now();
+    let suspect_on_both = || {
+        [0, 1].iter().all(|&i| {
+            topology(&c.nodes[i].process).is_some_and(|t| {
+                t.members
+                    .iter()
+                    .any(|m| m.name == "n3" && m.state == MemberState::Suspect)
+            })
+        })
+    };
+    assert!(
+        poll_until(Duration::from_secs(10), Duration::from_millis(50), suspect_on_both),
+        "n3 not suspected by n1 and n2"
+    );
+    let ready = [0, 1].map(|i| wait_ready(admins[i], Duration::from_secs(5)));
+    let took = frozen_at.elapsed();
+    let still_suspect = suspect_on_both();
+    c.nodes[2].process.signal(Signal::Cont);
+    for (i, r) in ready.iter().enumerate() {
+        if let Err(why) = r {
+            panic!("n{} unready while n3 is only suspect: {why}", i + 1);
+        }
+    }
+    assert!(still_suspect, "n3 was no longer suspect when the check ended");
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: n3 may have been declared down"
+    );
+    println!("n1 and n2 ready {took:?} after n3 froze, n3 still suspect");
 }

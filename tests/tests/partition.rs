@@ -2,9 +2,11 @@
 //! other, joined by a veth pair that the test takes down and up again. The test process
 //! reaches every node through veths of its own, which the partition leaves alone.
 //!
-//! Both sides keep serving during the partition; after it heals the cluster converges
-//! to one ring and serves no stale value (only the newest acknowledged write, or a
-//! miss). Needs root and `ip` (iproute2); traffic stays inside the namespaces the test
+//! During the partition the side of two keeps serving and the node cut off refuses key
+//! commands (`SERVER_ERROR no quorum`): it holds no majority of the cluster it knew.
+//! After healing the cluster converges to one ring, the cut-off node comes back empty,
+//! and the majority has kept its data: with `--replicas 2` every key reads back, each
+//! with its newest acknowledged value. Needs root and `ip` (iproute2); traffic stays inside the namespaces the test
 //! creates (10.231.0.0/16 on its own veths) and on loopback.
 
 use std::net::{SocketAddr, TcpStream};
@@ -144,6 +146,8 @@ fn start(ns: &str, name: &str, cluster_ip: &str, test_ip: &str, port: u16, seed:
         &advertise,
         "--gossip-key",
         "partition-test",
+        "--replicas",
+        "2",
     ] {
         args.push(a.to_string());
     }
@@ -184,7 +188,7 @@ fn sees(n: &NsNode, names: &[&str]) -> bool {
 }
 
 #[test]
-fn both_sides_serve_during_a_partition_and_nothing_stale_after_it_heals() {
+fn the_cut_off_node_refuses_keys_and_the_majority_keeps_every_key_after_healing() {
     require_command("ip", "apt-get install iproute2");
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
@@ -209,13 +213,19 @@ fn both_sides_serve_during_a_partition_and_nothing_stale_after_it_heals() {
     };
     assert!(converged(&[&n1, &n2, &n3], &all), "no single ring before the partition");
 
-    let keys: Vec<String> = (0..300).map(|i| format!("part:{i}")).collect();
-    let write = |n: &NsNode, tag: &str| {
+    let keys: Vec<String> = (0..600).map(|i| format!("part:{i}")).collect();
+    // Half the keys are written again by the majority during the partition.
+    let (kept, rewritten) = keys.split_at(300);
+    let write = |n: &NsNode, keys: &[String], tag: &str| {
         let items: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("{k}-{tag}"))).collect();
         let mut c = RawConn::connect(n.addr).expect("connect");
         set_all(&mut c, &items)
     };
-    assert_eq!(write(&n1, "v0"), Vec::<String>::new());
+    // Every write acknowledged (through n1, so a third goes to each primary).
+    let ok = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        write(&n1, &keys, "v0").is_empty()
+    });
+    assert!(ok, "writes before the partition failed: {:?}", write(&n1, &keys, "v0"));
 
     let cut_at = Instant::now();
     net.cut(false);
@@ -229,19 +239,23 @@ fn both_sides_serve_during_a_partition_and_nothing_stale_after_it_heals() {
         members(&n2)
     );
     println!("both sides dropped the other after {:?}", cut_at.elapsed());
-    // Both sides serve every key; side B's writes come after side A's.
-    assert_eq!(write(&n1, "a1"), Vec::<String>::new(), "side A refused writes");
-    assert_eq!(write(&n2, "b1"), Vec::<String>::new(), "side B refused writes");
-    for (n, tag) in [(&n1, "a1"), (&n2, "b1"), (&n3, "b1")] {
+    // The cut-off node serves no key: not what it holds (the majority may overwrite
+    // it), and it acknowledges no write (the majority would never see it).
+    let refused = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
+    let mut c = RawConn::connect(n1.addr).expect("connect");
+    assert_eq!(c.request(b"get part:1\r\n", b"\r\n"), refused);
+    assert_eq!(c.request(b"set part:1 0 0 1\r\nx\r\n", b"\r\n"), refused);
+    assert!(c.request(b"version\r\n", b"\r\n").starts_with(b"VERSION "));
+    // The majority serves every key: its own, and (with two copies) n1's too.
+    let ok = poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        write(&n2, rewritten, "b1").is_empty()
+    });
+    assert!(ok, "the majority refused writes: {:?}", write(&n2, rewritten, "b1"));
+    let current = |k: &String, i: usize| format!("{k}-{}", if i < kept.len() { "v0" } else { "b1" });
+    for n in [&n2, &n3] {
         let mut c = RawConn::connect(n.addr).expect("connect");
-        let got = get_all(&mut c, &keys, 50);
-        for (k, g) in keys.iter().zip(&got) {
-            assert_eq!(
-                g.as_deref(),
-                Some(format!("{k}-{tag}").as_str()),
-                "{} during the partition",
-                n.name
-            );
+        for (i, (k, g)) in keys.iter().zip(get_all(&mut c, &keys, 50)).enumerate() {
+            assert_eq!(g, Some(current(k, i)), "{} during the partition", n.name);
         }
     }
 
@@ -255,16 +269,27 @@ fn both_sides_serve_during_a_partition_and_nothing_stale_after_it_heals() {
         members(&n3)
     );
     println!("one ring again after {:?}", healed_at.elapsed());
-    // Every read, through every node, is the newest acknowledged value or a miss.
-    let mut hits = 0;
-    for n in [&n1, &n2, &n3] {
-        let mut c = RawConn::connect(n.addr).expect("connect");
-        for (k, g) in keys.iter().zip(get_all(&mut c, &keys, 50)) {
-            if let Some(g) = g {
-                assert_eq!(g, format!("{k}-b1"), "stale value through {} after healing", n.name);
-                hits += 1;
+    // Every read, through every node, is the newest acknowledged value or a miss, and
+    // once the hand-off to the returning node is done, every key is there.
+    let mut misses = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while misses > 0 && Instant::now() < deadline {
+        misses = 0;
+        for n in [&n1, &n2, &n3] {
+            let mut c = RawConn::connect(n.addr).expect("connect");
+            for (i, (k, g)) in keys.iter().zip(get_all(&mut c, &keys, 50)).enumerate() {
+                match g {
+                    Some(g) => assert_eq!(g, current(k, i), "stale value through {} after healing", n.name),
+                    None => misses += 1,
+                }
             }
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    println!("after healing: {hits} hits of {} reads, all current", 3 * keys.len());
+    println!(
+        "after healing: {misses} misses of {} reads {:?} after the heal",
+        3 * keys.len(),
+        healed_at.elapsed()
+    );
+    assert_eq!(misses, 0, "the majority lost keys in the heal");
 }

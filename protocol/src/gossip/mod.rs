@@ -14,6 +14,7 @@
 //! calls and which must give an incarnation no smaller than the current time.
 
 pub mod codec;
+pub mod farewell;
 pub mod seal;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use foca::Identity;
 use crate::cluster::NodeId;
 
 pub use codec::{BincodeCodec, CodecError};
+pub use farewell::Farewell;
 pub use seal::{ClusterKey, NONCE_LEN, PROOF_MAX_AGE, SEAL_OVERHEAD};
 
 /// Largest gossip packet a node sends or accepts (before sealing, which adds

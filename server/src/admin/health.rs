@@ -12,10 +12,15 @@
 //!   `--join-timeout-ms` and then counts as a cluster of one);
 //! - its own hand-off done: it has sent every item the last ring change gave to
 //!   other owners (`Cluster::handoff_version` equals its ring version);
+//! - in quorum: its side of the cluster holds a majority of the members it counts
+//!   (`crate::quorum`); a node cut off from most of its cluster refuses key commands
+//!   and is not ready;
 //! - every other member on its ring answers `stats` over the peer connection within
 //!   [`PEER_WAIT`] with the same `cluster_ring_version` (they all adopted the same
 //!   ring) and the same `cluster_handoff_version` (none of them has anything left to
-//!   hand to this node, or to anyone, for that ring).
+//!   hand to this node, or to anyone, for that ring) — except members gossip already
+//!   suspects, as long as this node and the members that do agree are a strict
+//!   majority of the ring.
 //!
 //! The last two together are what makes a restart safe with `--replicas 2`: a node
 //! that comes back empty is on every ring at once, but holds its share only once the
@@ -24,11 +29,12 @@
 //! `cluster_handoff_version` (a version before this one, during an upgrade) counts
 //! as done, so that a rolling upgrade can proceed.
 //!
-//! A member that does not answer makes every node unready until gossip declares it
-//! down (about `--gossip-probe-ms` + `--gossip-suspect-ms`) and the ring without it
-//! has been handed off: restarting another node meanwhile is exactly what must not
-//! happen. Probes should allow for that (a failure threshold of a few periods) so a
-//! load balancer does not drop every node for those seconds.
+//! A member that stops answering is suspected within a probe period or so
+//! (`--gossip-probe-ms`); until then it makes every node unready. Once it is suspect
+//! the healthy majority is ready again while gossip probes it, so one frozen or
+//! cut-off node does not take every node out of a load balancer. That node itself is
+//! not ready (it cannot answer, or it is in a minority), and a PodDisruptionBudget
+//! with `maxUnavailable: 1` counts it: no second node is restarted meanwhile.
 
 use std::time::Duration;
 
@@ -49,6 +55,10 @@ pub struct Local {
     pub ring_version: u64,
     pub handoff_version: u64,
     pub handoff_in_progress: bool,
+    /// Members up on this node's side of those it counts (`crate::quorum`).
+    pub quorum: crate::quorum::Count,
+    /// How many nodes its ring has (itself included).
+    pub ring_len: usize,
 }
 
 /// What one peer said (or why it said nothing).
@@ -58,6 +68,8 @@ pub struct PeerReport {
     /// Its ring version and, if it reports one, its hand-off version; or why it did
     /// not answer.
     pub answer: Result<(u64, Option<u64>), String>,
+    /// Whether gossip suspects it (it missed a probe and has not refuted yet).
+    pub suspect: bool,
 }
 
 /// `Ok` when the process is alive; otherwise why not.
@@ -78,6 +90,8 @@ pub async fn readiness(node: &Node) -> Result<(), String> {
                 ring_version: 0,
                 handoff_version: 0,
                 handoff_in_progress: false,
+                quorum: crate::quorum::Count { up: 1, known: 1 },
+                ring_len: 1,
             },
             &[],
         );
@@ -89,28 +103,37 @@ pub async fn readiness(node: &Node) -> Result<(), String> {
         ring_version: view.version,
         handoff_version: cluster.handoff_version(),
         handoff_in_progress: cluster.handoff_in_progress(),
+        quorum: cluster.membership.stats.quorum(),
+        ring_len: view.ring.len(),
     };
     // Asking the peers only makes sense once this node itself is settled.
     decide(&local, &[])?;
     let me = view.me.and_then(|m| view.ring.node(m));
     let wait = PEER_WAIT.min(cluster.peer_timeout);
-    let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
-        let pool = cluster.peer(peer.client);
-        let name = peer.name.clone();
-        async move {
-            let answer = match pool
-                .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
-                .await
-            {
-                Ok(reply) => match stat(&reply, "cluster_ring_version") {
-                    Some(ring) => Ok((ring, stat(&reply, "cluster_handoff_version"))),
-                    None => Err("its stats have no cluster_ring_version".to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            PeerReport { name, answer }
-        }
-    });
+    let asks = view
+        .ring
+        .nodes()
+        .iter()
+        .zip(&view.states)
+        .filter(|(n, _)| Some(*n) != me)
+        .map(|(peer, state)| {
+            let pool = cluster.peer(peer.client);
+            let name = peer.name.clone();
+            let suspect = *state == ringcache_protocol::cluster::MemberState::Suspect;
+            async move {
+                let answer = match pool
+                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                    .await
+                {
+                    Ok(reply) => match stat(&reply, "cluster_ring_version") {
+                        Some(ring) => Ok((ring, stat(&reply, "cluster_handoff_version"))),
+                        None => Err("its stats have no cluster_ring_version".to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                PeerReport { name, answer, suspect }
+            }
+        });
     let reports = futures_util::future::join_all(asks).await;
     decide(&local, &reports)
 }
@@ -127,18 +150,35 @@ pub fn decide(local: &Local, peers: &[PeerReport]) -> Result<(), String> {
     if local.handoff_in_progress || local.handoff_version != local.ring_version {
         why.push(format!("handing off items for ring {}", local.ring_version));
     }
+    if !local.quorum.in_quorum() {
+        why.push(format!(
+            "no quorum: {} of the {} members this node counts are up on its side",
+            local.quorum.up, local.quorum.known
+        ));
+    }
+    let mut agree = 1;
+    let mut suspects = Vec::new();
     for p in peers {
-        match &p.answer {
-            Err(e) => why.push(format!("peer {} did not answer: {e}", p.name)),
-            Ok((ring, _)) if *ring != local.ring_version => why.push(format!(
+        let problem = match &p.answer {
+            Err(e) => Some(format!("peer {} did not answer: {e}", p.name)),
+            Ok((ring, _)) if *ring != local.ring_version => Some(format!(
                 "peer {} has ring {ring}, this node {}",
                 p.name, local.ring_version
             )),
             Ok((_, Some(handoff))) if *handoff != local.ring_version => {
-                why.push(format!("peer {} is still handing off items", p.name))
+                Some(format!("peer {} is still handing off items", p.name))
             }
-            Ok(_) => {}
+            Ok(_) => None,
+        };
+        match problem {
+            None => agree += 1,
+            Some(problem) if p.suspect => suspects.push(problem),
+            Some(problem) => why.push(problem),
         }
+    }
+    // Suspects are being probed: they do not hold the healthy majority back.
+    if !suspects.is_empty() && agree * 2 <= local.ring_len.max(peers.len() + 1) {
+        why.extend(suspects);
     }
     if why.is_empty() {
         Ok(())
@@ -170,6 +210,8 @@ mod tests {
             ring_version: v,
             handoff_version: v,
             handoff_in_progress: false,
+            quorum: crate::quorum::Count { up: 3, known: 3 },
+            ring_len: 3,
         }
     }
 
@@ -177,7 +219,53 @@ mod tests {
         PeerReport {
             name: name.to_string(),
             answer,
+            suspect: false,
         }
+    }
+
+    fn suspect(name: &str, answer: Result<(u64, Option<u64>), String>) -> PeerReport {
+        PeerReport {
+            suspect: true,
+            ..peer(name, answer)
+        }
+    }
+
+    #[test]
+    fn a_node_without_quorum_is_not_ready() {
+        let l = Local {
+            quorum: crate::quorum::Count { up: 1, known: 3 },
+            ring_len: 1,
+            ..settled(7)
+        };
+        assert_eq!(
+            decide(&l, &[]),
+            Err("no quorum: 1 of the 3 members this node counts are up on its side".into())
+        );
+    }
+
+    #[test]
+    fn a_suspect_peer_does_not_hold_back_the_healthy_majority() {
+        let l = settled(7);
+        let ok = peer("b", Ok((7, Some(7))));
+        assert_eq!(decide(&l, &[ok.clone(), suspect("c", Err("timed out".into()))]), Ok(()));
+        assert_eq!(decide(&l, &[ok.clone(), suspect("c", Ok((6, Some(6))))]), Ok(()));
+        // Not suspected yet: it still blocks.
+        assert!(decide(&l, &[ok.clone(), peer("c", Err("timed out".into()))]).is_err());
+        // Two suspects of three: this node and b are no majority of a ring of four.
+        let l4 = Local {
+            ring_len: 4,
+            ..settled(7)
+        };
+        let e = decide(
+            &l4,
+            &[
+                ok,
+                suspect("c", Err("timed out".into())),
+                suspect("d", Err("timed out".into())),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e, "peer c did not answer: timed out\npeer d did not answer: timed out");
     }
 
     #[test]

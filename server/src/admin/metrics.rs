@@ -65,6 +65,10 @@ pub struct ClusterSnapshot {
     pub replicas: u32,
     pub joined: bool,
     pub handoff_in_progress: bool,
+    /// Members up on this node's side that it counts, and how many it counts
+    /// (`crate::quorum`).
+    pub quorum_up: u64,
+    pub quorum_known: u64,
     /// `ringcache_<name>_total` counters: (name, help, value).
     pub counters: Vec<(&'static str, &'static str, u64)>,
     /// Per peer, by name.
@@ -89,6 +93,8 @@ impl Snapshot {
                 replicas: view.ring.replicas(),
                 joined: !cluster.joining(),
                 handoff_in_progress: cluster.handoff_in_progress(),
+                quorum_up: gs.quorum().up as u64,
+                quorum_known: gs.quorum().known as u64,
                 counters: vec![
                     (
                         "ringcache_forwarded",
@@ -162,7 +168,7 @@ impl Snapshot {
                     ),
                     (
                         "ringcache_resets",
-                        "Times the store was dropped because the cluster had declared this node down or it was frozen.",
+                        "Times the store was dropped because it may be stale: this node regained a majority after being cut off, was declared down while in a minority, or was frozen.",
                         cs.resets.load(Relaxed),
                     ),
                     (
@@ -470,6 +476,16 @@ impl Collector for Snapshot {
             cl.joined,
         )?;
         o.gauge(
+            "ringcache_quorum_members_up",
+            "Members this node counts that are up on its side (it serves keys while this is more than half of ringcache_quorum_members_known).",
+            cl.quorum_up,
+        )?;
+        o.gauge(
+            "ringcache_quorum_members_known",
+            "Members this node counts: those it has seen while its side held a majority, less those that left on purpose.",
+            cl.quorum_known,
+        )?;
+        o.gauge(
             "ringcache_handoff_in_progress",
             "Whether the node is handing items to their new owners after a ring change.",
             cl.handoff_in_progress,
@@ -561,6 +577,8 @@ mod tests {
             replicas: 2,
             joined: true,
             handoff_in_progress: false,
+            quorum_up: 2,
+            quorum_known: 3,
             counters: vec![("ringcache_fence_refusals", "help", 7)],
             forwards: forwards.snapshot(),
         }
@@ -632,6 +650,8 @@ mod tests {
             "ringcache_ring_share 0.25",
             "ringcache_ring_replicas 2",
             "ringcache_cluster_joined 1",
+            "ringcache_quorum_members_up 2",
+            "ringcache_quorum_members_known 3",
             "ringcache_handoff_in_progress 0",
             "ringcache_fence_refusals_total 7",
             "ringcache_forward_errors_total{peer=\"node-2\"} 0",
