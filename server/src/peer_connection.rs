@@ -193,6 +193,40 @@ pub async fn serve(
     node.stats.totals.absorb(&mut counters);
 }
 
+/// Answers `wire` (one request, with its `rc_ring` fence if any, untagged) as a peer
+/// connection to `node` would, without a socket: the fence is checked, the request
+/// runs, and a replication is checked again after it is applied. The in-process peers
+/// of `crate::testing` deliver requests through this.
+#[cfg(any(test, feature = "testing"))]
+pub async fn answer(node: Arc<Node>, wire: bytes::Bytes, now: u32) -> BytesMut {
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
+    let mut rbuf = BytesMut::from(&wire[..]);
+    let mut view = node.cluster.as_ref().map(|c| c.ring());
+    let mut reader = Reader::default();
+    let mut out = BytesMut::new();
+    while let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) {
+        let answer = match step {
+            Step::Run { req, tag, fenced } => start(node.clone(), view.clone(), req, tag, fenced, now).await,
+            Step::Answered { out, tag, close } => Answer {
+                out,
+                counters: Counters::default(),
+                tag,
+                close,
+            },
+        };
+        let close = answer.close;
+        out.put_slice(&answer.out);
+        let mut counters = answer.counters;
+        node.stats.totals.absorb(&mut counters);
+        if close {
+            break;
+        }
+    }
+    out
+}
+
 /// Appends an answer (behind its tag) to `out`; true if the connection must close
 /// after it.
 fn take(node: &Node, mut answer: Answer, out: &mut BytesMut) -> bool {
@@ -232,7 +266,8 @@ fn start(
         }
         let flow = match (&node.cluster, &view) {
             (Some(cluster), Some(view)) => {
-                let flow = router::handle(&node, cluster, view, req, true, now, &mut counters, &mut out).await;
+                let mut ctx = router::Ctx::new(&node, cluster, view, true, now, &mut counters);
+                let flow = router::handle(&mut ctx, req, &mut out).await;
                 if let (true, Some(want)) = (replication, fenced) {
                     if cluster.ring_version() != want {
                         // Applied, but the ring changed around it: not to be acknowledged.
