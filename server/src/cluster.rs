@@ -130,7 +130,7 @@ pub struct ClusterStats {
     /// Reads answered by a later owner because an earlier one failed.
     pub read_failovers: AtomicU64,
     /// Failover reads answered with a miss because, in the repair window, an owner
-    /// other than the failed primary did not answer (see `router::may_fail_over`).
+    /// other than the failed primary did not answer (see `router::repair::may_fail_over`).
     pub failover_refusals: AtomicU64,
     /// Writes applied to a replica.
     pub replicated: AtomicU64,
@@ -245,7 +245,7 @@ pub struct Cluster {
     /// The ring version whose hand-off this node has finished; see
     /// [`Cluster::handoff_version`].
     handoff_version: AtomicU64,
-    /// Per-peer counts and latencies of forwarded requests (`router::forward`).
+    /// Per-peer counts and latencies of forwarded requests (`router::placement::forward`).
     pub forwards: ForwardStats,
     /// Publishes this node's ring (the task that follows membership holds the other
     /// sender); [`Cluster::leave`] publishes the ring without this node through it.
@@ -564,7 +564,7 @@ impl Cluster {
     ///
     /// A ring change publishes the new ring before it hands items off, so a change
     /// applied while this still answers the version it was placed with is in the store
-    /// before the hand-off scans it (see `router::write_here`).
+    /// before the hand-off scans it (see `router::write::write_here`).
     pub fn ring_version(&self) -> u64 {
         self.ring.borrow().version
     }
@@ -623,7 +623,7 @@ impl Cluster {
         // on (this node owns nothing; what its clients still send goes to the owners),
         // then hand each item to the owners it gains. A write placed with the old ring
         // and applied here after this point is not acknowledged (the ring changed under
-        // it: `router::write_here`), so the scan below misses no acknowledged write.
+        // it: `router::write::write_here`), so the scan below misses no acknowledged write.
         let next = Arc::new(RingView::build(&view.without_me(), self.ring_config));
         self.ring_tx.send_replace(next.clone());
         let handed = self.hand_off(&prev, &next).await;

@@ -259,7 +259,7 @@ fn start(
         let mut counters = Counters::default();
         let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
         if let (Request::Peer(PeerRequest::Set { key, value, .. }), None) = (&req, fenced) {
-            // Replications are always fenced (`router::replicate`); an item sent
+            // Replications are always fenced (`router::write::replicate`); an item sent
             // without a fence is a hand-off (`Cluster::hand_off`).
             counters.handoff_items_received += 1;
             counters.handoff_bytes_received += (key.len() + value.len()) as u64;
