@@ -234,3 +234,36 @@ async fn a_one_key_get_and_an_mg_take_the_same_path() {
         assert_eq!(mg == "VA 2\r\nv1\r\n", hit, "{fault:?}: {mg}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_the_repair_window_a_failover_read_is_a_miss_unless_every_other_owner_answers() {
+    // Three owners of four nodes; node 0 is not one of them, so its reads reach the
+    // second owner as a peer's, and a read sent to the second owner is a client's.
+    let tc = TestCluster::start(4, 3).await;
+    let key = key_where(&tc, |o| !o.contains(&0));
+    let owners = tc.owners(0, key.as_bytes());
+    let (primary, second, third) = (owners[0], owners[1], owners[2]);
+    assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+    assert!(tc.cluster(second).repairing(), "the start is a ring change");
+    tc.fault(primary, Fault::Unreachable);
+    tc.fault(third, Fault::Unreachable);
+    let refusals = || tc.cluster(second).stats.failover_refusals.load(Relaxed);
+    // The second owner cannot hear from the third: it may not hold the newest version.
+    for (node, input, miss) in [
+        (0, format!("get {key}\r\n"), "END\r\n".to_string()),
+        (0, format!("mg {key} v\r\n"), "EN\r\n".to_string()),
+        (second, format!("get {key}\r\n"), "END\r\n".to_string()),
+        (second, format!("mg {key} v\r\n"), "EN\r\n".to_string()),
+    ] {
+        let before = refusals();
+        assert_eq!(run(&tc, node, &input).await.0, miss, "through node {node}: {input:?}");
+        assert_eq!(refusals(), before + 1, "through node {node}: {input:?}");
+    }
+    // Once the third owner answers, or the window has closed, the second owner serves.
+    tc.fault(third, Fault::None);
+    assert_eq!(run(&tc, 0, &format!("mg {key} v\r\n")).await.0, "VA 2\r\nv1\r\n");
+    tc.fault(third, Fault::Unreachable);
+    tokio::time::sleep(PAST_REPAIR).await;
+    assert_eq!(run(&tc, 0, &format!("get {key}\r\n")).await.0, value(&key, "v1"));
+    assert_eq!(run(&tc, 0, &format!("mg {key} v\r\n")).await.0, "VA 2\r\nv1\r\n");
+}
