@@ -130,6 +130,30 @@ impl Peers for InProcessPeers {
     }
 }
 
+/// The largest value a test node accepts (`-I`).
+const MAX_ITEM_SIZE: usize = 1024 * 1024;
+
+fn test_store() -> Arc<Store> {
+    let store = Store::new(StoreConfig {
+        memory_limit: 64 * 1024 * 1024,
+        shards: 8,
+        max_item_size: MAX_ITEM_SIZE,
+    });
+    Arc::new(store.with_clock_cas())
+}
+
+fn test_settings(client: SocketAddr) -> Settings {
+    Settings {
+        port: client.port(),
+        listen: client.ip().to_string(),
+        max_conns: 1024,
+        max_item_size: MAX_ITEM_SIZE,
+        threads: 1,
+        verbosity: 0,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
 /// Nodes wired together in one process (see the module doc).
 pub struct TestCluster {
     pub nodes: Vec<Arc<Node>>,
@@ -158,13 +182,7 @@ impl TestCluster {
         let mut nodes = Vec::new();
         let mut views = Vec::new();
         for id in &ids {
-            let max_item_size = 1024 * 1024;
-            let store = Store::new(StoreConfig {
-                memory_limit: 64 * 1024 * 1024,
-                shards: 8,
-                max_item_size,
-            });
-            let store = Arc::new(store.with_clock_cas());
+            let store = test_store();
             let config = ClusterConfig {
                 gossip: GossipConfig {
                     name: id.name.clone(),
@@ -183,16 +201,7 @@ impl TestCluster {
             let (membership, view_tx) = Membership::scripted(id.clone(), id.gossip);
             let stats = Arc::new(ClusterStats::default());
             let cluster = Cluster::follow(config, store.clone(), membership, peers.clone(), stats);
-            let settings = Settings {
-                port: id.client.port(),
-                listen: id.client.ip().to_string(),
-                max_conns: 1024,
-                max_item_size,
-                threads: 1,
-                verbosity: 0,
-                drain_timeout: Duration::from_secs(10),
-            };
-            let node = Arc::new(Node::new(store, settings, Some(cluster)));
+            let node = Arc::new(Node::new(store, test_settings(id.client), Some(cluster)));
             peers.targets().insert(
                 id.client,
                 Target {
@@ -336,5 +345,172 @@ impl TestCluster {
         }
         node.stats.totals.absorb(&mut counters);
         out
+    }
+}
+
+/// One step of a differential run: a client request to one node of the cluster, or
+/// time passing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Send these bytes (whole requests) to node `node` (modulo the cluster's size).
+    Request { node: usize, bytes: Vec<u8> },
+    /// Let this many seconds pass (paused time: expiries, the repair window).
+    Advance(u32),
+}
+
+impl Op {
+    /// Decodes a stream of operations from arbitrary bytes (a fuzzer's input): each
+    /// operation takes a few bytes, picks a command, a key of eight, a small value,
+    /// flags and an expiry of 0 to 3 s. Commands whose replies carry a CAS unique
+    /// (`gets`, `mg c`) are left out: a cluster's uniques are a hybrid clock, one
+    /// node's may be too, and neither is a reply the model can predict.
+    pub fn decode(input: &[u8]) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for c in input.chunks(4) {
+            let &[a, b, v, n] = c else { break };
+            let node = usize::from(n % 3);
+            let key = format!("k{}", b % 8);
+            let other = format!("k{}", (b / 8) % 8);
+            let ttl = u32::from(v % 4);
+            let flags = u32::from(v / 4);
+            let value = "v".repeat(usize::from(v % 5));
+            let num = u32::from(v) * 7;
+            let text = match a % 18 {
+                0 | 1 => format!("set {key} {flags} {ttl} {}\r\n{value}\r\n", value.len()),
+                2 => format!("add {key} {flags} {ttl} {}\r\n{value}\r\n", value.len()),
+                3 => format!("replace {key} {flags} 0 {}\r\n{value}\r\n", value.len()),
+                4 => format!("append {key} 0 0 {}\r\n{value}\r\n", value.len()),
+                5 => format!("prepend {key} 0 0 {}\r\n{value}\r\n", value.len()),
+                6 | 7 => format!("get {key}\r\n"),
+                8 => format!("get {key} {other} k{}\r\n", n % 8),
+                9 => format!("delete {key}\r\n"),
+                10 => format!("set {key} 0 0 {}\r\n{num}\r\n", num.to_string().len()),
+                11 => format!("incr {key} {num}\r\n"),
+                12 => format!("decr {key} {num}\r\n"),
+                13 => format!("touch {key} {ttl}\r\n"),
+                14 => format!("mg {key} v f k\r\n"),
+                15 => format!("ms {key} {} F{flags} T{ttl}\r\n{value}\r\n", value.len()),
+                16 => format!("md {key}\r\n"),
+                _ => {
+                    ops.push(Op::Advance(u32::from(v % 7)));
+                    continue;
+                }
+            };
+            ops.push(Op::Request {
+                node,
+                bytes: text.into_bytes(),
+            });
+        }
+        ops
+    }
+}
+
+/// A cluster and a single node (the model) fed the same operations: every reply
+/// through any node of the cluster must be the one node's reply.
+pub struct Differential {
+    pub cluster: TestCluster,
+    pub model: Arc<Node>,
+}
+
+impl Differential {
+    /// `n` nodes with `replicas` owners per key, and the model.
+    pub async fn start(n: usize, replicas: u32) -> Differential {
+        let cluster = TestCluster::start(n, replicas).await;
+        let model = Arc::new(Node::new(
+            test_store(),
+            test_settings(SocketAddr::from(([127, 0, 0, 1], 0))),
+            None,
+        ));
+        Differential { cluster, model }
+    }
+
+    /// Runs `op` on both; `Err` describes the first difference.
+    pub async fn step(&self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::Advance(secs) => {
+                tokio::time::sleep(Duration::from_secs(u64::from(*secs))).await;
+                Ok(())
+            }
+            Op::Request { node, bytes } => {
+                let node = node % self.cluster.nodes.len();
+                let got = self.cluster.request(node, bytes).await;
+                let want = self.model_request(bytes);
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{:?} through node {node}: cluster {:?}, one node {:?}",
+                        String::from_utf8_lossy(bytes),
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&want)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Runs `bytes` on the model, as a connection to a node without a cluster does.
+    fn model_request(&self, bytes: &[u8]) -> BytesMut {
+        let limits = Limits {
+            max_item_size: self.model.settings.max_item_size,
+        };
+        let now = self.cluster.now();
+        let mut rbuf = BytesMut::from(bytes);
+        let mut out = BytesMut::new();
+        let mut counters = Counters::default();
+        loop {
+            match parse_request(&mut rbuf, &limits) {
+                Ok(None) => break,
+                Ok(Some(req)) => {
+                    if exec::execute(&self.model, req, now, &mut counters, &mut out) == Flow::Close {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    out.put_slice(e.reply);
+                    if let Some(key) = &e.unlink {
+                        self.model.store.with(key, now, |slot| slot.remove());
+                    }
+                    let swallow = (e.swallow as usize).min(rbuf.len());
+                    rbuf.advance(swallow);
+                    if e.close {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: a seeded byte stream, no dependency.
+    fn bytes(mut seed: u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed >> 12;
+                seed ^= seed << 25;
+                seed ^= seed >> 27;
+                (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_request_streams_through_three_nodes_answer_as_one_node() {
+        let diff = Differential::start(3, 2).await;
+        let mut steps = 0;
+        for seed in 1..=40u64 {
+            for op in Op::decode(&bytes(seed, 4 * 60)) {
+                if let Err(e) = diff.step(&op).await {
+                    panic!("seed {seed}, step {steps}: {e}");
+                }
+                steps += 1;
+            }
+        }
+        assert!(steps > 2000, "{steps} steps");
     }
 }
