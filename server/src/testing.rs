@@ -424,19 +424,19 @@ impl Differential {
         Differential { cluster, model }
     }
 
-    /// Runs `op` on both; `Err` describes the first difference.
-    pub async fn step(&self, op: &Op) -> Result<(), String> {
+    /// Runs `op` on both: the reply (empty when time passed), or the difference.
+    pub async fn step(&self, op: &Op) -> Result<BytesMut, String> {
         match op {
             Op::Advance(secs) => {
                 tokio::time::sleep(Duration::from_secs(u64::from(*secs))).await;
-                Ok(())
+                Ok(BytesMut::new())
             }
             Op::Request { node, bytes } => {
                 let node = node % self.cluster.nodes.len();
                 let got = self.cluster.request(node, bytes).await;
                 let want = self.model_request(bytes);
                 if got == want {
-                    Ok(())
+                    Ok(got)
                 } else {
                     Err(format!(
                         "{:?} through node {node}: cluster {:?}, one node {:?}",
