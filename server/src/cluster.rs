@@ -14,14 +14,12 @@
 //! rings differ wait here for the next ring ([`Cluster::next_ring`], bounded by
 //! [`FENCE_WAIT`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ringcache_client::pool::NodePool;
 use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
 use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
 use ringcache_protocol::text::frame::Expect;
@@ -31,11 +29,9 @@ use tracing::{info, warn};
 
 use crate::forward_stats::ForwardStats;
 use crate::membership::{ClusterView, GossipConfig, Membership, OnDeclaredDown};
+use crate::peers::{Peer, PeerPools, Peers, PEER_POOL};
 use crate::secret::ClusterKey;
 use crate::storage::Store;
-
-/// Connections kept open to each peer.
-const PEER_POOL: usize = 2;
 
 /// How long after a ring change this node repairs reads (see [`Cluster::repairing`]).
 const REPAIR_WINDOW: Duration = Duration::from_secs(5);
@@ -134,7 +130,7 @@ pub struct ClusterStats {
     /// Reads answered by a later owner because an earlier one failed.
     pub read_failovers: AtomicU64,
     /// Failover reads answered with a miss because, in the repair window, an owner
-    /// other than the failed primary did not answer (see `router::may_fail_over`).
+    /// other than the failed primary did not answer (see `router::repair::may_fail_over`).
     pub failover_refusals: AtomicU64,
     /// Writes applied to a replica.
     pub replicated: AtomicU64,
@@ -240,15 +236,17 @@ impl FreezeGuard {
 pub struct Cluster {
     pub membership: Membership,
     ring: watch::Receiver<Arc<RingView>>,
-    peers: Mutex<HashMap<SocketAddr, Arc<NodePool>>>,
+    /// How requests reach other nodes: pooled connections, or in-process peers in tests.
+    peers: Arc<dyn Peers>,
     pub peer_timeout: Duration,
     pub stats: Arc<ClusterStats>,
-    name: String,
     freeze: Arc<FreezeGuard>,
     store: Arc<Store>,
     /// The cluster secret, if any: peer connections must prove they know it.
     pub key: Option<Arc<ClusterKey>>,
-    /// Milliseconds since `freeze.started` at the last ring change (0 = never).
+    /// The clock of the repair window: tokio's, so a test with paused time controls it.
+    clock: tokio::time::Instant,
+    /// Milliseconds since `clock` at the last ring change, plus one (0 = never).
     changed_at: AtomicU64,
     /// False from the start of a node with seeds until it first sees another member
     /// (or the join timeout passes): see [`Cluster::joining`].
@@ -259,7 +257,7 @@ pub struct Cluster {
     /// The ring version whose hand-off this node has finished; see
     /// [`Cluster::handoff_version`].
     handoff_version: AtomicU64,
-    /// Per-peer counts and latencies of forwarded requests (`router::forward`).
+    /// Per-peer counts and latencies of forwarded requests (`router::placement::forward`).
     pub forwards: ForwardStats,
     /// Publishes this node's ring (the task that follows membership holds the other
     /// sender); [`Cluster::leave`] publishes the ring without this node through it.
@@ -279,9 +277,25 @@ impl Cluster {
                 store.flush_all(crate::node::unix_now(), 0);
             })
         };
-        let name = config.gossip.name.clone();
-        let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
+        let peers = Arc::new(PeerPools::new(
+            &config.gossip.name,
+            config.gossip.key.clone(),
+            config.peer_timeout,
+        ));
+        Ok(Cluster::follow(config, store, membership, peers, stats))
+    }
+
+    /// Follows `membership` (a running gossip task, or views a test publishes), reaching
+    /// other nodes through `peers`.
+    pub fn follow(
+        config: ClusterConfig,
+        store: Arc<Store>,
+        membership: Membership,
+        peers: Arc<dyn Peers>,
+        stats: Arc<ClusterStats>,
+    ) -> Arc<Cluster> {
+        let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         // A node given seeds (other than itself; a name may list others even if it
         // lists only this node now) belongs to a cluster it has not met yet.
         let me = [membership.local_addr, config.gossip.gossip_addr];
@@ -295,13 +309,13 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             membership,
             ring,
-            peers: Mutex::new(HashMap::new()),
+            peers,
             peer_timeout: config.peer_timeout,
             stats,
-            name,
             freeze,
             store,
             key: config.gossip.key.clone(),
+            clock: tokio::time::Instant::now(),
             changed_at: AtomicU64::new(0),
             joined,
             handoffs_running: AtomicU64::new(0),
@@ -373,11 +387,12 @@ impl Cluster {
                     "ring changed"
                 );
                 let Some(cluster) = weak.upgrade() else { break };
-                cluster.changed_at.store(cluster.freeze.elapsed_ms().max(1), Relaxed);
+                let at = cluster.clock.elapsed().as_millis() as u64 + 1;
+                cluster.changed_at.store(at, Relaxed);
                 cluster.rebalance(&prev, &next).await;
             }
         });
-        Ok(cluster)
+        cluster
     }
 
     /// After a ring change: hands every item to the owners it newly has (a node that
@@ -514,7 +529,8 @@ impl Cluster {
     /// for their version before it serves a key, and keeps the newest (largest CAS).
     pub fn repairing(&self) -> bool {
         let at = self.changed_at.load(Relaxed);
-        at != 0 && self.freeze.elapsed_ms().saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
+        let now = self.clock.elapsed().as_millis() as u64 + 1;
+        at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
     }
 
     /// Whether this node is still joining its cluster: it was started with seeds and
@@ -584,35 +600,14 @@ impl Cluster {
     ///
     /// A ring change publishes the new ring before it hands items off, so a change
     /// applied while this still answers the version it was placed with is in the store
-    /// before the hand-off scans it (see `router::write_here`).
+    /// before the hand-off scans it (see `router::write::write_here`).
     pub fn ring_version(&self) -> u64 {
         self.ring.borrow().version
     }
 
-    /// The pool of connections to the peer serving clients at `addr`.
-    pub fn peer(&self, addr: SocketAddr) -> Arc<NodePool> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .entry(addr)
-            .or_insert_with(|| {
-                let name = Bytes::from(self.name.clone());
-                let key = self.key.clone();
-                let hello = move || {
-                    let proof = key.as_ref().map(|k| {
-                        let secs = u64::from(crate::node::unix_now());
-                        (secs, Bytes::from(k.peer_proof(&name, secs)))
-                    });
-                    let mut wire = BytesMut::new();
-                    PeerRequest::Hello {
-                        name: name.clone(),
-                        proof,
-                    }
-                    .encode(&mut wire);
-                    wire.freeze()
-                };
-                Arc::new(NodePool::new(addr, PEER_POOL, self.peer_timeout).with_hello_fn(Arc::new(hello)))
-            })
-            .clone()
+    /// The peer serving clients at `addr` (through the node's [`Peers`]).
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer::new(self.peers.clone(), addr)
     }
 
     /// Measures the round trip to every other member on the ring, every
@@ -664,7 +659,7 @@ impl Cluster {
         // on (this node owns nothing; what its clients still send goes to the owners),
         // then hand each item to the owners it gains. A write placed with the old ring
         // and applied here after this point is not acknowledged (the ring changed under
-        // it: `router::write_here`), so the scan below misses no acknowledged write.
+        // it: `router::write::write_here`), so the scan below misses no acknowledged write.
         let next = Arc::new(RingView::build(&view.without_me(), self.ring_config));
         self.ring_tx.send_replace(next.clone());
         let handed = self.hand_off(&prev, &next).await;

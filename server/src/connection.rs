@@ -17,13 +17,12 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
 use ringcache_protocol::text::peer::PeerRequest;
-use ringcache_protocol::text::{parse_request, response, GetKind, GetRequest, Limits, Request};
+use ringcache_protocol::text::{parse_request, response, Limits, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::cluster::RingView;
 use crate::exec::{self, Flow};
 use crate::node::{unix_now, Node};
 use crate::router;
@@ -84,7 +83,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
             }
             let parsed = parse_request(&mut rbuf, &limits);
             match parsed {
-                Ok(Some(Request::Get(get))) if local_gets(&node, view.as_deref(), &get) => {
+                Ok(Some(Request::Get(get))) if router::runs_here(&node, view.as_deref(), &get) => {
                     for key in get.keys.iter() {
                         exec::retrieve_one(&node, get.kind, &key, now, &mut counters, &mut out);
                         if out.len() >= FLUSH_AT && flush(&mut sock, &mut out, &mut counters).await.is_err() {
@@ -114,7 +113,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 Ok(Some(req)) => {
                     let flow = match (&node.cluster, &view) {
                         (Some(cluster), Some(view)) => {
-                            router::handle(&node, cluster, view, req, false, now, &mut counters, &mut out).await
+                            let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
+                            router::handle(&mut ctx, req, &mut out).await
                         }
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
@@ -129,7 +129,8 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                     if let Some(key) = e.unlink.clone() {
                         match (&node.cluster, &view) {
                             (Some(cluster), Some(view)) if view.ring.len() > 1 => {
-                                router::unlink(&node, cluster, view, key, now).await;
+                                let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
+                                router::unlink(&mut ctx, key).await;
                             }
                             _ => {
                                 node.store.with(&key, now, |slot| slot.remove());
@@ -157,23 +158,6 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
         crate::peer_connection::serve(node.clone(), sock, rbuf, out, stopping).await;
     }
     node.stats.curr_connections.fetch_sub(1, Relaxed);
-}
-
-/// Whether a retrieval can run entirely here, key by key with flushes in between
-/// (so a huge multi-get never builds a huge reply): true on a cluster of one, and when
-/// this node is the primary of every key (and the command does not touch, which would
-/// have to update the replicas).
-fn local_gets(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool {
-    let (Some(cluster), Some(view)) = (&node.cluster, view) else {
-        return true;
-    };
-    if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
-        return false;
-    }
-    if cluster.refuse_keys().is_some() || cluster.repairing() {
-        return false;
-    }
-    view.ring.len() <= 1 || get.keys.iter().all(|k| view.ring.primary(&k) == view.me)
 }
 
 async fn flush(sock: &mut TcpStream, out: &mut BytesMut, c: &mut Counters) -> std::io::Result<()> {

@@ -1,6 +1,6 @@
 //! Per-peer counters of forwarded requests: how many this node sent each peer, how
 //! long their replies took (a latency histogram), how many failed and how many timed
-//! out. `router::forward` records each forward once; `/metrics` reads them
+//! out. `router::placement::forward` records each forward once; `/metrics` reads them
 //! (`ringcache_forward_duration_seconds{peer}` and friends).
 //!
 //! Recording is lock-free after a peer's first forward: a read lock and a lookup by

@@ -9,6 +9,13 @@
 //! - [`storage`]: the sharded, memory-bounded store with eviction and expiry.
 //! - [`stats`] and [`stats_report`]: counters and the text of `stats`.
 //! - [`node`]: the state shared by all connections.
+//! - [`cluster`]: this node's ring views, peers and the freeze guard; [`membership`]:
+//!   the SWIM gossip task; [`seeds`]: seed names and their lookups; [`secret`]:
+//!   sealing gossip under fresh nonces; [`quorum`]: whether this node's side may serve keys.
+//! - [`router`]: where each request runs (here, on its owner, on every owner): one
+//!   owner walk with fencing and failover, reads, writes and replication, repair.
+//! - [`peers`]: the seam between the router and the sockets to other nodes;
+//!   `testing` (feature `testing`): nodes wired together in one process through it.
 //! - [`admin`]: the optional HTTP listener (`--admin-addr`): `/metrics`, `/healthz`,
 //!   `/readyz`; [`forward_stats`]: per-peer forward counts and latencies it reports.
 
@@ -21,6 +28,7 @@ pub mod forward_stats;
 pub mod membership;
 pub mod node;
 pub mod peer_connection;
+pub mod peers;
 pub mod quorum;
 pub mod router;
 pub mod secret;
@@ -29,6 +37,8 @@ pub mod server;
 pub mod stats;
 pub mod stats_report;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// What `version` answers (`VERSION 1.6.18`) and `stats` reports as `version`: the
 /// memcached release whose protocol ringcache speaks, alone, as memcached sends it.

@@ -106,7 +106,9 @@ impl ClusterView {
         ClusterView::new(self.me.clone(), others)
     }
 
-    fn new(me: NodeId, mut members: Vec<(NodeId, MemberState)>) -> ClusterView {
+    /// The view of `members` (sorted here; its version is a hash of their identities)
+    /// as `me` sees it.
+    pub fn new(me: NodeId, mut members: Vec<(NodeId, MemberState)>) -> ClusterView {
         members.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.incarnation.cmp(&b.0.incarnation)));
         let mut h = Vec::new();
         for (id, _) in &members {
@@ -259,6 +261,33 @@ impl Membership {
             stats,
             local_addr,
         })
+    }
+
+    /// A membership without gossip: the views are whatever the caller publishes on
+    /// the returned sender (`members`, this node included, each alive). For tests that
+    /// run several nodes in one process (`crate::testing`); a `leave` is acknowledged
+    /// at once and changes nothing.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn scripted(me: NodeId, local_addr: SocketAddr) -> (Membership, watch::Sender<Arc<ClusterView>>) {
+        let alone = vec![(me.clone(), MemberState::Alive)];
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(me, alone)));
+        let (cmds, mut cmds_rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(Command::Leave(done)) = cmds_rx.recv().await {
+                let _ = done.send(());
+            }
+        });
+        // A scripted membership is always in quorum: its tests place keys, and the
+        // quorum rule has tests of its own (`crate::quorum`, tests/tests/partition.rs).
+        let stats = Arc::new(GossipStats::default());
+        stats.set_quorum(Count { up: 1, known: 1 });
+        let membership = Membership {
+            view,
+            cmds,
+            stats,
+            local_addr,
+        };
+        (membership, view_tx)
     }
 
     /// The latest view (a cheap `Arc` clone; never waits for the gossip task).

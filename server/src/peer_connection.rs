@@ -193,6 +193,40 @@ pub async fn serve(
     node.stats.totals.absorb(&mut counters);
 }
 
+/// Answers `wire` (one request, with its `rc_ring` fence if any, untagged) as a peer
+/// connection to `node` would, without a socket: the fence is checked, the request
+/// runs, and a replication is checked again after it is applied. The in-process peers
+/// of `crate::testing` deliver requests through this.
+#[cfg(any(test, feature = "testing"))]
+pub async fn answer(node: Arc<Node>, wire: bytes::Bytes, now: u32) -> BytesMut {
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
+    let mut rbuf = BytesMut::from(&wire[..]);
+    let mut view = node.cluster.as_ref().map(|c| c.ring());
+    let mut reader = Reader::default();
+    let mut out = BytesMut::new();
+    while let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) {
+        let answer = match step {
+            Step::Run { req, tag, fenced } => start(node.clone(), view.clone(), req, tag, fenced, now).await,
+            Step::Answered { out, tag, close } => Answer {
+                out,
+                counters: Counters::default(),
+                tag,
+                close,
+            },
+        };
+        let close = answer.close;
+        out.put_slice(&answer.out);
+        let mut counters = answer.counters;
+        node.stats.totals.absorb(&mut counters);
+        if close {
+            break;
+        }
+    }
+    out
+}
+
 /// Appends an answer (behind its tag) to `out`; true if the connection must close
 /// after it.
 fn take(node: &Node, mut answer: Answer, out: &mut BytesMut) -> bool {
@@ -225,14 +259,15 @@ fn start(
         let mut counters = Counters::default();
         let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
         if let (Request::Peer(PeerRequest::Set { key, value, .. }), None) = (&req, fenced) {
-            // Replications are always fenced (`router::replicate`); an item sent
+            // Replications are always fenced (`router::write::replicate`); an item sent
             // without a fence is a hand-off (`Cluster::hand_off`).
             counters.handoff_items_received += 1;
             counters.handoff_bytes_received += (key.len() + value.len()) as u64;
         }
         let flow = match (&node.cluster, &view) {
             (Some(cluster), Some(view)) => {
-                let flow = router::handle(&node, cluster, view, req, true, now, &mut counters, &mut out).await;
+                let mut ctx = router::Ctx::new(&node, cluster, view, true, now, &mut counters);
+                let flow = router::handle(&mut ctx, req, &mut out).await;
                 if let (true, Some(want)) = (replication, fenced) {
                     if cluster.ring_version() != want {
                         // Applied, but the ring changed around it: not to be acknowledged.

@@ -1,5 +1,6 @@
 //! The fuzz targets, one module per decoder.
 
+pub mod cluster;
 pub mod gossip;
 pub mod meta_response;
 pub mod peer_reply;
@@ -20,6 +21,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(gossip::GossipTarget),
         Box::new(seal::SealTarget::new()),
         Box::new(peer_reply::PeerReplyTarget),
+        Box::new(cluster::ClusterTarget),
     ]
 }
 
