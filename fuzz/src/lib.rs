@@ -22,6 +22,7 @@
 //! - [`mutate`], [`rng`], [`alloc`]: the machinery.
 
 pub mod alloc;
+pub mod input;
 pub mod mutate;
 pub mod rng;
 pub mod runner;
@@ -41,6 +42,25 @@ pub trait Target {
     /// Checks one input. `Ok` carries the input's outcome signature; `Err` is a finding.
     /// Deterministic: everything random here derives from the input's bytes.
     fn run(&self, input: &[u8]) -> Result<u64, String>;
+}
+
+/// Runs `data` through the target named `name` and panics on a finding: the entry
+/// point of the coverage-guided libFuzzer targets in `fuzz/libfuzzer/` (libFuzzer
+/// reports the panic as a crash and saves the input). The targets are built once per
+/// thread.
+pub fn check_or_panic(name: &str, data: &[u8]) {
+    thread_local! {
+        static ALL: Vec<Box<dyn Target>> = targets::all();
+    }
+    ALL.with(|all| {
+        let target = all
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("no fuzz target named {name}"));
+        if let Err(msg) = target.run(data) {
+            panic!("{name}: {msg}\n    input: {}", show(data));
+        }
+    });
 }
 
 /// Builds an outcome signature.

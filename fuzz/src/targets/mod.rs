@@ -2,10 +2,12 @@
 
 pub mod gossip;
 pub mod meta_response;
+pub mod peer;
 pub mod peer_reply;
 pub mod request;
 pub mod response;
 pub mod seal;
+pub mod store;
 pub mod topology;
 
 use crate::Target;
@@ -20,6 +22,8 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(gossip::GossipTarget),
         Box::new(seal::SealTarget::new()),
         Box::new(peer_reply::PeerReplyTarget),
+        Box::new(peer::PeerTarget),
+        Box::new(store::StoreTarget),
     ]
 }
 
