@@ -175,7 +175,7 @@ impl Run {
     /// Checks a miss against the model, then forgets the key (the store has not got it).
     fn miss(&mut self, key: &[u8], reason: MissReason) -> Result<(), String> {
         let entry = self.model.remove(key);
-        if reason == MissReason::Expired && !entry.as_ref().is_some_and(|e| !e.live(self.now)) {
+        if reason == MissReason::Expired && entry.as_ref().is_none_or(|e| e.live(self.now)) {
             return Err(format!(
                 "{}: missed as expired; the last write was {entry:?}",
                 crate::show(key)
