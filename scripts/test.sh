@@ -119,7 +119,7 @@ if cargo run --quiet -p ringcache-fuzz -- --target all --export "$fuzz_seeds" \
             "$libfuzzer_dir/corpus/$t" "$fuzz_seeds/corpus/$t" -- \
             -max_total_time="${RINGCACHE_LIBFUZZER_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
             -dict="$fuzz_seeds/$t.dict" -print_final_stats=1 >"target/libfuzzer-$t.log" 2>&1; then
-            grep -E "^#[0-9]+ +DONE|^Done|stat::number_of_executed_units|stat::average_exec_per_sec" \
+            grep -E "^#[0-9]+[[:space:]]+DONE|^Done" \
                 "target/libfuzzer-$t.log" || tail -n 5 "target/libfuzzer-$t.log"
         else
             tail -n 60 "target/libfuzzer-$t.log"
