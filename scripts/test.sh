@@ -87,13 +87,52 @@ else
     cargo test --workspace --no-fail-fast || failed+=("tests")
 fi
 
-# --- fuzzing (bounded): each target ~12 s, a little over a minute in all; any finding fails ---
-# Longer runs and replaying a finding: docs/FUZZING.md.
-log "fuzzing the decoders (bounded)"
+# --- fuzzing (bounded); any finding fails. Longer runs and replaying a finding:
+# docs/FUZZING.md. First the stable runner (fuzz/src), a quick smoke test: each target
+# ~6 s with a fresh seed it prints.
+log "fuzzing: the stable-toolchain runner (bounded)"
 fuzz_seed="${RINGCACHE_FUZZ_SEED:-$(date +%s)}"
 echo "fuzz seed $fuzz_seed (replay this run with RINGCACHE_FUZZ_SEED=$fuzz_seed)"
-cargo run --quiet -p ringcache-fuzz -- --target all --seconds "${RINGCACHE_FUZZ_SECONDS:-12}" \
+cargo run --quiet -p ringcache-fuzz -- --target all --seconds "${RINGCACHE_FUZZ_SECONDS:-6}" \
     --seed "$fuzz_seed" --findings target/fuzz-findings || failed+=("fuzz")
+
+# Then the same targets coverage-guided: libFuzzer through cargo-fuzz (pinned), on the
+# stable toolchain with --sanitizer none (no -Z flag, so no RUSTC_BOOTSTRAP), in release
+# with debug assertions as cargo fuzz builds; each target ~20 s from the seeds the stable
+# runner exports (and whatever corpus/ a previous run here left), with its dictionary.
+cargo_fuzz_version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
+    log "installing cargo-fuzz $cargo_fuzz_version"
+    cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked || failed+=("cargo-fuzz install")
+fi
+log "fuzzing: the libFuzzer targets (cargo fuzz, bounded)"
+libfuzzer_dir=fuzz/libfuzzer
+fuzz_seeds=target/fuzz-seeds
+if cargo run --quiet -p ringcache-fuzz -- --target all --export "$fuzz_seeds" \
+    && cargo fuzz build --fuzz-dir "$libfuzzer_dir" --sanitizer none; then
+    for t in $(cargo fuzz list --fuzz-dir "$libfuzzer_dir"); do
+        mkdir -p "$libfuzzer_dir/corpus/$t"
+        echo "--- libFuzzer: $t"
+        # libFuzzer's progress lines go to a log; its last lines (and any crash report)
+        # are shown.
+        # The cluster differential target (request streams through an in-process 3-node
+        # cluster against one node) is slow per input and gets a minute of its own.
+        seconds=${RINGCACHE_LIBFUZZER_SECONDS:-20}
+        [ "$t" = cluster ] && seconds=${RINGCACHE_LIBFUZZER_CLUSTER_SECONDS:-60}
+        if cargo fuzz run --fuzz-dir "$libfuzzer_dir" --sanitizer none "$t" \
+            "$libfuzzer_dir/corpus/$t" "$fuzz_seeds/corpus/$t" -- \
+            -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+            -dict="$fuzz_seeds/$t.dict" -print_final_stats=1 >"target/libfuzzer-$t.log" 2>&1; then
+            grep -E "^#[0-9]+[[:space:]]+DONE|^Done" \
+                "target/libfuzzer-$t.log" || tail -n 5 "target/libfuzzer-$t.log"
+        else
+            tail -n 60 "target/libfuzzer-$t.log"
+            failed+=("libfuzzer $t")
+        fi
+    done
+else
+    failed+=("libfuzzer build")
+fi
 
 log "checking formatting"
 cargo fmt --all -- --check || failed+=("cargo fmt")

@@ -1,12 +1,15 @@
-//! Fuzzing for ringcache's decoders on the stable toolchain.
+//! Fuzz targets for ringcache, and a stable-toolchain runner for them.
 //!
-//! cargo-fuzz needs nightly (`-Z sanitizer`), and AFL++ via cargo-afl is not installed
-//! here; so this is a coverage-less, structure-aware mutation fuzzer run as an ordinary
-//! binary: a seeded generator ([`rng`]), a corpus of valid inputs per target that
-//! [`mutate`] edits the way hostile peers do, and, for feedback, an *outcome
-//! signature* per input (which results, errors and request kinds it produced): an input
-//! with a new signature joins the corpus, so mutations build on inputs that reach
-//! different parser states.
+//! Each [`Target`] gives an input's meaning and the invariants to check. Two engines
+//! run the same targets:
+//! - this crate's binary: a coverage-less, structure-aware mutation fuzzer run as an
+//!   ordinary program: a seeded generator ([`rng`]), a corpus of valid inputs per
+//!   target that [`mutate`] edits the way hostile peers do, and, for feedback, an
+//!   *outcome signature* per input (which results, errors and request kinds it
+//!   produced): an input with a new signature joins the corpus. Quick, deterministic
+//!   for a seed, no extra tool: CI's smoke test.
+//! - libFuzzer, coverage-guided, through `cargo fuzz` and the thin wrappers in
+//!   `fuzz/libfuzzer/`, which call [`check_or_panic`].
 //!
 //! Every target checks invariants, not only "no panic" (see each module):
 //! - no panic and no hang (every call makes progress; each input is timed);
@@ -14,14 +17,18 @@
 //! - the same bytes fed whole and in arbitrary splits give the same results;
 //! - whatever is decoded re-encodes to bytes that decode to an equal value;
 //! - decoders reject absurd sizes instead of allocating them ([`alloc`] measures);
-//! - requests never carry a key over 250 bytes or one with control characters.
+//! - requests never carry a key over 250 bytes or one with control characters;
+//! - the store agrees with a model of its last writes and keeps within its memory limit.
 //!
 //! # Layout
 //! - [`runner`]: the loop (time budget, seed, corpus, findings);
-//! - [`targets`]: `request`, `response`, `meta_response`, `topology`, `gossip`, `seal`;
+//! - [`targets`]: `request`, `response`, `meta_response`, `topology`, `gossip`, `seal`,
+//!   `peer_reply`, `peer`, `store`;
+//! - [`input`]: reads structured values off an input (`peer`, `store`);
 //! - [`mutate`], [`rng`], [`alloc`]: the machinery.
 
 pub mod alloc;
+pub mod input;
 pub mod mutate;
 pub mod rng;
 pub mod runner;
@@ -41,6 +48,25 @@ pub trait Target {
     /// Checks one input. `Ok` carries the input's outcome signature; `Err` is a finding.
     /// Deterministic: everything random here derives from the input's bytes.
     fn run(&self, input: &[u8]) -> Result<u64, String>;
+}
+
+/// Runs `data` through the target named `name` and panics on a finding: the entry
+/// point of the coverage-guided libFuzzer targets in `fuzz/libfuzzer/` (libFuzzer
+/// reports the panic as a crash and saves the input). The targets are built once per
+/// thread.
+pub fn check_or_panic(name: &str, data: &[u8]) {
+    thread_local! {
+        static ALL: Vec<Box<dyn Target>> = targets::all();
+    }
+    ALL.with(|all| {
+        let target = all
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("no fuzz target named {name}"));
+        if let Err(msg) = target.run(data) {
+            panic!("{name}: {msg}\n    input: {}", show(data));
+        }
+    });
 }
 
 /// Builds an outcome signature.

@@ -4,11 +4,12 @@
 //! ringcache-fuzz --target all --seconds 12 --seed 1      # what scripts/test.sh runs
 //! ringcache-fuzz --target request --seconds 3600 --seed 7 --findings fuzz/findings
 //! ringcache-fuzz --target request --repro fuzz/findings/request-seed7-exec123.bin
+//! ringcache-fuzz --target all --export target/fuzz-seeds   # libFuzzer's starting corpora
 //! ```
 //!
 //! Exits 1 when any finding was made (or a replayed input still fails), 0 otherwise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use ringcache_fuzz::{show, targets, Target};
 #[derive(Debug, Parser)]
 #[command(about = "Structure-aware mutation fuzzing of ringcache's decoders (stable Rust).")]
 struct Args {
-    /// Target name, or `all` (request, response, meta_response, topology, gossip, seal, peer_reply).
+    /// Target name, or `all` (request, response, meta_response, topology, gossip, seal, peer_reply, peer, store).
     #[arg(long, default_value = "all")]
     target: String,
     /// Seconds to fuzz each target.
@@ -37,6 +38,11 @@ struct Args {
     /// Replay these saved inputs through `--target` instead of fuzzing.
     #[arg(long, num_args = 1..)]
     repro: Vec<PathBuf>,
+    /// Instead of fuzzing, write each chosen target's seed inputs to
+    /// `<DIR>/corpus/<target>/` and its dictionary to `<DIR>/<target>.dict` (libFuzzer's
+    /// format): the starting corpus of the libFuzzer targets in fuzz/libfuzzer.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,15 @@ fn main() -> ExitCode {
         let names: Vec<&str> = all.iter().map(|t| t.name()).collect();
         eprintln!("unknown target {:?}; targets: all, {}", args.target, names.join(", "));
         return ExitCode::from(2);
+    }
+    if let Some(dir) = &args.export {
+        return match export(&chosen, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        };
     }
     capture_panics();
     if !args.repro.is_empty() {
@@ -68,6 +83,30 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the seeds and dictionaries of `targets` under `dir` (see `--export`).
+fn export(targets: &[&dyn Target], dir: &Path) -> std::io::Result<()> {
+    for target in targets {
+        let corpus = dir.join("corpus").join(target.name());
+        std::fs::create_dir_all(&corpus)?;
+        for (i, seed) in target.seeds().iter().enumerate() {
+            std::fs::write(corpus.join(format!("seed-{i}")), seed)?;
+        }
+        let mut dict = String::new();
+        for token in target.dictionary() {
+            dict.push('"');
+            for &b in *token {
+                match b {
+                    0x20..=0x7e if b != b'"' && b != b'\\' => dict.push(char::from(b)),
+                    _ => dict.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            dict.push_str("\"\n");
+        }
+        std::fs::write(dir.join(format!("{}.dict", target.name())), dict)?;
+    }
+    Ok(())
 }
 
 fn repro(targets: &[&dyn Target], files: &[PathBuf]) -> ExitCode {

@@ -3,10 +3,12 @@
 pub mod cluster;
 pub mod gossip;
 pub mod meta_response;
+pub mod peer;
 pub mod peer_reply;
 pub mod request;
 pub mod response;
 pub mod seal;
+pub mod store;
 pub mod topology;
 
 use crate::Target;
@@ -21,6 +23,8 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(gossip::GossipTarget),
         Box::new(seal::SealTarget::new()),
         Box::new(peer_reply::PeerReplyTarget),
+        Box::new(peer::PeerTarget),
+        Box::new(store::StoreTarget),
         Box::new(cluster::ClusterTarget),
     ]
 }
@@ -44,4 +48,31 @@ pub fn check_consumed(what: &str, fed: &[u8], before: usize, buf: &[u8]) -> Resu
         return Err(format!("{what}: the buffer is not what is left of the input"));
     }
     Ok(before - len)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every input in `fuzz/regressions/<target>/` (findings of either engine, kept once
+    /// fixed) passes its target.
+    #[test]
+    fn regression_inputs_pass() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        let mut checked = 0;
+        for target in super::all() {
+            let Ok(files) = std::fs::read_dir(dir.join(target.name())) else {
+                continue;
+            };
+            for file in files {
+                let path = file.unwrap().path();
+                let input = std::fs::read(&path).unwrap();
+                if let Err(msg) = target.run(&input) {
+                    panic!("{}: {msg}", path.display());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "{checked} regression inputs found");
+    }
 }

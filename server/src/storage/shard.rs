@@ -422,6 +422,12 @@ impl Shard {
         if seg_size != self.seg_size {
             self.seg_size = seg_size;
             self.free_pool();
+            // The open segments have the old size: seal them, so that eviction can
+            // take them and new items go to segments of the new size. Left open, they
+            // could hold a shrunk budget that eviction cannot free, and an item that
+            // fits the new budget would fail as out of memory.
+            self.seal(Queue::Small);
+            self.seal(Queue::Main);
         }
         let patience = self.patience();
         let mut attempts = 0;
