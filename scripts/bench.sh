@@ -34,7 +34,7 @@
 #  12 as 1, with both servers started with -t 2 (on a 2-CPU machine the two server
 #     threads share the one server CPU)
 #  13 idle connections: 10,000 connections (IDLE_CONNS), each used for one set and one
-#     get of a 4 KiB value, then left idle for 5 s (2 s with --quick); the server's RSS
+#     get of a 4 KiB value (one key for all, so the store holds one item), then left idle for 5 s (2 s with --quick); the server's RSS
 #     before and after. Servers get -c IDLE_CONNS+100; the script raises ulimit -n.
 #  14 large values: 10 KiB - 512 KiB per key (log-uniform, fixed per key), Zipf 0.99
 #     read-through over 2,000 keys (~4x what -m 64 holds), 90% get: throughput, then

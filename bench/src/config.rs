@@ -118,7 +118,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub count_items: bool,
     /// Idle mode: open --connections connections, send one set and one get of a
-    /// --value-size value on each, then leave them all idle for --duration seconds and
+    /// --value-size value on each (all of the same key), then leave them all idle for --duration seconds and
     /// report the server's RSS (VmRSS of --server-pid) before connecting and at the end.
     #[arg(long)]
     pub idle: bool,

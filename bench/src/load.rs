@@ -538,8 +538,8 @@ fn rss_sum(pids: &[u32]) -> anyhow::Result<u64> {
 }
 
 /// Idle mode: `--connections` connections, each used once (a set and a get of a
-/// `--value-size` value, so the server has had to buffer a request and a reply on
-/// it) and then left idle for `--duration` seconds; the server's RSS before the
+/// `--value-size` value, all of one key, so the server has had to buffer a request and
+/// a reply on it but stores one item) and then left idle for `--duration` seconds; the server's RSS before the
 /// connections and at the end. Connections open one at a time, each request
 /// bounded by the reply timeout.
 async fn idle(args: &LoadArgs, result: &mut RunResult, limit: Duration) -> anyhow::Result<()> {
@@ -556,7 +556,8 @@ async fn idle(args: &LoadArgs, result: &mut RunResult, limit: Duration) -> anyho
             .with_context(|| format!("opening idle connection {} of {}", i + 1, args.connections))?;
         req.clear();
         let mut key = Vec::with_capacity(32);
-        write_key(&mut key, args.key_prefix.as_bytes(), i as u64);
+        // One key for all: the store holds one item, so RSS growth is the connections'.
+        write_key(&mut key, args.key_prefix.as_bytes(), 0);
         for part in [
             &b"set "[..],
             &key,
