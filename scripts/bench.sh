@@ -31,10 +31,19 @@
 #     single = one ringcache node; memcached. Counts error replies and requests that
 #     waited >= 900 ms (the peer timeout is 1 s).
 #  11 replicated 90/10 mix: as 10, 90% get / 10% set over 1,000 prefilled keys
+#  12 as 1, with both servers started with -t 2 (on a 2-CPU machine the two server
+#     threads share the one server CPU)
+#  13 idle connections: 10,000 connections (IDLE_CONNS), each used for one set and one
+#     get of a 4 KiB value (one key for all, so the store holds one item), then left idle for 5 s (2 s with --quick); the server's RSS
+#     before and after. Servers get -c IDLE_CONNS+100; the script raises ulimit -n.
+#  14 large values: 10 KiB - 512 KiB per key (log-uniform, fixed per key), Zipf 0.99
+#     read-through over 2,000 keys (~4x what -m 64 holds), 90% get: throughput, then
+#     items per MiB of -m from the server's stats
 # Scenarios 7-11 are skipped by --self-check.
 #
 # Environment: MEMCACHED_BIN (memcached), RINGCACHE_BIN (a prebuilt ringcache: skips
-# its build), THREADS (server threads, default 1), BENCH_PORT (first port, 23211).
+# its build), THREADS (server threads, default 1; scenario 12 uses 2), BENCH_PORT (first
+# port, 23211), IDLE_CONNS (scenario 13's connections, default 10000).
 # Servers listen on 127.0.0.1 only and are killed when the script exits.
 set -euo pipefail
 
@@ -49,7 +58,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift ;;
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +75,9 @@ MEMCACHED_BIN=${MEMCACHED_BIN:-memcached}
 THREADS=${THREADS:-1}
 MEMORY=64
 PORT=${BENCH_PORT:-23211}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+# Per-server overrides, set around one scenario.
+server_threads=$THREADS max_conns=1024
 command -v "$MEMCACHED_BIN" >/dev/null || { echo "bench.sh: $MEMCACHED_BIN not found (apt-get install memcached)" >&2; exit 1; }
 
 echo "== building (release)" >&2
@@ -94,9 +106,9 @@ clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # Replicated writes (10, 11) measure for at least 3 s: a request that stalls for the
 # 1 s peer timeout must not be a large part of the window.
 if [ "$quick" = 1 ]; then
-  dur=1.5 warm=0.5 hr_warm=2 hr_dur=2 repl_dur=3
+  dur=1.5 warm=0.5 hr_warm=2 hr_dur=2 repl_dur=3 idle_dur=2
 else
-  dur=8 warm=1 hr_warm=10 hr_dur=10 repl_dur=8
+  dur=8 warm=1 hr_warm=10 hr_dur=10 repl_dur=8 idle_dur=5
 fi
 
 mkdir -p target/bench
@@ -130,7 +142,7 @@ start_server() {
   local bin=$MEMCACHED_BIN extra=(-u root)
   if [ "$kind" = ringcache ]; then bin=$RINGCACHE_BIN extra=(); fi
   [ "$(id -u)" = 0 ] || [ "$kind" = ringcache ] || extra=()
-  "${srv_pin[@]}" "$bin" "${extra[@]}" -p "$port" -l 127.0.0.1 -m "$MEMORY" -t "$THREADS" -c 1024 "$@" \
+  "${srv_pin[@]}" "$bin" "${extra[@]}" -p "$port" -l 127.0.0.1 -m "$MEMORY" -t "$server_threads" -c "$max_conns" "$@" \
     >"target/bench/$kind-$port.log" 2>&1 &
   server_pid=$!
   pids+=("$server_pid")
@@ -184,6 +196,25 @@ wanted 4 && single 4-multiget-10 "${common[@]}" -g 1 -w 10 --prefill
 wanted 5 && single 5-fill-items-per-mib -c 8 -d 16 -v 100 --fill --key-prefix fill: -D 60
 wanted 6 && single 6-hit-ratio-zipf -c 50 -v 100 -k 3500000 --dist zipf:0.99 -g 1 --read-through \
   --warmup "$hr_warm" -D "$hr_dur"
+if wanted 12; then
+  server_threads=2
+  single 12-get-heavy-t2 "${common[@]}" -g 0.9 -d 1 --prefill
+  server_threads=$THREADS
+fi
+if wanted 13; then
+  # Each side holds IDLE_CONNS sockets in the generator and in the server.
+  need=$((IDLE_CONNS + 1000))
+  [ "$(ulimit -n)" -ge "$need" ] || ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  if [ "$(ulimit -n)" -lt "$need" ]; then
+    echo "bench.sh: scenario 13 needs ulimit -n >= $need (hard limit $(ulimit -Hn)); skipped" >&2
+  else
+    max_conns=$((IDLE_CONNS + 100))
+    single 13-idle-connections --idle -c "$IDLE_CONNS" -v 4096 --key-prefix idle: -D "$idle_dur"
+    max_conns=1024
+  fi
+fi
+wanted 14 && single 14-large-values-zipf -c 50 -v 10240 --value-max 524288 -k 2000 --dist zipf:0.99 \
+  -g 0.9 --read-through --count-items --warmup "$hr_warm" -D "$dur"
 
 # Scenarios 7-11: three ringcache nodes gossiping on 127.0.0.1.
 # cluster_view PORT: "<ring version> <replicas> <alive members>" from the node's `topology`.

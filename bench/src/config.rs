@@ -79,9 +79,14 @@ pub struct LoadArgs {
     /// Key popularity: uniform, zipf (s = 0.99) or zipf:<s>.
     #[arg(long, default_value = "uniform")]
     pub dist: DistSpec,
-    /// Bytes per value written by set.
+    /// Bytes per value written by set (with --value-max, the smallest value).
     #[arg(short = 'v', long, default_value_t = 100)]
     pub value_size: usize,
+    /// Mixed value sizes: key i's value has a size between --value-size and this,
+    /// log-uniform and fixed per key (a hash of its id), so a key is always set to the
+    /// same size and small values outnumber large ones.
+    #[arg(long)]
+    pub value_max: Option<usize>,
     /// Fraction of requests that are gets (the rest are sets), 0..=1.
     #[arg(short = 'g', long, default_value_t = 0.9)]
     pub get_ratio: f64,
@@ -107,6 +112,16 @@ pub struct LoadArgs {
     /// then report curr_items and items per MiB of limit_maxbytes.
     #[arg(long)]
     pub fill: bool,
+    /// After the load, read the server's `stats` and report curr_items, evictions and
+    /// items per MiB of limit_maxbytes (as --fill does, without stopping at the first
+    /// eviction).
+    #[arg(long)]
+    pub count_items: bool,
+    /// Idle mode: open --connections connections, send one set and one get of a
+    /// --value-size value on each (all of the same key), then leave them all idle for --duration seconds and
+    /// report the server's RSS (VmRSS of --server-pid) before connecting and at the end.
+    #[arg(long)]
+    pub idle: bool,
     /// Measured seconds (after --warmup). Every run is bounded by this.
     #[arg(short = 'D', long, default_value_t = 10.0)]
     pub duration: f64,
@@ -179,6 +194,17 @@ impl LoadArgs {
         );
         ensure!(self.keys >= 1, "--keys must be >= 1");
         ensure!(self.value_size <= 1 << 20, "--value-size must be <= 1 MiB");
+        if let Some(max) = self.value_max {
+            ensure!(
+                (self.value_size.max(1)..=1 << 20).contains(&max),
+                "--value-max must be in --value-size..=1 MiB (and --value-size >= 1)"
+            );
+        }
+        ensure!(
+            !self.idle || (!self.fill && !self.direct && !self.prefill && self.servers().len() == 1),
+            "--idle takes one --server and no --fill, --direct or --prefill"
+        );
+        ensure!(!self.idle || !self.server_pids.is_empty(), "--idle needs --server-pid");
         ensure!((0.0..=1.0).contains(&self.get_ratio), "--get-ratio must be in 0..=1");
         ensure!((1..=100).contains(&self.multiget), "--multiget must be in 1..=100");
         ensure!(
@@ -250,6 +276,9 @@ mod tests {
         assert!(bad(&|a| a.duration = 0.0));
         assert!(bad(&|a| a.key_prefix = "a b".into()));
         assert!(bad(&|a| a.server = "127.0.0.1:1,".into()));
+        assert!(bad(&|a| a.value_max = Some(50)));
+        assert!(bad(&|a| a.idle = true));
+        assert!(!bad(&|a| a.value_max = Some(1 << 20)));
         assert!(bad(&|a| {
             a.server = "127.0.0.1:1,127.0.0.1:2".into();
             a.direct = true;

@@ -60,8 +60,12 @@ struct Plan {
     /// Requests per batch per task.
     depth: usize,
     prefix: Vec<u8>,
-    /// `<value bytes>\r\n`, copied after every set header.
+    /// Value bytes (as many as the largest value), a prefix of which follows every set
+    /// header.
     value: Vec<u8>,
+    /// Value sizes: `value_size` for every key, or log-uniform per key up to `value_max`.
+    value_size: usize,
+    value_max: Option<usize>,
     reply_timeout: Duration,
     /// Measured requests at least this slow are counted in [`Tally::slow`].
     slow_ns: u64,
@@ -85,6 +89,29 @@ struct Limits {
     budget: AtomicU64,
     /// Set to end the phase early (fill mode: evictions seen; any task's failure).
     stop: AtomicBool,
+}
+
+impl Plan {
+    /// The size of key `id`'s value: fixed, or between `value_size` and `value_max`,
+    /// log-uniform in a hash of `id`, so a key is always written with the same size.
+    fn value_len(&self, id: u64) -> usize {
+        let Some(max) = self.value_max else {
+            return self.value_size;
+        };
+        value_len_between(self.value_size, max, id)
+    }
+}
+
+/// `min * (max / min)^u` with `u` in [0, 1) from a hash (splitmix64) of `id`.
+fn value_len_between(min: usize, max: usize, id: u64) -> usize {
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    let min = min.max(1);
+    let len = min as f64 * (max as f64 / min as f64).powf(u);
+    (len as usize).clamp(min, max.max(min))
 }
 
 impl Limits {
@@ -298,10 +325,12 @@ impl Worker {
         c.wbuf.extend_from_slice(b"set ");
         c.wbuf.extend_from_slice(&self.key);
         c.wbuf.extend_from_slice(b" 0 0 ");
+        let len = plan.value_len(id);
         let mut n = itoa::Buffer::new();
-        c.wbuf.extend_from_slice(n.format(plan.value.len() - 2).as_bytes());
+        c.wbuf.extend_from_slice(n.format(len).as_bytes());
         c.wbuf.extend_from_slice(b"\r\n");
-        c.wbuf.extend_from_slice(&plan.value);
+        c.wbuf.extend_from_slice(&plan.value[..len]);
+        c.wbuf.extend_from_slice(b"\r\n");
         c.inflight.push_back(Inflight::Set);
     }
 
@@ -353,6 +382,11 @@ impl Worker {
             };
             let parsed = parse_reply(&c.rbuf, expect).with_context(|| format!("reply from {}", c.addr))?;
             let Some((reply, used)) = parsed else {
+                // Large values: read in big steps, not the few bytes `read_buf` reserves
+                // in a full buffer.
+                if c.rbuf.capacity() - c.rbuf.len() < 16 * 1024 {
+                    c.rbuf.reserve(64 * 1024);
+                }
                 let n = timeout(plan.reply_timeout, c.stream.read_buf(&mut c.rbuf))
                     .await
                     .map_err(|_| anyhow::anyhow!("no reply from {} within {:?}", c.addr, plan.reply_timeout))?
@@ -502,10 +536,93 @@ fn cpu_sum(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|&p| probe::cpu_ticks(p)).sum()
 }
 
+fn rss_sum(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&p| probe::rss_kib(p)).sum()
+}
+
+/// Idle mode: `--connections` connections, each used once (a set and a get of a
+/// `--value-size` value, all of one key, so the server has had to buffer a request and
+/// a reply on it but stores one item) and then left idle for `--duration` seconds; the server's RSS before the
+/// connections and at the end. Connections open one at a time, each request
+/// bounded by the reply timeout.
+async fn idle(args: &LoadArgs, result: &mut RunResult, limit: Duration) -> anyhow::Result<()> {
+    result.rss_before_kib = Some(rss_sum(&args.server_pids)?);
+    let started = Instant::now();
+    let mut value = vec![b'x'; args.value_size];
+    value.extend_from_slice(b"\r\n");
+    let mut held = Vec::with_capacity(args.connections);
+    let mut rbuf = BytesMut::with_capacity(args.value_size + 4096);
+    let mut req = Vec::with_capacity(args.value_size + 128);
+    for i in 0..args.connections {
+        let mut stream = probe::connect(&args.server, limit)
+            .await
+            .with_context(|| format!("opening idle connection {} of {}", i + 1, args.connections))?;
+        req.clear();
+        let mut key = Vec::with_capacity(32);
+        // One key for all: the store holds one item, so RSS growth is the connections'.
+        write_key(&mut key, args.key_prefix.as_bytes(), 0);
+        for part in [
+            &b"set "[..],
+            &key,
+            b" 0 0 ",
+            itoa::Buffer::new().format(args.value_size).as_bytes(),
+            b"\r\n",
+            &value,
+            b"get ",
+            &key,
+            b"\r\n",
+        ] {
+            req.extend_from_slice(part);
+        }
+        let exchange = async {
+            stream.write_all(&req).await?;
+            rbuf.clear();
+            let mut replies = 0;
+            while replies < 2 {
+                let expect = if replies == 0 { Expect::Stored } else { Expect::Values };
+                match parse_reply(&rbuf, expect)? {
+                    Some((Reply::Error, _)) => bail!(
+                        "error reply: {:?}",
+                        String::from_utf8_lossy(&rbuf[..rbuf.len().min(120)])
+                    ),
+                    Some((_, used)) => {
+                        rbuf.advance(used);
+                        replies += 1;
+                    }
+                    None => {
+                        if stream.read_buf(&mut rbuf).await? == 0 {
+                            bail!("connection closed");
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(())
+        };
+        timeout(limit, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("no reply within {limit:?}"))?
+            .with_context(|| format!("idle connection {} of {}", i + 1, args.connections))?;
+        held.push(stream);
+    }
+    let setup = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    result.rss_kib = Some(rss_sum(&args.server_pids)?);
+    result.idle_connections = Some(held.len());
+    result.requests = 2 * held.len() as u64;
+    result.sets = held.len() as u64;
+    result.gets = held.len() as u64;
+    result.duration_s = setup;
+    drop(held);
+    Ok(())
+}
+
 /// Runs the whole load described by `args` and summarizes it.
 pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> {
     args.validate()?;
     let limit = Duration::from_millis(args.timeout_ms);
+    if args.idle {
+        return idle(args, result, limit).await;
+    }
     let (addrs, router) = targets(args, limit).await?;
     result.nodes = addrs.len();
     let router = Arc::new(router);
@@ -528,8 +645,7 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
             key: Vec::with_capacity(64),
         });
     }
-    let mut value = vec![b'x'; args.value_size];
-    value.extend_from_slice(b"\r\n");
+    let value = vec![b'x'; args.value_max.unwrap_or(args.value_size).max(args.value_size)];
     let base = |keys, get_ratio, depth| Plan {
         get_ratio,
         width: args.multiget,
@@ -539,6 +655,8 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
         depth,
         prefix: args.key_prefix.as_bytes().to_vec(),
         value: value.clone(),
+        value_size: args.value_size,
+        value_max: args.value_max,
         reply_timeout: limit,
         slow_ns: args.slow_ms.saturating_mul(1_000_000),
     };
@@ -637,6 +755,22 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
     }
     result.client_cpu_us_per_op = Some(per_op(cpu1.1.saturating_sub(cpu0.1)));
 
+    if !args.server_pids.is_empty() {
+        result.rss_kib = Some(rss_sum(&args.server_pids)?);
+    }
+    if args.count_items && !args.fill {
+        let mut stream = probe::connect(&args.server, limit).await?;
+        let s = probe::stats(&mut stream, limit).await?;
+        let (items, maxbytes) = (
+            probe::stat_u64(&s, "curr_items")?,
+            probe::stat_u64(&s, "limit_maxbytes")?,
+        );
+        result.curr_items = Some(items);
+        result.evictions = Some(probe::stat_u64(&s, "evictions")?);
+        result.limit_maxbytes = Some(maxbytes);
+        result.items_per_mib = (maxbytes > 0).then(|| items as f64 / (maxbytes as f64 / 1048576.0));
+        result.items_per_rss_mib = result.rss_kib.map(|k| items as f64 / (k.max(1) as f64 / 1024.0));
+    }
     if args.fill {
         let mut stream = probe::connect(&args.server, limit).await?;
         let s = probe::stats(&mut stream, limit).await?;
@@ -658,9 +792,33 @@ pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> 
             bail!("server reports limit_maxbytes 0");
         }
         result.items_per_mib = Some(items as f64 / (maxbytes as f64 / 1048576.0));
+        result.items_per_rss_mib = result.rss_kib.map(|k| items as f64 / (k.max(1) as f64 / 1024.0));
     }
     if t.requests == 0 {
         bail!("no request completed in the measured window");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_value_sizes_are_fixed_per_key_and_log_uniform() {
+        let (min, max) = (10 * 1024, 512 * 1024);
+        let mut sizes: Vec<usize> = (0..10_000).map(|id| value_len_between(min, max, id)).collect();
+        assert!(sizes.iter().all(|&n| (min..=max).contains(&n)));
+        assert_eq!(value_len_between(min, max, 77), value_len_between(min, max, 77));
+        sizes.sort_unstable();
+        // Log-uniform: the median is near the geometric mean (~72 KiB), far below the
+        // arithmetic midpoint (261 KiB).
+        let median = sizes[sizes.len() / 2] as f64;
+        let geo = ((min * max) as f64).sqrt();
+        assert!(
+            (median / geo - 1.0).abs() < 0.1,
+            "median {median}, geometric mean {geo}"
+        );
+        assert_eq!(value_len_between(100, 100, 5), 100);
+    }
 }

@@ -54,6 +54,7 @@ fn load_command(args: &LoadArgs) -> ExitCode {
         keys: args.keys,
         dist: args.dist.to_string(),
         value_size: args.value_size,
+        value_max: args.value_max,
         get_ratio: args.get_ratio,
         multiget: args.multiget,
         read_through: args.read_through,

@@ -144,6 +144,23 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     parse_proc_stat(&text)
 }
 
+/// Resident set size in KiB from the text of `/proc/<pid>/status` (its `VmRSS:` line).
+pub fn parse_vm_rss(text: &str) -> anyhow::Result<u64> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS line in /proc status")?;
+    let kib = line.trim().strip_suffix("kB").context("VmRSS not in kB")?;
+    kib.trim().parse().context("bad VmRSS value")
+}
+
+/// Resident memory of `pid`, KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&text)
+}
+
 /// CPU ticks used so far by this process.
 pub fn own_cpu_ticks() -> anyhow::Result<u64> {
     parse_proc_stat(&std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?)
@@ -159,6 +176,14 @@ mod tests {
         assert_eq!(parse_proc_stat(line).unwrap(), 168);
         assert!(parse_proc_stat("12 (x) S 1 2").is_err());
         assert!(parse_proc_stat("garbage").is_err());
+    }
+
+    #[test]
+    fn vm_rss_is_parsed() {
+        let status = "Name:\tmemcached\nVmPeak:\t  80000 kB\nVmRSS:\t    4242 kB\nThreads:\t5\n";
+        assert_eq!(parse_vm_rss(status).unwrap(), 4242);
+        assert!(parse_vm_rss("Name:\tx\n").is_err());
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
     }
 
     #[test]

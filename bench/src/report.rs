@@ -103,7 +103,9 @@ fn read_results(text: &str) -> anyhow::Result<Vec<RunResult>> {
 /// The scenario-specific figure of merit besides throughput, if any.
 fn extra_metric(s: &Scenario) -> Option<(&'static str, Metric)> {
     let any = |f: fn(&RunResult) -> bool| s.sides.iter().flat_map(|d| &d.runs).any(f);
-    if any(|r| r.fill) {
+    if any(|r| r.idle_connections.is_some()) {
+        Some(("RSS MiB", |r| r.rss_kib.map(|k| k as f64 / 1024.0)))
+    } else if any(|r| r.fill || r.value_max.is_some()) {
         Some(("items per MiB", |r| r.items_per_mib))
     } else if any(|r| r.read_through) {
         Some(("hit ratio", |r| r.hit_ratio))
@@ -497,6 +499,103 @@ fn targets(scenarios: &[Scenario]) -> Vec<Target> {
             met: value.map(|v| v == 0.0 && failed == 0),
         });
     }
+    out.extend(issue15_targets(scenarios));
+    out
+}
+
+/// Issue 15's targets (memory density, hit ratio, CPU per request, threads,
+/// connections), each a B/A ratio of medians (B = ringcache, A = memcached).
+fn issue15_targets(scenarios: &[Scenario]) -> Vec<Target> {
+    let b_over_a = |prefix: &str, f: Metric| {
+        ratio(
+            side_median(scenarios, prefix, 0, f),
+            side_median(scenarios, prefix, 1, f),
+        )
+    };
+    let mut out = Vec::new();
+    let mut push = |prefix: &str, what: &str, f: Metric, goal: &str, ok: fn(f64) -> bool| {
+        let Some(s) = scenario(scenarios, prefix) else { return };
+        let value = b_over_a(prefix, f);
+        out.push(Target {
+            what: format!("{}: {what}, B/A", s.name),
+            value,
+            unit: "x",
+            goal: goal.into(),
+            met: value.map(ok),
+        });
+    };
+    push("5-", "items per MiB of -m", |r| r.items_per_mib, ">= 1.6", |v| v >= 1.6);
+    push(
+        "5-",
+        "items per MiB of RSS",
+        |r| r.items_per_rss_mib,
+        ">= 1.5",
+        |v| v >= 1.5,
+    );
+    push(
+        "6-",
+        "miss ratio",
+        |r| r.hit_ratio.map(|h| 1.0 - h),
+        "<= 0.85",
+        |v| v <= 0.85,
+    );
+    push(
+        "1-",
+        "server CPU per request (-t 1)",
+        |r| r.server_cpu_us_per_op,
+        "<= 0.85",
+        |v| v <= 0.85,
+    );
+    push(
+        "12-",
+        "server CPU per request (-t 2)",
+        |r| r.server_cpu_us_per_op,
+        "<= 0.85",
+        |v| v <= 0.85,
+    );
+    push(
+        "12-",
+        "throughput (-t 2)",
+        |r| Some(r.ops_per_s),
+        ">= 1.1",
+        |v| v >= 1.1,
+    );
+    push(
+        "13-",
+        "RSS with the idle connections open",
+        |r| r.rss_kib.map(|k| k as f64),
+        "<= 1.0",
+        |v| v <= 1.0,
+    );
+    push(
+        "13-",
+        "RSS growth from opening the idle connections",
+        |r| Some(r.rss_kib? as f64 - r.rss_before_kib? as f64),
+        "<= 1.0",
+        |v| v <= 1.0,
+    );
+    push(
+        "14-",
+        "items per MiB of -m",
+        |r| r.items_per_mib,
+        ">= 1.2",
+        |v| v >= 1.2,
+    );
+    push("14-", "throughput", |r| Some(r.ops_per_s), ">= 1.0", |v| v >= 1.0);
+    // p99 in every memcached-vs-ringcache scenario that measures latency.
+    let worst = ["1-", "2-", "3-", "4-", "5-", "6-", "12-", "14-"]
+        .iter()
+        .filter_map(|p| Some((scenario(scenarios, p)?, b_over_a(p, |r| Some(r.p99_us))?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((s, v)) = worst {
+        out.push(Target {
+            what: format!("p99 latency, the worst B/A of scenarios 1-6, 12, 14 ({})", s.name),
+            value: Some(v),
+            unit: "x",
+            goal: "<= 1.0".into(),
+            met: Some(v <= 1.0),
+        });
+    }
     out
 }
 
@@ -652,6 +751,9 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
                     "server_cpu_us_per_op": d.median(|r| r.server_cpu_us_per_op),
                     "hit_ratio": d.median(|r| r.hit_ratio),
                     "items_per_mib": d.median(|r| r.items_per_mib),
+                    "items_per_rss_mib": d.median(|r| r.items_per_rss_mib),
+                    "rss_kib": d.median(|r| r.rss_kib.map(|k| k as f64)),
+                    "rss_before_kib": d.median(|r| r.rss_before_kib.map(|k| k as f64)),
                 },
                 "total": {
                     "requests": d.runs.iter().map(|r| r.requests).sum::<u64>(),
@@ -696,6 +798,19 @@ pub fn summary_line(r: &RunResult) -> String {
     }
     if let (Some(items), Some(per)) = (r.curr_items, r.items_per_mib) {
         let _ = write!(s, ", {items} items = {per:.0} per MiB");
+    }
+    if let Some(per) = r.items_per_rss_mib {
+        let _ = write!(s, " ({per:.0} per MiB of RSS)");
+    }
+    if let Some(rss) = r.rss_kib {
+        let _ = write!(s, ", server RSS {:.1} MiB", rss as f64 / 1024.0);
+    }
+    if let (Some(n), Some(before)) = (r.idle_connections, r.rss_before_kib) {
+        let _ = write!(
+            s,
+            " with {n} idle connections ({:.1} MiB before)",
+            before as f64 / 1024.0
+        );
     }
     if r.errors > 0 {
         let _ = write!(s, ", {} error replies", r.errors);
@@ -880,6 +995,43 @@ mod tests {
             "table"
         );
         assert!(replicated_table(&group(vec![run("1-get", "memcached", 1.0, 1.0)])).is_empty());
+    }
+
+    #[test]
+    fn issue15_targets_have_a_row_each() {
+        let mut lines = Vec::new();
+        for (side, cpu, ops, rss, items) in [
+            ("memcached", 5.0, 100.0, 40_000, 10.0),
+            ("ringcache", 4.0, 120.0, 30_000, 13.0),
+        ] {
+            let p99 = if side == "ringcache" { 11.0 } else { 10.0 };
+            let mut r = run("12-get-heavy-t2", side, ops, p99);
+            r.server_cpu_us_per_op = Some(cpu);
+            lines.push(r);
+            let mut r = run("13-idle-conns", side, 0.0, 0.0);
+            r.idle_connections = Some(10_000);
+            r.rss_kib = Some(rss);
+            r.rss_before_kib = Some(rss - 20_000);
+            lines.push(r);
+            let mut r = run("14-large-values", side, ops, 10.0);
+            r.value_max = Some(1 << 19);
+            r.items_per_mib = Some(items);
+            lines.push(r);
+        }
+        let scenarios = group(lines);
+        let t = targets_table(&scenarios);
+        for row in [
+            "| 12-get-heavy-t2: server CPU per request (-t 2), B/A | 0.800x | <= 0.85 | yes |",
+            "| 12-get-heavy-t2: throughput (-t 2), B/A | 1.20x | >= 1.1 | yes |",
+            "| 13-idle-conns: RSS with the idle connections open, B/A | 0.750x | <= 1.0 | yes |",
+            "| 13-idle-conns: RSS growth from opening the idle connections, B/A | 1.00x | <= 1.0 | yes |",
+            "| 14-large-values: items per MiB of -m, B/A | 1.30x | >= 1.2 | yes |",
+            "| p99 latency, the worst B/A of scenarios 1-6, 12, 14 (12-get-heavy-t2) | 1.10x | <= 1.0 | **no** |",
+        ] {
+            assert!(t.contains(row), "{row} missing from\n{t}");
+        }
+        let tp = throughput_table(&scenarios);
+        assert!(tp.contains("| RSS MiB | 39.1 | 29.3 | **0.75** |"), "{tp}");
     }
 
     #[test]

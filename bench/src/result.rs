@@ -21,6 +21,8 @@ pub struct RunResult {
     pub keys: u64,
     pub dist: String,
     pub value_size: usize,
+    /// `--value-max`: values sized from `value_size` up to this, per key.
+    pub value_max: Option<usize>,
     pub get_ratio: f64,
     pub multiget: usize,
     pub read_through: bool,
@@ -63,6 +65,14 @@ pub struct RunResult {
     pub evictions: Option<u64>,
     pub limit_maxbytes: Option<u64>,
     pub items_per_mib: Option<f64>,
+    /// Resident memory of the `--server-pid` processes (summed), KiB: at the end of the
+    /// run, and (idle mode) before the connections were opened.
+    pub rss_kib: Option<u64>,
+    pub rss_before_kib: Option<u64>,
+    /// `curr_items` per MiB of the server's RSS at the end (with `items_per_mib`).
+    pub items_per_rss_mib: Option<f64>,
+    /// Idle mode: the connections held open.
+    pub idle_connections: Option<usize>,
     /// Why the run failed, if it did.
     pub error: Option<String>,
 }

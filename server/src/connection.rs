@@ -1,10 +1,17 @@
 //! One client connection: read → parse every complete request → execute → write once.
 //!
-//! The read buffer is reused for the connection's life; parsed keys and values are
-//! slices of it. Replies for a whole batch of pipelined requests go into one output
-//! buffer that is written with one call. Memory stays bounded for any client: the
-//! output buffer is flushed whenever it passes [`FLUSH_AT`], and a client that does
-//! not read its replies blocks that flush, which stops this loop from reading more.
+//! Parsed keys and values are slices of the read buffer. Replies for a whole batch of
+//! pipelined requests go into one output buffer that is written with one call. Memory
+//! stays bounded for any client: the output buffer is flushed whenever it passes
+//! [`FLUSH_AT`], and a client that does not read its replies blocks that flush, which
+//! stops this loop from reading more.
+//!
+//! An idle connection holds no buffer: once a batch is answered and nothing of a next
+//! request is buffered, both buffers go back to a small per-thread [`pool`], and the
+//! connection waits for readability with none. A buffer that grew past its standard
+//! size (a large value, a large reply) is freed instead of pooled, so buffers grow on
+//! demand and shrink back when the connection goes quiet (as memcached's do, whose
+//! idle connections also give their read buffers back to a per-thread cache).
 //!
 //! A client's requests run one after another, each finished before the next starts,
 //! so a client that pipelines `set k` then `get k` reads its own write, wherever `k`
@@ -28,8 +35,8 @@ use crate::node::{unix_now, Node};
 use crate::router;
 use crate::stats::Counters;
 
-/// Initial capacity of the read buffer.
-const READ_BUF: usize = 16 * 1024;
+/// Capacity a read buffer is topped up to when it runs low.
+const READ_BUF: usize = pool::SIZE;
 /// Flush the output buffer before it grows past this many bytes.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -39,8 +46,11 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     let limits = Limits {
         max_item_size: node.settings.max_item_size,
     };
-    let mut rbuf = BytesMut::with_capacity(READ_BUF);
-    let mut out = BytesMut::with_capacity(READ_BUF);
+    // Empty (no allocation) while the connection is idle, see `pool`.
+    let mut rbuf = BytesMut::new();
+    let mut out = BytesMut::new();
+    // Whether `rbuf` and `out` came from the pool (and go back to it).
+    let mut holding = false;
     let mut counters = Counters::default();
     // Bytes still to discard from a refused data block.
     let mut swallow: u64 = 0;
@@ -52,6 +62,21 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     };
     tokio::pin!(stopping);
     'conn: loop {
+        if rbuf.is_empty() {
+            // Idle: wait without buffers, take them back when bytes arrive.
+            if holding {
+                pool::give(std::mem::take(&mut rbuf));
+                pool::give(std::mem::take(&mut out));
+                holding = false;
+            }
+            tokio::select! {
+                r = sock.readable() => if r.is_err() { break 'conn },
+                _ = &mut stopping => break 'conn,
+            }
+            rbuf = pool::take();
+            out = pool::take();
+            holding = true;
+        }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
         }
@@ -112,9 +137,12 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 Ok(Some(Request::Peer(_))) => out.put_slice(response::ERROR),
                 Ok(Some(req)) => {
                     let flow = match (&node.cluster, &view) {
+                        // Boxed: routing's state (a forward, a replication) is most
+                        // of a connection's task, which an idle connection would keep.
+                        // Local gets, the common request, do not come here.
                         (Some(cluster), Some(view)) => {
                             let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
-                            router::handle(&mut ctx, req, &mut out).await
+                            Box::pin(router::handle(&mut ctx, req, &mut out)).await
                         }
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
@@ -130,7 +158,7 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         match (&node.cluster, &view) {
                             (Some(cluster), Some(view)) if view.ring.len() > 1 => {
                                 let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
-                                router::unlink(&mut ctx, key).await;
+                                Box::pin(router::unlink(&mut ctx, key)).await;
                             }
                             _ => {
                                 node.store.with(&key, now, |slot| slot.remove());
@@ -155,7 +183,15 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     }
     node.stats.totals.absorb(&mut counters);
     if from_peer {
-        crate::peer_connection::serve(node.clone(), sock, rbuf, out, stopping).await;
+        if holding {
+            pool::forget(2);
+        }
+        // Boxed: the peer loop's state is large and only peer connections need it, so
+        // it is not part of every client connection's task.
+        Box::pin(crate::peer_connection::serve(node.clone(), sock, rbuf, out, stopping)).await;
+    } else if holding {
+        pool::give(rbuf);
+        pool::give(out);
     }
     node.stats.curr_connections.fetch_sub(1, Relaxed);
 }
@@ -168,4 +204,184 @@ async fn flush(sock: &mut TcpStream, out: &mut BytesMut, c: &mut Counters) -> st
     c.bytes_written += out.len() as u64;
     out.clear();
     Ok(())
+}
+
+/// Connection buffers between uses, per thread (tasks may move between threads; a
+/// buffer goes back to whichever thread its connection is on).
+///
+/// A thread serves one connection at a time, so a few pooled buffers cover any
+/// number of connections; at most [`KEEP`] are kept. Only buffers of the standard
+/// [`SIZE`] are pooled: one that grew for a large value or reply is freed (returned
+/// to the kernel, for anything past the allocator's mmap threshold).
+pub(crate) mod pool {
+    use std::cell::{Cell, RefCell};
+
+    use bytes::BytesMut;
+
+    /// Capacity of a pooled buffer (memcached's read buffers are 16 KiB too).
+    pub const SIZE: usize = 16 * 1024;
+    /// Buffers kept per thread.
+    const KEEP: usize = 32;
+
+    thread_local! {
+        static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        /// Buffers this thread handed out minus those given back (may go negative on
+        /// one thread and positive on another when tasks move; sums to the buffers
+        /// connections hold).
+        static LENT: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// An empty buffer of [`SIZE`] bytes.
+    pub fn take() -> BytesMut {
+        LENT.with(|l| l.set(l.get() + 1));
+        FREE.with(|f| f.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
+    }
+
+    /// Returns a buffer from [`take`]. A buffer still holding bytes, still shared with
+    /// a parsed request, or grown past twice [`SIZE`] is freed instead of kept.
+    pub fn give(mut b: BytesMut) {
+        LENT.with(|l| l.set(l.get() - 1));
+        // `try_reclaim` makes the whole allocation writable again when nothing else
+        // refers to it, without allocating.
+        if b.is_empty() && b.capacity() <= 2 * SIZE && b.try_reclaim(SIZE) && b.capacity() <= 2 * SIZE {
+            FREE.with(|f| {
+                let mut f = f.borrow_mut();
+                if f.len() < KEEP {
+                    f.push(b);
+                }
+            });
+        }
+    }
+
+    /// `n` buffers from [`take`] that leave the pool's accounting for good (a peer
+    /// connection keeps its buffers).
+    pub fn forget(n: isize) {
+        LENT.with(|l| l.set(l.get() - n));
+    }
+
+    /// Buffers handed out and not given back, on this thread.
+    #[cfg(test)]
+    pub fn lent() -> isize {
+        LENT.with(Cell::get)
+    }
+
+    /// Buffers pooled on this thread, and the largest capacity among them.
+    #[cfg(test)]
+    pub fn pooled() -> (usize, usize) {
+        FREE.with(|f| {
+            let f = f.borrow();
+            (f.len(), f.iter().map(BytesMut::capacity).max().unwrap_or(0))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::server::build_local_node;
+
+    /// A node serving one client connection on this (current-thread) runtime, so the
+    /// connection's buffers come from and go back to this thread's pool.
+    async fn one_conn() -> TcpStream {
+        let node = Arc::new(build_local_node(&Config::parse_from(["ringcache"])));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            let _stop = stop;
+            let (sock, _) = l.accept().await.unwrap();
+            serve(node, sock, shutdown).await;
+        });
+        TcpStream::connect(addr).await.unwrap()
+    }
+
+    /// Reads until the reply ends with `end` (bounded by a timeout).
+    async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !got.ends_with(end) {
+                let mut chunk = vec![0u8; 64 * 1024];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed after {} bytes", got.len());
+                got.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("reply");
+        got
+    }
+
+    /// Lets the server task run until it holds `n` buffers (bounded: a connection
+    /// that never gets there fails the test, however fast it is).
+    async fn settle_to(n: isize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pool::lent() != n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn settle() {
+        settle_to(0).await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer_after_a_burst() {
+        let mut c = one_conn().await;
+        // A burst with a value and a reply far larger than a standard buffer.
+        let value = vec![b'v'; 300 * 1024];
+        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\nget big\r\n");
+        c.write_all(&req).await.unwrap();
+        let reply = read_until(&mut c, b"END\r\n").await;
+        assert!(reply.starts_with(b"STORED\r\nVALUE big 0 307200\r\n"));
+        assert_eq!(reply.len(), 8 + 20 + value.len() + 2 + 5);
+        settle().await;
+        assert_eq!(pool::lent(), 0, "the idle connection still holds its buffers");
+        let (pooled, largest) = pool::pooled();
+        assert!(pooled <= 2, "{pooled} buffers pooled for one connection");
+        assert!(largest <= 2 * pool::SIZE, "a grown buffer ({largest} bytes) was pooled");
+        // The connection still works, and ends up holding nothing again.
+        c.write_all(b"get big\r\n").await.unwrap();
+        let again = read_until(&mut c, b"END\r\n").await;
+        assert_eq!(again.len(), 20 + value.len() + 2 + 5);
+        settle().await;
+        assert_eq!(pool::lent(), 0);
+    }
+
+    /// What an idle connection costs besides its socket is mostly its task: routing's
+    /// state (forwards, replication) and the peer loop are boxed so they do not make
+    /// every connection's future several KiB.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let node = Arc::new(build_local_node(&Config::parse_from(["ringcache"])));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let task = serve(node, s, shutdown);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "a connection's future is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_partial_request_keeps_its_bytes_across_waits() {
+        let mut c = one_conn().await;
+        c.write_all(b"set k 0 0 10\r\n01234").await.unwrap();
+        settle_to(2).await;
+        // Half a request is buffered: the connection holds its buffers meanwhile.
+        assert_eq!(pool::lent(), 2);
+        c.write_all(b"56789\r\nget k\r\n").await.unwrap();
+        let reply = read_until(&mut c, b"END\r\n").await;
+        assert_eq!(reply, b"STORED\r\nVALUE k 0 10\r\n0123456789\r\nEND\r\n");
+        settle().await;
+        assert_eq!(pool::lent(), 0);
+    }
 }

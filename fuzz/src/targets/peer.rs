@@ -18,12 +18,12 @@
 //!   `reply_fits`); the ring-mismatch refusal is recognised and frames as one line.
 
 use bytes::{Bytes, BytesMut};
+use ringcache_protocol::limits::TAGGED_REPLY_MAX;
 use ringcache_protocol::text::frame::{reply_fits, reply_len, Expect};
 use ringcache_protocol::text::peer::{
     encode_peer_value, encode_reply_tag, encode_ring_mismatch, is_ring_mismatch, parse_peer_value, parse_reply_tag,
     PeerRequest, PeerValue,
 };
-use ringcache_protocol::limits::TAGGED_REPLY_MAX;
 use ringcache_protocol::text::{parse_request, Limits, Request};
 
 use crate::alloc::{check, measure};
