@@ -102,7 +102,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use item::Meta;
-pub use policy::PolicyKind;
+pub use policy::{PolicyKind, S3Tuning};
 use shard::{hash_key, Liveness, Loc, Shard};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
@@ -221,8 +221,10 @@ pub struct StoreStats {
     /// Segments evicted or reclaimed by the thread storing an item (all eviction is
     /// done that way; memcached's `direct_reclaims`).
     pub direct_reclaims: u64,
-    /// Bytes of segments allocated (in use or pooled); never above `limit_maxbytes`.
+    /// Bytes of segments allocated (in use or pooled).
     pub allocated: u64,
+    /// Bytes of the index tables and S3-FIFO's ghost (their slots, at their load).
+    pub index_bytes: u64,
     pub limit_maxbytes: u64,
 }
 
@@ -417,6 +419,16 @@ impl Store {
 
     /// A store running `policy`.
     pub fn with_policy(cfg: StoreConfig, policy: PolicyKind) -> Store {
+        Store::build(cfg, policy, S3Tuning::DEFAULT)
+    }
+
+    /// A store running S3-FIFO with knobs other than the default's (for the eviction
+    /// benchmark, which measures the variants).
+    pub fn with_s3_tuning(cfg: StoreConfig, tuning: S3Tuning) -> Store {
+        Store::build(cfg, PolicyKind::S3Fifo, tuning)
+    }
+
+    fn build(cfg: StoreConfig, policy: PolicyKind, tuning: S3Tuning) -> Store {
         let mut n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
         // Item locations name a segment in 16 bits: keep shards at most 1 GiB (16 Ki
         // segments of 64 KiB, and as many big items' segments at most).
@@ -428,7 +440,7 @@ impl Store {
         }
         let limit = cfg.memory_limit / n;
         let shards = (0..n)
-            .map(|_| Mutex::new(Shard::new(limit, cfg.max_item_size, policy)))
+            .map(|_| Mutex::new(Shard::new(limit, cfg.max_item_size, policy, tuning)))
             .collect();
         Store {
             shards,
@@ -611,6 +623,7 @@ impl Store {
             let c = shard.counters;
             st.bytes += shard.bytes() as u64;
             st.allocated += shard.allocated() as u64;
+            st.index_bytes += shard.index_bytes() as u64;
             st.moved += c.moved;
             st.direct_reclaims += c.direct_reclaims;
             st.curr_items += shard.items() as u64;

@@ -29,3 +29,44 @@ impl PolicyKind {
         }
     }
 }
+
+/// S3-FIFO's knobs. The store runs [`S3Tuning::DEFAULT`]; `benches/eviction.rs`
+/// measures the variants (see `docs/bench/eviction.md` for the table that chose it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Tuning {
+    /// The small queue's share of the items, in percent: small is evicted from while
+    /// it holds at least this share.
+    pub small_percent: u8,
+    /// The most reads an item's frequency counts (1 to 3; the header has 2 bits). An
+    /// item leaving main with frequency f > 0 is reinserted with f - 1.
+    pub max_freq: u8,
+    /// Reads in small an item needs to be promoted to main (else it is evicted).
+    pub promote_at: u8,
+    /// Whether a key the ghost remembers enters main directly (else small, as any
+    /// new key; the ghost is then not kept at all).
+    pub ghost_admit: bool,
+    /// The ghost remembers up to this many times main's item count of evicted keys.
+    pub ghost_factor: u8,
+}
+
+impl S3Tuning {
+    /// What [`PolicyKind::S3Fifo`] runs.
+    pub const DEFAULT: S3Tuning = S3Tuning {
+        small_percent: 10,
+        max_freq: 3,
+        promote_at: 1,
+        ghost_admit: true,
+        ghost_factor: 1,
+    };
+
+    /// The frequency the policy sees for an item whose header records `freq`.
+    pub(super) fn freq(self, freq: u8) -> u8 {
+        freq.min(self.max_freq.max(1))
+    }
+}
+
+impl Default for S3Tuning {
+    fn default() -> S3Tuning {
+        S3Tuning::DEFAULT
+    }
+}

@@ -51,7 +51,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::flush::FlushRule;
 use super::ghost::{fingerprint, Ghost};
 use super::item::{self, Bases, ItemMut, ItemRef, Meta};
-use super::policy::PolicyKind;
+use super::policy::{PolicyKind, S3Tuning};
 use super::tombstone::Tombstones;
 use super::{Item, StoreError};
 
@@ -159,6 +159,8 @@ pub(super) struct Shard {
     queue_items: [usize; 2],
     ghost: Ghost,
     policy: PolicyKind,
+    /// S3-FIFO's knobs (unused by CLOCK).
+    tuning: S3Tuning,
     seg_size: usize,
     /// This shard's slice of the memory budget, in bytes.
     limit: usize,
@@ -184,6 +186,21 @@ fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
         .map_or(0, |s| hash_key(ItemRef::new(&s.buf[off_of(l)..], s.bases).key()))
 }
 
+/// The bytes of a `hashbrown` table that can hold `capacity` entries of `entry` bytes:
+/// a power of two of buckets (at least 8/7 of the capacity past 8 buckets), each an
+/// entry and a control byte, plus one group of trailing control bytes.
+pub(super) fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    buckets * (entry + 1) + 16
+}
+
 /// The segment size for a shard budget of `limit` bytes.
 pub(super) fn segment_size(limit: usize) -> usize {
     (limit / SEGMENTS_PER_SHARD)
@@ -193,7 +210,7 @@ pub(super) fn segment_size(limit: usize) -> usize {
 }
 
 impl Shard {
-    pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind) -> Shard {
+    pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind, tuning: S3Tuning) -> Shard {
         Shard {
             table: HashTable::new(),
             segs: Vec::new(),
@@ -204,6 +221,7 @@ impl Shard {
             queue_items: [0, 0],
             ghost: Ghost::default(),
             policy,
+            tuning,
             seg_size: segment_size(limit),
             limit,
             max_item_size,
@@ -243,6 +261,11 @@ impl Shard {
     /// Bytes of segments held, in use or pooled.
     pub(super) fn allocated(&self) -> usize {
         self.allocated
+    }
+
+    /// Bytes of the index table and the ghost.
+    pub(super) fn index_bytes(&self) -> usize {
+        table_bytes(self.table.capacity(), std::mem::size_of::<Loc>()) + self.ghost.bytes()
     }
 
     pub(super) fn items(&self) -> usize {
@@ -425,10 +448,10 @@ impl Shard {
         }
         let patience = self.patience();
         let mut attempts = 0;
-        while self.allocated > self.limit {
+        while self.allocated > self.seg_limit() {
             self.free_pool();
-            if self.allocated <= self.limit {
-                break;
+            if self.allocated <= self.seg_limit() || self.shrink_index() {
+                continue;
             }
             if !self.evict_one(now, attempts >= patience) {
                 // Nothing sealed or open with items left: release empty open segments.
@@ -440,11 +463,12 @@ impl Shard {
             attempts += 1;
         }
         // While the budget is tight, keep no spare buffers beyond it either.
-        if self.allocated > self.limit {
+        if self.allocated > self.seg_limit() {
             self.free_pool();
         }
         let segs = &self.segs;
         self.table.shrink_to(self.items, |&x| loc_hash(segs, x));
+        self.fit(now);
         self.segs_trim();
     }
 
@@ -493,9 +517,80 @@ impl Shard {
         }
     }
 
+    /// The bytes segments may take: the budget less the index and the ghost.
+    fn seg_limit(&self) -> usize {
+        self.limit.saturating_sub(self.index_bytes())
+    }
+
     /// Segment-size buffers that could be had without evicting: pooled or unallocated.
     fn available(&self) -> usize {
-        self.pool.len() + self.limit.saturating_sub(self.allocated) / self.seg_size
+        self.pool.len() + self.seg_limit().saturating_sub(self.allocated) / self.seg_size
+    }
+
+    /// Brings segments, index and ghost back within the budget after the index or the
+    /// ghost grew (or the budget shrank): sizes the ghost for main's item count, then
+    /// frees pooled buffers, shrinks an index table more than four times too big, and
+    /// evicts, until they fit or nothing is left to evict.
+    fn fit(&mut self, now: u32) {
+        let ghost = if self.policy == PolicyKind::S3Fifo && self.tuning.ghost_admit {
+            self.queue_items[Queue::Main as usize] * usize::from(self.tuning.ghost_factor)
+        } else {
+            0
+        };
+        self.ghost.resize_for(ghost);
+        let patience = self.patience();
+        let mut attempts = 0;
+        while self.allocated + self.index_bytes() > self.limit {
+            if let Some(buf) = self.pool.pop() {
+                self.allocated -= buf.len();
+                free_buffer(buf);
+                continue;
+            }
+            if self.shrink_index() {
+                continue;
+            }
+            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                break;
+            }
+            attempts += 1;
+        }
+    }
+
+    /// Shrinks an index table more than four times bigger than its items need (to
+    /// twice their number); false if it was not.
+    fn shrink_index(&mut self) -> bool {
+        if self.table.capacity() <= 4 * self.items + 64 {
+            return false;
+        }
+        let segs = &self.segs;
+        self.table.shrink_to(2 * self.items, |&x| loc_hash(segs, x));
+        true
+    }
+
+    /// Makes room in the index for one more entry. A full table doubles only if the
+    /// budget less the doubled table still holds more items (of today's average size)
+    /// than the table holds now; else eviction makes the room, so the index never
+    /// costs more items than it lets in. Then [`Shard::fit`].
+    fn reserve_index(&mut self, now: u32) {
+        if self.table.len() < self.table.capacity() {
+            return;
+        }
+        let grown = table_bytes(self.table.capacity() + 1, std::mem::size_of::<Loc>()) + self.ghost.bytes();
+        let avg = (self.live_bytes / self.items.max(1)).max(1);
+        let worth = self.limit.saturating_sub(grown) / avg > self.table.capacity();
+        if !worth {
+            let patience = self.patience();
+            let mut attempts = 0;
+            while self.table.len() >= self.table.capacity() {
+                if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                    break;
+                }
+                attempts += 1;
+            }
+        }
+        let segs = &self.segs;
+        self.table.reserve(1, |&x| loc_hash(segs, x));
+        self.fit(now);
     }
 
     /// A segment-size buffer from the pool or the unallocated budget, if any.
@@ -503,7 +598,7 @@ impl Shard {
         if let Some(buf) = self.pool.pop() {
             return Some(buf);
         }
-        if self.allocated + self.seg_size > self.limit {
+        if self.allocated + self.seg_size > self.seg_limit() {
             return None;
         }
         self.allocated += self.seg_size;
@@ -518,6 +613,7 @@ impl Shard {
 
     /// A segment-size buffer for new items, evicting until the reserve stays free.
     fn buffer(&mut self, now: u32) -> Result<Box<[u8]>, StoreError> {
+        self.fit(now);
         let patience = self.patience();
         let mut attempts = 0;
         while self.available() <= RESERVE {
@@ -596,10 +692,14 @@ impl Shard {
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
         let patience = self.patience();
         let mut attempts = 0;
-        while self.allocated + len + RESERVE * self.seg_size > self.limit {
+        self.fit(now);
+        while self.allocated + len + RESERVE * self.seg_size > self.seg_limit() {
             if let Some(buf) = self.pool.pop() {
                 self.allocated -= buf.len();
                 free_buffer(buf);
+                continue;
+            }
+            if self.shrink_index() {
                 continue;
             }
             if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
@@ -607,7 +707,7 @@ impl Shard {
             }
             attempts += 1;
         }
-        if self.allocated + len > self.limit {
+        if self.allocated + len > self.seg_limit() {
             return Err(StoreError::OutOfMemory);
         }
         self.allocated += len;
@@ -633,11 +733,12 @@ impl Shard {
             || self.open[q as usize].is_some_and(|id| self.segs[id as usize].as_ref().is_some_and(|s| s.used > 0))
     }
 
-    /// The queue to evict from: S3-FIFO takes small while it holds at least a tenth
-    /// of the items.
+    /// The queue to evict from: S3-FIFO takes small while it holds at least its share
+    /// of the items (`S3Tuning::small_percent`, a tenth by default).
     fn victim_queue(&self) -> Option<Queue> {
         let (small, main) = (self.has(Queue::Small), self.has(Queue::Main));
-        if small && (!main || self.queue_items[Queue::Small as usize] * 10 >= self.items) {
+        let share = usize::from(self.tuning.small_percent);
+        if small && (!main || self.queue_items[Queue::Small as usize] * 100 >= self.items * share) {
             Some(Queue::Small)
         } else if main {
             Some(Queue::Main)
@@ -666,7 +767,7 @@ impl Shard {
         let Some(mut seg) = self.segs[id].take() else {
             return false;
         };
-        let compact = !force && self.live_bytes * 2 < self.limit;
+        let compact = !force && self.live_bytes * 2 < self.seg_limit();
         let big = seg.own;
         let mut off = 0;
         while off < seg.used {
@@ -684,8 +785,9 @@ impl Shard {
             let dest = if state != Liveness::Live || force || (!big && size > self.seg_size) {
                 None
             } else {
-                match (q, r.freq()) {
-                    (Queue::Small, f) if f >= 1 => Some((Queue::Main, 0)),
+                let promote = self.tuning.promote_at.max(1);
+                match (q, self.tuning.freq(r.freq())) {
+                    (Queue::Small, f) if f >= promote => Some((Queue::Main, 0)),
                     (Queue::Main, f) if f >= 1 => Some((Queue::Main, f - 1)),
                     (q, _) if compact => Some((q, 0)),
                     _ => None,
@@ -744,9 +846,8 @@ impl Shard {
                     if !r.fetched() {
                         self.counters.evicted_unfetched += 1;
                     }
-                    if q == Queue::Small && self.policy == PolicyKind::S3Fifo {
-                        self.ghost
-                            .insert(fingerprint(hash), self.queue_items[Queue::Main as usize]);
+                    if q == Queue::Small && self.policy == PolicyKind::S3Fifo && self.tuning.ghost_admit {
+                        self.ghost.insert(fingerprint(hash));
                     }
                 }
                 Liveness::Expired | Liveness::Flushed => {
@@ -793,11 +894,13 @@ impl Shard {
         }
         let q = match self.policy {
             PolicyKind::Clock => Queue::Main,
-            PolicyKind::S3Fifo if self.ghost.take(fingerprint(hash)) => Queue::Main,
+            PolicyKind::S3Fifo if self.tuning.ghost_admit && self.ghost.take(fingerprint(hash)) => Queue::Main,
             PolicyKind::S3Fifo => Queue::Small,
         };
         self.place(q, hash, key, &item.value, &meta, 0, now)?;
         self.counters.total_items += 1;
+        // Eviction while placing may have grown the ghost's count of main's items.
+        self.fit(now);
         Ok(())
     }
 
@@ -819,6 +922,7 @@ impl Shard {
             time: now,
         };
         let (klen, vlen) = (key.len(), value.len());
+        self.reserve_index(now);
         let fresh_len = item::size(klen, vlen, meta, fresh);
         let (l, len) = if fresh_len > self.seg_size {
             (self.append_big(q, fresh_len, fresh, now)?, fresh_len)
@@ -965,7 +1069,7 @@ impl Shard {
         assert_eq!(self.table.len(), self.items);
         assert_eq!(live_bytes, self.live_bytes);
         assert_eq!(allocated, self.allocated);
-        assert!(self.allocated <= self.limit);
+        assert!(self.allocated + self.index_bytes() <= self.limit);
     }
 }
 
