@@ -62,14 +62,22 @@ fn main() {
         "read-through, {} MiB budget, {SHARDS} shards, {VALUE_LEN}-byte values, {keys} keys, {requests} requests, seed {SEED:#x}",
         BUDGET >> 20
     );
-    let workloads = [("zipf 0.8", 0.8, 0.0), ("zipf 0.99", 0.99, 0.0), ("zipf 1.2", 1.2, 0.0), ("scan mix", 0.99, 0.33)];
+    let workloads = [
+        ("zipf 0.8", 0.8, 0.0),
+        ("zipf 0.99", 0.99, 0.0),
+        ("zipf 1.2", 1.2, 0.0),
+        ("scan mix", 0.99, 0.33),
+    ];
     print!("| {:<20} |", "variant");
     for (name, ..) in workloads {
         print!(" {name:>9} |");
     }
     println!(" {:>9} |", "index+ghost B/item");
     for (name, tuning) in variants() {
-        if filter.as_deref().is_some_and(|f| !f.split(',').any(|x| name.starts_with(x))) {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !f.split(',').any(|x| name.starts_with(x)))
+        {
             continue;
         }
         print!("| {name:<20} |");

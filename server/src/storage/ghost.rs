@@ -42,7 +42,11 @@ impl Ghost {
     /// two at or above it, shrunk once it is more than four times that. The shard
     /// calls this where it accounts for the bytes (`Shard::fit`).
     pub(super) fn resize_for(&mut self, capacity: usize) {
-        let want = if capacity == 0 { 0 } else { capacity.max(WAYS).next_power_of_two() };
+        let want = if capacity == 0 {
+            0
+        } else {
+            capacity.max(WAYS).next_power_of_two()
+        };
         if self.slots.len() < want || self.slots.len() > 4 * want {
             self.rebuild(want);
         }

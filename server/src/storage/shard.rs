@@ -29,7 +29,14 @@
 //! granularity of a step is a segment. While less than half the budget holds live
 //! items (the rest being the dead bytes of deletes and overwrites), unread items are
 //! copied forward too: eviction then compacts instead of dropping live items a
-//! per-item allocator would still have room for.
+//! per-item allocator would still have room for. The small queue's share, the
+//! frequency cap, promotion and the ghost are `S3Tuning`'s knobs.
+//!
+//! # Budget
+//! The shard's slice of `-m` pays for its index table and ghost first: segments may
+//! take what is left ([`Shard::seg_limit`]). When the table or the ghost grows (or the
+//! budget shrinks), [`Shard::fit`] frees pooled buffers, shrinks an oversized table,
+//! and evicts until everything fits again.
 //!
 //! Copying forward needs buffers while the victim's is still being read: the shard
 //! keeps [`RESERVE`] buffers' worth of its budget free (unallocated or pooled) for
@@ -40,7 +47,8 @@
 //! live (not DEAD) item whose key hashes to it; each segment's `live` counts its live
 //! items; a sealed segment is in exactly one FIFO, an open one in `open`, and every
 //! segment has at least one live item unless it is open; `allocated` is the sum of
-//! the sizes of all segment and pooled buffers and never exceeds `limit`; `live_bytes`
+//! the sizes of all segment and pooled buffers, and it plus the index's and ghost's
+//! bytes never exceeds `limit`; `live_bytes`
 //! is the sum of the live items' sizes.
 
 use std::collections::VecDeque;

@@ -794,7 +794,10 @@ fn a_shrink_evicts_until_the_segments_fit_and_frees_their_buffers() {
     s.set_memory_limit(4 << 20, NOW);
     let st = s.stats();
     assert_eq!(st.limit_maxbytes, 4 << 20);
-    assert!(st.allocated + st.index_bytes <= 4 << 20, "segments and index still hold {st:?}");
+    assert!(
+        st.allocated + st.index_bytes <= 4 << 20,
+        "segments and index still hold {st:?}"
+    );
     assert!(st.bytes <= 4 << 20);
     assert!(st.evictions > full.evictions, "a shrink evicts");
     assert!(
@@ -844,7 +847,10 @@ fn a_grow_lets_more_items_in() {
     let st = s.stats();
     assert_eq!(big, 80_000, "80 000 more items fit 16 MiB without eviction");
     assert_eq!(st.evictions, evictions);
-    assert!(st.allocated > 4 << 20 && st.allocated + st.index_bytes <= 16 << 20, "{st:?}");
+    assert!(
+        st.allocated > 4 << 20 && st.allocated + st.index_bytes <= 16 << 20,
+        "{st:?}"
+    );
     assert!(
         st.curr_items as usize > 3 * small,
         "{} items, {small} before",
