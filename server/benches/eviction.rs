@@ -24,7 +24,7 @@ const SEED: u64 = 0x5eed;
 fn variants() -> Vec<(String, Option<S3Tuning>)> {
     let d = S3Tuning::DEFAULT;
     let mut v = vec![("s3fifo (default)".to_string(), Some(d)), ("clock".to_string(), None)];
-    for small_percent in [5, 20, 30] {
+    for small_percent in [10, 20, 30] {
         v.push((format!("small {small_percent}%"), Some(S3Tuning { small_percent, ..d })));
     }
     for max_freq in [1, 2] {

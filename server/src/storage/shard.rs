@@ -22,7 +22,7 @@
 //! S3-FIFO (`policy.rs`) at segment granularity: two queues of segments, *small* and
 //! *main*. A new key is appended to small (or to main if the ghost remembers it). To
 //! make room, the shard takes the oldest segment of small while small holds at least
-//! 10% of the items (else of main) and walks it: an item read since it was written
+//! its share of the items (5%) (else of main) and walks it: an item read since it was written
 //! is copied forward to main's open segment (from main: with its frequency
 //! decremented), an unread one is evicted (from small: remembered in the ghost), and
 //! the emptied segment's buffer is reused. This is item-level S3-FIFO; only the
@@ -742,7 +742,7 @@ impl Shard {
     }
 
     /// The queue to evict from: S3-FIFO takes small while it holds at least its share
-    /// of the items (`S3Tuning::small_percent`, a tenth by default).
+    /// of the items (`S3Tuning::small_percent`, 5% by default).
     fn victim_queue(&self) -> Option<Queue> {
         let (small, main) = (self.has(Queue::Small), self.has(Queue::Main));
         let share = usize::from(self.tuning.small_percent);
