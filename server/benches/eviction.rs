@@ -1,14 +1,14 @@
-//! Hit ratios of the eviction policies on Zipf read-through workloads.
+//! Hit ratios of the eviction policies and of S3-FIFO's variants on read-through
+//! workloads: Zipf 0.8, 0.99 and 1.2, and a scan-heavy mix (Zipf 0.99 with a third of
+//! the requests the steps of a sequential scan; `workload.rs`).
 //!
-//! Every policy gets the same byte budget, so each pays for its own per-item state
-//! (S3-FIFO's ghost, for one) in items that fit. The key space is ten times what
-//! fits; each request is a `get`, followed by a `set` on a miss. Seeded, so reruns
-//! print the same table.
+//! Every store gets the same `-m`. The key space is ten times what fits; each request
+//! is a `get`, followed by a `set` on a miss. Seeded, so reruns print the same table.
 //!
 //! Run: `cargo bench -p ringcache-server --bench eviction` (optionally followed by
 //! `-- REQUESTS` to change the trace length).
 
-use ringcache_server::storage::{Item, PolicyKind, Store, StoreConfig, DEFAULT_POLICY};
+use ringcache_server::storage::{Item, PolicyKind, S3Tuning, Store, StoreConfig};
 
 #[path = "../src/storage/workload.rs"]
 mod workload;
@@ -20,46 +20,92 @@ const SHARDS: usize = 16;
 const VALUE_LEN: usize = 100;
 const SEED: u64 = 0x5eed;
 
+/// The variants measured: a name, and the tuning (`None` for CLOCK).
+fn variants() -> Vec<(String, Option<S3Tuning>)> {
+    let d = S3Tuning::DEFAULT;
+    let mut v = vec![("s3fifo (default)".to_string(), Some(d)), ("clock".to_string(), None)];
+    for small_percent in [10, 20, 30] {
+        v.push((format!("small {small_percent}%"), Some(S3Tuning { small_percent, ..d })));
+    }
+    for max_freq in [1, 2] {
+        v.push((format!("max freq {max_freq}"), Some(S3Tuning { max_freq, ..d })));
+    }
+    v.push(("promote at 2".to_string(), Some(S3Tuning { promote_at: 2, ..d })));
+    v.push((
+        "no ghost admission".to_string(),
+        Some(S3Tuning {
+            ghost_admit: false,
+            ..d
+        }),
+    ));
+    for ghost_factor in [2, 4] {
+        v.push((format!("ghost {ghost_factor}x"), Some(S3Tuning { ghost_factor, ..d })));
+    }
+    v
+}
+
 fn main() {
     let requests = std::env::args()
         .skip(1)
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(4_000_000);
+    let filter = std::env::var("EVICTION_VARIANTS").ok();
     let config = StoreConfig {
         memory_limit: BUDGET,
         shards: SHARDS,
         max_item_size: 1 << 20,
     };
+    // The same key space for every store: ten times what fits at the least item cost
+    // ("key:" plus about six digits).
+    let keys = BUDGET / Store::new(config).item_cost(10, VALUE_LEN) * 10;
     println!(
-        "Zipf read-through, {} MiB budget, {SHARDS} shards, {VALUE_LEN}-byte values, {requests} requests, seed {SEED:#x}",
+        "read-through, {} MiB budget, {SHARDS} shards, {VALUE_LEN}-byte values, {keys} keys, {requests} requests, seed {SEED:#x}",
         BUDGET >> 20
     );
-    println!(
-        "{:<8} {:>6} {:>9} {:>10} {:>9}",
-        "policy", "alpha", "keys", "item cost", "hit ratio"
-    );
-    // The same key space for every policy: ten times what fits at LRU's item cost
-    // ("key:" plus about six digits).
-    let keys = BUDGET / Store::with_policy(config, PolicyKind::Clock).item_cost(10, VALUE_LEN) * 10;
-    for alpha in [0.99, 0.8] {
-        for policy in PolicyKind::ALL {
-            let store = Store::with_policy(config, policy);
-            let cost = store.item_cost(10, VALUE_LEN);
+    let workloads = [
+        ("zipf 0.8", 0.8, 0.0),
+        ("zipf 0.99", 0.99, 0.0),
+        ("zipf 1.2", 1.2, 0.0),
+        ("scan mix", 0.99, 0.33),
+    ];
+    print!("| {:<20} |", "variant");
+    for (name, ..) in workloads {
+        print!(" {name:>9} |");
+    }
+    println!(" {:>9} |", "index+ghost B/item");
+    for (name, tuning) in variants() {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !f.split(',').any(|x| name.starts_with(x)))
+        {
+            continue;
+        }
+        print!("| {name:<20} |");
+        let mut overhead = 0.0;
+        for (_, alpha, scan) in workloads {
+            let store = match tuning {
+                Some(t) => Store::with_s3_tuning(config, t),
+                None => Store::with_policy(config, PolicyKind::Clock),
+            };
             let w = Workload {
                 keys,
                 alpha,
                 requests,
                 value_len: VALUE_LEN,
                 seed: SEED,
+                scan,
             };
             let ratio = hit_ratio(&store, &w);
-            let mark = if policy == DEFAULT_POLICY { " (default)" } else { "" };
-            println!(
-                "{:<8} {alpha:>6} {:>9} {cost:>10} {ratio:>9.4}{mark}",
-                policy.name(),
-                w.keys
-            );
-            assert!(store.stats().bytes <= BUDGET as u64);
+            let st = store.stats();
+            assert!(st.allocated <= BUDGET as u64);
+            if alpha == 0.99 && scan == 0.0 {
+                overhead = st.index_bytes as f64 / st.curr_items.max(1) as f64;
+            }
+            print!(" {:>9.4} |", 1.0 - ratio);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
         }
+        println!(" {overhead:>9.1} |");
     }
+    println!("(miss ratios; lower is better)");
 }

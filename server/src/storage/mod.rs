@@ -22,8 +22,9 @@
 //! `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
 //! gets a segment of its own, exactly its size.
 //!
-//! `memory_limit` (`-m`) bounds the segments: their bytes (in use, reserved for
-//! eviction, or pooled) never exceed it. Within them the commonest item (no flags, no
+//! `memory_limit` (`-m`) bounds the segments, the index and S3-FIFO's ghost: each
+//! shard's segments (in use, reserved for eviction, or pooled) get its slice less its
+//! index table's and ghost's bytes (`Shard::fit`). Within the segments the commonest item (no flags, no
 //! expiry, a value under 128 bytes, written soon after its segment's first item) costs
 //!
 //! ```text
@@ -38,10 +39,12 @@
 //! copying, and the dead bytes of deleted, replaced and moved items until their
 //! segment is reclaimed or compacted (`shard.rs`).
 //!
-//! Outside `-m`, as memcached keeps its hash table outside its `-m`: the index, 4-byte
-//! locations plus a control byte a slot at a load between 7/16 and 7/8 (5.7 to 11.4
-//! bytes per item), and S3-FIFO's ghost (about 10 bytes per item in the main queue).
-//! `benches/memory.rs` measures both sides.
+//! Also charged to `-m` (memcached leaves its hash table out of its `-m`): the index,
+//! 4-byte locations plus a control byte a slot at a load between 7/16 and 7/8 (5.7 to
+//! 11.4 bytes per item; a full table doubles only if the budget less the doubled
+//! table still holds more items than it does now), and S3-FIFO's ghost (4 to 8 bytes
+//! per item in the main queue). [`StoreStats::index_bytes`] reports them;
+//! `benches/memory.rs` measures items per MiB with and without them.
 //!
 //! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
 //! shrink evicts at once until every shard's segments fit its new slice and frees the
@@ -67,14 +70,17 @@
 //! segments (`shard.rs`): eviction takes a queue's oldest segment, copies forward the
 //! items read since they were written and drops the rest. A read never moves
 //! anything; it bumps a 2-bit frequency in the item's header. `benches/eviction.rs`
-//! measures hit ratios on Zipf read-through workloads at equal byte budgets; S3-FIFO
-//! is the default ([`EVICTION_POLICY`]) on those numbers (8 MiB, 16 shards, 100-byte
-//! values, 616,800 keys, 4M requests):
+//! measures miss ratios of both and of S3-FIFO's variants ([`S3Tuning`]) on Zipf and
+//! scan read-through workloads at equal byte budgets; S3-FIFO with
+//! [`S3Tuning::DEFAULT`] is the default ([`EVICTION_POLICY`]) on those numbers (8 MiB,
+//! 16 shards, 100-byte values, 729,440 keys, 2M requests; `docs/bench/eviction.md`):
 //!
 //! ```text
-//! alpha   s3fifo   clock
-//! 0.99    0.7891   0.7671
-//! 0.8     0.5512   0.5008
+//! trace       s3fifo   clock     (miss ratios)
+//! zipf 0.8    0.4809   0.5199
+//! zipf 0.99   0.2317   0.2465
+//! zipf 1.2    0.0660   0.0660
+//! scan mix    0.5129   0.5390
 //! ```
 //!
 //! # Expiry and flush
@@ -102,7 +108,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use item::Meta;
-pub use policy::PolicyKind;
+pub use policy::{PolicyKind, S3Tuning};
 use shard::{hash_key, Liveness, Loc, Shard};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
@@ -221,8 +227,10 @@ pub struct StoreStats {
     /// Segments evicted or reclaimed by the thread storing an item (all eviction is
     /// done that way; memcached's `direct_reclaims`).
     pub direct_reclaims: u64,
-    /// Bytes of segments allocated (in use or pooled); never above `limit_maxbytes`.
+    /// Bytes of segments allocated (in use or pooled).
     pub allocated: u64,
+    /// Bytes of the index tables and S3-FIFO's ghost (their slots, at their load).
+    pub index_bytes: u64,
     pub limit_maxbytes: u64,
 }
 
@@ -417,6 +425,16 @@ impl Store {
 
     /// A store running `policy`.
     pub fn with_policy(cfg: StoreConfig, policy: PolicyKind) -> Store {
+        Store::build(cfg, policy, S3Tuning::DEFAULT)
+    }
+
+    /// A store running S3-FIFO with knobs other than the default's (for the eviction
+    /// benchmark, which measures the variants).
+    pub fn with_s3_tuning(cfg: StoreConfig, tuning: S3Tuning) -> Store {
+        Store::build(cfg, PolicyKind::S3Fifo, tuning)
+    }
+
+    fn build(cfg: StoreConfig, policy: PolicyKind, tuning: S3Tuning) -> Store {
         let mut n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
         // Item locations name a segment in 16 bits: keep shards at most 1 GiB (16 Ki
         // segments of 64 KiB, and as many big items' segments at most).
@@ -428,7 +446,7 @@ impl Store {
         }
         let limit = cfg.memory_limit / n;
         let shards = (0..n)
-            .map(|_| Mutex::new(Shard::new(limit, cfg.max_item_size, policy)))
+            .map(|_| Mutex::new(Shard::new(limit, cfg.max_item_size, policy, tuning)))
             .collect();
         Store {
             shards,
@@ -611,6 +629,7 @@ impl Store {
             let c = shard.counters;
             st.bytes += shard.bytes() as u64;
             st.allocated += shard.allocated() as u64;
+            st.index_bytes += shard.index_bytes() as u64;
             st.moved += c.moved;
             st.direct_reclaims += c.direct_reclaims;
             st.curr_items += shard.items() as u64;

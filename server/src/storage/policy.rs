@@ -8,8 +8,8 @@
 /// Which eviction policy a store runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
-    /// S3-FIFO (Yang et al., SOSP 2023): a small probationary FIFO (about 10% of the
-    /// items) that every new key enters, a main FIFO with reinsertion, and a ghost of
+    /// S3-FIFO (Yang et al., SOSP 2023): a small probationary FIFO (5% of the
+    /// items by default, [`S3Tuning`]) that every new key enters, a main FIFO with reinsertion, and a ghost of
     /// recently evicted one-hit keys; a key found in the ghost enters main directly.
     S3Fifo,
     /// FIFO with reinsertion (CLOCK): one queue; an item with a frequency left is
@@ -27,5 +27,47 @@ impl PolicyKind {
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::Clock => "clock",
         }
+    }
+}
+
+/// S3-FIFO's knobs. The store runs [`S3Tuning::DEFAULT`]; `benches/eviction.rs`
+/// measures the variants (see `docs/bench/eviction.md` for the table that chose it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Tuning {
+    /// The small queue's share of the items, in percent: small is evicted from while
+    /// it holds at least this share. 5 measured a little better than the paper's 10
+    /// on every trace of the eviction bench.
+    pub small_percent: u8,
+    /// The most reads an item's frequency counts (1 to 3; the header has 2 bits). An
+    /// item leaving main with frequency f > 0 is reinserted with f - 1.
+    pub max_freq: u8,
+    /// Reads in small an item needs to be promoted to main (else it is evicted).
+    pub promote_at: u8,
+    /// Whether a key the ghost remembers enters main directly (else small, as any
+    /// new key; the ghost is then not kept at all).
+    pub ghost_admit: bool,
+    /// The ghost remembers up to this many times main's item count of evicted keys.
+    pub ghost_factor: u8,
+}
+
+impl S3Tuning {
+    /// What [`PolicyKind::S3Fifo`] runs.
+    pub const DEFAULT: S3Tuning = S3Tuning {
+        small_percent: 5,
+        max_freq: 3,
+        promote_at: 1,
+        ghost_admit: true,
+        ghost_factor: 1,
+    };
+
+    /// The frequency the policy sees for an item whose header records `freq`.
+    pub(super) fn freq(self, freq: u8) -> u8 {
+        freq.min(self.max_freq.max(1))
+    }
+}
+
+impl Default for S3Tuning {
+    fn default() -> S3Tuning {
+        S3Tuning::DEFAULT
     }
 }

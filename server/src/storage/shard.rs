@@ -22,14 +22,21 @@
 //! S3-FIFO (`policy.rs`) at segment granularity: two queues of segments, *small* and
 //! *main*. A new key is appended to small (or to main if the ghost remembers it). To
 //! make room, the shard takes the oldest segment of small while small holds at least
-//! 10% of the items (else of main) and walks it: an item read since it was written
+//! its share of the items (5%) (else of main) and walks it: an item read since it was written
 //! is copied forward to main's open segment (from main: with its frequency
 //! decremented), an unread one is evicted (from small: remembered in the ghost), and
 //! the emptied segment's buffer is reused. This is item-level S3-FIFO; only the
 //! granularity of a step is a segment. While less than half the budget holds live
 //! items (the rest being the dead bytes of deletes and overwrites), unread items are
 //! copied forward too: eviction then compacts instead of dropping live items a
-//! per-item allocator would still have room for.
+//! per-item allocator would still have room for. The small queue's share, the
+//! frequency cap, promotion and the ghost are `S3Tuning`'s knobs.
+//!
+//! # Budget
+//! The shard's slice of `-m` pays for its index table and ghost first: segments may
+//! take what is left ([`Shard::seg_limit`]). When the table or the ghost grows (or the
+//! budget shrinks), [`Shard::fit`] frees pooled buffers, shrinks an oversized table,
+//! and evicts until everything fits again.
 //!
 //! Copying forward needs buffers while the victim's is still being read: the shard
 //! keeps [`RESERVE`] buffers' worth of its budget free (unallocated or pooled) for
@@ -40,7 +47,8 @@
 //! live (not DEAD) item whose key hashes to it; each segment's `live` counts its live
 //! items; a sealed segment is in exactly one FIFO, an open one in `open`, and every
 //! segment has at least one live item unless it is open; `allocated` is the sum of
-//! the sizes of all segment and pooled buffers and never exceeds `limit`; `live_bytes`
+//! the sizes of all segment and pooled buffers, and it plus the index's and ghost's
+//! bytes never exceeds `limit`; `live_bytes`
 //! is the sum of the live items' sizes.
 
 use std::collections::VecDeque;
@@ -51,7 +59,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::flush::FlushRule;
 use super::ghost::{fingerprint, Ghost};
 use super::item::{self, Bases, ItemMut, ItemRef, Meta};
-use super::policy::PolicyKind;
+use super::policy::{PolicyKind, S3Tuning};
 use super::tombstone::Tombstones;
 use super::{Item, StoreError};
 
@@ -159,6 +167,8 @@ pub(super) struct Shard {
     queue_items: [usize; 2],
     ghost: Ghost,
     policy: PolicyKind,
+    /// S3-FIFO's knobs (unused by CLOCK).
+    tuning: S3Tuning,
     seg_size: usize,
     /// This shard's slice of the memory budget, in bytes.
     limit: usize,
@@ -184,6 +194,21 @@ fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
         .map_or(0, |s| hash_key(ItemRef::new(&s.buf[off_of(l)..], s.bases).key()))
 }
 
+/// The bytes of a `hashbrown` table that can hold `capacity` entries of `entry` bytes:
+/// a power of two of buckets (at least 8/7 of the capacity past 8 buckets), each an
+/// entry and a control byte, plus one group of trailing control bytes.
+pub(super) fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    buckets * (entry + 1) + 16
+}
+
 /// The segment size for a shard budget of `limit` bytes.
 pub(super) fn segment_size(limit: usize) -> usize {
     (limit / SEGMENTS_PER_SHARD)
@@ -193,7 +218,7 @@ pub(super) fn segment_size(limit: usize) -> usize {
 }
 
 impl Shard {
-    pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind) -> Shard {
+    pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind, tuning: S3Tuning) -> Shard {
         Shard {
             table: HashTable::new(),
             segs: Vec::new(),
@@ -204,6 +229,7 @@ impl Shard {
             queue_items: [0, 0],
             ghost: Ghost::default(),
             policy,
+            tuning,
             seg_size: segment_size(limit),
             limit,
             max_item_size,
@@ -243,6 +269,11 @@ impl Shard {
     /// Bytes of segments held, in use or pooled.
     pub(super) fn allocated(&self) -> usize {
         self.allocated
+    }
+
+    /// Bytes of the index table and the ghost.
+    pub(super) fn index_bytes(&self) -> usize {
+        table_bytes(self.table.capacity(), std::mem::size_of::<Loc>()) + self.ghost.bytes()
     }
 
     pub(super) fn items(&self) -> usize {
@@ -431,10 +462,10 @@ impl Shard {
         }
         let patience = self.patience();
         let mut attempts = 0;
-        while self.allocated > self.limit {
+        while self.allocated > self.seg_limit() {
             self.free_pool();
-            if self.allocated <= self.limit {
-                break;
+            if self.allocated <= self.seg_limit() || self.shrink_index() {
+                continue;
             }
             if !self.evict_one(now, attempts >= patience) {
                 // Nothing sealed or open with items left: release empty open segments.
@@ -446,11 +477,12 @@ impl Shard {
             attempts += 1;
         }
         // While the budget is tight, keep no spare buffers beyond it either.
-        if self.allocated > self.limit {
+        if self.allocated > self.seg_limit() {
             self.free_pool();
         }
         let segs = &self.segs;
         self.table.shrink_to(self.items, |&x| loc_hash(segs, x));
+        self.fit(now);
         self.segs_trim();
     }
 
@@ -499,9 +531,80 @@ impl Shard {
         }
     }
 
+    /// The bytes segments may take: the budget less the index and the ghost.
+    fn seg_limit(&self) -> usize {
+        self.limit.saturating_sub(self.index_bytes())
+    }
+
     /// Segment-size buffers that could be had without evicting: pooled or unallocated.
     fn available(&self) -> usize {
-        self.pool.len() + self.limit.saturating_sub(self.allocated) / self.seg_size
+        self.pool.len() + self.seg_limit().saturating_sub(self.allocated) / self.seg_size
+    }
+
+    /// Brings segments, index and ghost back within the budget after the index or the
+    /// ghost grew (or the budget shrank): sizes the ghost for main's item count, then
+    /// frees pooled buffers, shrinks an index table more than four times too big, and
+    /// evicts, until they fit or nothing is left to evict.
+    fn fit(&mut self, now: u32) {
+        let ghost = if self.policy == PolicyKind::S3Fifo && self.tuning.ghost_admit {
+            self.queue_items[Queue::Main as usize] * usize::from(self.tuning.ghost_factor)
+        } else {
+            0
+        };
+        self.ghost.resize_for(ghost);
+        let patience = self.patience();
+        let mut attempts = 0;
+        while self.allocated + self.index_bytes() > self.limit {
+            if let Some(buf) = self.pool.pop() {
+                self.allocated -= buf.len();
+                free_buffer(buf);
+                continue;
+            }
+            if self.shrink_index() {
+                continue;
+            }
+            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                break;
+            }
+            attempts += 1;
+        }
+    }
+
+    /// Shrinks an index table more than four times bigger than its items need (to
+    /// twice their number); false if it was not.
+    fn shrink_index(&mut self) -> bool {
+        if self.table.capacity() <= 4 * self.items + 64 {
+            return false;
+        }
+        let segs = &self.segs;
+        self.table.shrink_to(2 * self.items, |&x| loc_hash(segs, x));
+        true
+    }
+
+    /// Makes room in the index for one more entry. A full table doubles only if the
+    /// budget less the doubled table still holds more items (of today's average size)
+    /// than the table holds now; else eviction makes the room, so the index never
+    /// costs more items than it lets in. Then [`Shard::fit`].
+    fn reserve_index(&mut self, now: u32) {
+        if self.table.len() < self.table.capacity() {
+            return;
+        }
+        let grown = table_bytes(self.table.capacity() + 1, std::mem::size_of::<Loc>()) + self.ghost.bytes();
+        let avg = (self.live_bytes / self.items.max(1)).max(1);
+        let worth = self.limit.saturating_sub(grown) / avg > self.table.capacity();
+        if !worth {
+            let patience = self.patience();
+            let mut attempts = 0;
+            while self.table.len() >= self.table.capacity() {
+                if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                    break;
+                }
+                attempts += 1;
+            }
+        }
+        let segs = &self.segs;
+        self.table.reserve(1, |&x| loc_hash(segs, x));
+        self.fit(now);
     }
 
     /// A segment-size buffer from the pool or the unallocated budget, if any.
@@ -509,7 +612,7 @@ impl Shard {
         if let Some(buf) = self.pool.pop() {
             return Some(buf);
         }
-        if self.allocated + self.seg_size > self.limit {
+        if self.allocated + self.seg_size > self.seg_limit() {
             return None;
         }
         self.allocated += self.seg_size;
@@ -524,6 +627,7 @@ impl Shard {
 
     /// A segment-size buffer for new items, evicting until the reserve stays free.
     fn buffer(&mut self, now: u32) -> Result<Box<[u8]>, StoreError> {
+        self.fit(now);
         let patience = self.patience();
         let mut attempts = 0;
         while self.available() <= RESERVE {
@@ -602,10 +706,14 @@ impl Shard {
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
         let patience = self.patience();
         let mut attempts = 0;
-        while self.allocated + len + RESERVE * self.seg_size > self.limit {
+        self.fit(now);
+        while self.allocated + len + RESERVE * self.seg_size > self.seg_limit() {
             if let Some(buf) = self.pool.pop() {
                 self.allocated -= buf.len();
                 free_buffer(buf);
+                continue;
+            }
+            if self.shrink_index() {
                 continue;
             }
             if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
@@ -613,7 +721,7 @@ impl Shard {
             }
             attempts += 1;
         }
-        if self.allocated + len > self.limit {
+        if self.allocated + len > self.seg_limit() {
             return Err(StoreError::OutOfMemory);
         }
         self.allocated += len;
@@ -639,11 +747,12 @@ impl Shard {
             || self.open[q as usize].is_some_and(|id| self.segs[id as usize].as_ref().is_some_and(|s| s.used > 0))
     }
 
-    /// The queue to evict from: S3-FIFO takes small while it holds at least a tenth
-    /// of the items.
+    /// The queue to evict from: S3-FIFO takes small while it holds at least its share
+    /// of the items (`S3Tuning::small_percent`, 5% by default).
     fn victim_queue(&self) -> Option<Queue> {
         let (small, main) = (self.has(Queue::Small), self.has(Queue::Main));
-        if small && (!main || self.queue_items[Queue::Small as usize] * 10 >= self.items) {
+        let share = usize::from(self.tuning.small_percent);
+        if small && (!main || self.queue_items[Queue::Small as usize] * 100 >= self.items * share) {
             Some(Queue::Small)
         } else if main {
             Some(Queue::Main)
@@ -672,7 +781,7 @@ impl Shard {
         let Some(mut seg) = self.segs[id].take() else {
             return false;
         };
-        let compact = !force && self.live_bytes * 2 < self.limit;
+        let compact = !force && self.live_bytes * 2 < self.seg_limit();
         let big = seg.own;
         let mut off = 0;
         while off < seg.used {
@@ -690,8 +799,9 @@ impl Shard {
             let dest = if state != Liveness::Live || force || (!big && size > self.seg_size) {
                 None
             } else {
-                match (q, r.freq()) {
-                    (Queue::Small, f) if f >= 1 => Some((Queue::Main, 0)),
+                let promote = self.tuning.promote_at.max(1);
+                match (q, self.tuning.freq(r.freq())) {
+                    (Queue::Small, f) if f >= promote => Some((Queue::Main, 0)),
                     (Queue::Main, f) if f >= 1 => Some((Queue::Main, f - 1)),
                     (q, _) if compact => Some((q, 0)),
                     _ => None,
@@ -750,9 +860,8 @@ impl Shard {
                     if !r.fetched() {
                         self.counters.evicted_unfetched += 1;
                     }
-                    if q == Queue::Small && self.policy == PolicyKind::S3Fifo {
-                        self.ghost
-                            .insert(fingerprint(hash), self.queue_items[Queue::Main as usize]);
+                    if q == Queue::Small && self.policy == PolicyKind::S3Fifo && self.tuning.ghost_admit {
+                        self.ghost.insert(fingerprint(hash));
                     }
                 }
                 Liveness::Expired | Liveness::Flushed => {
@@ -799,11 +908,13 @@ impl Shard {
         }
         let q = match self.policy {
             PolicyKind::Clock => Queue::Main,
-            PolicyKind::S3Fifo if self.ghost.take(fingerprint(hash)) => Queue::Main,
+            PolicyKind::S3Fifo if self.tuning.ghost_admit && self.ghost.take(fingerprint(hash)) => Queue::Main,
             PolicyKind::S3Fifo => Queue::Small,
         };
         self.place(q, hash, key, &item.value, &meta, 0, now)?;
         self.counters.total_items += 1;
+        // Eviction while placing may have grown the ghost's count of main's items.
+        self.fit(now);
         Ok(())
     }
 
@@ -825,6 +936,7 @@ impl Shard {
             time: now,
         };
         let (klen, vlen) = (key.len(), value.len());
+        self.reserve_index(now);
         let fresh_len = item::size(klen, vlen, meta, fresh);
         let (l, len) = if fresh_len > self.seg_size {
             (self.append_big(q, fresh_len, fresh, now)?, fresh_len)
@@ -971,7 +1083,7 @@ impl Shard {
         assert_eq!(self.table.len(), self.items);
         assert_eq!(live_bytes, self.live_bytes);
         assert_eq!(allocated, self.allocated);
-        assert!(self.allocated <= self.limit);
+        assert!(self.allocated + self.index_bytes() <= self.limit);
     }
 }
 

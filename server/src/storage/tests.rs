@@ -171,7 +171,7 @@ fn a_full_store_holds_items_at_their_packed_size() {
     }
     let st = s.stats();
     assert!(st.evictions > 0);
-    assert!(st.allocated <= limit as u64);
+    assert!(st.allocated + st.index_bytes <= limit as u64);
     let per_item = limit as f64 / st.curr_items as f64;
     assert!(
         per_item < 26.0 + 11.0 + 100.0 + 6.0,
@@ -268,7 +268,7 @@ fn big_items_get_segments_of_their_own() {
     }
     let st = s.stats();
     assert!(st.evictions > 0);
-    assert!(st.allocated <= 4 << 20);
+    assert!(st.allocated + st.index_bytes <= 4 << 20);
     assert_eq!(get(&s, b"big39", NOW).0.as_deref(), Some(&big[..]));
     assert!(s.with(b"big39", NOW, |slot| slot.remove()));
     check_all(&s);
@@ -486,6 +486,7 @@ fn default_policy_beats_clock_on_zipf() {
             requests: 200_000,
             value_len: 100,
             seed: 42,
+            scan: 0.0,
         };
         let ours = hit_ratio(&Store::with_policy(config, DEFAULT_POLICY), &w);
         let clock = hit_ratio(&Store::with_policy(config, PolicyKind::Clock), &w);
@@ -788,12 +789,15 @@ fn a_shrink_evicts_until_the_segments_fit_and_frees_their_buffers() {
     let s = store(16 << 20, 4);
     let before = fill(&s, "a", 150_000, 100);
     let full = s.stats();
-    assert!(full.allocated > 15 << 20, "filled: {full:?}");
+    assert!(full.allocated + full.index_bytes > 15 << 20, "filled: {full:?}");
 
     s.set_memory_limit(4 << 20, NOW);
     let st = s.stats();
     assert_eq!(st.limit_maxbytes, 4 << 20);
-    assert!(st.allocated <= 4 << 20, "segments still hold {} bytes", st.allocated);
+    assert!(
+        st.allocated + st.index_bytes <= 4 << 20,
+        "segments and index still hold {st:?}"
+    );
     assert!(st.bytes <= 4 << 20);
     assert!(st.evictions > full.evictions, "a shrink evicts");
     assert!(
@@ -823,7 +827,7 @@ fn a_shrink_evicts_until_the_segments_fit_and_frees_their_buffers() {
     // The smaller store goes on working within its new budget.
     fill(&s, "b", 100_000, 100);
     let st = s.stats();
-    assert!(st.allocated <= 4 << 20);
+    assert!(st.allocated + st.index_bytes <= 4 << 20);
     assert!(st.allocated > 3 << 20, "the new budget is used: {st:?}");
     check_all(&s);
 }
@@ -843,7 +847,10 @@ fn a_grow_lets_more_items_in() {
     let st = s.stats();
     assert_eq!(big, 80_000, "80 000 more items fit 16 MiB without eviction");
     assert_eq!(st.evictions, evictions);
-    assert!(st.allocated > 4 << 20 && st.allocated <= 16 << 20, "{st:?}");
+    assert!(
+        st.allocated > 4 << 20 && st.allocated + st.index_bytes <= 16 << 20,
+        "{st:?}"
+    );
     assert!(
         st.curr_items as usize > 3 * small,
         "{} items, {small} before",
@@ -901,7 +908,7 @@ fn resizes_under_a_random_workload_keep_every_hit_the_last_write() {
             let limit = limits[(i / 2500) as usize % limits.len()];
             s.set_memory_limit(limit, NOW);
             let st = s.stats();
-            assert!(st.allocated <= limit as u64, "{} allocated over {limit}", st.allocated);
+            assert!(st.allocated + st.index_bytes <= limit as u64, "{st:?} over {limit}");
             check_all(&s);
         }
     }

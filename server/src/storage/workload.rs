@@ -8,6 +8,12 @@
 //! The trace: each request draws a key rank from a Zipf(alpha) distribution over
 //! `keys` keys; a `get` that misses is followed by a `set` of the key (read-through,
 //! as a cache in front of a database sees it). The hit ratio is hits / requests.
+//!
+//! A scan-heavy mix replaces a share (`scan`) of the requests with the steps of a
+//! sequential scan: read-through of `scan:0`, `scan:1`, ... over as many keys as the
+//! Zipf key space, round and round, so a scanned key comes back only after ten
+//! cache-fulls of other scanned keys. A policy that admits every new key at the head
+//! of one queue lets the scan flush its hot set.
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -50,6 +56,8 @@ pub struct Workload {
     pub requests: usize,
     pub value_len: usize,
     pub seed: u64,
+    /// The share of requests that are scan steps (0 for a pure Zipf trace).
+    pub scan: f64,
 }
 
 /// Replays `w` against `store` at a fixed clock and returns the hit ratio.
@@ -60,11 +68,18 @@ pub fn hit_ratio(store: &Store, w: &Workload) -> f64 {
     let value = Bytes::from(vec![b'v'; w.value_len]);
     let mut key = Vec::with_capacity(32);
     let mut hits = 0usize;
+    let mut scanned = 0usize;
     for _ in 0..w.requests {
-        let rank = zipf.sample(&mut rng);
         key.clear();
-        key.extend_from_slice(b"key:");
-        key.extend_from_slice(itoa::Buffer::new().format(rank).as_bytes());
+        if w.scan > 0.0 && rng.gen::<f64>() < w.scan {
+            key.extend_from_slice(b"scan:");
+            key.extend_from_slice(itoa::Buffer::new().format(scanned).as_bytes());
+            scanned = (scanned + 1) % w.keys.max(1);
+        } else {
+            let rank = zipf.sample(&mut rng);
+            key.extend_from_slice(b"key:");
+            key.extend_from_slice(itoa::Buffer::new().format(rank).as_bytes());
+        }
         let hit = store.with(&key, NOW, |slot| {
             if slot.get().is_some() {
                 return true;
