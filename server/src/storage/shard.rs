@@ -552,9 +552,16 @@ impl Shard {
             0
         };
         self.ghost.resize_for(ghost);
+        self.make_room(now, 0);
+    }
+
+    /// Frees pooled buffers, shrinks an oversized index table, then evicts, until
+    /// `extra` more bytes fit beside the segments, index and ghost (or nothing is left
+    /// to evict).
+    fn make_room(&mut self, now: u32, extra: usize) {
         let patience = self.patience();
         let mut attempts = 0;
-        while self.allocated + self.index_bytes() > self.limit {
+        while self.allocated + extra + self.index_bytes() > self.limit {
             if let Some(buf) = self.pool.pop() {
                 self.allocated -= buf.len();
                 free_buffer(buf);
@@ -704,23 +711,8 @@ impl Shard {
     /// A segment of its own, with bases `fresh`, for an item of `len` (more than
     /// `seg_size`) bytes.
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
-        let patience = self.patience();
-        let mut attempts = 0;
         self.fit(now);
-        while self.allocated + len + RESERVE * self.seg_size > self.seg_limit() {
-            if let Some(buf) = self.pool.pop() {
-                self.allocated -= buf.len();
-                free_buffer(buf);
-                continue;
-            }
-            if self.shrink_index() {
-                continue;
-            }
-            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
-                break;
-            }
-            attempts += 1;
-        }
+        self.make_room(now, len + RESERVE * self.seg_size);
         if self.allocated + len > self.seg_limit() {
             return Err(StoreError::OutOfMemory);
         }
