@@ -31,22 +31,29 @@ fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// Scans a token as `strto*` does. Returns `(negative, magnitude)`, or `None` when no
-/// digit was found, the magnitude does not fit in 64 bits, or the digits are followed
-/// by a byte that is not whitespace.
+/// The run of decimal digits in `tok` from `i`: where it ends and its value; `None`
+/// if the value overflows a `u64`.
 #[inline]
-fn scan(tok: &[u8]) -> Option<(bool, u64)> {
-    let mut i = 0;
-    // Fast path: a plain run of digits, the only shape well-behaved clients send.
+fn digits(tok: &[u8], mut i: usize) -> Option<(usize, u64)> {
     let mut v: u64 = 0;
     while i < tok.len() {
         let d = tok[i].wrapping_sub(b'0');
         if d > 9 {
             break;
         }
-        v = v.checked_mul(10)?.checked_add(d as u64)?;
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
         i += 1;
     }
+    Some((i, v))
+}
+
+/// Scans a token as `strto*` does. Returns `(negative, magnitude)`, or `None` when no
+/// digit was found, the magnitude does not fit in 64 bits, or the digits are followed
+/// by a byte that is not whitespace.
+#[inline]
+fn scan(tok: &[u8]) -> Option<(bool, u64)> {
+    // Fast path: a plain run of digits, the only shape well-behaved clients send.
+    let (mut i, v) = digits(tok, 0)?;
     if i == tok.len() && i > 0 {
         return Some((false, v));
     }
@@ -63,14 +70,7 @@ fn scan(tok: &[u8]) -> Option<(bool, u64)> {
         i += 1;
     }
     let start = i;
-    while i < tok.len() {
-        let d = tok[i].wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        v = v.checked_mul(10)?.checked_add(d as u64)?;
-        i += 1;
-    }
+    let (i, v) = digits(tok, start)?;
     if i == start || (i < tok.len() && !is_c_space(tok[i])) {
         return None;
     }
