@@ -37,6 +37,7 @@ pub mod server;
 pub mod stats;
 pub mod stats_report;
 pub mod storage;
+pub mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
