@@ -153,10 +153,13 @@ pub struct StoreConfig {
 /// One cached item, as commands see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The data.
     pub value: Bytes,
+    /// The client flags.
     pub flags: u32,
     /// Absolute Unix time in seconds, 0 = never.
     pub exptime: u32,
+    /// The CAS unique.
     pub cas: u64,
     /// Meta: marked stale by an invalidation (`md I`, `ms I`).
     pub stale: bool,
@@ -169,6 +172,7 @@ pub struct Item {
 }
 
 impl Item {
+    /// A new item, last accessed at Unix time `now`, neither stale nor fetched yet.
     pub fn new(value: Bytes, flags: u32, exptime: u32, cas: u64, now: u32) -> Item {
         Item {
             value,
@@ -182,6 +186,7 @@ impl Item {
         }
     }
 
+    /// Whether the item has expired by Unix time `now`.
     pub fn is_expired(&self, now: u32) -> bool {
         self.exptime != 0 && self.exptime <= now
     }
@@ -204,6 +209,7 @@ pub enum StoreError {
 pub struct StoreStats {
     /// Sum of the live items' sizes: header, key and value (see the module doc).
     pub bytes: u64,
+    /// Live items.
     pub curr_items: u64,
     /// Successful inserts.
     pub total_items: u64,
@@ -223,6 +229,7 @@ pub struct StoreStats {
     pub direct_reclaims: u64,
     /// Bytes of segments allocated (in use or pooled); never above `limit_maxbytes`.
     pub allocated: u64,
+    /// The memory limit in bytes (`-m`, `cache_memlimit`).
     pub limit_maxbytes: u64,
 }
 
