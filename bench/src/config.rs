@@ -7,13 +7,13 @@ use clap::{Args, Parser, Subcommand};
 /// Load generator for memcached-protocol servers, and the report of a comparison.
 #[derive(Debug, Parser)]
 #[command(name = "ringcache-bench", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Drive one server (or cluster) and print one JSON line of results on stdout.
     Load(LoadArgs),
     /// Read JSON result lines, print the comparison table, write charts and README.
@@ -22,7 +22,7 @@ pub enum Command {
 
 /// Key popularity: `uniform`, `zipf` (exponent 0.99) or `zipf:<exponent>`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DistSpec {
+pub(crate) enum DistSpec {
     Uniform,
     Zipf(f64),
 }
@@ -57,7 +57,7 @@ impl std::fmt::Display for DistSpec {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Server address (host:port), or a comma-separated list of them: connection i
     /// then goes to address i modulo the list's length (round robin). With --direct or
     /// --fill, exactly one address (with --direct, any one node of the cluster).
@@ -165,12 +165,12 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     /// The addresses of --server, in order.
-    pub fn servers(&self) -> Vec<&str> {
+    pub(crate) fn servers(&self) -> Vec<&str> {
         self.server.split(',').map(str::trim).collect()
     }
 
     /// Rejects combinations that cannot run, before any connection is made.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         ensure!(self.connections >= 1, "--connections must be >= 1");
         let servers = self.servers();
@@ -227,7 +227,7 @@ impl LoadArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// JSON-lines file written by `load` runs (one line per run).
     pub results: PathBuf,
     /// Directory for results.json, throughput.svg, latency.svg and README.md.

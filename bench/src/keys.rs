@@ -14,7 +14,7 @@ use rand_distr::{Distribution, Zipf};
 
 /// How key ids are drawn.
 #[derive(Debug, Clone)]
-pub enum KeyDist {
+pub(crate) enum KeyDist {
     /// Every id in `0..n` equally likely.
     Uniform { n: u64 },
     /// P(rank r) ∝ 1 / r^s over ranks `1..=n`; id = rank − 1.
@@ -23,13 +23,13 @@ pub enum KeyDist {
 
 impl KeyDist {
     /// Uniform over `n ≥ 1` keys.
-    pub fn uniform(n: u64) -> anyhow::Result<Self> {
+    pub(crate) fn uniform(n: u64) -> anyhow::Result<Self> {
         anyhow::ensure!(n >= 1, "key count must be at least 1");
         Ok(KeyDist::Uniform { n })
     }
 
     /// Zipf with exponent `s ≥ 0` over `n ≥ 1` keys (`s = 0` is uniform).
-    pub fn zipf(n: u64, s: f64) -> anyhow::Result<Self> {
+    pub(crate) fn zipf(n: u64, s: f64) -> anyhow::Result<Self> {
         anyhow::ensure!(n >= 1, "key count must be at least 1");
         anyhow::ensure!(
             s.is_finite() && s >= 0.0,
@@ -41,14 +41,14 @@ impl KeyDist {
 
     /// The number of distinct keys.
     #[cfg(test)]
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             KeyDist::Uniform { n } | KeyDist::Zipf { n, .. } => *n,
         }
     }
 
     /// Draws one key id in `0..len()`.
-    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+    pub(crate) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
         match self {
             KeyDist::Uniform { n } => rng.gen_range(0..*n),
             KeyDist::Zipf { n, zipf } => {
@@ -61,7 +61,7 @@ impl KeyDist {
 }
 
 /// Appends `<prefix><id>` to `out`.
-pub fn write_key(out: &mut Vec<u8>, prefix: &[u8], id: u64) {
+pub(crate) fn write_key(out: &mut Vec<u8>, prefix: &[u8], id: u64) {
     out.extend_from_slice(prefix);
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(id).as_bytes());

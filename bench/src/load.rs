@@ -617,7 +617,7 @@ async fn idle(args: &LoadArgs, result: &mut RunResult, limit: Duration) -> anyho
 }
 
 /// Runs the whole load described by `args` and summarizes it.
-pub async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Result<()> {
     args.validate()?;
     let limit = Duration::from_millis(args.timeout_ms);
     if args.idle {

@@ -52,7 +52,7 @@ fn shown(buf: &[u8]) -> String {
 }
 
 /// Opens a connection with a deadline.
-pub async fn connect(addr: &str, limit: Duration) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(addr: &str, limit: Duration) -> anyhow::Result<TcpStream> {
     let stream = timeout(limit, TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {addr}: no answer within {limit:?}"))?
@@ -62,7 +62,7 @@ pub async fn connect(addr: &str, limit: Duration) -> anyhow::Result<TcpStream> {
 }
 
 /// The `STAT <name> <value>` pairs of a complete `stats` reply, or `None` if incomplete.
-pub fn parse_stats(buf: &[u8]) -> anyhow::Result<Option<Vec<(String, String)>>> {
+pub(crate) fn parse_stats(buf: &[u8]) -> anyhow::Result<Option<Vec<(String, String)>>> {
     let mut out = Vec::new();
     let mut rest = buf;
     loop {
@@ -84,7 +84,7 @@ pub fn parse_stats(buf: &[u8]) -> anyhow::Result<Option<Vec<(String, String)>>> 
 }
 
 /// A numeric statistic by name.
-pub fn stat_u64(stats: &[(String, String)], name: &str) -> anyhow::Result<u64> {
+pub(crate) fn stat_u64(stats: &[(String, String)], name: &str) -> anyhow::Result<u64> {
     let (_, v) = stats
         .iter()
         .find(|(n, _)| n == name)
@@ -94,12 +94,12 @@ pub fn stat_u64(stats: &[(String, String)], name: &str) -> anyhow::Result<u64> {
 }
 
 /// The general-purpose `stats` of the server at `stream`.
-pub async fn stats(stream: &mut TcpStream, limit: Duration) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn stats(stream: &mut TcpStream, limit: Duration) -> anyhow::Result<Vec<(String, String)>> {
     ask(stream, "stats", limit, parse_stats).await
 }
 
 /// The cluster view of the node at `addr`.
-pub async fn topology(addr: &str, limit: Duration) -> anyhow::Result<Topology> {
+pub(crate) async fn topology(addr: &str, limit: Duration) -> anyhow::Result<Topology> {
     let mut stream = connect(addr, limit).await?;
     ask(&mut stream, "topology", limit, |buf| {
         if buf.starts_with(b"ERROR") || buf.starts_with(b"CLIENT_ERROR") || buf.starts_with(b"SERVER_ERROR") {
@@ -121,7 +121,7 @@ pub async fn topology(addr: &str, limit: Duration) -> anyhow::Result<Topology> {
 /// Fields 14 and 15 (utime, stime) counted from 1; field 2 (the command name) is in
 /// parentheses and may itself contain spaces and parentheses, so fields are counted
 /// from the *last* `)`.
-pub fn parse_proc_stat(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_proc_stat(text: &str) -> anyhow::Result<u64> {
     let after = text
         .rfind(')')
         .map(|i| &text[i + 1..])
@@ -138,14 +138,14 @@ pub fn parse_proc_stat(text: &str) -> anyhow::Result<u64> {
 }
 
 /// CPU ticks used so far by `pid`.
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_proc_stat(&text)
 }
 
 /// Resident set size in KiB from the text of `/proc/<pid>/status` (its `VmRSS:` line).
-pub fn parse_vm_rss(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_vm_rss(text: &str) -> anyhow::Result<u64> {
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -155,14 +155,14 @@ pub fn parse_vm_rss(text: &str) -> anyhow::Result<u64> {
 }
 
 /// Resident memory of `pid`, KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_vm_rss(&text)
 }
 
 /// CPU ticks used so far by this process.
-pub fn own_cpu_ticks() -> anyhow::Result<u64> {
+pub(crate) fn own_cpu_ticks() -> anyhow::Result<u64> {
     parse_proc_stat(&std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?)
 }
 

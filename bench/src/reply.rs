@@ -18,7 +18,7 @@ use ringcache_protocol::text::Expect;
 
 /// What a complete reply said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// A `get` reply with this many `VALUE` blocks (hits).
     Values { hits: u32 },
     /// `STORED`.
@@ -34,7 +34,7 @@ pub enum Reply {
 
 /// A reply that cannot be framed: the stream is out of sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyError {
+pub(crate) enum ReplyError {
     /// A line that is neither the expected reply nor an error line (first bytes shown).
     Unexpected(String),
     /// What `protocol`'s reply readers refused (a malformed `VALUE` header, a data
@@ -61,7 +61,7 @@ impl From<FrameError> for ReplyError {
 
 /// Parses the first reply in `buf`, which answers a request of shape `expect`.
 /// `Ok(None)`: not complete yet, read more.
-pub fn parse_reply(buf: &[u8], expect: Expect) -> Result<Option<(Reply, usize)>, ReplyError> {
+pub(crate) fn parse_reply(buf: &[u8], expect: Expect) -> Result<Option<(Reply, usize)>, ReplyError> {
     match expect {
         Expect::Values => {
             let mut hits = 0u32;

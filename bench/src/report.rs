@@ -714,7 +714,7 @@ Numbers are medians over the rounds; ratios are B/A (for throughput and items/Mi
 better for B, for latency and CPU lower is).";
 
 /// Prints the tables; with `--out`, also writes results.json, the charts and README.md.
-pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.results).with_context(|| format!("reading {}", args.results.display()))?;
     let runs = read_results(&text)?;
     anyhow::ensure!(!runs.is_empty(), "{} holds no results", args.results.display());
@@ -782,7 +782,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 }
 
 /// One human-readable line per run, for stderr.
-pub fn summary_line(r: &RunResult) -> String {
+pub(crate) fn summary_line(r: &RunResult) -> String {
     let mut s = format!(
         "{} {} r{}: {:.0} ops/s over {:.1} s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
         r.scenario, r.side, r.round, r.ops_per_s, r.duration_s, r.p50_us, r.p99_us, r.p999_us

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Results of one run. A failed run carries `error` and whatever labels it had.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     /// Labels given with `--scenario`, `--side`, `--round`.
     pub scenario: String,
     pub side: String,

@@ -103,7 +103,7 @@ impl Lookup {
 
 /// Checks a key the way memcached's parser will: 1 to 250 bytes, no spaces or
 /// control characters.
-pub fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > KEY_MAX_LEN || key.iter().any(|&b| b <= b' ' || b == 0x7f) {
         return Err(Error::InvalidKey);
     }
@@ -112,7 +112,7 @@ pub fn check_key(key: &[u8]) -> Result<()> {
 
 /// memcached's exptime for a TTL: 0 for "never", whole seconds rounded up, and an
 /// absolute Unix time past 30 days (where memcached stops reading relative seconds).
-pub fn exptime(ttl: Duration) -> i64 {
+pub(crate) fn exptime(ttl: Duration) -> i64 {
     if ttl.is_zero() {
         return 0;
     }

@@ -8,14 +8,17 @@ pub struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
+    /// A cursor at the start of `data`.
     pub fn new(data: &'a [u8]) -> Input<'a> {
         Input { data }
     }
 
+    /// Whether every byte has been read.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
 
+    /// The next byte, or 0 past the end.
     pub fn u8(&mut self) -> u8 {
         let Some((&b, rest)) = self.data.split_first() else {
             return 0;
@@ -24,6 +27,7 @@ impl<'a> Input<'a> {
         b
     }
 
+    /// The next byte's low bit (false past the end).
     pub fn bool(&mut self) -> bool {
         self.u8() & 1 == 1
     }

@@ -80,14 +80,17 @@ impl Default for Signature {
 }
 
 impl Signature {
+    /// Mixes one outcome into the signature (FNV-1a over 64-bit words).
     pub fn add(&mut self, tag: u64) {
         self.0 = (self.0 ^ tag).wrapping_mul(0x0100_0000_01b3);
     }
 
+    /// Mixes in a string, by its hash.
     pub fn add_str(&mut self, s: &str) {
         self.add(rng::hash(s.as_bytes()));
     }
 
+    /// The signature of everything added, in order.
     pub fn finish(self) -> u64 {
         self.0
     }

@@ -26,7 +26,9 @@ const FINDINGS_MAX: usize = 10;
 /// What broke, on which input.
 #[derive(Debug, Clone)]
 pub struct Finding {
+    /// What the target reported (a broken invariant or a panic's message).
     pub message: String,
+    /// The input that broke it.
     pub input: Vec<u8>,
     /// Where the input was saved, if a directory was given.
     pub saved: Option<PathBuf>,
@@ -35,11 +37,17 @@ pub struct Finding {
 /// The outcome of one target's run.
 #[derive(Debug)]
 pub struct Report {
+    /// The target's name.
     pub target: &'static str,
+    /// The seed of the mutation stream (a rerun with it repeats the run).
     pub seed: u64,
+    /// Inputs run.
     pub executions: u64,
+    /// Corpus size at the end: the seeds plus the inputs that reached a new outcome.
     pub corpus: usize,
+    /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// Distinct findings, at most `FINDINGS_MAX`.
     pub findings: Vec<Finding>,
 }
 

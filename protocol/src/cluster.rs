@@ -44,6 +44,7 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    /// The state's name in a `topology` reply (`alive`, `suspect`).
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Alive => "alive",
@@ -55,8 +56,11 @@ impl MemberState {
 /// One member as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyMember {
+    /// The node's name, unique in the cluster.
     pub name: String,
+    /// The address clients connect to.
     pub client: SocketAddr,
+    /// Whether it answers probes or is suspected down.
     pub state: MemberState,
 }
 
@@ -65,10 +69,15 @@ pub struct TopologyMember {
 /// every node that sees the same members).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// Changes whenever membership changes; equal on nodes that see the same members.
     pub version: u64,
+    /// The ring's hash function, by name (clients refuse one they do not know).
     pub hash: String,
+    /// Ring points per member.
     pub vnodes: u32,
+    /// How many members hold each key (the owner first).
     pub replicas: u32,
+    /// The members on the ring.
     pub members: Vec<TopologyMember>,
 }
 

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_main, Criterion, Throughput};
 use ringcache_server::storage::{Item, Store, StoreConfig};
 
 const KEYS: usize = 100_000;
@@ -78,5 +78,9 @@ fn ops(c: &mut Criterion) {
     assert!(full.stats().evictions > 0);
 }
 
-criterion_group!(benches, ops);
-criterion_main!(benches);
+// criterion_group! makes a `pub fn` it gives no doc; in a private module it is not
+// exported, so `missing_docs` does not ask for one.
+mod group {
+    criterion::criterion_group!(benches, super::ops);
+}
+criterion_main!(group::benches);

@@ -52,6 +52,7 @@ const FENCE_PAUSE: Duration = Duration::from_millis(50);
 pub struct RingView {
     /// The membership version the ring was built from (also `ring.epoch()`).
     pub version: u64,
+    /// The ring: which nodes own which keys.
     pub ring: Ring<NodeId>,
     /// Per ring node (same index): alive or suspect.
     pub states: Vec<MemberState>,
@@ -160,8 +161,11 @@ pub struct ClusterStats {
 /// Cluster settings from the command line.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    /// Membership and gossip settings.
     pub gossip: GossipConfig,
+    /// Ring parameters (virtual nodes, replicas).
     pub ring: RingConfig,
+    /// How long a request to a peer may take (`--peer-timeout-ms`).
     pub peer_timeout: Duration,
     /// How long a node started with seeds refuses key commands while no peer has
     /// answered it, before it gives up waiting and serves as a cluster of one (see
@@ -234,11 +238,14 @@ impl FreezeGuard {
 
 /// The node's cluster state.
 pub struct Cluster {
+    /// The gossip task's handle: the current members and its counters.
     pub membership: Membership,
     ring: watch::Receiver<Arc<RingView>>,
     /// How requests reach other nodes: pooled connections, or in-process peers in tests.
     peers: Arc<dyn Peers>,
+    /// How long a request to a peer may take.
     pub peer_timeout: Duration,
+    /// Cluster counters for `stats` and `/metrics`.
     pub stats: Arc<ClusterStats>,
     freeze: Arc<FreezeGuard>,
     store: Arc<Store>,

@@ -168,10 +168,7 @@ impl Config {
 /// the kernel's `(none)`, or `localhost` (which every unnamed host shares).
 fn host_name() -> Option<String> {
     let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which gethostname writes at most
-    // `len` bytes into.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
+    if !crate::sys::host_name(&mut buf) {
         return None;
     }
     usable_host_name(&buf)

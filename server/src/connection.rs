@@ -219,7 +219,7 @@ pub(crate) mod pool {
     use bytes::BytesMut;
 
     /// Capacity of a pooled buffer (memcached's read buffers are 16 KiB too).
-    pub const SIZE: usize = 16 * 1024;
+    pub(crate) const SIZE: usize = 16 * 1024;
     /// Buffers kept per thread.
     const KEEP: usize = 32;
 
@@ -232,7 +232,7 @@ pub(crate) mod pool {
     }
 
     /// An empty buffer of [`SIZE`] bytes.
-    pub fn take() -> BytesMut {
+    pub(crate) fn take() -> BytesMut {
         LENT.with(|l| l.set(l.get() + 1));
         FREE.with(|f| f.borrow_mut().pop())
             .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
@@ -240,7 +240,7 @@ pub(crate) mod pool {
 
     /// Returns a buffer from [`take`]. A buffer still holding bytes, still shared with
     /// a parsed request, or grown past twice [`SIZE`] is freed instead of kept.
-    pub fn give(mut b: BytesMut) {
+    pub(crate) fn give(mut b: BytesMut) {
         LENT.with(|l| l.set(l.get() - 1));
         // `try_reclaim` makes the whole allocation writable again when nothing else
         // refers to it, without allocating.
@@ -256,19 +256,19 @@ pub(crate) mod pool {
 
     /// `n` buffers from [`take`] that leave the pool's accounting for good (a peer
     /// connection keeps its buffers).
-    pub fn forget(n: isize) {
+    pub(crate) fn forget(n: isize) {
         LENT.with(|l| l.set(l.get() - n));
     }
 
     /// Buffers handed out and not given back, on this thread.
     #[cfg(test)]
-    pub fn lent() -> isize {
+    pub(crate) fn lent() -> isize {
         LENT.with(Cell::get)
     }
 
     /// Buffers pooled on this thread, and the largest capacity among them.
     #[cfg(test)]
-    pub fn pooled() -> (usize, usize) {
+    pub(crate) fn pooled() -> (usize, usize) {
         FREE.with(|f| {
             let f = f.borrow();
             (f.len(), f.iter().map(BytesMut::capacity).max().unwrap_or(0))

@@ -91,8 +91,11 @@ impl PeerForwards {
 pub struct ForwardSnapshot {
     /// Forwards per bucket of [`BUCKETS_MICROS`] (not cumulative), then `+Inf`.
     pub buckets: [u64; BUCKETS_MICROS.len() + 1],
+    /// Sum of the forwards' round trips, in microseconds.
     pub sum_micros: u64,
+    /// Forwards whose owner could not be reached or whose connection broke.
     pub failed: u64,
+    /// Forwards that got no reply within the peer timeout.
     pub timed_out: u64,
     /// The last measured round trip to the peer, in microseconds (`None`: none yet, or
     /// the last probe got no answer).

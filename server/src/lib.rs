@@ -18,6 +18,8 @@
 //!   `testing` (feature `testing`): nodes wired together in one process through it.
 //! - [`admin`]: the optional HTTP listener (`--admin-addr`): `/metrics`, `/healthz`,
 //!   `/readyz`; [`forward_stats`]: per-peer forward counts and latencies it reports.
+//! - [`sys`]: the libc calls (allocator tuning, CPU time, host name, returning freed
+//!   pages), each behind a safe function: the crate's only `unsafe`.
 
 pub mod admin;
 pub mod cluster;
@@ -37,6 +39,7 @@ pub mod server;
 pub mod stats;
 pub mod stats_report;
 pub mod storage;
+pub mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

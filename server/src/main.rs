@@ -19,12 +19,7 @@ const MMAP_THRESHOLD: libc::c_int = 64 * 1024 + 1;
 /// times `-m`. With a fixed threshold every large item is its own mapping, returned
 /// to the kernel when it is freed.
 fn fix_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
+    ringcache_server::sys::set_mmap_threshold(MMAP_THRESHOLD);
 }
 
 fn main() -> anyhow::Result<()> {

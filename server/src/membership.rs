@@ -69,6 +69,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
 /// Gossip settings (from the command line).
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
+    /// This node's name (`--node-name`), unique in the cluster.
     pub name: String,
     /// UDP address to bind and advertise for gossip.
     pub gossip_addr: SocketAddr,
@@ -95,6 +96,7 @@ pub struct ClusterView {
     pub version: u64,
     /// This node's identity.
     pub me: NodeId,
+    /// Every member in the view, this node included, with its state.
     pub members: Vec<(NodeId, MemberState)>,
 }
 
@@ -129,11 +131,15 @@ impl ClusterView {
 /// Counters of the gossip layer, for `stats`.
 #[derive(Debug, Default)]
 pub struct GossipStats {
+    /// Gossip packets received.
     pub packets_in: AtomicU64,
+    /// Gossip packets sent.
     pub packets_out: AtomicU64,
+    /// Packets foca rejected (undecodable or not for this cluster).
     pub packets_bad: AtomicU64,
     /// Packets dropped because they failed authentication with the cluster secret.
     pub auth_failures: AtomicU64,
+    /// Times this node rejoined the cluster after being declared down.
     pub rejoins: AtomicU64,
     /// This node's quorum count, `up << 32 | known` (see [`crate::quorum`]).
     quorum: AtomicU64,
@@ -159,7 +165,9 @@ impl GossipStats {
 pub struct Membership {
     view: watch::Receiver<Arc<ClusterView>>,
     cmds: mpsc::Sender<Command>,
+    /// Gossip counters, shared with `stats`.
     pub stats: Arc<GossipStats>,
+    /// The address the gossip socket is bound to.
     pub local_addr: SocketAddr,
 }
 

@@ -12,11 +12,17 @@ use crate::storage::Store;
 /// `cache_memlimit` changes, is the store's: [`Store::memory_limit`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The client port (`-p`).
     pub port: u16,
+    /// The address it listens on (`-l`).
     pub listen: String,
+    /// The connection limit (`-c`).
     pub max_conns: usize,
+    /// The largest item accepted, in bytes (`-I`).
     pub max_item_size: usize,
+    /// Worker threads (`-t`).
     pub threads: usize,
+    /// Log verbosity (`-v`, `verbosity`).
     pub verbosity: u8,
     /// How long a stopping node may take to leave, hand off and let connections finish
     /// (`--drain-timeout-ms`).
@@ -25,8 +31,11 @@ pub struct Settings {
 
 /// Everything a connection needs: the store, the counters, the settings.
 pub struct Node {
+    /// The items.
     pub store: Arc<Store>,
+    /// Node-wide counters.
     pub stats: Stats,
+    /// Settings fixed at start.
     pub settings: Settings,
     /// When the process started, for `uptime`.
     pub started: Instant,
@@ -37,6 +46,7 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node serving `store`, started now, not draining.
     pub fn new(store: Arc<Store>, settings: Settings, cluster: Option<Arc<Cluster>>) -> Node {
         Node {
             store,

@@ -74,6 +74,7 @@ pub struct PeerPools {
 }
 
 impl PeerPools {
+    /// Pools for node `name`, proving `key` (if any) on each connection it opens.
     pub fn new(name: &str, key: Option<Arc<ClusterKey>>, connect_timeout: Duration) -> PeerPools {
         PeerPools {
             pools: Mutex::new(HashMap::new()),

@@ -25,11 +25,14 @@ use std::collections::{BTreeSet, HashMap};
 /// The count behind a verdict: `up` of the `known` members are up on this side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
+    /// Members up on this node's side.
     pub up: usize,
+    /// Members counted.
     pub known: usize,
 }
 
 impl Count {
+    /// Whether the members up are a strict majority of those counted.
     pub fn in_quorum(&self) -> bool {
         self.up * 2 > self.known
     }
@@ -38,6 +41,7 @@ impl Count {
 /// What a new view did to this node's quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// Quorum kept, or still missing.
     Same,
     /// It had a majority and has lost it.
     Lost,
@@ -110,10 +114,12 @@ impl Quorum {
         }
     }
 
+    /// The count as of the last view.
     pub fn count(&self) -> Count {
         self.count
     }
 
+    /// Whether this node's side held a majority at the last view.
     pub fn in_quorum(&self) -> bool {
         self.count.in_quorum()
     }

@@ -55,8 +55,15 @@ const WARN_EVERY: u32 = 12;
 /// One `--seed`: a gossip address, or a DNS name and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seed {
+    /// A gossip address, used as given.
     Addr(SocketAddr),
-    Name { host: String, port: u16 },
+    /// A DNS name, looked up again while the node runs, and the gossip port.
+    Name {
+        /// The name to look up.
+        host: String,
+        /// The gossip port of every address it resolves to.
+        port: u16,
+    },
 }
 
 impl Seed {

@@ -7,14 +7,26 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Per-connection counters, folded into [`Stats`] after every batch.
         #[derive(Debug, Default, Clone)]
-        pub struct Counters { $(pub $name: u64,)* }
+        pub struct Counters {
+            $(
+                #[doc = concat!("The `", stringify!($name), "` count: memcached's statistic of that name, where it has one.")]
+                $(#[$doc])*
+                pub $name: u64,
+            )*
+        }
 
         /// Node-wide counters.
         #[derive(Debug, Default)]
-        pub struct Totals { $(pub $name: AtomicU64,)* }
+        pub struct Totals {
+            $(
+                #[doc = concat!("The `", stringify!($name), "` count: memcached's statistic of that name, where it has one.")]
+                $(#[$doc])*
+                pub $name: AtomicU64,
+            )*
+        }
 
         impl Totals {
             /// Adds `c` and zeroes it.
@@ -64,17 +76,21 @@ counters!(
     bytes_written,
     conn_yields,
     rejected_connections,
-    // Items a peer handed to this node after a ring change, and their key and value
-    // bytes (`peer_connection`: an unfenced `rc_set`; `/metrics` only).
+    /// Items a peer handed to this node after a ring change, and their key and value
+    /// bytes (`peer_connection`: an unfenced `rc_set`; `/metrics` only).
     handoff_items_received,
+    /// Key and value bytes of the items handed to this node (see `handoff_items_received`).
     handoff_bytes_received,
 );
 
 /// Node-wide statistics.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// The request counters, summed over connections.
     pub totals: Totals,
+    /// Connections open now.
     pub curr_connections: AtomicU64,
+    /// Connections accepted since start.
     pub total_connections: AtomicU64,
 }
 

@@ -192,12 +192,9 @@ fn slabs(node: &Node, out: &mut BytesMut) {
 /// User and system CPU time of this process as (seconds, microseconds), from
 /// `getrusage` as memcached reads it.
 pub(crate) fn rusage() -> ((u64, u64), (u64, u64)) {
-    // SAFETY: `rusage` is plain integers, so all zeroes is a valid value, and
-    // getrusage writes only into the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    let Some(ru) = crate::sys::rusage_self() else {
         return ((0, 0), (0, 0));
-    }
+    };
     let tv = |t: libc::timeval| {
         (
             u64::try_from(t.tv_sec).unwrap_or(0),

@@ -156,7 +156,9 @@ fn test_settings(client: SocketAddr) -> Settings {
 
 /// Nodes wired together in one process (see the module doc).
 pub struct TestCluster {
+    /// The nodes, in the order they were built.
     pub nodes: Vec<Arc<Node>>,
+    /// The in-process peers through which the nodes reach each other.
     pub peers: Arc<InProcessPeers>,
     ids: Vec<NodeId>,
     /// Each node's membership: what the test publishes here is what the node sees.
@@ -353,7 +355,12 @@ impl TestCluster {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Send these bytes (whole requests) to node `node` (modulo the cluster's size).
-    Request { node: usize, bytes: Vec<u8> },
+    Request {
+        /// Which node (modulo the cluster's size).
+        node: usize,
+        /// Whole requests.
+        bytes: Vec<u8>,
+    },
     /// Let this many seconds pass (paused time: expiries, the repair window).
     Advance(u32),
 }
@@ -408,7 +415,9 @@ impl Op {
 /// A cluster and a single node (the model) fed the same operations: every reply
 /// through any node of the cluster must be the one node's reply.
 pub struct Differential {
+    /// The nodes under test.
     pub cluster: TestCluster,
+    /// One node alone: whatever it answers is the expected reply.
     pub model: Arc<Node>,
 }
 

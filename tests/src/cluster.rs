@@ -18,8 +18,11 @@ use crate::raw::RawConn;
 
 /// One node of a [`TestCluster`].
 pub struct ClusterNode {
+    /// The node's name (`--node-name`).
     pub name: String,
+    /// The UDP port it gossips on.
     pub gossip_port: u16,
+    /// The running server.
     pub process: ServerProcess,
 }
 
@@ -31,6 +34,7 @@ pub struct ClusterNode {
 /// without seeds founds a new cluster of one, which is what a restarted first node
 /// would otherwise do.)
 pub struct TestCluster {
+    /// The nodes, in start order.
     pub nodes: Vec<ClusterNode>,
     replicas: u32,
     extra: Vec<String>,

@@ -10,8 +10,11 @@ use crate::raw::{RawConn, ReadEnd};
 /// A response: status code, headers (names lower-cased) and body.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The headers in order, names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// The body, as text.
     pub body: String,
 }
 

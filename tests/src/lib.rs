@@ -8,6 +8,7 @@
 //! - [`http`]: [`http::http_get`], one HTTP/1.1 request to the admin listener.
 //! - [`diff`]: the differential runner (cases of raw chunks played to memcached and to the
 //!   target; replies normalised only where two correct servers may differ).
+//! - [`sys`]: the harness's libc calls (effective uid, signals), its only `unsafe`.
 //! - [`tools`]: locating `python3`, libmemcached's tools, memcached; a missing one fails with
 //!   the command that installs it.
 //!
@@ -24,6 +25,7 @@ pub mod diff;
 pub mod http;
 pub mod process;
 pub mod raw;
+pub mod sys;
 pub mod tools;
 
 pub use process::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess, Signal};

@@ -230,8 +230,7 @@ impl ServerProcess {
             ServerKind::Memcached => {
                 let mut v: Vec<String> = vec![];
                 // memcached refuses to run as root unless told which user to run as.
-                // SAFETY: geteuid has no preconditions and cannot fail.
-                if unsafe { libc::geteuid() } == 0 {
+                if crate::sys::is_root() {
                     v.extend(["-u".into(), "root".into()]);
                 }
                 v.extend(["-U".into(), "0".into()]);
@@ -313,14 +312,10 @@ impl ServerProcess {
     /// Sends `sig` to the process. Panics if it has already been reaped.
     pub fn signal(&self, sig: Signal) {
         let pid = self.pid().expect("signal: the server process is not running");
-        // SAFETY: kill(2) with a pid we spawned and have not reaped (so it cannot have been reused).
-        let rc = unsafe { libc::kill(pid as libc::pid_t, sig.raw()) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({pid}, {sig:?}) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        // A pid we spawned and have not reaped, so it cannot have been reused.
+        if let Err(e) = crate::sys::kill(pid as libc::pid_t, sig.raw()) {
+            panic!("kill({pid}, {sig:?}) failed: {e}");
+        }
         if sig == Signal::Stop {
             // kill(2) returns before the stop takes effect; a test that goes on to send
             // requests must find the process stopped, so wait (bounded) for state T.

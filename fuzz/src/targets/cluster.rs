@@ -14,6 +14,7 @@ use ringcache_server::testing::{Differential, Op};
 
 use crate::{Signature, Target};
 
+/// The `cluster` target (see the module doc).
 pub struct ClusterTarget;
 
 impl Target for ClusterTarget {

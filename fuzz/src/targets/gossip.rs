@@ -16,6 +16,7 @@ use ringcache_protocol::gossip::{BincodeCodec, NodeIdentity};
 use crate::alloc::{check, measure};
 use crate::{Signature, Target};
 
+/// The `gossip` target (see the module doc).
 pub struct GossipTarget;
 
 /// Members after the header, as foca decodes a packet (bounded for speed).

@@ -21,6 +21,7 @@ use crate::mutate::{chunks, splits};
 use crate::rng::{hash, Rng};
 use crate::{Signature, Target};
 
+/// The `meta_response` target (see the module doc).
 pub struct MetaResponseTarget;
 
 const ALLOC_MAX: usize = 4096;

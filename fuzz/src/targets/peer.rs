@@ -31,6 +31,7 @@ use crate::input::Input;
 use crate::rng::hash;
 use crate::{show, Signature, Target};
 
+/// The `peer` target (see the module doc).
 pub struct PeerTarget;
 
 /// Commands built per input at most.

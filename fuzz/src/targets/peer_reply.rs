@@ -21,6 +21,7 @@ use ringcache_protocol::text::peer::{encode_peer_value, encode_reply_tag, parse_
 use crate::alloc::{check, measure};
 use crate::{show, Signature, Target};
 
+/// The `peer_reply` target (see the module doc).
 pub struct PeerReplyTarget;
 
 const EXPECTS: [Expect; 6] = [

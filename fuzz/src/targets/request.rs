@@ -31,6 +31,7 @@ use crate::mutate::{chunks, splits};
 use crate::rng::{hash, Rng};
 use crate::{show, Signature, Target};
 
+/// The `request` target (see the module doc).
 pub struct RequestTarget;
 
 const LIMITS: [Limits; 2] = [

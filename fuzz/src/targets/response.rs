@@ -25,6 +25,7 @@ use crate::mutate::{chunks, splits};
 use crate::rng::{hash, Rng};
 use crate::{show, Signature, Target};
 
+/// The `response` target (see the module doc).
 pub struct ResponseTarget;
 
 const EXPECTS: [Expect; 9] = [

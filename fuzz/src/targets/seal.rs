@@ -21,6 +21,7 @@ use crate::rng::{hash, Rng};
 use crate::targets::gossip::GossipTarget;
 use crate::{Signature, Target};
 
+/// The `seal` target (see the module doc): the secrets it seals under, and its seeds.
 pub struct SealTarget {
     key: ClusterKey,
     other: ClusterKey,
@@ -38,6 +39,7 @@ fn nonce(rng: &mut Rng) -> [u8; NONCE_LEN] {
 }
 
 impl SealTarget {
+    /// Seals the gossip target's seeds (and a few more packets) under a fixed secret.
     pub fn new() -> SealTarget {
         let key = ClusterKey::from_secret("fuzz secret");
         let mut plain: Vec<Vec<u8>> = GossipTarget.seeds();

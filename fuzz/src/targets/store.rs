@@ -31,6 +31,7 @@ use crate::alloc::measure;
 use crate::input::Input;
 use crate::{Signature, Target};
 
+/// The `store` target (see the module doc).
 pub struct StoreTarget;
 
 /// Operations per input at most.

@@ -14,6 +14,7 @@ use crate::alloc::{check, measure};
 use crate::rng::{hash, Rng};
 use crate::{show, Signature, Target};
 
+/// The `topology` target (see the module doc).
 pub struct TopologyTarget;
 
 const DICTIONARY: &[&[u8]] = &[

@@ -17,8 +17,10 @@ pub struct BincodeCodec;
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("encode: {0}")]
+    /// bincode could not encode the packet.
     Encode(#[from] bincode::error::EncodeError),
     #[error("decode: {0}")]
+    /// The bytes are not a packet bincode can decode.
     Decode(#[from] bincode::error::DecodeError),
 }
 

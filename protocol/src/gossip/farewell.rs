@@ -16,7 +16,9 @@ pub const MAX_FAREWELL: usize = 512;
 /// "The node `name`, run `incarnation`, has left the cluster on purpose."
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Farewell {
+    /// The leaving node's name.
     pub name: String,
+    /// Which run of the node is leaving (its foca incarnation), so a restarted node is not taken for gone.
     pub incarnation: u64,
 }
 

@@ -61,14 +61,19 @@ pub enum Expect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("malformed reply line")]
+    /// The reply line does not have the shape its code requires.
     Malformed,
     #[error("reply line longer than {0} bytes")]
+    /// No `\r\n` within the longest reply line allowed (the limit, in bytes).
     LineTooLong(usize),
     #[error("reply line not terminated by \\r\\n")]
+    /// A `\n` not preceded by `\r`.
     BadLineEnd,
     #[error("data block of {0} bytes is larger than the limit")]
+    /// A data block declared longer than the limit (its declared length).
     ValueTooLarge(u64),
     #[error("data block not terminated by \\r\\n")]
+    /// The data block is not followed by `\r\n`.
     BadDataChunk,
     /// The reply is not the one the request in line expects (its `rc_id` tag, or the
     /// key it asked for, is not there): the two ends disagree on where replies begin.

@@ -76,25 +76,49 @@ use crate::text::value::parse_value_header;
 pub enum PeerRequest {
     /// Marks the connection as coming from the named peer; with a cluster secret, the
     /// Unix time and hex HMAC that prove the sender knows it.
-    Hello { name: Bytes, proof: Option<(u64, Bytes)> },
+    Hello {
+        /// The sender's node name.
+        name: Bytes,
+        /// With a cluster secret: the Unix time and the hex HMAC of it.
+        proof: Option<(u64, Bytes)>,
+    },
     /// Apply this item (the primary's state of the key).
     Set {
+        /// The key.
         key: Bytes,
+        /// The client flags.
         flags: u32,
+        /// Absolute Unix time the item expires at; 0 never.
         exptime: u32,
+        /// The primary's CAS unique, kept so every replica agrees on it.
         cas: u64,
+        /// The data.
         value: Bytes,
     },
     /// The key no longer exists on the primary (deleted at CAS `cas` or later).
-    Del { key: Bytes, cas: u64 },
+    Del {
+        /// The key.
+        key: Bytes,
+        /// The CAS unique of the delete on the primary.
+        cas: u64,
+    },
     /// Send this node's version of the key, for read repair (a [`PeerValue`] or a miss;
     /// see [`encode_peer_value`]).
-    Get { key: Bytes },
+    Get {
+        /// The key.
+        key: Bytes,
+    },
     /// Run the next request only if this node's ring version is `version`; no reply of
     /// its own.
-    Ring { version: u64 },
+    Ring {
+        /// The ring version the sender routed by.
+        version: u64,
+    },
     /// Follow the next request's reply with `RI <id>\r\n`; no reply of its own.
-    Id { id: u64 },
+    Id {
+        /// The tag the reply carries back.
+        id: u64,
+    },
 }
 
 /// How the reply to a fenced request starts when the receiver's ring differs (the
@@ -128,6 +152,7 @@ pub fn encode_reply_tag(id: u64, reply_len: usize, out: &mut impl BufMut) {
 /// A reply tag: which request the reply answers, and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyTag {
+    /// The `rc_id` the request was tagged with.
     pub id: u64,
     /// The reply's length in bytes (it follows the tag line).
     pub len: usize,
@@ -438,7 +463,9 @@ fn end_line(out: &mut impl BufMut, binary: bool) {
 /// One node's version of a key, as an `rc_get` reply carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerValue {
+    /// The data.
     pub value: Bytes,
+    /// The client flags.
     pub flags: u32,
     /// The CAS unique: the larger one is the newer version.
     pub cas: u64,

@@ -18,32 +18,64 @@ pub enum Request {
     /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
     Store(StoreRequest),
     /// `delete <key> [0] [noreply]`.
-    Delete { key: Bytes, noreply: bool },
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// Send no reply.
+        noreply: bool,
+    },
     /// `incr|decr <key> <delta> [noreply]`.
     Arith {
+        /// Which of the two.
         op: ArithOp,
+        /// The key.
         key: Bytes,
+        /// The amount to add or subtract.
         delta: u64,
+        /// Send no reply.
         noreply: bool,
     },
     /// `touch <key> <exptime> [noreply]`.
-    Touch { key: Bytes, exptime: i64, noreply: bool },
+    Touch {
+        /// The key.
+        key: Bytes,
+        /// The new expiry, as sent (see [`StoreRequest::exptime`]).
+        exptime: i64,
+        /// Send no reply.
+        noreply: bool,
+    },
     /// `flush_all [delay] [noreply]`; `delay` is 0 without the argument; memcached
     /// treats a delay <= 0 as "now".
-    FlushAll { delay: i64, noreply: bool },
+    FlushAll {
+        /// When the flush takes effect, as sent: 0 or less is now.
+        delay: i64,
+        /// Send no reply.
+        noreply: bool,
+    },
     /// `version`.
     Version,
     /// `verbosity <level> [noreply]`.
-    Verbosity { noreply: bool },
+    Verbosity {
+        /// Send no reply.
+        noreply: bool,
+    },
     /// `stats [group]`; `group` is empty for the general statistics. Only the first
     /// argument is kept: memcached ignores the others for every group ringcache serves
     /// (`stats items junk` is `stats items`), except `stats cachedump <class> <limit>`,
     /// whose group is `cachedump <class> <limit>` as sent (its arguments have passed
     /// memcached's checks).
-    Stats { group: Bytes },
+    Stats {
+        /// The group asked for (`items`, `slabs`, ...); empty for the general one.
+        group: Bytes,
+    },
     /// `cache_memlimit <MiB> [noreply]`: change the memory limit at run time. `mib` has
     /// passed memcached's checks (8 to 1 000 000 000).
-    CacheMemlimit { mib: u32, noreply: bool },
+    CacheMemlimit {
+        /// The new limit in MiB.
+        mib: u32,
+        /// Send no reply.
+        noreply: bool,
+    },
     /// `quit`: close the connection.
     Quit,
     /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
@@ -57,14 +89,18 @@ pub enum Request {
 /// Which of the retrieval commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetKind {
+    /// `get <key>*`.
     Get,
+    /// `gets <key>*`: with CAS uniques.
     Gets,
     /// Get and touch: the items' new expiry.
     Gat {
+        /// As sent: 0 never, up to 30 days relative, larger absolute Unix time, negative expired.
         exptime: i64,
     },
     /// Get and touch, with CAS.
     Gats {
+        /// As for `Gat`.
         exptime: i64,
     },
 }
@@ -79,6 +115,7 @@ impl GetKind {
 /// A retrieval request with one or more keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetRequest {
+    /// Which retrieval command, with its expiry for `gat`/`gats`.
     pub kind: GetKind,
     /// The keys in request order, separated by single or repeated spaces.
     pub keys: Keys,
@@ -115,10 +152,15 @@ impl Keys {
 /// Which storage command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreMode {
+    /// Store unconditionally.
     Set,
+    /// Store only if the key is absent.
     Add,
+    /// Store only if the key is present.
     Replace,
+    /// Add the data after the present item's.
     Append,
+    /// Add the data before the present item's.
     Prepend,
     /// Store only if the item's CAS unique still equals this one.
     Cas(u64),
@@ -127,20 +169,26 @@ pub enum StoreMode {
 /// A storage request with its data block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreRequest {
+    /// Which storage command.
     pub mode: StoreMode,
+    /// The key.
     pub key: Bytes,
+    /// The client flags, stored and returned untouched.
     pub flags: u32,
     /// As sent (truncated to 32 bits, as memcached does): 0 never, up to 30 days
     /// relative, larger absolute Unix time, negative expired.
     pub exptime: i64,
     /// The data block without its trailing `\r\n`.
     pub value: Bytes,
+    /// Send no reply.
     pub noreply: bool,
 }
 
 /// `incr` or `decr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithOp {
+    /// Add the delta.
     Incr,
+    /// Subtract the delta (stopping at 0).
     Decr,
 }

@@ -25,15 +25,25 @@ use crate::text::value::{parse_value_header, read_value_block};
 // Every fixed reply line, each defined once: what a server sends and what tests and
 // the parsers compare against.
 
+/// Stored.
 pub const STORED: &[u8] = b"STORED\r\n";
+/// Not stored: the condition of `add`, `replace`, `append` or `prepend` failed.
 pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+/// Not stored: the item changed since the client read its CAS unique.
 pub const EXISTS: &[u8] = b"EXISTS\r\n";
+/// No such key.
 pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+/// The item was deleted.
 pub const DELETED: &[u8] = b"DELETED\r\n";
+/// The item's expiry was changed.
 pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+/// The end of a retrieval or `stats` reply.
 pub const END: &[u8] = b"END\r\n";
+/// Done (`flush_all`, `verbosity`, `stats detail on|off`).
 pub const OK: &[u8] = b"OK\r\n";
+/// The statistics were reset (`stats reset`).
 pub const RESET: &[u8] = b"RESET\r\n";
+/// Unknown command or malformed request.
 pub const ERROR: &[u8] = b"ERROR\r\n";
 
 /// Defines an error line and its message, spelling the message once: `$line` is
@@ -155,10 +165,13 @@ impl std::fmt::Write for WriteAdapter<'_> {
 /// One item of a `get`/`gets`/`gat`/`gats` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
+    /// The key.
     pub key: Bytes,
+    /// The client flags.
     pub flags: u32,
     /// Present in replies to `gets` and `gats`.
     pub cas: Option<u64>,
+    /// The data, without its `\r\n`.
     pub data: Bytes,
 }
 
@@ -169,11 +182,17 @@ pub enum Response {
     Value(Value),
     /// `END`: the end of a retrieval or `stats` reply.
     End,
+    /// `STORED`.
     Stored,
+    /// `NOT_STORED`.
     NotStored,
+    /// `EXISTS`.
     Exists,
+    /// `NOT_FOUND`.
     NotFound,
+    /// `DELETED`.
     Deleted,
+    /// `TOUCHED`.
     Touched,
     /// `OK` (`flush_all`, `verbosity`, `stats detail on|off`).
     Ok,
@@ -185,7 +204,9 @@ pub enum Response {
     Version(Bytes),
     /// `STAT <name> <value>`; the value is the rest of the line.
     Stat {
+        /// The statistic's name.
         name: Bytes,
+        /// Its value.
         value: Bytes,
     },
     /// `ERROR`: unknown command or malformed request.
@@ -231,16 +252,22 @@ impl Response {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     #[error("malformed response line")]
+    /// The line is not a reply this client knows.
     Malformed,
     #[error("response line not terminated by \\r\\n")]
+    /// A `\n` not preceded by `\r`.
     BadLineEnd,
     #[error("response line longer than {} bytes", crate::limits::MAX_REPLY_LINE)]
+    /// No `\r\n` within the longest reply line allowed.
     LineTooLong,
     #[error("value of {0} bytes is larger than the item size limit")]
+    /// A value larger than the item size limit (its declared length).
     ValueTooLarge(u64),
     #[error("value data block not terminated by \\r\\n")]
+    /// The data block is not followed by `\r\n`.
     BadDataChunk,
     #[error("reply {0} does not answer this request")]
+    /// A well-formed reply that cannot answer the request sent (the reply's name).
     Unexpected(&'static str),
 }
 

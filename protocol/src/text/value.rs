@@ -31,6 +31,7 @@ pub struct ValueHeader<'a> {
     /// The key as the line carries it (not checked against the key rules: a peer's
     /// key may be base64, see [`crate::text::peer`]).
     pub key: &'a [u8],
+    /// The client flags.
     pub flags: u32,
     /// The data block's length (without its `\r\n`), as declared.
     pub len: u64,
@@ -87,8 +88,11 @@ pub fn parse_value_header(line: &[u8]) -> Result<ValueHeader<'_>, FrameError> {
 /// One whole `VALUE` block, as slices of the buffer it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueBlock<'a> {
+    /// The key as the line carries it.
     pub key: &'a [u8],
+    /// The client flags.
     pub flags: u32,
+    /// The CAS unique, when the line has one.
     pub cas: Option<u64>,
     /// See [`ValueHeader::rest`].
     pub rest: &'a [u8],

@@ -50,10 +50,15 @@ pub const PEER_WAIT: Duration = Duration::from_millis(500);
 /// This node's own part of readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Local {
+    /// Draining: stopping, so not ready.
     pub draining: bool,
+    /// Still looking for its cluster (refusing key commands).
     pub joining: bool,
+    /// The version of its ring.
     pub ring_version: u64,
+    /// The ring version its hand-off has finished for (`Cluster::handoff_version`).
     pub handoff_version: u64,
+    /// Handing items off (or dropping those it no longer owns) right now.
     pub handoff_in_progress: bool,
     /// Members up on this node's side of those it counts (`crate::quorum`).
     pub quorum: crate::quorum::Count,
@@ -64,6 +69,7 @@ pub struct Local {
 /// What one peer said (or why it said nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
+    /// The peer's node name.
     pub name: String,
     /// Its ring version and, if it reports one, its hand-off version; or why it did
     /// not answer.

@@ -40,16 +40,25 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// Everything `/metrics` reports, read from a node at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// Seconds since the process started.
     pub uptime_secs: u64,
+    /// The node's clock, Unix seconds.
     pub unix_time: u32,
     /// User and system CPU time of the process, in seconds.
     pub cpu_user: f64,
+    /// System CPU time of the process, in seconds.
     pub cpu_system: f64,
+    /// The node-wide request counters.
     pub counters: Counters,
+    /// The store's counters.
     pub store: StoreStats,
+    /// Connections open now.
     pub curr_connections: u64,
+    /// Connections accepted since start.
     pub total_connections: u64,
+    /// The connection limit (`-c`).
     pub max_connections: usize,
+    /// Whether the node is stopping.
     pub draining: bool,
     /// `None` on a node without a cluster.
     pub cluster: Option<ClusterSnapshot>,
@@ -58,16 +67,23 @@ pub struct Snapshot {
 /// The cluster's part of a [`Snapshot`].
 #[derive(Debug, Clone, Default)]
 pub struct ClusterSnapshot {
+    /// Members gossip sees alive.
     pub alive: u64,
+    /// Members gossip suspects are down.
     pub suspect: u64,
+    /// The version of this node's ring.
     pub ring_version: u64,
+    /// This node's share of the hash circle as primary (0 to 1).
     pub ring_share: f64,
+    /// How many nodes hold each key (`--replicas`).
     pub replicas: u32,
+    /// Whether the node has found its cluster (no longer joining).
     pub joined: bool,
+    /// Whether a hand-off is running now.
     pub handoff_in_progress: bool,
-    /// Members up on this node's side that it counts, and how many it counts
-    /// (`crate::quorum`).
+    /// Members up on this node's side that it counts (`crate::quorum`).
     pub quorum_up: u64,
+    /// How many members it counts.
     pub quorum_known: u64,
     /// `ringcache_<name>_total` counters: (name, help, value).
     pub counters: Vec<(&'static str, &'static str, u64)>,

@@ -23,6 +23,7 @@ pub const PEER_HELLO: &str = "rc_peer";
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
+    /// Keep reading requests.
     Continue,
     /// `quit`: close after flushing what is buffered.
     Close,
@@ -323,7 +324,9 @@ impl Outcome {
 pub enum ArithResult {
     /// The new value.
     Value(u64),
+    /// No such item.
     NotFound,
+    /// The item's value is not a decimal number that fits in 64 bits.
     NonNumeric,
 }
 

@@ -11,7 +11,9 @@ use crate::stats::Counters;
 /// ring it was placed with, where it came from, the clock of its expiry decisions and
 /// the counters it adds to.
 pub struct Ctx<'a> {
+    /// The node that runs the request.
     pub node: &'a Node,
+    /// Its cluster.
     pub cluster: &'a Cluster,
     /// The ring the request is placed with first (a connection takes the current ring
     /// once per batch). A placement that must retry, or finds this one out of date,

@@ -50,7 +50,10 @@ pub enum Owners {
 pub enum Placed<R> {
     /// Run it here, placed with [`Walk::view`]. `failover` when this node is not the
     /// key's primary: the owners before it failed (see `repair::may_fail_over`).
-    Here { failover: bool },
+    Here {
+        /// This node is not the key's primary: the owners before it failed.
+        failover: bool,
+    },
     /// An owner answered; what the walk's reader made of its reply.
     Reply(R),
     /// No owner it may ask could answer.

@@ -159,10 +159,13 @@ pub struct StoreConfig {
 /// One cached item, as commands see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The data.
     pub value: Bytes,
+    /// The client flags.
     pub flags: u32,
     /// Absolute Unix time in seconds, 0 = never.
     pub exptime: u32,
+    /// The CAS unique.
     pub cas: u64,
     /// Meta: marked stale by an invalidation (`md I`, `ms I`).
     pub stale: bool,
@@ -175,6 +178,7 @@ pub struct Item {
 }
 
 impl Item {
+    /// A new item, last accessed at Unix time `now`, neither stale nor fetched yet.
     pub fn new(value: Bytes, flags: u32, exptime: u32, cas: u64, now: u32) -> Item {
         Item {
             value,
@@ -188,6 +192,7 @@ impl Item {
         }
     }
 
+    /// Whether the item has expired by Unix time `now`.
     pub fn is_expired(&self, now: u32) -> bool {
         self.exptime != 0 && self.exptime <= now
     }
@@ -210,6 +215,7 @@ pub enum StoreError {
 pub struct StoreStats {
     /// Sum of the live items' sizes: header, key and value (see the module doc).
     pub bytes: u64,
+    /// Live items.
     pub curr_items: u64,
     /// Successful inserts.
     pub total_items: u64,
@@ -231,6 +237,7 @@ pub struct StoreStats {
     pub allocated: u64,
     /// Bytes of the index tables and S3-FIFO's ghost (their slots, at their load).
     pub index_bytes: u64,
+    /// The memory limit in bytes (`-m`, `cache_memlimit`): segments, index and ghost.
     pub limit_maxbytes: u64,
 }
 

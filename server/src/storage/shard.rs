@@ -1086,26 +1086,7 @@ impl Shard {
 /// Buffers are pooled, so this only happens when big items need the room: without
 /// it, a store that had been full of small items and then fills with big ones would
 /// hold both in RSS.
-fn free_buffer(buf: Box<[u8]>) {
-    #[cfg(target_os = "linux")]
-    {
-        static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        // SAFETY: sysconf only reads a system constant.
-        let page = *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0));
-        if page.is_power_of_two() {
-            let start = buf.as_ptr() as usize;
-            let first = (start + page - 1) & !(page - 1);
-            let last = (start + buf.len()) & !(page - 1);
-            if last > first {
-                // SAFETY: [first, last) is whole pages inside `buf`, which we own and
-                // never read again. MADV_DONTNEED on the heap's private anonymous
-                // memory only swaps those pages for zero-filled ones on next touch;
-                // malloc's own bookkeeping lies outside the range (before `buf`).
-                unsafe {
-                    libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED);
-                }
-            }
-        }
-    }
+fn free_buffer(mut buf: Box<[u8]>) {
+    crate::sys::discard_pages(&mut buf);
     drop(buf);
 }

@@ -23,12 +23,12 @@ use super::{Item, Store};
 
 /// Zipf(alpha) over ranks `0..n` (rank 0 the most popular), sampled by inverting a
 /// precomputed cumulative distribution.
-pub struct Zipf {
+pub(crate) struct Zipf {
     cdf: Vec<f64>,
 }
 
 impl Zipf {
-    pub fn new(n: usize, alpha: f64) -> Zipf {
+    pub(crate) fn new(n: usize, alpha: f64) -> Zipf {
         let mut cdf: Vec<f64> = (1..=n.max(1))
             .scan(0.0, |sum, k| {
                 *sum += 1.0 / (k as f64).powf(alpha);
@@ -42,7 +42,7 @@ impl Zipf {
         Zipf { cdf }
     }
 
-    pub fn sample(&self, rng: &mut impl Rng) -> usize {
+    pub(crate) fn sample(&self, rng: &mut impl Rng) -> usize {
         let u: f64 = rng.gen();
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
     }
@@ -50,7 +50,7 @@ impl Zipf {
 
 /// One read-through run.
 #[derive(Debug, Clone, Copy)]
-pub struct Workload {
+pub(crate) struct Workload {
     pub keys: usize,
     pub alpha: f64,
     pub requests: usize,
@@ -61,7 +61,7 @@ pub struct Workload {
 }
 
 /// Replays `w` against `store` at a fixed clock and returns the hit ratio.
-pub fn hit_ratio(store: &Store, w: &Workload) -> f64 {
+pub(crate) fn hit_ratio(store: &Store, w: &Workload) -> f64 {
     const NOW: u32 = 1_700_000_000;
     let zipf = Zipf::new(w.keys, w.alpha);
     let mut rng = StdRng::seed_from_u64(w.seed);

@@ -151,9 +151,11 @@ impl MetaFlags {
 /// connection's read buffer (a base64 key is decoded in place there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaRequest {
+    /// Which meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
     pub command: MetaCommand,
     /// The key, decoded when `b` was given; empty for `mn`.
     pub key: Bytes,
+    /// The flags that change what the command does, parsed.
     pub flags: MetaFlags,
     /// The raw flag tokens (after the key, and after the data length of `ms`),
     /// separated by one or more spaces, in request order.

@@ -44,6 +44,7 @@ pub enum MetaStatus {
 /// One reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaResponse {
+    /// The reply code (`HD`, `VA`, `EN`, ...).
     pub status: MetaStatus,
     /// The rest of the line after the code (and after the length of `VA`), without its
     /// leading space: the return flags, the `ME` fields, or the error message.
@@ -89,14 +90,19 @@ impl MetaResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MetaResponseError {
     #[error("reply line longer than {MAX_REPLY_LINE} bytes")]
+    /// No `\r\n` within the longest reply line allowed.
     LineTooLong,
     #[error("unknown reply code")]
+    /// The line does not start with a meta reply code.
     UnknownCode,
     #[error("bad VA length")]
+    /// The length after `VA` is not a number.
     BadLength,
     #[error("VA value longer than {MAX_REPLY_VALUE} bytes")]
+    /// A `VA` value longer than the limit.
     ValueTooLarge,
     #[error("VA data block not terminated by \\r\\n")]
+    /// The `VA` data block is not followed by `\r\n`.
     BadDataBlock,
 }
 
