@@ -518,11 +518,15 @@ impl Store {
 
     /// Reclaims expired and flushed items: examines up to a fixed number of slots per
     /// shard, in batches between which the shard's lock is released, resuming where
-    /// the previous call stopped.
+    /// the previous call stopped, and at most one lap of a shard per call (a store
+    /// smaller than the budget is walked once, not eight times over).
     pub fn sweep(&self, now: u32) {
         for i in 0..self.shards.len() {
             for _ in 0..SWEEP_ROUNDS {
-                self.lock(i).sweep(now, SWEEP_BATCH);
+                let (_, lapped) = self.lock(i).sweep(now, SWEEP_BATCH);
+                if lapped {
+                    break;
+                }
             }
         }
     }

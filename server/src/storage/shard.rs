@@ -964,8 +964,10 @@ impl Shard {
     }
 
     /// Examines up to `budget` items from the sweep cursor, removing expired and
-    /// flushed ones. Returns how many it removed.
-    pub(super) fn sweep(&mut self, now: u32, budget: usize) -> usize {
+    /// flushed ones, and stops early at the end of a lap (the last segment), so a
+    /// small store is not walked over and over. Returns how many it removed and
+    /// whether it reached the end of a lap (the next call starts a new one).
+    pub(super) fn sweep(&mut self, now: u32, budget: usize) -> (usize, bool) {
         self.flush.advance(now);
         let mut removed = 0;
         let mut examined = 0;
@@ -976,7 +978,7 @@ impl Shard {
             let (id, epoch, off) = self.cursor;
             if id >= self.segs.len() {
                 self.cursor = (0, 0, 0);
-                continue;
+                return (removed, true);
             }
             let Some(seg) = self.segs[id].as_ref() else {
                 self.cursor = (id + 1, 0, 0);
@@ -999,7 +1001,7 @@ impl Shard {
                 removed += 1;
             }
         }
-        removed
+        (removed, false)
     }
 
     /// Calls `f` with every live item (key, value, flags, exptime, CAS).

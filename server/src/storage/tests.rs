@@ -620,7 +620,26 @@ fn the_sweep_cursor_survives_its_segment_being_rewound_and_refilled() {
     }
     check_all(&s);
     // One call examining 50 items meets exactly the 50 new ones, from their start.
-    assert_eq!(s.lock(0).sweep(NOW + 1, 50), 50);
+    assert_eq!(s.lock(0).sweep(NOW + 1, 50).0, 50);
+    assert_eq!(s.stats().curr_items, 0);
+    check_all(&s);
+}
+
+#[test]
+fn a_sweep_stops_at_the_end_of_a_lap() {
+    let s = store(1 << 20, 1);
+    for k in 0..3 {
+        set(&s, format!("a{k}").as_bytes(), &[0; 10], NOW + 1, NOW).unwrap();
+    }
+    // Two of three items: not yet a lap.
+    assert_eq!(s.lock(0).sweep(NOW, 2), (0, false));
+    // The third, then the end of the lap: the call stops there rather than walking
+    // the three items again until its budget is spent.
+    assert_eq!(s.lock(0).sweep(NOW, 512), (0, true));
+    // The next lap starts from the first item: once they have expired, a budget of
+    // one removes exactly one.
+    assert_eq!(s.lock(0).sweep(NOW + 1, 1), (1, false));
+    s.sweep(NOW + 1);
     assert_eq!(s.stats().curr_items, 0);
     check_all(&s);
 }
