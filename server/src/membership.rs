@@ -20,8 +20,8 @@
 //! sees up against those it remembers. A node whose side lost the majority refuses
 //! key commands ([`Membership::in_quorum`]); when it regains it, it drops its store
 //! (`on_declared_down`) before the new verdict is published. foca declares both sides
-//! of a healed partition down to each other, and both then rejoin; only the side that
-//! was the minority drops its data. A node leaving on purpose sends a farewell
+//! of a healed partition down to each other, and both then rejoin, and every node that
+//! rejoins drops its data (docs/ARCHITECTURE.md, "Quorum", says why the majority too). A node leaving on purpose sends a farewell
 //! ([`ringcache_protocol::gossip::Farewell`], a foca custom broadcast) so the others
 //! stop counting it, where a failed member stays counted.
 //!
@@ -576,14 +576,19 @@ impl Task {
                 }
                 OwnedNotification::Rejoin(id) => {
                     self.stats.rejoins.fetch_add(1, Relaxed);
+                    // Whatever side it was on, a node declared down drops its data. A
+                    // verdict the minority gossiped reaches the majority at the heal and
+                    // can take a majority member off its peers' rings for a moment;
+                    // writes acknowledged then went to the other owners only, with
+                    // versions that need not order above what this node holds, so a
+                    // copy kept here could later win over them (a stale read; seen in
+                    // the containers test). See docs/ARCHITECTURE.md, "Quorum".
                     if self.quorum.in_quorum() {
-                        // Members this node had itself declared down (the other side of
-                        // a partition) said it was down: the majority keeps its data.
-                        info!(identity = ?id, quorum = ?self.quorum.count(), "declared down by members this side had declared down; rejoining with its data (this side holds a majority)");
+                        warn!(identity = ?id, quorum = ?self.quorum.count(), "declared down (this side holds a majority); dropping local data and rejoining");
                     } else {
                         warn!(identity = ?id, quorum = ?self.quorum.count(), "the cluster declared this node down while its side was a minority; dropping local data and rejoining");
-                        (self.on_declared_down)();
                     }
+                    (self.on_declared_down)();
                     changed = true;
                 }
                 OwnedNotification::Defunct if self.leaving => {

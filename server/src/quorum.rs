@@ -1,5 +1,5 @@
 //! Whether this node's side of the cluster holds a strict majority: the rule that
-//! decides, after a partition, which side keeps its data and which side drops it.
+//! decides, in a partition, which side serves keys and which side refuses them.
 //!
 //! Each node remembers the members it counts (`known`, by node name, so a restart
 //! under the same name is the same member): every member it has seen while its side
@@ -18,7 +18,8 @@
 //! What the node does with it (`membership`, `cluster`, `router`): in minority it
 //! refuses key commands and reports not ready; when it regains quorum it drops its
 //! store before serving again, since the majority may have overwritten or deleted
-//! anything meanwhile. The majority keeps serving and keeps its data.
+//! anything meanwhile. The majority keeps serving (a node declared down still drops
+//! its data when it rejoins, on either side: see `membership`).
 
 use std::collections::{BTreeSet, HashMap};
 
