@@ -73,19 +73,33 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 r = sock.readable() => if r.is_err() { break 'conn },
                 _ = &mut stopping => break 'conn,
             }
-            rbuf = pool::take();
-            out = pool::take();
-            holding = true;
+            if !holding {
+                rbuf = pool::take();
+                out = pool::take();
+                holding = true;
+            }
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_BUF);
         }
-        let n = tokio::select! {
-            r = sock.read_buf(&mut rbuf) => match r {
-                Ok(0) | Err(_) => break 'conn,
+        let n = if rbuf.is_empty() {
+            // Readiness was just awaited: read without a second wait (one readiness
+            // check per request, not two, on the unpipelined path).
+            match sock.try_read_buf(&mut rbuf) {
+                Ok(0) => break 'conn,
                 Ok(n) => n,
-            },
-            _ = &mut stopping => break 'conn,
+                // A spurious wake-up: wait again (the buffers are given back first).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue 'conn,
+                Err(_) => break 'conn,
+            }
+        } else {
+            tokio::select! {
+                r = sock.read_buf(&mut rbuf) => match r {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(n) => n,
+                },
+                _ = &mut stopping => break 'conn,
+            }
         };
         counters.bytes_read += n as u64;
         let now = unix_now();
