@@ -190,10 +190,13 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                 break 'conn;
             }
         }
-        if flush(&mut sock, &mut out, &mut counters).await.is_err() || close {
+        // Counted before the replies go out: a client that reads them and then asks
+        // `stats` on another connection sees its requests counted.
+        counters.bytes_written += out.len() as u64;
+        node.stats.totals.absorb(&mut counters);
+        if write_out(&mut sock, &mut out).await.is_err() || close {
             break;
         }
-        node.stats.totals.absorb(&mut counters);
     }
     node.stats.totals.absorb(&mut counters);
     if from_peer {
@@ -210,12 +213,18 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
     node.stats.curr_connections.fetch_sub(1, Relaxed);
 }
 
+/// Writes `out` mid-batch, counting its bytes.
 async fn flush(sock: &mut TcpStream, out: &mut BytesMut, c: &mut Counters) -> std::io::Result<()> {
+    c.bytes_written += out.len() as u64;
+    write_out(sock, out).await
+}
+
+/// Writes `out` and empties it (its bytes are counted by the caller).
+async fn write_out(sock: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     sock.write_all(out).await?;
-    c.bytes_written += out.len() as u64;
     out.clear();
     Ok(())
 }
