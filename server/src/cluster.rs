@@ -156,6 +156,10 @@ pub struct ClusterStats {
     /// Client requests refused because the rings did not agree in time
     /// ([`FENCE_WAIT`]), or a replica refused a write's application.
     pub fence_refusals: AtomicU64,
+    /// Times a write waited for the membership's verdict on an owner it could not reach
+    /// (see `router::write::settle`), one per wait of up to [`FENCE_PAUSE`] or a ring
+    /// change.
+    pub verdict_waits: AtomicU64,
 }
 
 /// Cluster settings from the command line.
@@ -245,6 +249,9 @@ pub struct Cluster {
     peers: Arc<dyn Peers>,
     /// How long a request to a peer may take.
     pub peer_timeout: Duration,
+    /// How long a write waits for an owner it cannot reach to answer again or to be
+    /// dropped from the ring ([`Cluster::verdict_wait_for`]).
+    pub verdict_wait: Duration,
     /// Cluster counters for `stats` and `/metrics`.
     pub stats: Arc<ClusterStats>,
     freeze: Arc<FreezeGuard>,
@@ -318,6 +325,7 @@ impl Cluster {
             ring,
             peers,
             peer_timeout: config.peer_timeout,
+            verdict_wait: Cluster::verdict_wait_for(&config.gossip, config.peer_timeout),
             stats,
             freeze,
             store,
@@ -596,6 +604,27 @@ impl Cluster {
         let wait = rx.wait_for(|v| v.version != seen.version);
         let _ = tokio::time::timeout((deadline - now).min(FENCE_PAUSE), wait).await;
         Some(self.ring())
+    }
+
+    /// The longest a write waits for the membership's verdict on an owner it cannot
+    /// reach (`router::write`): a failed node is suspected within a probe period and
+    /// its round trip, declared down once the suspicion times out, and the verdict
+    /// reaches this node within about another probe period; plus one peer timeout for
+    /// the request that found the owner unreachable to fail. Past that, the owner is
+    /// alive but unreachable from here (no verdict will come), and the write is refused.
+    pub fn verdict_wait_for(gossip: &GossipConfig, peer_timeout: Duration) -> Duration {
+        gossip.probe_period * 2 + gossip.probe_rtt + gossip.suspect_timeout + peer_timeout
+    }
+
+    /// Resolves once this node's ring no longer holds `id` (that member, that
+    /// incarnation): the membership declared it down, or it left.
+    pub async fn until_dropped(&self, id: &NodeId) {
+        let mut rx = self.ring.clone();
+        let gone = |v: &Arc<RingView>| v.ring.index_of(id.name.as_bytes()).and_then(|i| v.ring.node(i)) != Some(id);
+        if rx.wait_for(gone).await.is_err() {
+            // The cluster is shutting down: the ring never changes again.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The current ring (cheap; never waits on the membership task).

@@ -135,6 +135,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_ring_mismatches", cs.ring_mismatches.load(Relaxed));
         write_stat(out, "cluster_fence_retries", cs.fence_retries.load(Relaxed));
         write_stat(out, "cluster_fence_refusals", cs.fence_refusals.load(Relaxed));
+        write_stat(out, "cluster_verdict_waits", cs.verdict_waits.load(Relaxed));
         write_stat(out, "gossip_packets_in", gs.packets_in.load(Relaxed));
         write_stat(out, "gossip_packets_out", gs.packets_out.load(Relaxed));
         write_stat(out, "gossip_packets_bad", gs.packets_bad.load(Relaxed));

@@ -153,6 +153,11 @@ impl Snapshot {
                         cs.fence_refusals.load(Relaxed),
                     ),
                     (
+                        "ringcache_verdict_waits",
+                        "Times a write waited for an owner it could not reach to answer or be dropped from the ring.",
+                        cs.verdict_waits.load(Relaxed),
+                    ),
+                    (
                         "ringcache_handoff_items_sent",
                         "Items this node sent to owners they newly had after a ring change.",
                         cs.handed_off.load(Relaxed),

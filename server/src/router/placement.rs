@@ -16,6 +16,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringcache_client::Error as ClientError;
@@ -127,7 +128,11 @@ impl Walk {
                 if Some(*owner) == self.view.me {
                     return Placed::Here { failover: true };
                 }
-                match forward(cluster, &self.view, *owner, bytes.clone(), expect).await {
+                let sent = match owners {
+                    Owners::All => forward(cluster, &self.view, *owner, bytes.clone(), expect).await,
+                    Owners::Primary => forward_write(cluster, &self.view, *owner, bytes.clone(), expect).await,
+                };
+                match sent {
                     Ok(reply) if is_ring_mismatch(&reply) => {
                         if self.retry(cluster).await {
                             first = 0;
@@ -163,6 +168,29 @@ impl Walk {
     }
 }
 
+/// Sends a write to its primary `owner`: as [`forward`], but the primary may take up
+/// to the membership's verdict on an unreachable replica on top of the peer timeout
+/// (`write::settle`), so that much longer is allowed; and if this node's ring drops
+/// the primary meanwhile (it failed), the forward is given up at once (an error), so
+/// the write is placed again without it rather than waiting out the timeout.
+async fn forward_write(
+    cluster: &Cluster,
+    view: &RingView,
+    owner: NodeIdx,
+    wire: Bytes,
+    expect: Expect,
+) -> Result<Bytes, ClientError> {
+    let id = view.ring.node(owner).ok_or(ClientError::NoNode)?.clone();
+    let timeout = cluster.peer_timeout + cluster.verdict_wait;
+    tokio::select! {
+        r = forward_within(cluster, view, owner, wire, expect, timeout) => r,
+        () = cluster.until_dropped(&id) => {
+            cluster.stats.forward_errors.fetch_add(1, Relaxed);
+            Err(ClientError::Closed)
+        }
+    }
+}
+
 /// Sends `wire` to `owner` and returns its reply. Every request forwarded to an owner
 /// goes through here: it is counted (`cluster_forwarded`, and its failure as an error
 /// or a timeout) and timed per peer (`ringcache_forward_duration_seconds`).
@@ -173,13 +201,22 @@ pub async fn forward(
     wire: Bytes,
     expect: Expect,
 ) -> Result<Bytes, ClientError> {
+    forward_within(cluster, view, owner, wire, expect, cluster.peer_timeout).await
+}
+
+/// [`forward`] with a timeout of its own.
+async fn forward_within(
+    cluster: &Cluster,
+    view: &RingView,
+    owner: NodeIdx,
+    wire: Bytes,
+    expect: Expect,
+    timeout: Duration,
+) -> Result<Bytes, ClientError> {
     let id = view.ring.node(owner).ok_or(ClientError::NoNode)?;
     cluster.stats.forwarded.fetch_add(1, Relaxed);
     let started = Instant::now();
-    let result = cluster
-        .peer(id.client)
-        .request(wire, expect, cluster.peer_timeout)
-        .await;
+    let result = cluster.peer(id.client).request(wire, expect, timeout).await;
     let outcome = match &result {
         Err(ClientError::Timeout(_)) => {
             cluster.stats.forward_timeouts.fetch_add(1, Relaxed);

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::placement::{forward, is_primary_here, wire_for, Owners, Placed, Walk};
 use super::repair::{may_fail_over, repair};
-use super::write::replicate;
+use super::write::{applied_state, replicate};
 use super::Ctx;
 use crate::cluster::{RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
@@ -191,7 +191,8 @@ async fn get_here(ctx: &mut Ctx<'_>, kind: GetKind, view: &RingView, key: &Bytes
     let mut block = BytesMut::new();
     exec::retrieve_one(ctx.node, kind, key, ctx.now, ctx.counters, &mut block);
     if is_touching(kind) {
-        let _ = replicate(ctx.node, ctx.cluster, view, key, ctx.now).await;
+        let applied = applied_state(ctx.node, key, ctx.now);
+        let _ = replicate(ctx.cluster, view, key, &applied).await;
     }
     (!block.is_empty()).then(|| block.freeze())
 }
@@ -210,7 +211,8 @@ pub async fn local_get(ctx: &mut Ctx<'_>, get: &GetRequest, out: &mut BytesMut) 
         exec::retrieve_one(ctx.node, get.kind, &key, ctx.now, ctx.counters, out);
         if is_touching(get.kind) {
             // A touch that did not reach every owner still answers with the value.
-            let _ = replicate(ctx.node, ctx.cluster, &view, &key, ctx.now).await;
+            let applied = applied_state(ctx.node, &key, ctx.now);
+            let _ = replicate(ctx.cluster, &view, &key, &applied).await;
         }
     }
     out.put_slice(response::END);

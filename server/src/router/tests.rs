@@ -207,8 +207,10 @@ async fn every_path_counts_a_forward_timeout_once() {
         format!("get {key}\r\n"),
         format!("get {key} {other}\r\n"),
         format!("mg {key} v\r\n"),
-        format!("md {key}\r\n"),
-        set(&key, "v"),
+        // (Writes that may run twice wait for a verdict and try again: see
+        // `a_write_whose_primary_cannot_be_reached_waits_for_the_verdict`.)
+        format!("ma {key}\r\n"),
+        format!("add {key} 0 0 1\r\nv\r\n"),
     ] {
         let (_, routing, _) = run(&tc, 0, &input).await;
         assert_eq!(routing.forward_timeouts, 1, "{input:?}: {routing:?}");
@@ -266,4 +268,150 @@ async fn in_the_repair_window_a_failover_read_is_a_miss_unless_every_other_owner
     tokio::time::sleep(PAST_REPAIR).await;
     assert_eq!(run(&tc, 0, &format!("get {key}\r\n")).await.0, value(&key, "v1"));
     assert_eq!(run(&tc, 0, &format!("mg {key} v\r\n")).await.0, "VA 2\r\nv1\r\n");
+}
+
+/// Whether node `i` holds `key` with `value` in its own store.
+fn holds(tc: &TestCluster, i: usize, key: &str, value: &str) -> bool {
+    tc.nodes[i]
+        .store
+        .with(key.as_bytes(), tc.now(), |slot| slot.get().map(|it| it.value.clone()))
+        .is_some_and(|v| v == value.as_bytes())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_whose_replica_cannot_be_reached_is_acknowledged_once_the_ring_drops_it() {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o[0] == 0);
+    let replica = tc.owners(0, key.as_bytes())[1];
+    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
+    tc.fault(replica, Fault::Unreachable);
+    let waits = || tc.cluster(0).stats.verdict_waits.load(Relaxed);
+
+    // No verdict comes: refused once the wait for one is over, as before.
+    let (reply, _, took) = run(&tc, 0, &set(&key, "v1")).await;
+    assert_eq!(reply, "SERVER_ERROR replica unavailable\r\n");
+    assert!(took >= tc.cluster(0).verdict_wait, "{took:?}");
+    assert!(waits() > 0);
+
+    // The membership declares the replica down 700 ms into the write: the ring without
+    // it makes the third node an owner, which gets the write before it is acknowledged.
+    let before = waits();
+    let write = set(&key, "v2");
+    let ((reply, _, took), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        for n in [0, third] {
+            tc.set_members(n, &[0, third]).await;
+        }
+    });
+    assert_eq!(reply, "STORED\r\n");
+    assert!(
+        took >= Duration::from_millis(700) && took < tc.cluster(0).verdict_wait,
+        "{took:?}"
+    );
+    assert!(waits() > before);
+    assert_eq!(tc.owners(0, key.as_bytes()), [0, third]);
+    assert!(
+        holds(&tc, third, &key, "v2"),
+        "the new owner has the acknowledged write"
+    );
+    assert!(!holds(&tc, replica, &key, "v2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_whose_primary_cannot_be_reached_waits_for_the_verdict() {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| !o.contains(&0));
+    let (primary, second) = (tc.owners(0, key.as_bytes())[0], tc.owners(0, key.as_bytes())[1]);
+    assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+    tc.fault(primary, Fault::Unreachable);
+
+    // A write that may have run on the primary before it failed, and must not run
+    // twice, is refused at once, as before.
+    for input in [
+        format!("incr {key} 1\r\n"),
+        format!("append {key} 0 0 1\r\nx\r\n"),
+        format!("ms {key} 1 C1\r\nx\r\n"),
+    ] {
+        let (reply, _, took) = run(&tc, 0, &input).await;
+        assert_eq!(reply, "SERVER_ERROR owner unavailable\r\n", "{input:?}");
+        assert_eq!(took, Duration::ZERO, "{input:?}");
+    }
+
+    // A set waits: once the ring drops the primary, the next owner takes it.
+    let write = set(&key, "v2");
+    let ((reply, _, took), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        for n in [0, second] {
+            tc.set_members(n, &[0, second]).await;
+        }
+    });
+    assert_eq!(reply, "STORED\r\n");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert_eq!(tc.owners(0, key.as_bytes())[0], second);
+    assert!(holds(&tc, second, &key, "v2") && holds(&tc, 0, &key, "v2"));
+    assert!(!holds(&tc, primary, &key, "v2"));
+    let (reply, _, _) = run(&tc, 0, &format!("get {key}\r\n")).await;
+    assert_eq!(reply, value(&key, "v2"));
+
+    // A primary that answers again before any verdict takes the write itself.
+    for n in [0, second] {
+        tc.set_members(n, &[0, 1, 2]).await;
+    }
+    tc.settle().await;
+    let delete = format!("md {key}\r\n");
+    let ((reply, _, took), ()) = tokio::join!(run(&tc, 0, &delete), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tc.fault(primary, Fault::None);
+    });
+    assert_eq!(reply, "HD\r\n");
+    assert!(took >= Duration::from_millis(300) && took < FENCE_WAIT, "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_to_a_hung_primary_is_placed_again_as_soon_as_the_ring_drops_it() {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| !o.contains(&0));
+    let (primary, second) = (tc.owners(0, key.as_bytes())[0], tc.owners(0, key.as_bytes())[1]);
+    tc.fault(primary, Fault::Silent);
+    let write = set(&key, "v1");
+    let ((reply, routing, took), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for n in [0, second] {
+            tc.set_members(n, &[0, second]).await;
+        }
+    });
+    assert_eq!(reply, "STORED\r\n");
+    // Not a peer timeout: given up when the ring dropped the primary.
+    assert!(
+        took >= Duration::from_millis(600) && took < PEER_TIMEOUT,
+        "{took:?} {routing:?}"
+    );
+    assert_eq!(routing.forward_timeouts, 0, "{routing:?}");
+    assert!(holds(&tc, second, &key, "v1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_is_not_settled_under_a_later_ring_once_the_node_dropped_its_data() {
+    // As when the freeze guard or a "declared down" verdict empties the store while a
+    // write waits for an unreachable replica: the write is refused, not sent on to
+    // the owners of a later ring.
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o[0] == 0);
+    let replica = tc.owners(0, key.as_bytes())[1];
+    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
+    tc.fault(replica, Fault::Unreachable);
+    let write = set(&key, "v1");
+    let ((reply, _, _), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        tc.cluster(0).stats.resets.fetch_add(1, Relaxed);
+        for n in [0, third] {
+            tc.set_members(n, &[0, third]).await;
+        }
+    });
+    assert_eq!(reply, "SERVER_ERROR replica unavailable\r\n");
+    assert!(!holds(&tc, third, &key, "v1"));
 }

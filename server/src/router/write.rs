@@ -4,15 +4,19 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::frame::Expect;
+use ringcache_protocol::text::meta::{MetaCommand, MetaMode};
 use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
-use ringcache_protocol::text::Request;
+use ringcache_protocol::text::{Request, StoreMode};
+use tokio::time::Instant;
 
 use super::placement::{put_fence, wire_for, Owners, Placed, Walk};
 use super::repair::{owner_addrs, repair};
 use super::{Ctx, OWNER_UNAVAILABLE, REPLICA_UNAVAILABLE, RING_CHANGING};
-use crate::cluster::{Cluster, RingView};
+use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
 use crate::node::Node;
 
@@ -20,9 +24,17 @@ use crate::node::Node;
 /// a peer), else forward to the primary, fenced with this node's ring version. If the
 /// primary's ring differs it refuses without running the write; the write is then
 /// placed again (with this node's ring once it changes) until `FENCE_WAIT` passes.
+///
+/// When the primary cannot be reached, a write that may safely run twice
+/// ([`may_run_twice`]: it may have run there before the primary failed) waits for the
+/// membership's verdict ([`Cluster::verdict_wait`]): once the ring drops the primary,
+/// the write is placed again and runs on the key's next owner; a primary that answers
+/// again takes it itself. Other writes are refused with [`OWNER_UNAVAILABLE`], as a
+/// client could not tell whether they ran.
 pub async fn write(ctx: &mut Ctx<'_>, req: Request, key: Bytes, out: &mut BytesMut) -> Flow {
     let noreply = req.noreply();
     let mut walk = Walk::new(ctx);
+    let verdict_by = Instant::now() + ctx.cluster.verdict_wait;
     let mut req = req;
     loop {
         let placed = walk
@@ -50,6 +62,16 @@ pub async fn write(ctx: &mut Ctx<'_>, req: Request, key: Bytes, out: &mut BytesM
                 }
                 return Flow::Continue;
             }
+            Placed::Unreachable if may_run_twice(&req) => {
+                ctx.cluster.stats.verdict_waits.fetch_add(1, Relaxed);
+                match ctx.cluster.next_ring(&walk.view, verdict_by).await {
+                    Some(next) => {
+                        walk = Walk::until(next, Instant::now() + FENCE_WAIT);
+                        continue;
+                    }
+                    None => OWNER_UNAVAILABLE,
+                }
+            }
             Placed::Unreachable => OWNER_UNAVAILABLE,
             Placed::RingChanging => RING_CHANGING,
         };
@@ -60,22 +82,32 @@ pub async fn write(ctx: &mut Ctx<'_>, req: Request, key: Bytes, out: &mut BytesM
     }
 }
 
+/// Whether running `req` a second time leaves what running it once leaves (the same
+/// value, or the key gone): a write sent to a primary that then failed may or may not
+/// have run there (and reached the other owners), so only these are placed again.
+/// `set`, `delete`, `touch`, and meta sets and deletes without a CAS to compare;
+/// not `add`, `replace`, `append`, `prepend`, `cas`, `incr` or `decr`.
+pub fn may_run_twice(req: &Request) -> bool {
+    match req {
+        Request::Store(s) => s.mode == StoreMode::Set,
+        Request::Delete { .. } | Request::Touch { .. } => true,
+        Request::Meta(m) => match m.command {
+            MetaCommand::Set => m.flags.compare_cas.is_none() && matches!(m.flags.mode, None | Some(MetaMode::Set)),
+            MetaCommand::Delete => m.flags.compare_cas.is_none(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// Runs a write on this node as the key's primary (or for the peer that sent it) and
-/// applies the result to the key's other owners; the client's answer is replaced by a
-/// refusal when an owner did not take it. Gives the request back, not run, if this
-/// node's ring is no longer `view` when it is about to run (the repair before it
-/// waits on other nodes).
-///
-/// The ring is looked at again once the write is applied everywhere: if it changed
-/// meanwhile, the write is not acknowledged ([`RING_CHANGING`]). A ring change
-/// publishes the new ring and then hands every item to its new owners; a write
-/// applied after that scan (placed with the old ring, which a batch or a repair can
-/// hold on to for a while) would never reach the new owners, and once the old
-/// primary fails or the key is purged here, reads would return the version before
-/// it. The replicas make the same check (see `peer_connection`).
+/// applies the result to the key's other owners ([`settle`]); the client's answer is
+/// replaced by a refusal when they did not all take it. Gives the request back, not
+/// run, if this node's ring is no longer `view` when it is about to run (the repair
+/// before it waits on other nodes).
 pub async fn write_here(
     ctx: &mut Ctx<'_>,
-    view: &RingView,
+    view: &Arc<RingView>,
     req: Request,
     key: &Bytes,
     out: &mut BytesMut,
@@ -89,12 +121,8 @@ pub async fn write_here(
     let noreply = req.noreply();
     let before = out.len();
     let flow = exec::execute(node, req, now, ctx.counters, out);
-    let mut outcome = replicate(node, cluster, view, key, now).await;
-    if outcome.is_ok() && cluster.ring_version() != view.version {
-        cluster.stats.fence_refusals.fetch_add(1, Relaxed);
-        outcome = Err(RING_CHANGING);
-    }
-    if let Err(refusal) = outcome {
+    let applied = applied_state(node, key, now);
+    if let Err(refusal) = settle(cluster, view.clone(), key, &applied).await {
         // Applied here, but not on every owner: not acknowledged. (A later read may
         // still see it, as it may see any write whose answer was lost.)
         out.truncate(before);
@@ -105,22 +133,11 @@ pub async fn write_here(
     Ok(flow)
 }
 
-/// Applies this node's current state of `key` to the key's other owners, fenced with
-/// this node's ring version, and waits (bounded by the peer timeout) until they have
-/// it. On failure, the reply the client gets instead of the write's own:
-/// [`RING_CHANGING`] if an owner's ring differs (it refused the application),
-/// [`REPLICA_UNAVAILABLE`] if an owner could not be reached or did not answer in time.
-pub async fn replicate(
-    node: &Node,
-    cluster: &Cluster,
-    view: &RingView,
-    key: &Bytes,
-    now: u32,
-) -> Result<(), &'static [u8]> {
-    let targets = owner_addrs(view, key, false);
-    if targets.is_empty() {
-        return Ok(());
-    }
+/// This node's state of `key` as the application to send the other owners: an
+/// `rc_set` of the item, or an `rc_del` with a fresh CAS unique when there is none.
+/// Taken once, right after the write ran: what is sent later (under a later ring,
+/// after this node may have purged the key) is still what the write left.
+pub fn applied_state(node: &Node, key: &Bytes, now: u32) -> Bytes {
     let state = node.store.with(key, now, |slot| {
         slot.get().map(|i| (i.value.clone(), i.flags, i.exptime, i.cas))
     });
@@ -138,8 +155,72 @@ pub async fn replicate(
         },
     };
     let mut wire = BytesMut::new();
-    put_fence(view.version, &mut wire);
     cmd.encode(&mut wire);
+    wire.freeze()
+}
+
+/// Applies `applied` (see [`applied_state`]) to the key's other owners under `view`,
+/// and again under each later ring, until every owner under the ring of the moment
+/// has it: then the write may be acknowledged.
+///
+/// The ring is looked at again once the write is applied everywhere: a ring change
+/// publishes the new ring and then hands every item to its new owners, and a write
+/// applied here after that scan would not reach them; so under a new ring the state
+/// is applied to the new ring's owners too. An owner that cannot be reached (or whose
+/// ring disagrees) is tried again until the membership's verdict
+/// ([`Cluster::verdict_wait`]): either it answers, or the ring drops it (a node
+/// declared down comes back empty, see `membership`) and the ring without it is
+/// settled instead. Past that, the refusal: [`REPLICA_UNAVAILABLE`] (an owner could
+/// not be reached) or [`RING_CHANGING`] (an owner's ring kept disagreeing).
+///
+/// Settling under a later ring is what the client could do itself by retrying the
+/// write once the ring changed, except that the state sent is the one this write left
+/// (a retry would run `incr` twice); owners keep the newer of two versions by CAS
+/// unique, so a version that arrives late never replaces a newer one.
+pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied: &Bytes) -> Result<(), &'static [u8]> {
+    let deadline = Instant::now() + cluster.verdict_wait;
+    let me = view.me.and_then(|m| view.ring.node(m)).cloned();
+    let resets = cluster.stats.resets.load(Relaxed);
+    let mut view = view;
+    loop {
+        // Only as the member that ran the write: a node the others declared down comes
+        // back under a new incarnation, and whatever it held then (this write
+        // included) is dropped, not sent out under the new identity with a CAS
+        // unique that could order above writes acknowledged without it meanwhile.
+        // (Under its old identity, fencing keeps it out: no owner that declared it
+        // down shares a ring with it.)
+        if view.me.and_then(|m| view.ring.node(m)) != me.as_ref() || cluster.stats.resets.load(Relaxed) != resets {
+            return Err(REPLICA_UNAVAILABLE);
+        }
+        let outcome = replicate(cluster, &view, key, applied).await;
+        let refusal = match outcome {
+            Ok(()) if cluster.ring_version() == view.version => return Ok(()),
+            Ok(()) => {
+                cluster.stats.fence_refusals.fetch_add(1, Relaxed);
+                RING_CHANGING
+            }
+            Err(refusal) => refusal,
+        };
+        cluster.stats.verdict_waits.fetch_add(1, Relaxed);
+        match cluster.next_ring(&view, deadline).await {
+            Some(next) => view = next,
+            None => return Err(refusal),
+        }
+    }
+}
+
+/// Applies `applied` to `key`'s owners other than this node under `view`, fenced with
+/// its ring version, and waits (bounded by the peer timeout) until they have it. On
+/// failure: [`RING_CHANGING`] if an owner's ring differs (it refused the application),
+/// [`REPLICA_UNAVAILABLE`] if an owner could not be reached or did not answer in time.
+pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied: &Bytes) -> Result<(), &'static [u8]> {
+    let targets = owner_addrs(view, key, false);
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let mut wire = BytesMut::with_capacity(applied.len() + 32);
+    put_fence(view.version, &mut wire);
+    wire.put_slice(applied);
     let wire = wire.freeze();
     let mut tasks = Vec::with_capacity(targets.len());
     for addr in targets {
