@@ -619,12 +619,13 @@ impl Cluster {
     /// Resolves once this node's ring no longer holds `id` (that member, that
     /// incarnation): the membership declared it down, or it left.
     pub async fn until_dropped(&self, id: &NodeId) {
-        let mut rx = self.ring.clone();
-        let gone = |v: &Arc<RingView>| v.ring.index_of(id.name.as_bytes()).and_then(|i| v.ring.node(i)) != Some(id);
-        if rx.wait_for(gone).await.is_err() {
-            // The cluster is shutting down: the ring never changes again.
-            std::future::pending::<()>().await;
-        }
+        until_dropped(self.ring.clone(), id).await
+    }
+
+    /// [`Cluster::until_dropped`] as a future that owns what it needs (to spawn).
+    pub fn until_dropped_owned(&self, id: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.ring.clone();
+        async move { until_dropped(rx, &id).await }
     }
 
     /// The current ring (cheap; never waits on the membership task).
@@ -704,6 +705,15 @@ impl Cluster {
             "handed this node's items to their owners before leaving"
         );
         handed
+    }
+}
+
+/// Resolves once the ring `rx` follows no longer holds `id`; never if the ring stops
+/// changing (the cluster is shutting down).
+async fn until_dropped(mut rx: watch::Receiver<Arc<RingView>>, id: &NodeId) {
+    let gone = |v: &Arc<RingView>| v.ring.index_of(id.name.as_bytes()).and_then(|i| v.ring.node(i)) != Some(id);
+    if rx.wait_for(gone).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -371,6 +371,8 @@ fn delete(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut 
     let code = node.store.with(&req.key, now, |slot| {
         let Some(item) = slot.get() else {
             c.delete_misses += 1;
+            // A delete that finds nothing still orders above every older version.
+            super::bury_delete(node, slot);
             return NF;
         };
         if f.compare_cas.is_some_and(|token| token != item.cas) {
@@ -396,6 +398,7 @@ fn delete(node: &Node, req: &MetaRequest, now: u32, c: &mut Counters, out: &mut 
             }
         }
         slot.remove();
+        super::bury_delete(node, slot);
         HD
     });
     if code == HD && f.quiet() {

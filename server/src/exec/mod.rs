@@ -41,7 +41,11 @@ pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut 
             }
         }
         Request::Delete { key, noreply } => {
-            let found = node.store.with(&key, now, |slot| slot.remove());
+            let found = node.store.with(&key, now, |slot| {
+                let found = slot.remove();
+                bury_delete(node, slot);
+                found
+            });
             if found {
                 c.delete_hits += 1;
             } else {
@@ -172,6 +176,18 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
                 response::NOT_FOUND
             });
         }
+    }
+}
+
+/// After a client's delete of the key in `slot` (found or not), on a node whose
+/// versions order across nodes: remembers the delete with a fresh CAS unique, so that
+/// no older version of the key offered later (by the hand-off of a node leaving or of a
+/// ring change, which may still be on its way to this new owner, or by replication or
+/// read repair) is taken back. A delete that found nothing is acknowledged too
+/// (`NOT_FOUND`); without this, a copy handed off a moment later would undo it.
+fn bury_delete(node: &Node, slot: &mut crate::storage::Slot<'_>) {
+    if node.store.orders_versions() {
+        slot.bury(node.store.next_cas());
     }
 }
 

@@ -69,6 +69,10 @@ pub struct Walk {
     /// The ring the request is placed with (the latest ring after a retry).
     pub view: Arc<RingView>,
     deadline: Instant,
+    /// Whether the last owner that failed could not be reached (refused, reset, closed,
+    /// silent, or dropped from the ring) rather than answering out of step: only then
+    /// may the membership's verdict on it be worth waiting for.
+    pub unreachable: bool,
 }
 
 impl Walk {
@@ -79,7 +83,11 @@ impl Walk {
 
     /// A walk starting from `view` that may retry until `deadline`.
     pub fn until(view: Arc<RingView>, deadline: Instant) -> Walk {
-        Walk { view, deadline }
+        Walk {
+            view,
+            deadline,
+            unreachable: false,
+        }
     }
 
     /// Places `key` and asks its owners, in order from the `first`'th (`0`: the
@@ -145,9 +153,10 @@ impl Walk {
                         // An error line where values were expected: the owner failed.
                         None => {
                             cluster.stats.forward_errors.fetch_add(1, Relaxed);
+                            self.unreachable = false;
                         }
                     },
-                    Err(_) => {}
+                    Err(e) => self.unreachable = e.is_unavailable(),
                 }
             }
             return Placed::Unreachable;

@@ -316,6 +316,23 @@ async fn a_write_whose_replica_cannot_be_reached_is_acknowledged_once_the_ring_d
         "the new owner has the acknowledged write"
     );
     assert!(!holds(&tc, replica, &key, "v2"));
+
+    // A replica that hangs (accepts, never answers) is given up the moment the ring
+    // drops it, not after a peer timeout.
+    tc.settle().await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o == [0, third]);
+    tc.fault(third, Fault::Silent);
+    tc.fault(replica, Fault::None);
+    let write = set(&key, "v3");
+    let ((reply, _, took), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for n in [replica, 0] {
+            tc.set_members(n, &[0, replica]).await;
+        }
+    });
+    assert_eq!(reply, "STORED\r\n");
+    assert_eq!(took, Duration::from_millis(300));
 }
 
 #[tokio::test(start_paused = true)]
@@ -414,4 +431,28 @@ async fn a_write_is_not_settled_under_a_later_ring_once_the_node_dropped_its_dat
     });
     assert_eq!(reply, "SERVER_ERROR replica unavailable\r\n");
     assert!(!holds(&tc, third, &key, "v1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_that_finds_nothing_is_not_undone_by_an_older_copy_handed_off_later() {
+    // A node leaving hands its items to their new owners; a delete the new owner runs
+    // before the copy arrives finds nothing (NOT_FOUND, acknowledged) and must still
+    // win over the older copy (membership_events found deletes undone this way).
+    let tc = TestCluster::start(3, 1).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    for (i, delete) in ["delete {k}\r\n", "md {k}\r\n"].iter().enumerate() {
+        let key = (0..100_000)
+            .map(|n| format!("del{i}-{n}"))
+            .find(|k| tc.owners(0, k.as_bytes()) == [0])
+            .unwrap();
+        let store = &tc.nodes[0].store;
+        let old = Item::new(Bytes::from_static(b"old"), 0, 0, store.next_cas(), tc.now());
+        let reply = run(&tc, 0, &delete.replace("{k}", &key)).await.0;
+        assert!(reply == "NOT_FOUND\r\n" || reply == "NF\r\n", "{reply}");
+        assert!(
+            !store.keep_newer(key.as_bytes(), old, tc.now()),
+            "{delete:?}: the older copy came back after an acknowledged delete"
+        );
+        assert!(!holds(&tc, 0, &key, "old"));
+    }
 }

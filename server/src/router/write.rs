@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ringcache_client::Error as ClientError;
+use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaMode};
 use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
@@ -14,7 +16,7 @@ use ringcache_protocol::text::{Request, StoreMode};
 use tokio::time::Instant;
 
 use super::placement::{put_fence, wire_for, Owners, Placed, Walk};
-use super::repair::{owner_addrs, repair};
+use super::repair::repair;
 use super::{Ctx, OWNER_UNAVAILABLE, REPLICA_UNAVAILABLE, RING_CHANGING};
 use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
@@ -62,7 +64,7 @@ pub async fn write(ctx: &mut Ctx<'_>, req: Request, key: Bytes, out: &mut BytesM
                 }
                 return Flow::Continue;
             }
-            Placed::Unreachable if may_run_twice(&req) => {
+            Placed::Unreachable if walk.unreachable && may_run_twice(&req) => {
                 ctx.cluster.stats.verdict_waits.fetch_add(1, Relaxed);
                 match ctx.cluster.next_ring(&walk.view, verdict_by).await {
                     Some(next) => {
@@ -199,7 +201,10 @@ pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied
                 cluster.stats.fence_refusals.fetch_add(1, Relaxed);
                 RING_CHANGING
             }
-            Err(refusal) => refusal,
+            // An owner answered out of step, or with an error: no verdict will change that.
+            Err(Refused::Failed) => return Err(REPLICA_UNAVAILABLE),
+            Err(Refused::Unreachable) => REPLICA_UNAVAILABLE,
+            Err(Refused::RingChanging) => RING_CHANGING,
         };
         cluster.stats.verdict_waits.fetch_add(1, Relaxed);
         match cluster.next_ring(&view, deadline).await {
@@ -209,12 +214,30 @@ pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied
     }
 }
 
+/// Why an application did not reach every owner ([`replicate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// An owner's ring differs: it refused the application.
+    RingChanging,
+    /// An owner could not be reached, or did not answer in time.
+    Unreachable,
+    /// An owner answered, but with an error or out of step.
+    Failed,
+}
+
 /// Applies `applied` to `key`'s owners other than this node under `view`, fenced with
-/// its ring version, and waits (bounded by the peer timeout) until they have it. On
-/// failure: [`RING_CHANGING`] if an owner's ring differs (it refused the application),
-/// [`REPLICA_UNAVAILABLE`] if an owner could not be reached or did not answer in time.
-pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied: &Bytes) -> Result<(), &'static [u8]> {
-    let targets = owner_addrs(view, key, false);
+/// its ring version, and waits (bounded by the peer timeout, or until the ring drops
+/// the owner) until they have it.
+pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied: &Bytes) -> Result<(), Refused> {
+    let me = view.me.and_then(|m| view.ring.node(m));
+    let targets: Vec<NodeId> = view
+        .ring
+        .owners(key)
+        .iter()
+        .filter_map(|o| view.ring.node(*o))
+        .filter(|id| Some(*id) != me)
+        .cloned()
+        .collect();
     if targets.is_empty() {
         return Ok(());
     }
@@ -223,11 +246,19 @@ pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied:
     wire.put_slice(applied);
     let wire = wire.freeze();
     let mut tasks = Vec::with_capacity(targets.len());
-    for addr in targets {
+    for id in targets {
         let apply = cluster
-            .peer(addr)
+            .peer(id.client)
             .request(wire.clone(), Expect::Line, cluster.peer_timeout);
-        tasks.push(tokio::spawn(apply));
+        // Given up when the ring drops the owner (it failed): `settle` goes on with
+        // the ring without it rather than wait out the peer timeout.
+        let dropped = cluster.until_dropped_owned(id);
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                r = apply => r,
+                () = dropped => Err(ClientError::Closed),
+            }
+        }));
     }
     let mut outcome = Ok(());
     for t in tasks {
@@ -236,17 +267,23 @@ pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied:
             Ok(Ok(reply)) if is_ring_mismatch(&reply) || reply.starts_with(RING_CHANGING) => {
                 cluster.stats.replication_errors.fetch_add(1, Relaxed);
                 cluster.stats.fence_refusals.fetch_add(1, Relaxed);
-                outcome = Err(RING_CHANGING);
+                outcome = Err(Refused::RingChanging);
             }
             // STORED or DELETED, or NOT_STORED / NOT_FOUND when the owner already holds
             // something newer: either way it has applied what it must.
             Ok(Ok(reply)) if !reply.starts_with(b"SERVER_ERROR") && !reply.starts_with(b"ERROR") => {
                 cluster.stats.replicated.fetch_add(1, Relaxed);
             }
-            _ => {
+            failed => {
                 cluster.stats.replication_errors.fetch_add(1, Relaxed);
-                if outcome.is_ok() {
-                    outcome = Err(REPLICA_UNAVAILABLE);
+                let why = match failed {
+                    Ok(Err(e)) if e.is_unavailable() => Refused::Unreachable,
+                    _ => Refused::Failed,
+                };
+                // The worst reason wins: a failure no verdict will mend, then an
+                // unreachable owner, then a ring change.
+                if outcome.is_ok() || why == Refused::Failed || outcome == Err(Refused::RingChanging) {
+                    outcome = Err(why);
                 }
             }
         }
