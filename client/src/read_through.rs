@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::{join_all, Client, Counters};
+use crate::client::{join_all, Client, Counters, Resend};
 use crate::command::{self, check_key, exptime, Lookup, MetaWrite};
 use crate::error::{Error, Result};
 
@@ -288,7 +288,7 @@ impl<O: Origin> ReadThrough<O> {
         }
         let span = tracing::debug_span!("ringcache.get_many_or_load", missing = missing.len());
         async {
-            let leases = join_all(missing.iter().map(|&i| self.lease(keys[i].as_ref())).collect()).await;
+            let leases = join_all(missing.iter().map(|&i| self.lease(keys[i].as_ref(), None)).collect()).await;
             let mut won: Vec<(usize, u64)> = Vec::new();
             let mut single: Vec<usize> = Vec::new();
             for (&i, lease) in missing.iter().zip(leases) {
@@ -393,13 +393,17 @@ impl<O: Origin> ReadThrough<O> {
         }
     }
 
-    /// `mg <key> v f c N<lease ttl>` at the key's primary.
-    async fn lease(&self, key: &[u8]) -> Result<Lookup> {
+    /// `mg <key> v f c N<lease ttl>` at the key's primary, given up at `until`.
+    async fn lease(&self, key: &[u8], until: Option<Instant>) -> Result<Lookup> {
         check_key(key)?;
         let lease_secs = i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let mut wire = BytesMut::new();
         command::meta_get(&mut wire, key, Some((b'N', lease_secs)));
-        let reply = self.client.inner.write(key, wire.freeze(), Expect::Meta).await?;
+        let reply = self
+            .client
+            .inner
+            .write_until(key, wire.freeze(), Expect::Meta, Resend::RingChanging, until)
+            .await?;
         command::decode_lookup(&reply)
     }
 
@@ -410,7 +414,11 @@ impl<O: Origin> ReadThrough<O> {
         let mut pause = Duration::from_millis(5);
         let mut waited = false;
         loop {
-            let held = match self.lease(key).await {
+            // The cache gets one `timeout` per try, the lease and the plain read
+            // after a failed lease together: with every owner down or frozen the
+            // caller has the origin's value after one timeout, not two.
+            let until = Instant::now() + self.client.inner.settings.timeout;
+            let held = match self.lease(key, Some(until)).await {
                 Ok(Lookup::Hit(item)) => {
                     Counters::add(&stats.hits);
                     return Ok(Some(item.value));
@@ -445,7 +453,7 @@ impl<O: Origin> ReadThrough<O> {
                 Ok(Lookup::Placeholder { cas, won: false }) => cas,
                 Err(e) => {
                     tracing::debug!(error = %e, "no lease; plain read");
-                    return self.degraded(key).await;
+                    return self.degraded(key, until).await;
                 }
             };
             // Another caller holds the lease: wait for its write-back.
@@ -465,12 +473,23 @@ impl<O: Origin> ReadThrough<O> {
     }
 
     /// No lease could be taken (the primary is unreachable, or answered an error):
-    /// read from any owner, else load from the origin without caching.
-    async fn degraded(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if let Some(item) = self.client.gets(key).await.ok().flatten() {
-            return Ok(Some(item.value));
+    /// read from any owner until `until`, else load from the origin without caching.
+    async fn degraded(&self, key: &[u8], until: Instant) -> Result<Option<Bytes>> {
+        let inner = &self.client.inner;
+        let mut wire = BytesMut::new();
+        command::meta_get(&mut wire, key, None);
+        let item = match inner.read_until(key, wire.freeze(), Expect::Meta, Some(until)).await {
+            Ok(Some(reply)) => match command::decode_lookup(&reply) {
+                Ok(lookup) => inner.plain(key, lookup).await,
+                Err(_) => None,
+            },
+            Ok(None) | Err(_) => None,
+        };
+        inner.count_read(item.is_some());
+        match item {
+            Some(item) => Ok(Some(item.value)),
+            None => self.load(key).await,
         }
-        self.load(key).await
     }
 
     async fn load(&self, key: &[u8]) -> Result<Option<Bytes>> {

@@ -115,6 +115,16 @@ impl View {
         Ok(View { ring, nodes, version })
     }
 
+    /// A view with no nodes: every key has no owner (reads miss, writes fail with
+    /// [`Error::NoNode`]). A client built while no seed answers starts with it.
+    pub(crate) fn empty() -> Result<View> {
+        let config = RingConfig {
+            vnodes: ringcache_protocol::ring::DEFAULT_VNODES,
+            replicas: 1,
+        };
+        View::build(Vec::new(), config, 0, None, 1, Duration::from_secs(1))
+    }
+
     /// Builds the view a `topology` reply describes.
     pub(crate) fn from_topology(
         topo: &Topology,
