@@ -137,7 +137,9 @@ impl ClientBuilder {
     /// after a seed answers ([`Client::nodes`] is empty until then).
     ///
     /// Fails with [`Error::Config`] when neither or both of seeds and servers are
-    /// given or an address does not resolve.
+    /// given or an address does not resolve, and with [`Error::Topology`] when a
+    /// seed answers but not with a usable topology (it is not a ringcache node, or
+    /// places keys with another hash).
     pub async fn build(self) -> Result<Client> {
         let s = self.settings.clone();
         match (self.seeds.is_empty(), self.servers.is_empty()) {
@@ -159,10 +161,11 @@ impl ClientBuilder {
                 }
                 let view = match crate::client::first_topology(&s, &seeds).await {
                     Ok(view) => view,
-                    Err(e) => {
+                    Err(e) if e.is_unavailable() => {
                         tracing::warn!(error = %e, "no seed gave a topology; starting without the cache, looking for it in the background");
                         View::empty()?
                     }
+                    Err(e) => return Err(e),
                 };
                 Ok(Client::start(s, view, seeds))
             }

@@ -1086,6 +1086,10 @@ async fn fetch_topology(s: &Settings, addr: SocketAddr) -> Result<Topology> {
 
 /// The first view: the topology of the first seed to give one, all seeds asked at
 /// once (so the wait is one seed's timeouts however many seeds are silent).
+///
+/// Fails with [`Error::Topology`] if a seed answered with something unusable (not a
+/// ringcache node, or another placement hash), else with the last seed's
+/// unavailable error when none answered.
 pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result<View> {
     let mut asks: Vec<Pin<Box<_>>> = seeds
         .iter()
@@ -1099,7 +1103,9 @@ pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result
                 Poll::Ready((_, Ok(topo))) => return Poll::Ready(Some(topo)),
                 Poll::Ready((seed, Err(e))) => {
                     tracing::debug!(%seed, error = %e, "seed gave no topology");
-                    last = e;
+                    if !matches!(last, Error::Topology(_)) {
+                        last = e;
+                    }
                     drop(asks.swap_remove(i));
                 }
                 Poll::Pending => i += 1,
@@ -1115,10 +1121,7 @@ pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result
     if let Some(topo) = first {
         return View::from_topology(&topo, None, s.pool_size, s.connect_timeout);
     }
-    Err(match last {
-        Error::Topology(m) => Error::Topology(m),
-        other => Error::Topology(format!("no seed answered: {other}")),
-    })
+    Err(last)
 }
 
 /// Re-reads the topology every `every`, or sooner when asked, until the client is
