@@ -11,6 +11,19 @@
 //!   resending an `incr` would apply it twice. Only a failure to connect (nothing
 //!   sent) moves it to the next owner, which forwards it to the primary of its own
 //!   ring. A write nobody takes fails.
+//! - `SERVER_ERROR ring changing` (the node and its peers disagree on the ring for a
+//!   moment, during a membership change; nothing was acknowledged) is resent after
+//!   a short pause ([`RING_CHANGING_BACKOFF`]), placed with the client's ring of
+//!   then: reads (a miss if the ring is still changing after the last pause) and
+//!   writes that can be applied twice ([`Resend`]).
+//! - Every request to a node, whatever its kind, keeps the node's health (see
+//!   `view`): a reply is success; a refused or broken connection or a timeout is a
+//!   failure, and `tko_threshold` failures in a row mark the node down.
+//!
+//! # Without the cluster
+//! When no seed answers at build time, the client starts with an empty view (every
+//! read a miss, every write [`Error::NoNode`]) and the refresh keeps asking the
+//! seeds; the first topology it gets is installed like any other.
 //! - `get_many` splits its keys by owner and asks the owners concurrently, one
 //!   pipelined batch each; the keys of an owner that fails move to their next owner.
 //!

@@ -25,7 +25,13 @@
 //!
 //! # When the cache is unreachable
 //! If no owner of the key answers, the value comes straight from the origin and
-//! nothing is cached: the application keeps working, a little slower.
+//! nothing is cached: the application keeps working, a little slower. The cache gets
+//! one `timeout` per call in all: the lease and, when the lease fails, the plain read
+//! from the key's other owners share one deadline, so with every owner down or hung
+//! (a frozen process accepts connections and never answers) the caller has the
+//! origin's value after one timeout, and at once when the owners are already marked
+//! down. Likewise before the client has found the cluster (built while no seed
+//! answered).
 
 use std::collections::HashMap;
 use std::future::Future;

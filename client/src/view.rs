@@ -9,10 +9,11 @@
 //!
 //! # Health (TKO)
 //! Like mcrouter, a node that fails `tko_threshold` requests in a row (refused,
-//! broken, timed out) is marked down ("TKO"): requests skip it at once instead of
-//! paying a timeout each, reads go to the next owner, and one background probe per
-//! down node tries it again every `probe_interval` until it answers. Any answer
-//! resets the count.
+//! broken, timed out), whatever the request, is marked down ("TKO"): requests skip it
+//! at once instead of paying a timeout each, reads go to the next owner, and one
+//! background probe per down node tries it again every `probe_interval` until it
+//! answers. Any answer (an error line too) resets the count; opening a connection
+//! does not, since a frozen process's kernel still accepts them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
