@@ -345,12 +345,21 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        self.get_many_until(keys, None).await
+    }
+
+    /// [`Client::get_many`], giving up on the cache at `until` (misses then).
+    pub(crate) async fn get_many_until<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        until: Option<Instant>,
+    ) -> Result<Vec<Option<Bytes>>> {
         for k in keys {
             check_key(k.as_ref())?;
         }
         let span = tracing::debug_span!("ringcache.get_many", keys = keys.len());
         async {
-            let lookups = self.inner.lookup_many(keys).await?;
+            let lookups = self.inner.lookup_many(keys, until).await?;
             let values = lookups.into_iter().zip(keys).map(|(l, k)| async move {
                 let v = match l {
                     Some(l) => self.inner.plain(k.as_ref(), l).await.map(|i| i.value),
@@ -946,7 +955,11 @@ impl Inner {
 
     /// `mg` for every key, grouped by owner, the groups concurrently; `None` for a
     /// key no owner answered for.
-    pub(crate) async fn lookup_many<K: AsRef<[u8]>>(self: &Arc<Self>, keys: &[K]) -> Result<Vec<Option<Lookup>>> {
+    pub(crate) async fn lookup_many<K: AsRef<[u8]>>(
+        self: &Arc<Self>,
+        keys: &[K],
+        until: Option<Instant>,
+    ) -> Result<Vec<Option<Lookup>>> {
         let view = self.view();
         let owners: Vec<_> = keys.iter().map(|k| view.ring.owners(k.as_ref())).collect();
         let mut out: Vec<Option<Lookup>> = vec![None; keys.len()];
@@ -980,7 +993,13 @@ impl Inner {
                 }
                 wire.put_slice(b"mn\r\n");
                 Some(async move {
-                    let reply = self.send(&node, wire.freeze(), Expect::MetaUntilNoop).await;
+                    let reply = match self
+                        .attempt(&node, wire.freeze(), Expect::MetaUntilNoop, until, false)
+                        .await
+                    {
+                        Attempt::NotSent(e) => Err(e),
+                        Attempt::Sent(r) => r,
+                    };
                     let lookups = reply.and_then(|r| command::decode_lookups(&r, members.len()));
                     (members, lookups)
                 })
@@ -1022,16 +1041,17 @@ impl Inner {
                 Err(e) => last = e,
             }
         }
-        for &seed in &self.seeds {
-            if live.iter().any(|n| n.addr == seed) {
-                continue;
-            }
-            match fetch_topology(&self.settings, seed).await {
-                Ok(topo) => return self.apply(&view, &topo),
-                Err(e) => last = e,
-            }
+        let seeds: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|&seed| !live.iter().any(|n| n.addr == seed))
+            .collect();
+        if seeds.is_empty() {
+            return Err(last);
         }
-        Err(last)
+        let topo = ask_seeds(&self.settings, &seeds).await?;
+        self.apply(&view, &topo)
     }
 
     fn apply(&self, view: &View, topo: &Topology) -> Result<()> {
@@ -1097,13 +1117,20 @@ async fn fetch_topology(s: &Settings, addr: SocketAddr) -> Result<Topology> {
     parse_topology(&reply?)
 }
 
-/// The first view: the topology of the first seed to give one, all seeds asked at
-/// once (so the wait is one seed's timeouts however many seeds are silent).
+/// The first view: the topology of the first seed to give one; see [`ask_seeds`].
 ///
 /// Fails with [`Error::Topology`] if a seed answered with something unusable (not a
 /// ringcache node, or another placement hash), else with the last seed's
 /// unavailable error when none answered.
 pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result<View> {
+    let topo = ask_seeds(s, seeds).await?;
+    View::from_topology(&topo, None, s.pool_size, s.connect_timeout)
+}
+
+/// The topology of the first seed to give one, all seeds asked at once (so the wait
+/// is one seed's timeouts however many seeds are silent). The error prefers a
+/// seed's unusable answer ([`Error::Topology`]) to unavailable ones.
+async fn ask_seeds(s: &Settings, seeds: &[SocketAddr]) -> Result<Topology> {
     let mut asks: Vec<Pin<Box<_>>> = seeds
         .iter()
         .map(|&seed| Box::pin(async move { (seed, fetch_topology(s, seed).await) }))
@@ -1131,10 +1158,7 @@ pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result
         }
     })
     .await;
-    if let Some(topo) = first {
-        return View::from_topology(&topo, None, s.pool_size, s.connect_timeout);
-    }
-    Err(last)
+    first.ok_or(last)
 }
 
 /// Re-reads the topology every `every`, or sooner when asked, until the client is
@@ -1334,6 +1358,32 @@ mod tests {
         // left. (It used to wait a timeout more per owner: two at least.)
         assert!(took < timeout * 2, "took {took:?}");
         assert_eq!(client.stats().origin_loads, 1);
+    }
+
+    #[tokio::test]
+    async fn get_many_or_load_with_every_owner_silent_waits_one_timeout() {
+        let (_a, a) = silent_node();
+        let (_b, b) = silent_node();
+        let timeout = Duration::from_secs(1);
+        let client = Client::builder()
+            .servers([&a, &b])
+            .replicas(2)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .await
+            .unwrap();
+        let cache = client.read_through(Echo);
+        let keys = ["k1", "k2", "k3", "k4"];
+        let start = std::time::Instant::now();
+        let got = cache.get_many_or_load(&keys, Duration::ZERO).await.unwrap();
+        let took = start.elapsed();
+        let want: Vec<Option<Bytes>> = keys.iter().map(|k| Some(Bytes::from(*k))).collect();
+        assert_eq!(got, want);
+        // The batch read waited the one timeout; the leases had no time left. (It
+        // used to wait a timeout per owner for the batch, then more for the leases.)
+        assert!(took < timeout * 2, "took {took:?}");
+        assert_eq!(client.stats().origin_loads, 1, "one batched load");
     }
 
     #[tokio::test]

@@ -270,8 +270,9 @@ impl<O: Origin> ReadThrough<O> {
     }
 
     /// [`ReadThrough::get_or_load`] for many keys: one `get_many`, then leases for
-    /// the misses, one [`Origin::load_many`] for the keys this caller won, and the
-    /// single-key path for keys another caller is loading.
+    /// the misses, one [`Origin::load_many`] for the keys this caller won (and those
+    /// no owner answered for: not cached), and the single-key path for keys another
+    /// caller is loading. The batch read and the leases share one `timeout`.
     ///
     /// ```no_run
     /// # use bytes::Bytes;
@@ -287,21 +288,34 @@ impl<O: Origin> ReadThrough<O> {
     /// # Ok(()) }
     /// ```
     pub async fn get_many_or_load<K: AsRef<[u8]>>(&self, keys: &[K], ttl: Duration) -> Result<Vec<Option<Bytes>>> {
-        let mut out = self.client.get_many(keys).await?;
+        // As for one key, the cache gets one timeout in all (the batch read and the
+        // leases); keys it could not answer for in time come from the origin,
+        // uncached.
+        let until = Instant::now() + self.client.inner.settings.timeout;
+        let mut out = self.client.get_many_until(keys, Some(until)).await?;
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
         if missing.is_empty() {
             return Ok(out);
         }
         let span = tracing::debug_span!("ringcache.get_many_or_load", missing = missing.len());
         async {
-            let leases = join_all(missing.iter().map(|&i| self.lease(keys[i].as_ref(), None)).collect()).await;
-            let mut won: Vec<(usize, u64)> = Vec::new();
+            let leases = join_all(
+                missing
+                    .iter()
+                    .map(|&i| self.lease(keys[i].as_ref(), Some(until)))
+                    .collect(),
+            )
+            .await;
+            // Keys to load: with the lease's CAS to write back with, or `None` when no
+            // owner answered in time (loaded, not cached).
+            let mut won: Vec<(usize, Option<u64>)> = Vec::new();
             let mut single: Vec<usize> = Vec::new();
             for (&i, lease) in missing.iter().zip(leases) {
                 match lease {
                     Ok(Lookup::Hit(item)) => out[i] = Some(item.value),
-                    Ok(Lookup::Placeholder { cas, won: true }) => won.push((i, cas)),
-                    Ok(Lookup::Stale { item, won: true }) if !self.allow_stale => won.push((i, item.cas)),
+                    Ok(Lookup::Placeholder { cas, won: true }) => won.push((i, Some(cas))),
+                    Ok(Lookup::Stale { item, won: true }) if !self.allow_stale => won.push((i, Some(item.cas))),
+                    Err(e) if e.is_unavailable() => won.push((i, None)),
                     // Another caller's load, a stale value, no lease, or no cache:
                     // the single-key path knows each case.
                     Ok(_) | Err(_) => single.push(i),
@@ -318,9 +332,10 @@ impl<O: Origin> ReadThrough<O> {
                         let writes = won.iter().zip(&batch).zip(values).map(|((&(i, cas), key), value)| {
                             out[i] = value.clone();
                             async move {
-                                match value {
-                                    Some(v) => self.write_back(key, &v, ttl, cas).await,
-                                    None => self.release(key, cas).await,
+                                match (cas, value) {
+                                    (Some(cas), Some(v)) => self.write_back(key, &v, ttl, cas).await,
+                                    (Some(cas), None) => self.release(key, cas).await,
+                                    (None, _) => {}
                                 }
                             }
                         });
@@ -336,7 +351,10 @@ impl<O: Origin> ReadThrough<O> {
                             Err(e) => Error::Origin(Arc::from(e)),
                         };
                         Counters::add(&self.client.inner.stats.origin_errors);
-                        let releases = won.iter().zip(&batch).map(|(&(_, cas), key)| self.release(key, cas));
+                        let releases = won
+                            .iter()
+                            .zip(&batch)
+                            .filter_map(|(&(_, cas), key)| Some(self.release(key, cas?)));
                         join_all(releases.collect()).await;
                         return Err(err);
                     }
