@@ -77,7 +77,9 @@ fn a_hung_node_is_marked_down_by_writes_deletes_and_read_throughs() {
         assert!(set.as_ref().is_err_and(|e| e.is_unavailable()), "{set:?}");
         let del = client.delete(&keys[1]).await;
         assert!(del.as_ref().is_err_and(|e| e.is_unavailable()), "{del:?}");
-        assert_eq!(client.metrics().stats.marked_down, 0, "two failures: not yet");
+        // (The topology refresh each failure asks for may also have tried the
+        // victim: that request counts too, so the node may already be down here.
+        // The exact count is checked in the client's unit tests.)
         let v = cache.get_or_load(&keys[2], Duration::ZERO).await.unwrap();
         assert_eq!(v, origin_value(&keys[2]));
         let m = client.metrics();
