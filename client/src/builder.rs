@@ -90,13 +90,23 @@ impl ClientBuilder {
         self
     }
 
-    /// Failures in a row after which a node is marked down (default 3).
+    /// Failures in a row after which a node is marked down (default 3, at least 1).
+    ///
+    /// Every request counts, whatever its kind (reads, writes, leases and
+    /// write-backs of a read-through, batches, the topology refresh): a refused or
+    /// broken connection, or no reply within `timeout` (a node that still accepts
+    /// connections but never answers, like a frozen process, fails this way). Any
+    /// reply, an error line included, resets the count. A node marked down is
+    /// skipped at once: reads go to the key's next owner, writes to the next owner
+    /// or fail with [`Error::NoNode`], and a read-through answers from its origin.
     pub fn tko_threshold(mut self, failures: u32) -> Self {
         self.settings.tko_threshold = failures.max(1);
         self
     }
 
-    /// How often a node marked down is probed (default 500 ms).
+    /// How often a node marked down is probed (default 500 ms): one background
+    /// task per such node sends it `version` on a fresh connection (bounded by the
+    /// timeouts) and puts it back in service at the first answer.
     pub fn probe_interval(mut self, every: Duration) -> Self {
         self.settings.probe_interval = every;
         self
@@ -116,11 +126,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Resolves the addresses and, with seeds, downloads the topology.
+    /// Resolves the addresses and, with seeds, downloads the topology (asking every
+    /// seed at once and taking the first answer).
+    ///
+    /// Succeeds when no seed answers (the cache is down, or not up yet, while the
+    /// application starts): the client then starts with no nodes and keeps asking
+    /// the seeds every `refresh_interval`. Meanwhile reads are misses, writes fail
+    /// with [`Error::NoNode`], and [`ReadThrough::get_or_load`](crate::ReadThrough::get_or_load)
+    /// answers from the origin; the client uses the cluster from the first refresh
+    /// after a seed answers ([`Client::nodes`] is empty until then).
     ///
     /// Fails with [`Error::Config`] when neither or both of seeds and servers are
-    /// given or an address does not resolve, and with [`Error::Topology`] when no
-    /// seed answers with a usable topology.
+    /// given or an address does not resolve, and with [`Error::Topology`] when a
+    /// seed answers but not with a usable topology (it is not a ringcache node, or
+    /// places keys with another hash).
     pub async fn build(self) -> Result<Client> {
         let s = self.settings.clone();
         match (self.seeds.is_empty(), self.servers.is_empty()) {
@@ -140,7 +159,14 @@ impl ClientBuilder {
                 for name in &self.seeds {
                     seeds.push(resolve(name).await?);
                 }
-                let view = crate::client::first_topology(&s, &seeds).await?;
+                let view = match crate::client::first_topology(&s, &seeds).await {
+                    Ok(view) => view,
+                    Err(e) if e.is_unavailable() => {
+                        tracing::warn!(error = %e, "no seed gave a topology; starting without the cache, looking for it in the background");
+                        View::empty()?
+                    }
+                    Err(e) => return Err(e),
+                };
                 Ok(Client::start(s, view, seeds))
             }
         }

@@ -11,6 +11,19 @@
 //!   resending an `incr` would apply it twice. Only a failure to connect (nothing
 //!   sent) moves it to the next owner, which forwards it to the primary of its own
 //!   ring. A write nobody takes fails.
+//! - `SERVER_ERROR ring changing` (the node and its peers disagree on the ring for a
+//!   moment, during a membership change; nothing was acknowledged) is resent after
+//!   a short pause ([`RING_CHANGING_BACKOFF`]), placed with the client's ring of
+//!   then: reads (a miss if the ring is still changing after the last pause) and
+//!   writes that can be applied twice ([`Resend`]).
+//! - Every request to a node, whatever its kind, keeps the node's health (see
+//!   `view`): a reply is success; a refused or broken connection or a timeout is a
+//!   failure, and `tko_threshold` failures in a row mark the node down.
+//!
+//! # Without the cluster
+//! When no seed answers at build time, the client starts with an empty view (every
+//! read a miss, every write [`Error::NoNode`]) and the refresh keeps asking the
+//! seeds; the first topology it gets is installed like any other.
 //! - `get_many` splits its keys by owner and asks the owners concurrently, one
 //!   pipelined batch each; the keys of an owner that fails move to their next owner.
 //!
@@ -33,6 +46,7 @@ use ringcache_protocol::cluster::Topology;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::{ArithOp, Request};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::builder::ClientBuilder;
@@ -66,6 +80,39 @@ impl Default for Settings {
     }
 }
 
+/// The pauses before each resend of a request a node answered with `SERVER_ERROR
+/// ring changing` (its ring and its peers' disagree for a moment, during a
+/// membership change; nothing was acknowledged): four resends within about 0.2 s,
+/// after which the reply stands (a write fails with it, a read is a miss).
+pub(crate) const RING_CHANGING_BACKOFF: [Duration; 4] = [
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+];
+
+/// Whether a write may be sent again after `SERVER_ERROR ring changing`.
+///
+/// The reply does not say whether the write was applied somewhere before it was
+/// refused, so only writes whose second application leaves the same item are
+/// resent (`set`, `replace`, `delete`, `touch`, meta writes with a CAS, leases);
+/// `add`, `cas`, `append`, `prepend`, `incr` and `decr` get the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Resend after `SERVER_ERROR ring changing`.
+    RingChanging,
+    /// Sent once; the caller gets the reply.
+    Never,
+}
+
+/// How one request to one node went.
+enum Attempt {
+    /// Nothing was sent (no connection, or no time left): another owner may take it.
+    NotSent(Error),
+    /// Sent: the reply, or why none came (it may have been applied).
+    Sent(Result<Bytes>),
+}
+
 /// What the client has done since it was built; see [`Client::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -97,6 +144,8 @@ pub struct ClientStats {
     pub writebacks: u64,
     /// Write-backs refused because a newer write or a delete came first.
     pub writebacks_refused: u64,
+    /// Requests sent again after a node answered `SERVER_ERROR ring changing`.
+    pub ring_changing_retries: u64,
 }
 
 /// The live counters behind [`ClientStats`].
@@ -115,6 +164,7 @@ pub(crate) struct Counters {
     pub stale_served: AtomicU64,
     pub writebacks: AtomicU64,
     pub writebacks_refused: AtomicU64,
+    pub ring_changing_retries: AtomicU64,
 }
 
 impl Counters {
@@ -133,6 +183,7 @@ impl Counters {
             stale_served: self.stale_served.load(Relaxed),
             writebacks: self.writebacks.load(Relaxed),
             writebacks_refused: self.writebacks_refused.load(Relaxed),
+            ring_changing_retries: self.ring_changing_retries.load(Relaxed),
         }
     }
 
@@ -294,12 +345,21 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        self.get_many_until(keys, None).await
+    }
+
+    /// [`Client::get_many`], giving up on the cache at `until` (misses then).
+    pub(crate) async fn get_many_until<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        until: Option<Instant>,
+    ) -> Result<Vec<Option<Bytes>>> {
         for k in keys {
             check_key(k.as_ref())?;
         }
         let span = tracing::debug_span!("ringcache.get_many", keys = keys.len());
         async {
-            let lookups = self.inner.lookup_many(keys).await?;
+            let lookups = self.inner.lookup_many(keys, until).await?;
             let values = lookups.into_iter().zip(keys).map(|(l, k)| async move {
                 let v = match l {
                     Some(l) => self.inner.plain(k.as_ref(), l).await.map(|i| i.value),
@@ -402,7 +462,14 @@ impl Client {
         async {
             let mut wire = BytesMut::new();
             command::store(&mut wire, kind, Bytes::copy_from_slice(key), value, exptime(ttl), flags);
-            let reply = self.inner.write(key, wire.freeze(), Expect::Line).await?;
+            let resend = match kind {
+                StoreKind::Set | StoreKind::Replace => Resend::RingChanging,
+                StoreKind::Add | StoreKind::Append | StoreKind::Prepend | StoreKind::Cas(_) => Resend::Never,
+            };
+            let reply = self
+                .inner
+                .write_until(key, wire.freeze(), Expect::Line, resend, None)
+                .await?;
             command::decode_store(&reply)
         }
         .instrument(span)
@@ -491,7 +558,10 @@ impl Client {
                 delta,
                 noreply: false,
             });
-            let reply = self.inner.write(key, wire, Expect::Line).await?;
+            let reply = self
+                .inner
+                .write_until(key, wire, Expect::Line, Resend::Never, None)
+                .await?;
             command::decode_arith(&reply)
         }
         .instrument(span)
@@ -671,28 +741,97 @@ impl Inner {
 
     /// Sends one request to `node`, keeping its health.
     async fn send(self: &Arc<Self>, node: &Arc<Node>, wire: Bytes, expect: Expect) -> Result<Bytes> {
-        let result = node.pool.request(wire, expect, self.settings.timeout).await;
-        self.observe(node, &result);
-        result
+        match self.attempt(node, wire, expect, None, false).await {
+            Attempt::NotSent(e) => Err(e),
+            Attempt::Sent(r) => r,
+        }
     }
 
-    /// Records the outcome of a request to `node`: any answer is success; an
-    /// unavailable error counts towards marking it down and asks for a refresh.
-    fn observe<T>(self: &Arc<Self>, node: &Arc<Node>, result: &Result<T>) {
-        match result {
-            Ok(_) => node.succeeded(),
-            Err(e) if e.is_unavailable() => {
-                tracing::debug!(node = %node.name, error = %e, "request failed");
-                if node.failed(self.settings.tko_threshold) {
-                    tracing::warn!(node = %node.name, addr = %node.addr, "marking node down");
-                    Counters::add(&self.stats.marked_down);
-                    node.pool.close_all();
-                    tokio::spawn(probe(Arc::downgrade(self), Arc::clone(node)));
-                }
-                self.refresh_now.notify_one();
+    /// Sends one request to `node`: a connection (opened within `connect_timeout`),
+    /// then the reply (within `timeout`), neither past `until`. Keeps the node's
+    /// health: whatever the request (read, write, lease, batch), a reply counts as
+    /// success and a refused or broken connection or a timeout (a node that accepts
+    /// connections but never answers, as a frozen process does) as a failure.
+    /// `failover`: the node is not the key's primary (counted once sent).
+    async fn attempt(
+        self: &Arc<Self>,
+        node: &Arc<Node>,
+        wire: Bytes,
+        expect: Expect,
+        until: Option<Instant>,
+        failover: bool,
+    ) -> Attempt {
+        let left = |u: Instant| u.saturating_duration_since(Instant::now());
+        if let Some(u) = until {
+            if left(u).is_zero() {
+                // The caller's budget is spent: not the node's fault.
+                return Attempt::NotSent(Error::Timeout(Duration::ZERO));
             }
-            Err(_) => node.succeeded(),
         }
+        let conn = match until {
+            Some(u) => tokio::time::timeout_at(u, node.pool.conn())
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout(self.settings.connect_timeout))),
+            None => node.pool.conn().await,
+        };
+        // A connection is not an answer (a frozen process's kernel still accepts
+        // them): only a failure is recorded here.
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed(node, &e);
+                return Attempt::NotSent(e);
+            }
+        };
+        let timeout = match until {
+            Some(u) => self.settings.timeout.min(left(u)),
+            None => self.settings.timeout,
+        };
+        if timeout.is_zero() {
+            return Attempt::NotSent(Error::Timeout(Duration::ZERO));
+        }
+        if failover {
+            Counters::add(&self.stats.failovers);
+        }
+        let result = conn.request(wire, expect, timeout).await;
+        match &result {
+            Ok(_) => node.succeeded(),
+            Err(e) => self.failed(node, e),
+        }
+        Attempt::Sent(result)
+    }
+
+    /// Records a failed request to `node`: an unavailable error counts towards
+    /// marking it down (and asks for a topology refresh); any other error is an
+    /// answer, so the node is reachable.
+    fn failed(self: &Arc<Self>, node: &Arc<Node>, e: &Error) {
+        if !e.is_unavailable() {
+            node.succeeded();
+            return;
+        }
+        tracing::debug!(node = %node.name, error = %e, "request failed");
+        if node.failed(self.settings.tko_threshold) {
+            tracing::warn!(node = %node.name, addr = %node.addr, "marking node down");
+            Counters::add(&self.stats.marked_down);
+            node.pool.close_all();
+            tokio::spawn(probe(Arc::downgrade(self), Arc::clone(node)));
+        }
+        self.refresh_now.notify_one();
+    }
+
+    /// After a `SERVER_ERROR ring changing` reply: the pause before sending the
+    /// request again, or `None` when the retries (or the caller's budget) are spent.
+    /// Asks for a topology refresh either way: the client's ring may be the old one.
+    fn ring_changing_pause(&self, retries: &mut usize, until: Option<Instant>) -> Option<Duration> {
+        self.refresh_now.notify_one();
+        let pause = *RING_CHANGING_BACKOFF.get(*retries)?;
+        if until.is_some_and(|u| Instant::now() + pause >= u) {
+            return None;
+        }
+        *retries += 1;
+        Counters::add(&self.stats.ring_changing_retries);
+        tracing::debug!(?pause, "ring changing; retrying");
+        Some(pause)
     }
 
     /// What a plain read returns for a lookup: only a current value.
@@ -716,52 +855,111 @@ impl Inner {
     /// A read: the owners in order, skipping nodes marked down; `None` when none
     /// answers.
     pub(crate) async fn read(self: &Arc<Self>, key: &[u8], wire: Bytes, expect: Expect) -> Result<Option<Bytes>> {
-        let view = self.view();
-        let owners = view.ring.owners(key);
-        for (pos, &idx) in owners.iter().enumerate() {
-            let Some(node) = view.node(idx) else { continue };
-            if node.is_down() {
-                continue;
-            }
-            if pos > 0 {
-                Counters::add(&self.stats.failovers);
-            }
-            match self.send(node, wire.clone(), expect).await {
-                Ok(reply) => return Ok(Some(reply)),
-                Err(e) if e.is_unavailable() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        tracing::debug!(key = %KeyText(key), "no owner reachable; a miss");
-        Counters::add(&self.stats.unreachable);
-        Ok(None)
+        self.read_until(key, wire, expect, None).await
     }
 
-    /// A write: the first owner not marked down that accepts a connection; sent once.
-    pub(crate) async fn write(self: &Arc<Self>, key: &[u8], wire: Bytes, expect: Expect) -> Result<Bytes> {
-        let view = self.view();
-        let owners = view.ring.owners(key);
-        for (pos, &idx) in owners.iter().enumerate() {
-            let Some(node) = view.node(idx) else { continue };
-            if node.is_down() {
-                continue;
+    /// [`Inner::read`], giving up at `until` (a miss then). A node that answers
+    /// `SERVER_ERROR ring changing` is asked again after a short pause (see
+    /// [`RING_CHANGING_BACKOFF`]); if it still does, the read is a miss.
+    pub(crate) async fn read_until(
+        self: &Arc<Self>,
+        key: &[u8],
+        wire: Bytes,
+        expect: Expect,
+        until: Option<Instant>,
+    ) -> Result<Option<Bytes>> {
+        let mut retries = 0;
+        'placed: loop {
+            let view = self.view();
+            let owners = view.ring.owners(key);
+            for (pos, &idx) in owners.iter().enumerate() {
+                let Some(node) = view.node(idx) else { continue };
+                if node.is_down() {
+                    continue;
+                }
+                let reply = match self.attempt(node, wire.clone(), expect, until, pos > 0).await {
+                    Attempt::NotSent(e) => Err(e),
+                    Attempt::Sent(r) => r,
+                };
+                match reply {
+                    Ok(reply) if command::is_ring_changing(&reply) => {
+                        match self.ring_changing_pause(&mut retries, until) {
+                            Some(pause) => {
+                                tokio::time::sleep(pause).await;
+                                continue 'placed;
+                            }
+                            None => {
+                                tracing::debug!(key = %KeyText(key), "ring still changing; a miss");
+                                return Ok(None);
+                            }
+                        }
+                    }
+                    Ok(reply) => return Ok(Some(reply)),
+                    Err(e) if e.is_unavailable() => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            let conn = node.pool.conn().await;
-            self.observe(node, &conn);
-            let Ok(conn) = conn else { continue };
-            if pos > 0 {
-                Counters::add(&self.stats.failovers);
-            }
-            let result = conn.request(wire, expect, self.settings.timeout).await;
-            self.observe(node, &result);
-            return result;
+            tracing::debug!(key = %KeyText(key), "no owner reachable; a miss");
+            Counters::add(&self.stats.unreachable);
+            return Ok(None);
         }
-        Err(Error::NoNode)
+    }
+
+    /// A write that may be sent again after `SERVER_ERROR ring changing`; see
+    /// [`Inner::write_until`].
+    pub(crate) async fn write(self: &Arc<Self>, key: &[u8], wire: Bytes, expect: Expect) -> Result<Bytes> {
+        self.write_until(key, wire, expect, Resend::RingChanging, None).await
+    }
+
+    /// A write: the first owner not marked down that accepts a connection; sent once,
+    /// except that a reply of `SERVER_ERROR ring changing` (the write was not
+    /// acknowledged) sends it again after a short pause when `resend` allows, placed
+    /// with the client's ring of then. Gives up at `until`.
+    pub(crate) async fn write_until(
+        self: &Arc<Self>,
+        key: &[u8],
+        wire: Bytes,
+        expect: Expect,
+        resend: Resend,
+        until: Option<Instant>,
+    ) -> Result<Bytes> {
+        let mut retries = 0;
+        'placed: loop {
+            let view = self.view();
+            let owners = view.ring.owners(key);
+            for (pos, &idx) in owners.iter().enumerate() {
+                let Some(node) = view.node(idx) else { continue };
+                if node.is_down() {
+                    continue;
+                }
+                match self.attempt(node, wire.clone(), expect, until, pos > 0).await {
+                    // Nothing sent: the next owner may take it (it forwards it to
+                    // the primary of its own ring).
+                    Attempt::NotSent(e) if e.is_unavailable() => continue,
+                    Attempt::NotSent(e) => return Err(e),
+                    Attempt::Sent(Ok(reply)) if resend == Resend::RingChanging && command::is_ring_changing(&reply) => {
+                        match self.ring_changing_pause(&mut retries, until) {
+                            Some(pause) => {
+                                tokio::time::sleep(pause).await;
+                                continue 'placed;
+                            }
+                            None => return Ok(reply),
+                        }
+                    }
+                    Attempt::Sent(r) => return r,
+                }
+            }
+            return Err(Error::NoNode);
+        }
     }
 
     /// `mg` for every key, grouped by owner, the groups concurrently; `None` for a
     /// key no owner answered for.
-    pub(crate) async fn lookup_many<K: AsRef<[u8]>>(self: &Arc<Self>, keys: &[K]) -> Result<Vec<Option<Lookup>>> {
+    pub(crate) async fn lookup_many<K: AsRef<[u8]>>(
+        self: &Arc<Self>,
+        keys: &[K],
+        until: Option<Instant>,
+    ) -> Result<Vec<Option<Lookup>>> {
         let view = self.view();
         let owners: Vec<_> = keys.iter().map(|k| view.ring.owners(k.as_ref())).collect();
         let mut out: Vec<Option<Lookup>> = vec![None; keys.len()];
@@ -795,7 +993,13 @@ impl Inner {
                 }
                 wire.put_slice(b"mn\r\n");
                 Some(async move {
-                    let reply = self.send(&node, wire.freeze(), Expect::MetaUntilNoop).await;
+                    let reply = match self
+                        .attempt(&node, wire.freeze(), Expect::MetaUntilNoop, until, false)
+                        .await
+                    {
+                        Attempt::NotSent(e) => Err(e),
+                        Attempt::Sent(r) => r,
+                    };
                     let lookups = reply.and_then(|r| command::decode_lookups(&r, members.len()));
                     (members, lookups)
                 })
@@ -822,36 +1026,32 @@ impl Inner {
 
     /// Asks members (round-robin, skipping nodes marked down), then the seeds, for
     /// the topology, and installs it if its version is new.
-    async fn refresh(&self) -> Result<()> {
+    async fn refresh(self: &Arc<Self>) -> Result<()> {
         let view = self.view();
         let live: Vec<&Arc<Node>> = view.nodes.iter().filter(|n| !n.is_down()).collect();
         let turn = self.refresh_turn.fetch_add(1, Relaxed);
         let mut last = Error::NoNode;
         for k in 0..live.len() {
             let node = live[(turn + k) % live.len()];
-            let reply = node
-                .pool
-                .request(
-                    Bytes::from_static(b"topology\r\n"),
-                    Expect::Lines,
-                    self.settings.timeout,
-                )
+            let reply = self
+                .send(node, Bytes::from_static(b"topology\r\n"), Expect::Lines)
                 .await;
             match reply.and_then(|r| parse_topology(&r)) {
                 Ok(topo) => return self.apply(&view, &topo),
                 Err(e) => last = e,
             }
         }
-        for &seed in &self.seeds {
-            if live.iter().any(|n| n.addr == seed) {
-                continue;
-            }
-            match fetch_topology(&self.settings, seed).await {
-                Ok(topo) => return self.apply(&view, &topo),
-                Err(e) => last = e,
-            }
+        let seeds: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|&seed| !live.iter().any(|n| n.addr == seed))
+            .collect();
+        if seeds.is_empty() {
+            return Err(last);
         }
-        Err(last)
+        let topo = ask_seeds(&self.settings, &seeds).await?;
+        self.apply(&view, &topo)
     }
 
     fn apply(&self, view: &View, topo: &Topology) -> Result<()> {
@@ -917,22 +1117,48 @@ async fn fetch_topology(s: &Settings, addr: SocketAddr) -> Result<Topology> {
     parse_topology(&reply?)
 }
 
-/// The first view: the topology of the first seed that gives one.
+/// The first view: the topology of the first seed to give one; see [`ask_seeds`].
+///
+/// Fails with [`Error::Topology`] if a seed answered with something unusable (not a
+/// ringcache node, or another placement hash), else with the last seed's
+/// unavailable error when none answered.
 pub(crate) async fn first_topology(s: &Settings, seeds: &[SocketAddr]) -> Result<View> {
+    let topo = ask_seeds(s, seeds).await?;
+    View::from_topology(&topo, None, s.pool_size, s.connect_timeout)
+}
+
+/// The topology of the first seed to give one, all seeds asked at once (so the wait
+/// is one seed's timeouts however many seeds are silent). The error prefers a
+/// seed's unusable answer ([`Error::Topology`]) to unavailable ones.
+async fn ask_seeds(s: &Settings, seeds: &[SocketAddr]) -> Result<Topology> {
+    let mut asks: Vec<Pin<Box<_>>> = seeds
+        .iter()
+        .map(|&seed| Box::pin(async move { (seed, fetch_topology(s, seed).await) }))
+        .collect();
     let mut last = Error::NoNode;
-    for &seed in seeds {
-        match fetch_topology(s, seed).await {
-            Ok(topo) => return View::from_topology(&topo, None, s.pool_size, s.connect_timeout),
-            Err(e) => {
-                tracing::debug!(%seed, error = %e, "seed gave no topology");
-                last = e;
+    let first = std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < asks.len() {
+            match asks[i].as_mut().poll(cx) {
+                Poll::Ready((_, Ok(topo))) => return Poll::Ready(Some(topo)),
+                Poll::Ready((seed, Err(e))) => {
+                    tracing::debug!(%seed, error = %e, "seed gave no topology");
+                    if !matches!(last, Error::Topology(_)) {
+                        last = e;
+                    }
+                    drop(asks.swap_remove(i));
+                }
+                Poll::Pending => i += 1,
             }
         }
-    }
-    Err(match last {
-        Error::Topology(m) => Error::Topology(m),
-        other => Error::Topology(format!("no seed answered: {other}")),
+        if asks.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
     })
+    .await;
+    first.ok_or(last)
 }
 
 /// Re-reads the topology every `every`, or sooner when asked, until the client is
@@ -1003,6 +1229,244 @@ mod tests {
         assert_eq!(join_all(futs).await, vec![0, 1, 2, 3, 4]);
         // Paused (virtual) time: sequential would take 750 ms, concurrent 250 ms.
         assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// A listening socket nobody accepts from: connections complete (the kernel
+    /// queues them) and requests are never answered, as with a frozen process.
+    fn silent_node() -> (std::net::TcpListener, String) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        (l, addr)
+    }
+
+    /// Answers every request line (a store's data line is skipped) with the next
+    /// line of `script`, or with `VERSION 1` for `version`, and with `fallback`
+    /// once the script is used up.
+    async fn scripted_node(script: Vec<&'static [u8]>, fallback: &'static [u8]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let script = Arc::clone(&script);
+                tokio::spawn(async move {
+                    let (rd, mut wr) = s.into_split();
+                    let mut lines = BufReader::new(rd).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.starts_with("set ") && lines.next_line().await.ok().flatten().is_none() {
+                            return;
+                        }
+                        let reply: &[u8] = if line == "version" {
+                            b"VERSION 1\r\n"
+                        } else {
+                            script.lock().unwrap().pop_front().unwrap_or(fallback)
+                        };
+                        if wr.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    struct Echo;
+
+    impl crate::Origin for Echo {
+        async fn load(&self, key: &[u8]) -> std::result::Result<Option<Bytes>, crate::BoxError> {
+            Ok(Some(Bytes::copy_from_slice(key)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_is_marked_down_by_writes_deletes_and_invalidations() {
+        let (listener, addr) = silent_node();
+        let client = Client::builder()
+            .servers([&addr])
+            .timeout(Duration::from_millis(100))
+            .connect_timeout(Duration::from_millis(100))
+            .tko_threshold(3)
+            .probe_interval(Duration::from_millis(50))
+            .build()
+            .await
+            .unwrap();
+        let ttl = Duration::ZERO;
+        assert!(client.set("k", "v", ttl).await.unwrap_err().is_unavailable());
+        assert!(client.delete("k").await.unwrap_err().is_unavailable());
+        assert_eq!(client.metrics().nodes_down, 0, "two failures are below the threshold");
+        assert!(client.invalidate("k").await.unwrap_err().is_unavailable());
+        let m = client.metrics();
+        assert_eq!((m.nodes_down, m.stats.marked_down), (1, 1), "{m:?}");
+        // Skipped from now on: nothing is sent, so nothing waits.
+        assert!(matches!(client.set("k", "v", ttl).await, Err(Error::NoNode)));
+        assert!(matches!(client.incr("n", 1).await, Err(Error::NoNode)));
+        assert_eq!(client.get("k").await.unwrap(), None);
+        let cache = client.read_through(Echo);
+        assert_eq!(cache.get_or_load("k", ttl).await.unwrap().as_deref(), Some(&b"k"[..]));
+        assert_eq!(client.stats().marked_down, 1, "marked down once, probed since");
+
+        // The node answers again: the probe puts it back in service.
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (rd, mut wr) = s.into_split();
+                    let mut lines = BufReader::new(rd).lines();
+                    while let Ok(Some(_)) = lines.next_line().await {
+                        if wr.write_all(b"VERSION 1\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        for _ in 0..500 {
+            if client.metrics().nodes_down == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the probe never put the node back: {:?}", client.nodes());
+    }
+
+    #[tokio::test]
+    async fn get_or_load_with_every_owner_silent_waits_one_timeout() {
+        let (_a, a) = silent_node();
+        let (_b, b) = silent_node();
+        let timeout = Duration::from_secs(1);
+        let client = Client::builder()
+            .servers([&a, &b])
+            .replicas(2)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .await
+            .unwrap();
+        let cache = client.read_through(Echo);
+        let start = std::time::Instant::now();
+        let v = cache.get_or_load("cold", Duration::ZERO).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(v.as_deref(), Some(&b"cold"[..]));
+        // The lease waited the one timeout; the plain read after it had no time
+        // left. (It used to wait a timeout more per owner: two at least.)
+        assert!(took < timeout * 2, "took {took:?}");
+        assert_eq!(client.stats().origin_loads, 1);
+    }
+
+    #[tokio::test]
+    async fn get_many_or_load_with_every_owner_silent_waits_one_timeout() {
+        let (_a, a) = silent_node();
+        let (_b, b) = silent_node();
+        let timeout = Duration::from_secs(1);
+        let client = Client::builder()
+            .servers([&a, &b])
+            .replicas(2)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .await
+            .unwrap();
+        let cache = client.read_through(Echo);
+        let keys = ["k1", "k2", "k3", "k4"];
+        let start = std::time::Instant::now();
+        let got = cache.get_many_or_load(&keys, Duration::ZERO).await.unwrap();
+        let took = start.elapsed();
+        let want: Vec<Option<Bytes>> = keys.iter().map(|k| Some(Bytes::from(*k))).collect();
+        assert_eq!(got, want);
+        // The batch read waited the one timeout; the leases had no time left. (It
+        // used to wait a timeout per owner for the batch, then more for the leases.)
+        assert!(took < timeout * 2, "took {took:?}");
+        assert_eq!(client.stats().origin_loads, 1, "one batched load");
+    }
+
+    #[tokio::test]
+    async fn ring_changing_is_retried_for_reads_and_idempotent_writes_only() {
+        let changing: &'static [u8] = b"SERVER_ERROR ring changing\r\n";
+        let addr = scripted_node(
+            vec![changing, changing, b"STORED\r\n", changing, b"EN\r\n", changing],
+            changing,
+        )
+        .await;
+        let client = Client::builder().servers([&addr]).build().await.unwrap();
+        client.set("k", "v", Duration::ZERO).await.unwrap();
+        assert_eq!(client.stats().ring_changing_retries, 2);
+        assert_eq!(client.get("k").await.unwrap(), None);
+        assert_eq!(client.stats().ring_changing_retries, 3);
+        // An incr might have been applied before the refusal: not resent.
+        let e = client.incr("n", 1).await.unwrap_err();
+        assert!(matches!(&e, Error::Server(m) if m.contains("ring changing")), "{e:?}");
+        assert_eq!(client.stats().ring_changing_retries, 3);
+        // A write the ring refuses for longer: retried a bounded number of times.
+        let e = client.set("k", "v", Duration::ZERO).await.unwrap_err();
+        assert!(matches!(&e, Error::Server(m) if m.contains("ring changing")), "{e:?}");
+        assert_eq!(
+            client.stats().ring_changing_retries,
+            3 + RING_CHANGING_BACKOFF.len() as u64
+        );
+        assert_eq!(client.metrics().nodes_down, 0, "an answer is not a failure");
+    }
+
+    #[tokio::test]
+    async fn a_client_builds_without_a_live_seed_and_finds_the_cluster_later() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let seed = format!("127.0.0.1:{port}");
+        let client = Client::builder()
+            .seeds([&seed])
+            .refresh_interval(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        assert!(client.nodes().is_empty());
+        assert_eq!(client.get("k").await.unwrap(), None);
+        assert!(matches!(client.set("k", "v", Duration::ZERO).await, Err(Error::NoNode)));
+        let cache = client.read_through(Echo);
+        assert_eq!(
+            cache.get_or_load("k", Duration::ZERO).await.unwrap().as_deref(),
+            Some(&b"k"[..])
+        );
+
+        // The seed comes up: it describes a cluster of itself.
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let topology = format!(
+            "TOPOLOGY 7 {} 160 1 1\r\nMEMBER a {seed} alive\r\nEND\r\n",
+            ringcache_protocol::ring::ring_hash_name()
+        );
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let topology = topology.clone();
+                tokio::spawn(async move {
+                    let (rd, mut wr) = s.into_split();
+                    let mut lines = BufReader::new(rd).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = if line == "topology" {
+                            topology.as_str()
+                        } else {
+                            "EN\r\n"
+                        };
+                        if wr.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        for _ in 0..500 {
+            if client.nodes().len() == 1 {
+                assert_eq!(client.topology_version(), 7);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the client never found the seed");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::meta::{parse_meta_response, MetaResponse, MetaStatus};
-use ringcache_protocol::text::response::{parse_response, Response};
+use ringcache_protocol::text::response::{parse_response, Response, RING_CHANGING};
 use ringcache_protocol::text::Expect as ReplyShape;
 use ringcache_protocol::text::{Limits, Request, StoreMode, StoreRequest, KEY_MAX_LEN};
 
@@ -196,6 +196,13 @@ pub(crate) fn store(out: &mut BytesMut, kind: StoreKind, key: Bytes, value: Byte
         noreply: false,
     })
     .encode_with(out, false);
+}
+
+/// Whether a reply is ringcache's `SERVER_ERROR ring changing`: the node could not
+/// place the request while its ring and its peers' disagree; nothing was
+/// acknowledged.
+pub(crate) fn is_ring_changing(reply: &[u8]) -> bool {
+    reply == RING_CHANGING
 }
 
 /// Reads one meta reply; error lines become [`Error::Server`].

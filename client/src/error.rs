@@ -51,8 +51,8 @@ pub enum Error {
     /// resolve.
     #[error("configuration: {0}")]
     Config(String),
-    /// No seed answered `topology` with a usable view (unreachable, malformed reply,
-    /// or a placement hash this client does not implement).
+    /// A seed answered `topology` without a usable view (a malformed reply, as from
+    /// a plain memcached, or a placement hash this client does not implement).
     #[error("topology: {0}")]
     Topology(String),
     /// The origin failed to load a value. Nothing was cached.

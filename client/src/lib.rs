@@ -5,9 +5,13 @@
 //! places keys with the same consistent-hash ring as the nodes
 //! ([`ringcache_protocol::ring`]) and talks straight to each key's owner over a few
 //! pipelined connections per node: no forwarding hop. It follows membership changes
-//! in the background, marks failing nodes down and probes them back, fails reads over
-//! to the key's other owners, and treats an unreachable cache as a miss so that a
-//! read-through keeps answering from the origin.
+//! in the background, marks a node down after a few failed requests of any kind (a
+//! frozen node that accepts connections and never answers included) and probes it
+//! back, fails reads over to the key's other owners, resends requests a node refused
+//! because its ring was changing, and treats an unreachable cache as a miss so that a
+//! read-through keeps answering from the origin (within one timeout when every owner
+//! is down or hung). It can be built while the cache is down: it keeps looking for
+//! the cluster in the background and uses it once a seed answers.
 //!
 //! ```no_run
 //! # async fn run() -> ringcache_client::Result<()> {

@@ -128,6 +128,11 @@ impl ClientMetrics {
                 "Write-backs refused because a newer write or a delete came first.",
                 s.writebacks_refused,
             ),
+            counter(
+                "ringcache_client_ring_changing_retries_total",
+                "Requests sent again after a node answered that its ring was changing.",
+                s.ring_changing_retries,
+            ),
             gauge(
                 "ringcache_client_nodes",
                 "Nodes in the client's view of the cluster.",
@@ -186,7 +191,7 @@ mod tests {
             nodes_down: 1,
         };
         let samples = m.samples();
-        assert_eq!(samples.len(), 15);
+        assert_eq!(samples.len(), 16);
         for s in &samples {
             assert!(s.name.starts_with("ringcache_client_"), "{}", s.name);
             assert_eq!(s.name.ends_with("_total"), s.kind == MetricKind::Counter, "{}", s.name);
@@ -204,6 +209,6 @@ mod tests {
         ] {
             assert!(page.lines().any(|l| l == line), "{line} missing from\n{page}");
         }
-        assert_eq!(page.lines().count(), 15 * 3);
+        assert_eq!(page.lines().count(), 16 * 3);
     }
 }

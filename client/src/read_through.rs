@@ -25,7 +25,13 @@
 //!
 //! # When the cache is unreachable
 //! If no owner of the key answers, the value comes straight from the origin and
-//! nothing is cached: the application keeps working, a little slower.
+//! nothing is cached: the application keeps working, a little slower. The cache gets
+//! one `timeout` per call in all: the lease and, when the lease fails, the plain read
+//! from the key's other owners share one deadline, so with every owner down or hung
+//! (a frozen process accepts connections and never answers) the caller has the
+//! origin's value after one timeout, and at once when the owners are already marked
+//! down. Likewise before the client has found the cluster (built while no seed
+//! answered).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,7 +44,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::{join_all, Client, Counters};
+use crate::client::{join_all, Client, Counters, Resend};
 use crate::command::{self, check_key, exptime, Lookup, MetaWrite};
 use crate::error::{Error, Result};
 
@@ -264,8 +270,9 @@ impl<O: Origin> ReadThrough<O> {
     }
 
     /// [`ReadThrough::get_or_load`] for many keys: one `get_many`, then leases for
-    /// the misses, one [`Origin::load_many`] for the keys this caller won, and the
-    /// single-key path for keys another caller is loading.
+    /// the misses, one [`Origin::load_many`] for the keys this caller won (and those
+    /// no owner answered for: not cached), and the single-key path for keys another
+    /// caller is loading. The batch read and the leases share one `timeout`.
     ///
     /// ```no_run
     /// # use bytes::Bytes;
@@ -281,21 +288,34 @@ impl<O: Origin> ReadThrough<O> {
     /// # Ok(()) }
     /// ```
     pub async fn get_many_or_load<K: AsRef<[u8]>>(&self, keys: &[K], ttl: Duration) -> Result<Vec<Option<Bytes>>> {
-        let mut out = self.client.get_many(keys).await?;
+        // As for one key, the cache gets one timeout in all (the batch read and the
+        // leases); keys it could not answer for in time come from the origin,
+        // uncached.
+        let until = Instant::now() + self.client.inner.settings.timeout;
+        let mut out = self.client.get_many_until(keys, Some(until)).await?;
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
         if missing.is_empty() {
             return Ok(out);
         }
         let span = tracing::debug_span!("ringcache.get_many_or_load", missing = missing.len());
         async {
-            let leases = join_all(missing.iter().map(|&i| self.lease(keys[i].as_ref())).collect()).await;
-            let mut won: Vec<(usize, u64)> = Vec::new();
+            let leases = join_all(
+                missing
+                    .iter()
+                    .map(|&i| self.lease(keys[i].as_ref(), Some(until)))
+                    .collect(),
+            )
+            .await;
+            // Keys to load: with the lease's CAS to write back with, or `None` when no
+            // owner answered in time (loaded, not cached).
+            let mut won: Vec<(usize, Option<u64>)> = Vec::new();
             let mut single: Vec<usize> = Vec::new();
             for (&i, lease) in missing.iter().zip(leases) {
                 match lease {
                     Ok(Lookup::Hit(item)) => out[i] = Some(item.value),
-                    Ok(Lookup::Placeholder { cas, won: true }) => won.push((i, cas)),
-                    Ok(Lookup::Stale { item, won: true }) if !self.allow_stale => won.push((i, item.cas)),
+                    Ok(Lookup::Placeholder { cas, won: true }) => won.push((i, Some(cas))),
+                    Ok(Lookup::Stale { item, won: true }) if !self.allow_stale => won.push((i, Some(item.cas))),
+                    Err(e) if e.is_unavailable() => won.push((i, None)),
                     // Another caller's load, a stale value, no lease, or no cache:
                     // the single-key path knows each case.
                     Ok(_) | Err(_) => single.push(i),
@@ -312,9 +332,10 @@ impl<O: Origin> ReadThrough<O> {
                         let writes = won.iter().zip(&batch).zip(values).map(|((&(i, cas), key), value)| {
                             out[i] = value.clone();
                             async move {
-                                match value {
-                                    Some(v) => self.write_back(key, &v, ttl, cas).await,
-                                    None => self.release(key, cas).await,
+                                match (cas, value) {
+                                    (Some(cas), Some(v)) => self.write_back(key, &v, ttl, cas).await,
+                                    (Some(cas), None) => self.release(key, cas).await,
+                                    (None, _) => {}
                                 }
                             }
                         });
@@ -330,7 +351,10 @@ impl<O: Origin> ReadThrough<O> {
                             Err(e) => Error::Origin(Arc::from(e)),
                         };
                         Counters::add(&self.client.inner.stats.origin_errors);
-                        let releases = won.iter().zip(&batch).map(|(&(_, cas), key)| self.release(key, cas));
+                        let releases = won
+                            .iter()
+                            .zip(&batch)
+                            .filter_map(|(&(_, cas), key)| Some(self.release(key, cas?)));
                         join_all(releases.collect()).await;
                         return Err(err);
                     }
@@ -393,13 +417,17 @@ impl<O: Origin> ReadThrough<O> {
         }
     }
 
-    /// `mg <key> v f c N<lease ttl>` at the key's primary.
-    async fn lease(&self, key: &[u8]) -> Result<Lookup> {
+    /// `mg <key> v f c N<lease ttl>` at the key's primary, given up at `until`.
+    async fn lease(&self, key: &[u8], until: Option<Instant>) -> Result<Lookup> {
         check_key(key)?;
         let lease_secs = i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let mut wire = BytesMut::new();
         command::meta_get(&mut wire, key, Some((b'N', lease_secs)));
-        let reply = self.client.inner.write(key, wire.freeze(), Expect::Meta).await?;
+        let reply = self
+            .client
+            .inner
+            .write_until(key, wire.freeze(), Expect::Meta, Resend::RingChanging, until)
+            .await?;
         command::decode_lookup(&reply)
     }
 
@@ -410,7 +438,11 @@ impl<O: Origin> ReadThrough<O> {
         let mut pause = Duration::from_millis(5);
         let mut waited = false;
         loop {
-            let held = match self.lease(key).await {
+            // The cache gets one `timeout` per try, the lease and the plain read
+            // after a failed lease together: with every owner down or frozen the
+            // caller has the origin's value after one timeout, not two.
+            let until = Instant::now() + self.client.inner.settings.timeout;
+            let held = match self.lease(key, Some(until)).await {
                 Ok(Lookup::Hit(item)) => {
                     Counters::add(&stats.hits);
                     return Ok(Some(item.value));
@@ -445,7 +477,7 @@ impl<O: Origin> ReadThrough<O> {
                 Ok(Lookup::Placeholder { cas, won: false }) => cas,
                 Err(e) => {
                     tracing::debug!(error = %e, "no lease; plain read");
-                    return self.degraded(key).await;
+                    return self.degraded(key, until).await;
                 }
             };
             // Another caller holds the lease: wait for its write-back.
@@ -465,12 +497,23 @@ impl<O: Origin> ReadThrough<O> {
     }
 
     /// No lease could be taken (the primary is unreachable, or answered an error):
-    /// read from any owner, else load from the origin without caching.
-    async fn degraded(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if let Some(item) = self.client.gets(key).await.ok().flatten() {
-            return Ok(Some(item.value));
+    /// read from any owner until `until`, else load from the origin without caching.
+    async fn degraded(&self, key: &[u8], until: Instant) -> Result<Option<Bytes>> {
+        let inner = &self.client.inner;
+        let mut wire = BytesMut::new();
+        command::meta_get(&mut wire, key, None);
+        let item = match inner.read_until(key, wire.freeze(), Expect::Meta, Some(until)).await {
+            Ok(Some(reply)) => match command::decode_lookup(&reply) {
+                Ok(lookup) => inner.plain(key, lookup).await,
+                Err(_) => None,
+            },
+            Ok(None) | Err(_) => None,
+        };
+        inner.count_read(item.is_some());
+        match item {
+            Some(item) => Ok(Some(item.value)),
+            None => self.load(key).await,
         }
-        self.load(key).await
     }
 
     async fn load(&self, key: &[u8]) -> Result<Option<Bytes>> {

@@ -9,10 +9,11 @@
 //!
 //! # Health (TKO)
 //! Like mcrouter, a node that fails `tko_threshold` requests in a row (refused,
-//! broken, timed out) is marked down ("TKO"): requests skip it at once instead of
-//! paying a timeout each, reads go to the next owner, and one background probe per
-//! down node tries it again every `probe_interval` until it answers. Any answer
-//! resets the count.
+//! broken, timed out), whatever the request, is marked down ("TKO"): requests skip it
+//! at once instead of paying a timeout each, reads go to the next owner, and one
+//! background probe per down node tries it again every `probe_interval` until it
+//! answers. Any answer (an error line too) resets the count; opening a connection
+//! does not, since a frozen process's kernel still accepts them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +114,16 @@ impl View {
             nodes.push(node);
         }
         Ok(View { ring, nodes, version })
+    }
+
+    /// A view with no nodes: every key has no owner (reads miss, writes fail with
+    /// [`Error::NoNode`]). A client built while no seed answers starts with it.
+    pub(crate) fn empty() -> Result<View> {
+        let config = RingConfig {
+            vnodes: ringcache_protocol::ring::DEFAULT_VNODES,
+            replicas: 1,
+        };
+        View::build(Vec::new(), config, 0, None, 1, Duration::from_secs(1))
     }
 
     /// Builds the view a `topology` reply describes.

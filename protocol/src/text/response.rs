@@ -94,6 +94,12 @@ error_line!(
     NO_MEMORY, NO_MEMORY_MSG, "SERVER_ERROR", "out of memory"
 );
 error_line!(
+    /// ringcache: a request that could not be placed, or a write not acknowledged,
+    /// because the nodes' rings disagree for a moment (a membership change). Nothing
+    /// was acknowledged; the client may retry.
+    RING_CHANGING, RING_CHANGING_MSG, "SERVER_ERROR", "ring changing"
+);
+error_line!(
     /// `incr`/`decr` on a value that is not a number.
     NON_NUMERIC, NON_NUMERIC_MSG, "CLIENT_ERROR", "cannot increment or decrement non-numeric value"
 );
