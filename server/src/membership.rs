@@ -586,7 +586,24 @@ impl Task {
                     self.awareness.apply(-1);
                 }
             }
-            Timer::ChangeSuspectToDown { member_id, .. } => self.suspicions.fired(member_id.0.gossip, seq),
+            Timer::ChangeSuspectToDown {
+                member_id, incarnation, ..
+            } => {
+                self.suspicions.fired(member_id.0.gossip, seq);
+                // foca 2.0.0 checks that the suspect has not refuted (its incarnation is
+                // still the one suspected) before declaring it down, but then sends it
+                // `TurnUndead` whether or not it did: a member that refuted in time is
+                // told it is down anyway and rejoins with a new identity (its ring
+                // entry changes and it drops its data). So a suspicion that no longer
+                // holds never reaches foca.
+                let holds = self
+                    .foca
+                    .iter_members()
+                    .any(|m| m.id() == member_id && m.incarnation() == *incarnation && m.state() == foca::State::Suspect);
+                if !holds {
+                    return;
+                }
+            }
             _ => {}
         }
         if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
