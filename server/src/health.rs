@@ -163,7 +163,12 @@ impl Suspicions {
     /// confirmation, and if it brings a running suspicion's end forward, that
     /// suspicion's timer and its new due time (reschedule it, then call
     /// [`Suspicions::scheduled`]).
-    pub(crate) fn confirm(&mut self, suspect: SocketAddr, asker: SocketAddr, now: Instant) -> (bool, Option<(u64, Instant)>) {
+    pub(crate) fn confirm(
+        &mut self,
+        suspect: SocketAddr,
+        asker: SocketAddr,
+        now: Instant,
+    ) -> (bool, Option<(u64, Instant)>) {
         if asker == suspect {
             return (false, None);
         }
@@ -173,7 +178,8 @@ impl Suspicions {
         let new = askers.insert(asker, now).is_none();
         // Forget suspects nobody asked about lately (bounded memory).
         if self.asked.len() > 1024 {
-            self.asked.retain(|_, askers| askers.values().any(|at| now.saturating_duration_since(*at) <= window));
+            self.asked
+                .retain(|_, askers| askers.values().any(|at| now.saturating_duration_since(*at) <= window));
         }
         let Some(r) = self.running.get_mut(&suspect) else {
             return (new, None);
@@ -260,7 +266,11 @@ mod tests {
         assert_eq!(due, later + max * 3, "no confirmation, stretched by 3");
         s.scheduled(addr(1), 5);
         let (_, moved) = s.confirm(addr(1), addr(2), later + Duration::from_millis(10));
-        assert_eq!(moved, Some((5, later + min * 3)), "one confirmation of one expected: min, still stretched");
+        assert_eq!(
+            moved,
+            Some((5, later + min * 3)),
+            "one confirmation of one expected: min, still stretched"
+        );
     }
 
     #[test]

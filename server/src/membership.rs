@@ -35,6 +35,13 @@
 //! of one sees a node of the other among its seeds. Its own address among them is
 //! ignored.
 //!
+//! Failure detection (see [`crate::health`]): foca asks for every timer through its
+//! runtime, and the task schedules them stretched by this node's local health
+//! (Lifeguard), times each suspicion itself (from `suspect_max_timeout` down to
+//! `suspect_timeout` as other members confirm it) and reads each packet once more
+//! ([`decode_packet`]) for what foca does not report: acks, probe requests and
+//! suspicions of this node.
+//!
 //! What goes on the wire is `ringcache_protocol::gossip`: the packets (foca's
 //! `Header` + updates, encoded by [`BincodeCodec`], at most [`MAX_PACKET`] bytes), the
 //! identity type ([`NodeIdentity`]) and, with a cluster secret, the sealed envelope
@@ -580,11 +587,9 @@ impl Task {
                 // (foca schedules the suspicion).
                 self.acked_by = None;
             }
-            Timer::SendIndirectProbe { probed_id, .. } => {
-                if self.acked_by == Some(probed_id.0.gossip) {
-                    // Answered in time: this node keeps up.
-                    self.awareness.apply(-1);
-                }
+            Timer::SendIndirectProbe { probed_id, .. } if self.acked_by == Some(probed_id.0.gossip) => {
+                // Answered in time: this node keeps up.
+                self.awareness.apply(-1);
             }
             Timer::ChangeSuspectToDown {
                 member_id, incarnation, ..
@@ -596,10 +601,9 @@ impl Task {
                 // told it is down anyway and rejoins with a new identity (its ring
                 // entry changes and it drops its data). So a suspicion that no longer
                 // holds never reaches foca.
-                let holds = self
-                    .foca
-                    .iter_members()
-                    .any(|m| m.id() == member_id && m.incarnation() == *incarnation && m.state() == foca::State::Suspect);
+                let holds = self.foca.iter_members().any(|m| {
+                    m.id() == member_id && m.incarnation() == *incarnation && m.state() == foca::State::Suspect
+                });
                 if !holds {
                     return;
                 }

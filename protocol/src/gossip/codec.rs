@@ -67,7 +67,8 @@ pub fn decode_packet(packet: &[u8]) -> Result<(Header<NodeIdentity>, Vec<Member<
     let mut data = packet;
     let header = BincodeCodec.decode_header(&mut data)?;
     let mut updates = Vec::new();
-    if data.remaining() >= 2 && header.message != foca::Message::Broadcast && header.message != foca::Message::Announce {
+    if data.remaining() >= 2 && header.message != foca::Message::Broadcast && header.message != foca::Message::Announce
+    {
         let n = data.get_u16();
         for _ in 0..n {
             updates.push(BincodeCodec.decode_member(&mut data)?);
