@@ -309,6 +309,9 @@ impl Cluster {
         peers: Arc<dyn Peers>,
         stats: Arc<ClusterStats>,
     ) -> Arc<Cluster> {
+        // The shortest a peer can take to declare this node down: its probe fails a
+        // probe period after it was sent, and a fully confirmed suspicion lasts the
+        // minimum suspicion timeout (local health only stretches both).
         let freeze = FreezeGuard::start(config.gossip.probe_period + config.gossip.suspect_timeout);
         // A node given seeds (other than itself; a name may list others even if it
         // lists only this node now) belongs to a cluster it has not met yet.

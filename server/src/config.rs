@@ -85,18 +85,31 @@ pub struct Config {
     #[arg(long = "vnodes", default_value_t = 160, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Cluster")]
     pub vnodes: u32,
 
-    /// Gossip: how often each node probes a random member, in milliseconds.
-    #[arg(long = "gossip-probe-ms", default_value_t = 500, help_heading = "Cluster")]
+    /// Gossip: how often each node probes a member (round robin), in milliseconds.
+    /// A node that finds itself slow (late timers, probes it gave up on, suspicions of
+    /// itself it had to refute) stretches this, the ack timeout and the suspicion
+    /// timeouts by up to 9 times until it recovers (Lifeguard's local health).
+    #[arg(long = "gossip-probe-ms", default_value_t = 200, help_heading = "Cluster")]
     pub gossip_probe_ms: u64,
 
-    /// Gossip: how long a probe waits for its ack, in milliseconds.
-    #[arg(long = "gossip-rtt-ms", default_value_t = 200, help_heading = "Cluster")]
+    /// Gossip: how long a probe waits for its ack before asking other members to try,
+    /// in milliseconds (the probe fails if nobody got an ack by the next probe).
+    #[arg(long = "gossip-rtt-ms", default_value_t = 100, help_heading = "Cluster")]
     pub gossip_rtt_ms: u64,
 
-    /// Gossip: how long a suspected node has to refute before it is declared down,
-    /// in milliseconds.
-    #[arg(long = "gossip-suspect-ms", default_value_t = 1500, help_heading = "Cluster")]
+    /// Gossip: how long a suspected node has to refute before it is declared down, at
+    /// least, in milliseconds: the time once other members confirmed the suspicion.
+    /// A crashed node is off every ring about 2 probe periods plus this after it died;
+    /// a process that stands still (paused, frozen) longer than a probe period plus
+    /// this may be declared down, and drops its data when it resumes.
+    #[arg(long = "gossip-suspect-ms", default_value_t = 400, help_heading = "Cluster")]
     pub gossip_suspect_ms: u64,
+
+    /// Gossip: how long a suspicion that no other member confirmed lasts, in
+    /// milliseconds; it shrinks toward --gossip-suspect-ms as confirmations arrive
+    /// (Lifeguard). At least --gossip-suspect-ms.
+    #[arg(long = "gossip-suspect-max-ms", default_value_t = 1600, help_heading = "Cluster")]
+    pub gossip_suspect_max_ms: u64,
 
     /// Shared cluster secret: authenticates and encrypts every gossip packet and
     /// authenticates peer connections. Every node must have the same one. Needed

@@ -27,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod exec;
 pub mod forward_stats;
+mod health;
 pub mod membership;
 pub mod node;
 pub mod peer_connection;

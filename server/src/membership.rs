@@ -35,6 +35,13 @@
 //! of one sees a node of the other among its seeds. Its own address among them is
 //! ignored.
 //!
+//! Failure detection (see [`crate::health`]): foca asks for every timer through its
+//! runtime, and the task schedules them stretched by this node's local health
+//! (Lifeguard), times each suspicion itself (from `suspect_max_timeout` down to
+//! `suspect_timeout` as other members confirm it) and reads each packet once more
+//! ([`decode_packet`]) for what foca does not report: acks, probe requests and
+//! suspicions of this node.
+//!
 //! What goes on the wire is `ringcache_protocol::gossip`: the packets (foca's
 //! `Header` + updates, encoded by [`BincodeCodec`], at most [`MAX_PACKET`] bytes), the
 //! identity type ([`NodeIdentity`]) and, with a cluster secret, the sealed envelope
@@ -53,13 +60,16 @@ use foca::{AccumulatingRuntime, Config as FocaConfig, Foca, OwnedNotification, T
 use foca_rand::rngs::SmallRng;
 use foca_rand::SeedableRng;
 use ringcache_protocol::cluster::{MemberState, NodeId};
-use ringcache_protocol::gossip::{unix_millis, BincodeCodec, ClusterKey, Farewell, NodeIdentity, MAX_PACKET};
+use ringcache_protocol::gossip::{
+    decode_packet, unix_millis, BincodeCodec, ClusterKey, Farewell, NodeIdentity, MAX_PACKET,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::health::{expected_confirmations, Awareness, Start, Suspicions};
 use crate::quorum::{Change, Count, Quorum};
 use crate::seeds::{system_resolver, Resolver, Seed, Seeds};
 
@@ -81,8 +91,11 @@ pub struct GossipConfig {
     pub probe_period: Duration,
     /// How long a probe waits for its ack before asking others to probe.
     pub probe_rtt: Duration,
-    /// How long a suspect member has to refute before it is declared down.
+    /// How long a suspect member has to refute before it is declared down, at least
+    /// (once enough other members confirmed the suspicion; see [`crate::health`]).
     pub suspect_timeout: Duration,
+    /// How long a suspicion nobody else confirmed lasts.
+    pub suspect_max_timeout: Duration,
     /// The cluster secret: when set, every packet is sealed and unsealed with it.
     pub key: Option<Arc<ClusterKey>>,
 }
@@ -141,6 +154,15 @@ pub struct GossipStats {
     pub auth_failures: AtomicU64,
     /// Times this node rejoined the cluster after being declared down.
     pub rejoins: AtomicU64,
+    /// Members this node saw declared down (by itself or by others' gossip).
+    pub members_down: AtomicU64,
+    /// Suspicions this node raised (its probe of a member failed).
+    pub suspicions: AtomicU64,
+    /// Independent confirmations of its suspicions (other members that asked it to
+    /// probe a member, their own probe having failed).
+    pub confirmations: AtomicU64,
+    /// This node's local health score (0 = healthy; see [`crate::health::Awareness`]).
+    pub awareness: AtomicU64,
     /// This node's quorum count, `up << 32 | known` (see [`crate::quorum`]).
     quorum: AtomicU64,
 }
@@ -252,6 +274,11 @@ impl Membership {
             runtime: AccumulatingRuntime::new(),
             socket,
             timers: Timers::default(),
+            awareness: Awareness::default(),
+            suspicions: Suspicions::new(cfg.suspect_timeout, cfg.suspect_max_timeout),
+            lag_limit: cfg.probe_rtt / 2,
+            acked_by: None,
+            suspected_as: None,
             seeds: Seeds::new(&cfg.seeds, local_addr, Instant::now()),
             resolver,
             lookups: JoinSet::new(),
@@ -335,7 +362,9 @@ fn foca_config(cfg: &GossipConfig) -> FocaConfig {
     let mut c = FocaConfig::new_lan(std::num::NonZeroU32::new(16).expect("nonzero"));
     c.probe_period = cfg.probe_period;
     c.probe_rtt = cfg.probe_rtt;
-    c.suspect_to_down_after = cfg.suspect_timeout;
+    // The membership task replaces this with its own timeout (between
+    // `suspect_timeout` and `suspect_max_timeout`, see `crate::health`).
+    c.suspect_to_down_after = cfg.suspect_max_timeout;
     c.max_packet_size = NonZeroUsize::new(MAX_PACKET).expect("nonzero");
     c.max_transmissions = NonZeroU8::new(10).expect("nonzero");
     // Remember down members long enough that stale gossip cannot revive them.
@@ -364,24 +393,47 @@ struct Timers {
 }
 
 impl Timers {
-    fn push(&mut self, at: Instant, timer: Timer<NodeIdentity>) {
+    /// Schedules `timer` at `at`; returns its handle.
+    fn push(&mut self, at: Instant, timer: Timer<NodeIdentity>) -> u64 {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq)));
         self.events.insert(self.seq, timer);
+        self.seq
     }
 
-    fn next_due(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+    /// Drops the timer `seq` (its heap entry is skipped when it comes up).
+    fn cancel(&mut self, seq: u64) {
+        self.events.remove(&seq);
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<Timer<NodeIdentity>> {
-        match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => {
-                let Reverse((_, seq)) = self.heap.pop()?;
-                self.events.remove(&seq)
+    /// Moves the timer `seq` to `at`; returns its new handle.
+    fn reschedule(&mut self, seq: u64, at: Instant) -> Option<u64> {
+        let timer = self.events.remove(&seq)?;
+        Some(self.push(at, timer))
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, seq))) = self.heap.peek() {
+            if self.events.contains_key(seq) {
+                return Some(*at);
             }
-            _ => None,
+            self.heap.pop();
         }
+        None
+    }
+
+    /// The next timer due by `now`: when it was due, its handle and the timer.
+    fn pop_due(&mut self, now: Instant) -> Option<(Instant, u64, Timer<NodeIdentity>)> {
+        while let Some(Reverse((at, seq))) = self.heap.peek().copied() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(timer) = self.events.remove(&seq) {
+                return Some((at, seq, timer));
+            }
+        }
+        None
     }
 }
 
@@ -394,6 +446,17 @@ struct Task {
     runtime: AccumulatingRuntime<NodeIdentity>,
     socket: UdpSocket,
     timers: Timers,
+    /// This node's own health (Lifeguard): stretches its probe and suspicion timers.
+    awareness: Awareness,
+    /// This node's suspicions and their confirmations.
+    suspicions: Suspicions,
+    /// A timer firing later than this means the process is starved (event-loop lag).
+    lag_limit: Duration,
+    /// The member whose direct `Ack` arrived since the current probe started.
+    acked_by: Option<SocketAddr>,
+    /// The last suspicion of this node (identity incarnation, SWIM incarnation) that
+    /// counted against its health: foca refutes each one once.
+    suspected_as: Option<(u64, u16)>,
     seeds: Seeds,
     resolver: Resolver,
     /// The lookups of the current round of seed names: (name index, answer).
@@ -439,6 +502,7 @@ impl Task {
                             },
                             None => &buf[..n],
                         };
+                        self.inspect(packet);
                         if let Err(e) = self.foca.handle_data(packet, &mut self.runtime) {
                             self.stats.packets_bad.fetch_add(1, Relaxed);
                             debug!(%from, error = %e, "gossip packet rejected");
@@ -448,10 +512,15 @@ impl Task {
                 },
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
-                    while let Some(timer) = self.timers.pop_due(now) {
-                        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
-                            debug!(error = %e, "gossip timer");
-                        }
+                    let mut late = false;
+                    while let Some((due, seq, timer)) = self.timers.pop_due(now) {
+                        late |= now.saturating_duration_since(due) > self.lag_limit;
+                        self.handle_timer(seq, timer);
+                    }
+                    if late {
+                        // This process runs late (CPU-starved, paused): its own
+                        // verdicts on others deserve less trust.
+                        self.awareness.apply(1);
                     }
                 }
                 _ = announce.tick() => {
@@ -510,6 +579,127 @@ impl Task {
         }
     }
 
+    /// Hands a due timer to foca, with what Lifeguard learns from it.
+    fn handle_timer(&mut self, seq: u64, timer: Timer<NodeIdentity>) {
+        match &timer {
+            Timer::ProbeRandomMember(_) => {
+                // A new probe starts; a failure of the last one shows in `schedule`
+                // (foca schedules the suspicion).
+                self.acked_by = None;
+            }
+            Timer::SendIndirectProbe { probed_id, .. } if self.acked_by == Some(probed_id.0.gossip) => {
+                // Answered in time: this node keeps up.
+                self.awareness.apply(-1);
+            }
+            Timer::ChangeSuspectToDown {
+                member_id, incarnation, ..
+            } => {
+                self.suspicions.fired(member_id.0.gossip, seq);
+                // foca 2.0.0 checks that the suspect has not refuted (its incarnation is
+                // still the one suspected) before declaring it down, but then sends it
+                // `TurnUndead` whether or not it did: a member that refuted in time is
+                // told it is down anyway and rejoins with a new identity (its ring
+                // entry changes and it drops its data). So a suspicion that no longer
+                // holds never reaches foca.
+                let holds = self.foca.iter_members().any(|m| {
+                    m.id() == member_id && m.incarnation() == *incarnation && m.state() == foca::State::Suspect
+                });
+                if !holds {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+            debug!(error = %e, "gossip timer");
+        }
+        // Scheduled now, with the health as it stands (a probe's ack timeout and its
+        // period are stretched alike, as foca's probe cycle requires).
+        self.schedule();
+    }
+
+    /// Reads what foca does not report from a packet it is about to handle: direct
+    /// acks (a probe answered), requests to probe a member (another member's direct
+    /// probe of it failed: a confirmation of a suspicion) and suspicions of this node
+    /// (it will have to refute them: a sign it is slow).
+    fn inspect(&mut self, packet: &[u8]) {
+        let Ok((header, updates)) = decode_packet(packet) else {
+            return;
+        };
+        match &header.message {
+            foca::Message::Ack(_) => self.acked_by = Some(header.src.0.gossip),
+            foca::Message::PingReq { target, .. } => {
+                let now = Instant::now();
+                let (new, moved) = self.suspicions.confirm(target.0.gossip, header.src.0.gossip, now);
+                if new {
+                    self.stats.confirmations.fetch_add(1, Relaxed);
+                }
+                if let Some((seq, due)) = moved {
+                    if let Some(seq) = self.timers.reschedule(seq, due) {
+                        self.suspicions.scheduled(target.0.gossip, seq);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let me = self.foca.identity();
+        for m in &updates {
+            if m.state() == foca::State::Suspect && m.id() == me {
+                let seen = Some((me.0.incarnation, m.incarnation()));
+                if self.suspected_as < seen {
+                    self.suspected_as = seen;
+                    debug!(incarnation = m.incarnation(), "suspected by the cluster; refuting");
+                    self.awareness.apply(1);
+                }
+            }
+        }
+    }
+
+    /// Takes the timers foca asked for into the queue: probe timers stretched by this
+    /// node's health, a suspicion timed by `crate::health` (its first ask means this
+    /// node's probe failed), the rest as asked.
+    fn schedule(&mut self) {
+        let now = Instant::now();
+        let stretch = self.awareness.score() + 1;
+        let mut probe_failed = false;
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            match &timer {
+                Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
+                    self.timers.push(now + self.awareness.scale(after), timer);
+                }
+                Timer::ChangeSuspectToDown {
+                    member_id, incarnation, ..
+                } => {
+                    probe_failed = true;
+                    let suspect = member_id.0.gossip;
+                    let key = xxhash_rust::xxh3::xxh3_64(member_id.0.name.as_bytes())
+                        ^ member_id.0.incarnation.rotate_left(16)
+                        ^ u64::from(*incarnation);
+                    let k = expected_confirmations(self.foca.num_members());
+                    match self.suspicions.start(suspect, key, now, stretch, k) {
+                        Start::Duplicate => {}
+                        Start::New { due, replaces } => {
+                            if let Some(old) = replaces {
+                                self.timers.cancel(old);
+                            }
+                            self.stats.suspicions.fetch_add(1, Relaxed);
+                            debug!(member = ?member_id, timeout = ?due.saturating_duration_since(now), "suspect");
+                            let seq = self.timers.push(due, timer);
+                            self.suspicions.scheduled(suspect, seq);
+                        }
+                    }
+                }
+                _ => {
+                    self.timers.push(now + after, timer);
+                }
+            }
+        }
+        if probe_failed {
+            self.awareness.apply(1);
+        }
+        self.stats.awareness.store(u64::from(self.awareness.score()), Relaxed);
+    }
+
     /// The seed addresses that are neither this node nor a member it knows.
     fn unmet_seeds(&self) -> Vec<SocketAddr> {
         // The identity's gossip address is the socket's bound address.
@@ -557,9 +747,7 @@ impl Task {
                 debug!(to = %dst.0.gossip, error = %e, "gossip send failed");
             }
         }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.timers.push(Instant::now() + after, timer);
-        }
+        self.schedule();
         while let Some(n) = self.runtime.to_notify() {
             match n {
                 OwnedNotification::MemberUp(id) => {
@@ -567,6 +755,7 @@ impl Task {
                     changed = true;
                 }
                 OwnedNotification::MemberDown(id) => {
+                    self.stats.members_down.fetch_add(1, Relaxed);
                     info!(member = ?id, "member down");
                     changed = true;
                 }
@@ -695,6 +884,7 @@ mod tests {
             probe_period: Duration::from_millis(300),
             probe_rtt: Duration::from_millis(150),
             suspect_timeout: Duration::from_millis(900),
+            suspect_max_timeout: Duration::from_millis(1800),
             key: None,
         }
     }

@@ -35,6 +35,7 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
         probe_period: Duration::from_millis(config.gossip_probe_ms.max(10)),
         probe_rtt: Duration::from_millis(config.gossip_rtt_ms.max(5)),
         suspect_timeout: Duration::from_millis(config.gossip_suspect_ms.max(10)),
+        suspect_max_timeout: Duration::from_millis(config.gossip_suspect_max_ms.max(config.gossip_suspect_ms.max(10))),
         key: config
             .gossip_key
             .as_deref()

@@ -140,6 +140,11 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "gossip_packets_out", gs.packets_out.load(Relaxed));
         write_stat(out, "gossip_packets_bad", gs.packets_bad.load(Relaxed));
         write_stat(out, "gossip_auth_failures", gs.auth_failures.load(Relaxed));
+        write_stat(out, "gossip_rejoins", gs.rejoins.load(Relaxed));
+        write_stat(out, "gossip_members_down", gs.members_down.load(Relaxed));
+        write_stat(out, "gossip_suspicions", gs.suspicions.load(Relaxed));
+        write_stat(out, "gossip_confirmations", gs.confirmations.load(Relaxed));
+        write_stat(out, "gossip_awareness", gs.awareness.load(Relaxed));
     }
     out.put_slice(END);
 }

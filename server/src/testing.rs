@@ -194,6 +194,7 @@ impl TestCluster {
                     probe_period: Duration::from_millis(500),
                     probe_rtt: Duration::from_millis(200),
                     suspect_timeout: Duration::from_millis(1500),
+                    suspect_max_timeout: Duration::from_millis(1500),
                     key: None,
                 },
                 ring: RingConfig { vnodes: 160, replicas },

@@ -54,6 +54,29 @@ impl foca::Codec<NodeIdentity> for BincodeCodec {
     }
 }
 
+/// A gossip packet as foca lays it out: the header, then (unless the message is a
+/// custom broadcast or an announce) a big-endian `u16` count of member updates and the
+/// updates; custom broadcasts, if any, follow and are left out.
+///
+/// foca decodes every packet itself; the membership task reads packets a second time
+/// through this to learn what foca does not report: who asked it to probe whom
+/// (`PingReq`, an independent suspicion) and what others say about it (a suspicion it
+/// had to refute).
+pub fn decode_packet(packet: &[u8]) -> Result<(Header<NodeIdentity>, Vec<Member<NodeIdentity>>), CodecError> {
+    use foca::Codec;
+    let mut data = packet;
+    let header = BincodeCodec.decode_header(&mut data)?;
+    let mut updates = Vec::new();
+    if data.remaining() >= 2 && header.message != foca::Message::Broadcast && header.message != foca::Message::Announce
+    {
+        let n = data.get_u16();
+        for _ in 0..n {
+            updates.push(BincodeCodec.decode_member(&mut data)?);
+        }
+    }
+    Ok((header, updates))
+}
+
 #[cfg(test)]
 mod tests {
     use foca::{Codec, Message, State};
@@ -121,6 +144,48 @@ mod tests {
             "0164007f000001fb5e1b0100000000000000000000000000000001fb5f1bfdffffffffffffffff0701"
         );
         assert_eq!(BincodeCodec.decode_member(&buf[..]).unwrap(), member);
+    }
+
+    #[test]
+    fn a_packet_decodes_to_its_header_and_updates() {
+        let id = |name: &str, port: u16| {
+            NodeIdentity(NodeId {
+                name: name.into(),
+                gossip: format!("127.0.0.1:{port}").parse().unwrap(),
+                client: format!("127.0.0.1:{}", port + 1).parse().unwrap(),
+                incarnation: 1,
+            })
+        };
+        let header = Header {
+            src: id("a", 7000),
+            src_incarnation: 0,
+            dst: id("b", 7002),
+            message: Message::PingReq {
+                target: id("c", 7004),
+                probe_number: 1,
+            },
+        };
+        let updates = vec![
+            Member::new(id("b", 7002), 4, State::Suspect),
+            Member::new(id("c", 7004), 0, State::Alive),
+        ];
+        let mut buf = Vec::new();
+        BincodeCodec.encode_header(&header, &mut buf).unwrap();
+        buf.put_u16(updates.len() as u16);
+        for m in &updates {
+            BincodeCodec.encode_member(m, &mut buf).unwrap();
+        }
+        // A custom broadcast may follow the updates; it is not read.
+        buf.extend_from_slice(b"\x00\x03abc");
+        assert_eq!(decode_packet(&buf).unwrap(), (header.clone(), updates));
+
+        let mut bare = Vec::new();
+        BincodeCodec.encode_header(&header, &mut bare).unwrap();
+        assert_eq!(decode_packet(&bare).unwrap(), (header, vec![]));
+        // A count promising more updates than the packet holds is an error.
+        bare.put_u16(3);
+        assert!(decode_packet(&bare).is_err());
+        assert!(decode_packet(b"").is_err());
     }
 
     #[test]

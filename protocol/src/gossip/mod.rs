@@ -23,7 +23,7 @@ use foca::Identity;
 
 use crate::cluster::NodeId;
 
-pub use codec::{BincodeCodec, CodecError};
+pub use codec::{decode_packet, BincodeCodec, CodecError};
 pub use farewell::Farewell;
 pub use seal::{ClusterKey, NONCE_LEN, PROOF_MAX_AGE, SEAL_OVERHEAD};
 
