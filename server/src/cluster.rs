@@ -611,12 +611,14 @@ impl Cluster {
 
     /// The longest a write waits for the membership's verdict on an owner it cannot
     /// reach (`router::write`): a failed node is suspected within a probe period and
-    /// its round trip, declared down once the suspicion times out, and the verdict
+    /// its round trip, declared down once the suspicion times out (at most the
+    /// suspicion nobody confirmed, `suspect_max_timeout`), and the verdict
     /// reaches this node within about another probe period; plus one peer timeout for
     /// the request that found the owner unreachable to fail. Past that, the owner is
     /// alive but unreachable from here (no verdict will come), and the write is refused.
     pub fn verdict_wait_for(gossip: &GossipConfig, peer_timeout: Duration) -> Duration {
-        gossip.probe_period * 2 + gossip.probe_rtt + gossip.suspect_timeout + peer_timeout
+        let suspicion = gossip.suspect_timeout.max(gossip.suspect_max_timeout);
+        gossip.probe_period * 2 + gossip.probe_rtt + suspicion + peer_timeout
     }
 
     /// Resolves once this node's ring no longer holds `id` (that member, that
