@@ -601,7 +601,7 @@ impl Cluster {
                         }
                     });
                 for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
-                    let cost = chunk.iter().map(|(_, _, b)| b + HANDOFF_ITEM_COST).sum();
+                    let cost: u64 = chunk.iter().map(|(_, _, b)| b + HANDOFF_ITEM_COST).sum();
                     pace.admit(cost).await;
                     let (n, bytes) = self.send_handoff_batch(chunk).await;
                     sent += n;
