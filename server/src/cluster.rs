@@ -40,6 +40,10 @@ const REPAIR_WINDOW: Duration = Duration::from_secs(5);
 /// more ring changes treats every key as moved.
 pub const MAX_WINDOW_RINGS: usize = 16;
 
+/// How often a repair window held open past [`REPAIR_WINDOW`] asks the peers whether
+/// their hand-off is done (see [`Cluster::hold_window`]).
+const HOLD_POLL: Duration = Duration::from_millis(250);
+
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
 
@@ -352,6 +356,10 @@ pub struct Cluster {
     clock: tokio::time::Instant,
     /// Milliseconds since `clock` at the last ring change, plus one (0 = never).
     changed_at: AtomicU64,
+    /// The ring version the repair window is held open for past [`REPAIR_WINDOW`],
+    /// until every peer has reported its hand-off of that ring finished (0: none); see
+    /// [`Cluster::repairing`].
+    held_for: AtomicU64,
     /// False from the start of a node with seeds until it first sees another member
     /// (or the join timeout passes): see [`Cluster::joining`].
     joined: AtomicBool,
@@ -423,6 +431,7 @@ impl Cluster {
             key: config.gossip.key.clone(),
             clock: tokio::time::Instant::now(),
             changed_at: AtomicU64::new(0),
+            held_for: AtomicU64::new(0),
             joined,
             handoffs_running: AtomicU64::new(0),
             handoff_version,
@@ -516,6 +525,8 @@ impl Cluster {
                 let Some(cluster) = weak.upgrade() else { break };
                 let at = cluster.clock.elapsed().as_millis() as u64 + 1;
                 cluster.changed_at.store(at, Relaxed);
+                cluster.held_for.store(next.version, Relaxed);
+                Cluster::hold_window(&cluster, next.version);
                 cluster.rebalance(&prev, &next).await;
             }
         });
@@ -673,15 +684,76 @@ impl Cluster {
         self.store.flush_all(crate::node::unix_now(), 0);
     }
 
-    /// Whether the ring changed within the last few seconds. Nodes adopt a new ring
-    /// one after another as gossip spreads, and items move to their new owners only as
-    /// the hand-off proceeds, so for a while a key's primary may hold an older version
-    /// than another owner (or none). In that window the primary asks the other owners
-    /// for their version before it serves a key, and keeps the newest (largest CAS).
+    /// Whether this node is in the repair window after a ring change: for
+    /// [`REPAIR_WINDOW`], and after that until every other member of the ring has
+    /// reported it adopted it and finished its hand-off of it (see
+    /// [`Cluster::hold_window`]). Nodes adopt a new ring one after another as gossip
+    /// spreads, and items move to their new owners only as the hand-off proceeds, so
+    /// for a while a key's primary may hold an older version than another owner (or
+    /// none). In that window the primary of a key that changed hands asks the other
+    /// owners for their version before it serves the key, and keeps the newest (largest
+    /// CAS); see `router::repair`.
     pub fn repairing(&self) -> bool {
         let at = self.changed_at.load(Relaxed);
         let now = self.clock.elapsed().as_millis() as u64 + 1;
-        at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
+        let recent = at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64;
+        recent || (at != 0 && self.held_for.load(Relaxed) == self.ring_version())
+    }
+
+    /// Holds the repair window of ring `version` open past [`REPAIR_WINDOW`] until every
+    /// other member on it reports (`stats`: `cluster_ring_version`,
+    /// `cluster_handoff_version`) that it placed keys with it and finished handing
+    /// items off for it: a hand-off held to its budget (`--handoff-rate-kb`) may take
+    /// longer than the window, and a key that reaches its new owner late must still be
+    /// repaired until then. Asks every [`HOLD_POLL`] once the window's time is up; stops
+    /// when this node's ring changes (the next ring holds its own window). A member
+    /// that cannot be asked (refused, silent past the peer timeout) is not waited for:
+    /// it is dead or cut off, and a dead node hands nothing off.
+    fn hold_window(cluster: &Arc<Cluster>, version: u64) {
+        let weak = Arc::downgrade(cluster);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD_POLL).await;
+                let Some(cluster) = weak.upgrade() else { return };
+                if cluster.held_for.load(Relaxed) != version || cluster.ring_version() != version {
+                    return;
+                }
+                let at = cluster.changed_at.load(Relaxed);
+                let now = cluster.clock.elapsed().as_millis() as u64 + 1;
+                if now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64 {
+                    continue;
+                }
+                if cluster.peers_handed_off(version).await {
+                    let _ = cluster.held_for.compare_exchange(version, 0, Relaxed, Relaxed);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether every other member of this node's ring that answers reports ring
+    /// `version` adopted and its hand-off finished.
+    async fn peers_handed_off(&self, version: u64) -> bool {
+        let view = self.ring();
+        let me = view.me.and_then(|m| view.ring.node(m));
+        let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
+            let pool = self.peer(peer.client);
+            let wait = self.peer_timeout;
+            async move {
+                match pool
+                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                    .await
+                {
+                    Ok(reply) => {
+                        crate::admin::health::stat(&reply, "cluster_ring_version") == Some(version)
+                            && crate::admin::health::stat(&reply, "cluster_handoff_version") == Some(version)
+                    }
+                    // Not waited for (see `hold_window`).
+                    Err(_) => true,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await.into_iter().all(|done| done)
     }
 
     /// Whether this node is still joining its cluster: it was started with seeds and

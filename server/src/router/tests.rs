@@ -243,7 +243,7 @@ async fn two_ring_changes_in_one_window_repair_a_key_whose_primary_changed_in_th
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_hand_off_sends_the_hottest_items_first_within_its_budget() {
+async fn a_hand_off_sends_the_hottest_items_first_within_its_budget_and_holds_the_window_open() {
     // 10 KiB/s, each item counting its key and value plus 1 KiB: the hand-off of some
     // 150 items takes some 15 s (of paused time), far more than the rest of the test.
     const RATE: u64 = 10 * 1024;
@@ -267,8 +267,15 @@ async fn a_hand_off_sends_the_hottest_items_first_within_its_budget() {
     let started = Instant::now();
     tc.set_members(0, &[0, 1]).await;
     tc.set_members(1, &[0, 1]).await;
+    // Past the window's five seconds, node 0 is still handing off: node 1 keeps
+    // repairing the keys it newly owns until node 0 reports its hand-off done.
+    tokio::time::sleep(PAST_REPAIR).await;
+    assert!(tc.cluster(0).handoff_in_progress());
+    assert!(tc.cluster(1).repairing(), "the window is held open");
     tc.settle().await;
     let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!tc.cluster(1).repairing(), "and closes once the hand-off is done");
     let handed: Vec<usize> = tc
         .peers
         .recorded()
