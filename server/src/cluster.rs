@@ -697,7 +697,9 @@ impl Cluster {
         let at = self.changed_at.load(Relaxed);
         let now = self.clock.elapsed().as_millis() as u64 + 1;
         let recent = at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64;
-        recent || (at != 0 && self.held_for.load(Relaxed) == self.ring_version())
+        // `held_for` is 0 in steady state: no look at the ring then.
+        let held = self.held_for.load(Relaxed);
+        recent || (at != 0 && held != 0 && held == self.ring_version())
     }
 
     /// Holds the repair window of ring `version` open past [`REPAIR_WINDOW`] until every
