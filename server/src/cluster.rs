@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
-use ringcache_protocol::ring::{ring_hash_name, NodeIdx, Ring, RingConfig};
+use ringcache_protocol::ring::{key_hash, ring_hash_name, NodeIdx, Ring, RingConfig, MAX_REPLICAS};
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::peer::PeerRequest;
 use tokio::sync::watch;
@@ -31,10 +31,18 @@ use crate::forward_stats::ForwardStats;
 use crate::membership::{ClusterView, GossipConfig, Membership, OnDeclaredDown};
 use crate::peers::{Peer, PeerPools, Peers, PEER_POOL};
 use crate::secret::ClusterKey;
-use crate::storage::Store;
+use crate::storage::{Store, MAX_HEAT};
 
 /// How long after a ring change this node repairs reads (see [`Cluster::repairing`]).
 const REPAIR_WINDOW: Duration = Duration::from_secs(5);
+
+/// At most this many earlier rings are kept in a [`RingView::window`]; a window with
+/// more ring changes treats every key as moved.
+pub const MAX_WINDOW_RINGS: usize = 16;
+
+/// How often a repair window held open past [`REPAIR_WINDOW`] asks the peers whether
+/// their hand-off is done (see [`Cluster::hold_window`]).
+const HOLD_POLL: Duration = Duration::from_millis(250);
 
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
@@ -58,9 +66,16 @@ pub struct RingView {
     pub states: Vec<MemberState>,
     /// This node's index on the ring.
     pub me: Option<NodeIdx>,
-    /// The ring before this one (for the repair window: nodes that have not yet
-    /// adopted this ring still route by that one).
-    pub previous: Option<Ring<NodeId>>,
+    /// The rings this node placed keys with before this one, within the repair window
+    /// (see [`Cluster::repairing`]), oldest first: the first is the ring in effect when
+    /// the window opened, the last the one just before this ring. Nodes that have not
+    /// yet adopted this ring still route by one of them, and an item written under one
+    /// of them may still be on its way here by hand-off. Empty outside a window (and
+    /// for a ring built on leaving).
+    pub window: Vec<Arc<Ring<NodeId>>>,
+    /// Whether rings were left out of [`RingView::window`] (more than
+    /// [`MAX_WINDOW_RINGS`] changes in one window): every key is then treated as moved.
+    pub window_truncated: bool,
 }
 
 impl RingView {
@@ -88,8 +103,52 @@ impl RingView {
             ring,
             states,
             me,
-            previous: None,
+            window: Vec::new(),
+            window_truncated: false,
         }
+    }
+
+    /// Whether `key`'s primary was not the same node, same incarnation, under this ring
+    /// and every ring of [`RingView::window`] (`true` when the window is empty or
+    /// truncated: nothing is known). A key whose primary stayed put served every write
+    /// acknowledged in the window itself, and needs no read repair (see
+    /// `router::repair`).
+    pub fn primary_moved(&self, key: &[u8]) -> bool {
+        if self.window.is_empty() || self.window_truncated {
+            return true;
+        }
+        let hash = key_hash(key);
+        let now = self.ring.primary_of_hash(hash).and_then(|p| self.ring.node(p));
+        now.is_none()
+            || self
+                .window
+                .iter()
+                .any(|r| r.primary_of_hash(hash).and_then(|p| r.node(p)) != now)
+    }
+
+    /// Whether `key`'s owners (as a set of nodes, same incarnations) were not the same
+    /// under this ring and every ring of [`RingView::window`] (`true` when the window
+    /// is empty or truncated). Every owner of a key whose owners stayed put applied
+    /// every write acknowledged in the window (see `router::repair::may_fail_over`).
+    pub fn owners_moved(&self, key: &[u8]) -> bool {
+        if self.window.is_empty() || self.window_truncated {
+            return true;
+        }
+        let hash = key_hash(key);
+        let mut idx = [NodeIdx::default(); MAX_REPLICAS];
+        let n = self.ring.owners_of_hash_into(hash, &mut idx);
+        let now: Vec<&NodeId> = idx[..n].iter().filter_map(|o| self.ring.node(*o)).collect();
+        if now.len() != n || n == 0 {
+            return true;
+        }
+        self.window.iter().any(|r| {
+            let mut before = [NodeIdx::default(); MAX_REPLICAS];
+            let m = r.owners_of_hash_into(hash, &mut before);
+            m != n
+                || before[..m]
+                    .iter()
+                    .any(|o| r.node(*o).is_none_or(|id| !now.contains(&id)))
+        })
     }
 
     /// The topology clients download.
@@ -145,6 +204,9 @@ pub struct ClusterStats {
     pub handed_off_bytes: AtomicU64,
     /// Reads that found a newer version on another owner and took it (read repair).
     pub repaired: AtomicU64,
+    /// Requests that asked a key's other owners for their version before being served
+    /// here (in the repair window, for a key that changed hands: `router::repair`).
+    pub repair_round_trips: AtomicU64,
     /// Times the whole store was dropped because it may be stale: this node regained a
     /// majority after being cut off from it, was declared down while in a minority, or
     /// was frozen (see `crate::quorum`).
@@ -176,6 +238,45 @@ pub struct ClusterConfig {
     /// [`Cluster::joining`]). Joining through a live seed takes one gossip round trip;
     /// this only bounds the wait when every seed is unreachable.
     pub join_timeout: Duration,
+    /// The hand-off's budget in bytes per second, each item counted as its key and
+    /// value plus [`HANDOFF_ITEM_COST`] (0: no limit; `--handoff-rate-kb`).
+    pub handoff_rate: u64,
+}
+
+/// What one handed-off item costs the budget on top of its key and value: the work of
+/// one request on the sender and the receiver, as bytes.
+pub const HANDOFF_ITEM_COST: u64 = 1024;
+
+/// Paces a hand-off to a budget of bytes per second (a token bucket without burst
+/// beyond one batch): each batch waits until the time the batches before it may take
+/// at the budget has passed since the hand-off started.
+#[derive(Debug)]
+pub struct HandoffPace {
+    rate: u64,
+    started: tokio::time::Instant,
+    spent: u64,
+}
+
+impl HandoffPace {
+    /// A pace of `rate` bytes per second (0: no limit), starting now.
+    pub fn new(rate: u64) -> HandoffPace {
+        HandoffPace {
+            rate,
+            started: tokio::time::Instant::now(),
+            spent: 0,
+        }
+    }
+
+    /// Waits until a batch that costs `cost` may go, and books it. The first batch goes
+    /// at once; the `n`th waits until the `n - 1` before it would have taken at the
+    /// budget.
+    pub async fn admit(&mut self, cost: u64) {
+        if self.rate > 0 && self.spent > 0 {
+            let due = self.started + Duration::from_secs_f64(self.spent as f64 / self.rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        self.spent += cost;
+    }
 }
 
 /// Notices that this process was frozen (SIGSTOP, a VM pause) for longer than the
@@ -262,6 +363,10 @@ pub struct Cluster {
     clock: tokio::time::Instant,
     /// Milliseconds since `clock` at the last ring change, plus one (0 = never).
     changed_at: AtomicU64,
+    /// The ring version the repair window is held open for past [`REPAIR_WINDOW`],
+    /// until every peer has reported its hand-off of that ring finished (0: none); see
+    /// [`Cluster::repairing`].
+    held_for: AtomicU64,
     /// False from the start of a node with seeds until it first sees another member
     /// (or the join timeout passes): see [`Cluster::joining`].
     joined: AtomicBool,
@@ -277,6 +382,8 @@ pub struct Cluster {
     /// sender); [`Cluster::leave`] publishes the ring without this node through it.
     ring_tx: watch::Sender<Arc<RingView>>,
     ring_config: RingConfig,
+    /// The hand-off's budget, bytes per second (0: none); see [`HandoffPace`].
+    handoff_rate: u64,
 }
 
 impl Cluster {
@@ -335,12 +442,14 @@ impl Cluster {
             key: config.gossip.key.clone(),
             clock: tokio::time::Instant::now(),
             changed_at: AtomicU64::new(0),
+            held_for: AtomicU64::new(0),
             joined,
             handoffs_running: AtomicU64::new(0),
             handoff_version,
             forwards: ForwardStats::default(),
             ring_tx: tx.clone(),
             ring_config: config.ring,
+            handoff_rate: config.handoff_rate,
         });
         Cluster::probe_peers(&cluster);
         let weak = Arc::downgrade(&cluster);
@@ -372,21 +481,41 @@ impl Cluster {
                 let view = views.borrow_and_update().clone();
                 let prev = tx.borrow().clone();
                 let mut next = RingView::build(&view, ring_config);
-                next.previous = if view.version == prev.version {
-                    prev.previous.clone()
-                } else if prev.ring.len() > 1 {
-                    Some(prev.ring.clone())
+                if view.version == prev.version {
+                    next.window = prev.window.clone();
+                    next.window_truncated = prev.window_truncated;
                 } else {
-                    // This node has just joined (or restarted): the others' previous
-                    // ring is the current one without it.
-                    let others = view
-                        .members
-                        .iter()
-                        .map(|(id, _)| id)
-                        .filter(|id| **id != view.me)
-                        .cloned();
-                    Ring::new(others, ring_config, prev.version).ok()
-                };
+                    let before = if prev.ring.len() > 1 {
+                        Some(Arc::new(prev.ring.clone()))
+                    } else {
+                        // This node has just joined (or restarted): the others' previous
+                        // ring is the current one without it.
+                        let others = view
+                            .members
+                            .iter()
+                            .map(|(id, _)| id)
+                            .filter(|id| **id != view.me)
+                            .cloned();
+                        Ring::new(others, ring_config, prev.version).ok().map(Arc::new)
+                    };
+                    // Within an open window every ring adopted since it opened stays in
+                    // it (two changes in quick succession); otherwise it starts afresh.
+                    let open = weak.upgrade().is_some_and(|c| c.repairing());
+                    if open {
+                        next.window = prev.window.clone();
+                        next.window_truncated = prev.window_truncated || prev.window.is_empty();
+                    }
+                    match before {
+                        Some(ring) => next.window.push(ring),
+                        // Unknown: treat every key as moved.
+                        None => next.window_truncated = true,
+                    }
+                    if next.window.len() > MAX_WINDOW_RINGS {
+                        let extra = next.window.len() - MAX_WINDOW_RINGS;
+                        next.window.drain(..extra);
+                        next.window_truncated = true;
+                    }
+                }
                 let next = Arc::new(next);
                 if next.ring.len() > 1 {
                     if let Some(cluster) = weak.upgrade() {
@@ -407,6 +536,8 @@ impl Cluster {
                 let Some(cluster) = weak.upgrade() else { break };
                 let at = cluster.clock.elapsed().as_millis() as u64 + 1;
                 cluster.changed_at.store(at, Relaxed);
+                cluster.held_for.store(next.version, Relaxed);
+                Cluster::hold_window(&cluster, next.version);
                 cluster.rebalance(&prev, &next).await;
             }
         });
@@ -446,83 +577,107 @@ impl Cluster {
 
     /// Sends each local item to its owners under `next` that were not its owners under
     /// `prev` (a restarted node, with its new incarnation, counts as new); returns how
-    /// many applications were sent. One shard at a time, so the
-    /// copies in flight stay bounded by a shard's budget.
+    /// many applications were sent.
+    ///
+    /// Hottest items first: the store is scanned once per heat ([`MAX_HEAT`] down to 0,
+    /// the access frequency eviction keeps per item), so the items clients read most
+    /// reach their new owners before the cold tail. Within a heat, one shard at a time,
+    /// so the copies in flight stay bounded by a shard's budget; batches of
+    /// [`HANDOFF_IN_FLIGHT`] go at the pace of the hand-off budget ([`HandoffPace`],
+    /// `--handoff-rate-kb`), yielding between them, so the hand-off takes a bounded
+    /// share of the node and client requests keep being served.
     async fn hand_off(&self, prev: &RingView, next: &RingView) -> u64 {
         // None when this node is leaving: every owner under `next` is another node.
         let me = next.me;
         let now = crate::node::unix_now();
+        let mut pace = HandoffPace::new(self.handoff_rate);
         let mut sent = 0;
         let mut sent_bytes = 0;
-        for shard in 0..self.store.shard_count() {
-            // (owner, the rc_set, the item's key and value bytes)
-            let mut batch: Vec<(SocketAddr, Bytes, u64)> = Vec::new();
-            self.store.scan_shard(shard, now, |key, value, flags, exptime, cas| {
-                let owners = next.ring.owners(key);
-                let before = prev.ring.owners(key);
-                for o in owners.iter().filter(|o| Some(**o) != me) {
-                    let Some(id) = next.ring.node(*o) else { continue };
-                    // The same node, same incarnation: a node that restarted (even before anyone
-                    // noticed it died) comes back empty and is a new owner.
-                    let was_owner = before.iter().any(|b| prev.ring.node(*b) == Some(id));
-                    if was_owner {
-                        continue;
-                    }
-                    let mut wire = BytesMut::with_capacity(key.len() + value.len() + 64);
-                    PeerRequest::Set {
-                        key: Bytes::copy_from_slice(key),
-                        flags,
-                        exptime,
-                        cas,
-                        value: Bytes::copy_from_slice(value),
-                    }
-                    .encode(&mut wire);
-                    batch.push((id.client, wire.freeze(), (key.len() + value.len()) as u64));
-                }
-            });
-            for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
-                let mut tasks = Vec::with_capacity(chunk.len());
-                for (addr, wire, bytes) in chunk {
-                    let pool = self.peer(*addr);
-                    let wire = wire.clone();
-                    let timeout = self.peer_timeout;
-                    tasks.push((
-                        *bytes,
-                        tokio::spawn(async move {
-                            // Each pooled connection to a peer that restarted at the same
-                            // address fails on its first use; trying once per connection
-                            // more reaches a fresh one. (Resending is safe: the receiver
-                            // keeps the larger CAS.)
-                            let mut tries = PEER_POOL;
-                            loop {
-                                match pool.request(wire.clone(), Expect::Line, timeout).await {
-                                    Err(e) if tries > 0 && !matches!(e, ringcache_client::Error::Timeout(_)) => {
-                                        tries -= 1;
-                                    }
-                                    done => break done,
-                                }
+        for heat in (0..=MAX_HEAT).rev() {
+            for shard in 0..self.store.shard_count() {
+                // (owner, the rc_set, the item's key and value bytes)
+                let mut batch: Vec<(SocketAddr, Bytes, u64)> = Vec::new();
+                self.store
+                    .scan_shard_at_heat(shard, now, heat, |key, value, flags, exptime, cas| {
+                        let owners = next.ring.owners(key);
+                        let before = prev.ring.owners(key);
+                        for o in owners.iter().filter(|o| Some(**o) != me) {
+                            let Some(id) = next.ring.node(*o) else { continue };
+                            // The same node, same incarnation: a node that restarted (even
+                            // before anyone noticed it died) comes back empty and is a new
+                            // owner.
+                            let was_owner = before.iter().any(|b| prev.ring.node(*b) == Some(id));
+                            if was_owner {
+                                continue;
                             }
-                        }),
-                    ));
-                }
-                for (bytes, t) in tasks {
-                    match t.await {
-                        Ok(Ok(reply)) if reply.starts_with(b"STORED") || reply.starts_with(b"NOT_STORED") => {
-                            sent += 1;
-                            sent_bytes += bytes;
+                            let mut wire = BytesMut::with_capacity(key.len() + value.len() + 64);
+                            PeerRequest::Set {
+                                key: Bytes::copy_from_slice(key),
+                                flags,
+                                exptime,
+                                cas,
+                                value: Bytes::copy_from_slice(value),
+                            }
+                            .encode(&mut wire);
+                            batch.push((id.client, wire.freeze(), (key.len() + value.len()) as u64));
                         }
-                        // Unreachable, timed out, or refused (an error line): not applied.
-                        _ => {
-                            self.stats.replication_errors.fetch_add(1, Relaxed);
-                        }
-                    }
+                    });
+                for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
+                    let cost: u64 = chunk.iter().map(|(_, _, b)| b + HANDOFF_ITEM_COST).sum();
+                    pace.admit(cost).await;
+                    let (n, bytes) = self.send_handoff_batch(chunk).await;
+                    sent += n;
+                    sent_bytes += bytes;
+                    tokio::task::yield_now().await;
                 }
             }
-            tokio::task::yield_now().await;
         }
         self.stats.handed_off.fetch_add(sent, Relaxed);
         self.stats.handed_off_bytes.fetch_add(sent_bytes, Relaxed);
         sent
+    }
+
+    /// Sends one batch of hand-off applications concurrently and waits for them all:
+    /// how many were applied, and their key and value bytes.
+    async fn send_handoff_batch(&self, chunk: &[(SocketAddr, Bytes, u64)]) -> (u64, u64) {
+        let mut tasks = Vec::with_capacity(chunk.len());
+        for (addr, wire, bytes) in chunk {
+            let pool = self.peer(*addr);
+            let wire = wire.clone();
+            let timeout = self.peer_timeout;
+            tasks.push((
+                *bytes,
+                tokio::spawn(async move {
+                    // Each pooled connection to a peer that restarted at the same
+                    // address fails on its first use; trying once per connection
+                    // more reaches a fresh one. (Resending is safe: the receiver
+                    // keeps the larger CAS.)
+                    let mut tries = PEER_POOL;
+                    loop {
+                        match pool.request(wire.clone(), Expect::Line, timeout).await {
+                            Err(e) if tries > 0 && !matches!(e, ringcache_client::Error::Timeout(_)) => {
+                                tries -= 1;
+                            }
+                            done => break done,
+                        }
+                    }
+                }),
+            ));
+        }
+        let (mut sent, mut sent_bytes) = (0, 0);
+        for (bytes, t) in tasks {
+            match t.await {
+                Ok(Ok(reply)) if reply.starts_with(b"STORED") || reply.starts_with(b"NOT_STORED") => {
+                    sent += 1;
+                    sent_bytes += bytes;
+                }
+                // Unreachable, timed out, or refused (an error line): not applied.
+                _ => {
+                    self.stats.replication_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        (sent, sent_bytes)
     }
 
     /// Called before serving a batch while the node has peers: if the process was
@@ -540,15 +695,78 @@ impl Cluster {
         self.store.flush_all(crate::node::unix_now(), 0);
     }
 
-    /// Whether the ring changed within the last few seconds. Nodes adopt a new ring
-    /// one after another as gossip spreads, and items move to their new owners only as
-    /// the hand-off proceeds, so for a while a key's primary may hold an older version
-    /// than another owner (or none). In that window the primary asks the other owners
-    /// for their version before it serves a key, and keeps the newest (largest CAS).
+    /// Whether this node is in the repair window after a ring change: for
+    /// [`REPAIR_WINDOW`], and after that until every other member of the ring has
+    /// reported it adopted it and finished its hand-off of it (see
+    /// [`Cluster::hold_window`]). Nodes adopt a new ring one after another as gossip
+    /// spreads, and items move to their new owners only as the hand-off proceeds, so
+    /// for a while a key's primary may hold an older version than another owner (or
+    /// none). In that window the primary of a key that changed hands asks the other
+    /// owners for their version before it serves the key, and keeps the newest (largest
+    /// CAS); see `router::repair`.
     pub fn repairing(&self) -> bool {
         let at = self.changed_at.load(Relaxed);
         let now = self.clock.elapsed().as_millis() as u64 + 1;
-        at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64
+        let recent = at != 0 && now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64;
+        // `held_for` is 0 in steady state: no look at the ring then.
+        let held = self.held_for.load(Relaxed);
+        recent || (at != 0 && held != 0 && held == self.ring_version())
+    }
+
+    /// Holds the repair window of ring `version` open past [`REPAIR_WINDOW`] until every
+    /// other member on it reports (`stats`: `cluster_ring_version`,
+    /// `cluster_handoff_version`) that it placed keys with it and finished handing
+    /// items off for it: a hand-off held to its budget (`--handoff-rate-kb`) may take
+    /// longer than the window, and a key that reaches its new owner late must still be
+    /// repaired until then. Asks every [`HOLD_POLL`] once the window's time is up; stops
+    /// when this node's ring changes (the next ring holds its own window). A member
+    /// that cannot be asked (refused, silent past the peer timeout) is not waited for:
+    /// it is dead or cut off, and a dead node hands nothing off.
+    fn hold_window(cluster: &Arc<Cluster>, version: u64) {
+        let weak = Arc::downgrade(cluster);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD_POLL).await;
+                let Some(cluster) = weak.upgrade() else { return };
+                if cluster.held_for.load(Relaxed) != version || cluster.ring_version() != version {
+                    return;
+                }
+                let at = cluster.changed_at.load(Relaxed);
+                let now = cluster.clock.elapsed().as_millis() as u64 + 1;
+                if now.saturating_sub(at) < REPAIR_WINDOW.as_millis() as u64 {
+                    continue;
+                }
+                if cluster.peers_handed_off(version).await {
+                    let _ = cluster.held_for.compare_exchange(version, 0, Relaxed, Relaxed);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether every other member of this node's ring that answers reports ring
+    /// `version` adopted and its hand-off finished.
+    async fn peers_handed_off(&self, version: u64) -> bool {
+        let view = self.ring();
+        let me = view.me.and_then(|m| view.ring.node(m));
+        let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
+            let pool = self.peer(peer.client);
+            let wait = self.peer_timeout;
+            async move {
+                match pool
+                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                    .await
+                {
+                    Ok(reply) => {
+                        crate::admin::health::stat(&reply, "cluster_ring_version") == Some(version)
+                            && crate::admin::health::stat(&reply, "cluster_handoff_version") == Some(version)
+                    }
+                    // Not waited for (see `hold_window`).
+                    Err(_) => true,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await.into_iter().all(|done| done)
     }
 
     /// Whether this node is still joining its cluster: it was started with seeds and

@@ -133,6 +133,13 @@ pub struct Config {
     #[arg(long = "join-timeout-ms", default_value_t = 10_000, help_heading = "Cluster")]
     pub join_timeout_ms: u64,
 
+    /// How fast a node hands items to their new owners after a ring change, in KiB per
+    /// second (0: no limit). Each item counts its key and value plus 1 KiB for the work
+    /// of the request itself, so the default (32 MiB/s) is at most 32,768 small items a
+    /// second: a share of a 2-core node's capacity that leaves client requests served.
+    #[arg(long = "handoff-rate-kb", default_value_t = 32 * 1024, help_heading = "Cluster")]
+    pub handoff_rate_kb: u64,
+
     /// On SIGTERM or SIGINT the node stops accepting connections and reports not ready
     /// (/readyz), leaves the cluster, hands its items to their owners, lets open
     /// connections finish what they are doing, and exits 0: all within this many

@@ -64,6 +64,7 @@ pub async fn build_node(config: &Config) -> anyhow::Result<Node> {
             },
             peer_timeout: Duration::from_millis(config.peer_timeout_ms.max(1)),
             join_timeout: Duration::from_millis(config.join_timeout_ms),
+            handoff_rate: config.handoff_rate_kb.saturating_mul(1024),
         },
         store.clone(),
     )

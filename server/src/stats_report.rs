@@ -128,6 +128,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_handed_off", cs.handed_off.load(Relaxed));
         write_stat(out, "cluster_handoff_version", cluster.handoff_version());
         write_stat(out, "cluster_repaired", cs.repaired.load(Relaxed));
+        write_stat(out, "cluster_repair_round_trips", cs.repair_round_trips.load(Relaxed));
         write_stat(out, "cluster_resets", cs.resets.load(Relaxed));
         let quorum = gs.quorum();
         write_stat(out, "cluster_quorum_up", quorum.up);

@@ -61,6 +61,8 @@ const START_UNIX: u32 = 1_700_000_000;
 pub struct InProcessPeers {
     nodes: Mutex<HashMap<SocketAddr, Target>>,
     started: tokio::time::Instant,
+    /// While recording ([`InProcessPeers::record`]): every request sent, in order.
+    log: Mutex<Option<Vec<(SocketAddr, Bytes)>>>,
 }
 
 struct Target {
@@ -75,7 +77,23 @@ impl InProcessPeers {
         InProcessPeers {
             nodes: Mutex::new(HashMap::new()),
             started: tokio::time::Instant::now(),
+            log: Mutex::new(None),
         }
+    }
+
+    /// Starts recording every request sent from now on (dropping what was recorded).
+    pub fn record(&self) {
+        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The requests sent since [`InProcessPeers::record`], in the order they were sent:
+    /// the receiver's client address and the wire bytes.
+    pub fn recorded(&self) -> Vec<(SocketAddr, Bytes)> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Target>> {
@@ -91,6 +109,9 @@ impl InProcessPeers {
 impl Peers for InProcessPeers {
     fn request(&self, addr: SocketAddr, wire: Bytes, expect: Expect, timeout: Duration) -> PeerReply {
         let now = self.now();
+        if let Some(log) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.push((addr, wire.clone()));
+        }
         let (node, fault) = match self.targets().get(&addr) {
             Some(t) => {
                 t.sent.fetch_add(1, Relaxed);
@@ -172,6 +193,12 @@ impl TestCluster {
     /// `n` nodes (`node-0`, `node-1`, ...) placing keys on `replicas` owners, every
     /// node seeing every other, hand-offs done.
     pub async fn start(n: usize, replicas: u32) -> TestCluster {
+        TestCluster::start_with(n, replicas, 0).await
+    }
+
+    /// [`TestCluster::start`] with every node's hand-off limited to `handoff_rate`
+    /// bytes per second (0: no limit; see `ClusterConfig::handoff_rate`).
+    pub async fn start_with(n: usize, replicas: u32, handoff_rate: u64) -> TestCluster {
         let peers = Arc::new(InProcessPeers::new());
         let ids: Vec<NodeId> = (0..n)
             .map(|i| NodeId {
@@ -200,6 +227,7 @@ impl TestCluster {
                 ring: RingConfig { vnodes: 160, replicas },
                 peer_timeout: PEER_TIMEOUT,
                 join_timeout: Duration::from_secs(10),
+                handoff_rate,
             };
             let (membership, view_tx) = Membership::scripted(id.clone(), id.gossip);
             let stats = Arc::new(ClusterStats::default());

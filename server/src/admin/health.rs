@@ -194,7 +194,7 @@ pub fn decide(local: &Local, peers: &[PeerReport]) -> Result<(), String> {
 }
 
 /// The value of `STAT <name> <value>` in a `stats` reply.
-fn stat(reply: &[u8], name: &str) -> Option<u64> {
+pub(crate) fn stat(reply: &[u8], name: &str) -> Option<u64> {
     let text = std::str::from_utf8(reply).ok()?;
     text.lines().find_map(|line| {
         let mut words = line.trim_end().split(' ');

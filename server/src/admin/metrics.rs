@@ -188,6 +188,11 @@ impl Snapshot {
                         cs.repaired.load(Relaxed),
                     ),
                     (
+                        "ringcache_repair_round_trips",
+                        "Requests that asked the key's other owners for their version first (repair window, keys that changed hands).",
+                        cs.repair_round_trips.load(Relaxed),
+                    ),
+                    (
                         "ringcache_resets",
                         "Times the store was dropped because it may be stale: this node regained a majority after being cut off, was declared down while in a minority, or was frozen.",
                         cs.resets.load(Relaxed),

@@ -35,9 +35,11 @@
 //! `write::write_here`): the hand-off after a ring change then carries every
 //! acknowledged write to the key's new owners.
 //!
-//! A read that failed over (this node answers although it is not the key's primary)
-//! is answered within the repair window only after every other owner has been heard
-//! from (see `repair::may_fail_over`); otherwise it is a miss.
+//! In the repair window after a ring change, a key that changed hands is repaired by
+//! its primary before it is served, and a read of it that failed over (this node
+//! answers although it is not the key's primary) is answered only after every other
+//! owner has been heard from (see `repair::may_fail_over`), a miss otherwise; a key
+//! whose primary (for a failover: whose owners) stayed put is served at once.
 //!
 //! # Layout
 //! - [`context`]: [`Ctx`], what every routing step runs with.
@@ -169,8 +171,9 @@ pub async fn unlink(ctx: &mut Ctx<'_>, key: Bytes) {
 /// Whether a client's retrieval can run entirely here, key by key straight into the
 /// connection's output (so a huge multi-get never builds a huge reply): on a node
 /// without a cluster or a cluster of one, and when this node is the primary of every
-/// key ([`placement::is_primary_here`]), outside the repair window, and the command
-/// does not touch (which would have to update the replicas).
+/// key ([`placement::is_primary_here`]) and none needs a read repair first
+/// ([`repair::needs_repair`]: in the repair window, a key that changed hands), and the
+/// command does not touch (which would have to update the replicas).
 pub fn runs_here(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool {
     let (Some(cluster), Some(view)) = (&node.cluster, view) else {
         return true;
@@ -178,10 +181,16 @@ pub fn runs_here(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool
     if matches!(get.kind, GetKind::Gat { .. } | GetKind::Gats { .. }) {
         return false;
     }
-    if cluster.refuse_keys().is_some() || cluster.repairing() {
+    if cluster.refuse_keys().is_some() {
         return false;
     }
-    view.ring.len() <= 1 || get.keys.iter().all(|k| placement::is_primary_here(view, &k))
+    if view.ring.len() <= 1 {
+        return true;
+    }
+    let repairing = cluster.repairing();
+    get.keys
+        .iter()
+        .all(|k| placement::is_primary_here(view, &k) && !(repairing && view.primary_moved(&k)))
 }
 
 /// Whether `req` reads or changes items (which a node still joining must refuse).

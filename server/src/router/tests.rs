@@ -114,38 +114,192 @@ async fn a_forward_refused_for_a_ring_mismatch_is_placed_again_until_the_rings_a
     assert_eq!(reply, value(&key, "v1"), "the refused write was not applied");
 }
 
+/// Requests sent between the nodes so far.
+fn peer_requests(tc: &TestCluster) -> u64 {
+    (0..tc.nodes.len()).map(|i| tc.sent_to(i)).sum()
+}
+
+/// Node `i`'s count of requests that asked other owners before being served.
+fn round_trips(tc: &TestCluster, i: usize) -> u64 {
+    tc.cluster(i).stats.repair_round_trips.load(Relaxed)
+}
+
+/// Stores `v` at node `n` as a version newer than any it or the others hold: as one
+/// written under a ring the key's primary has not adopted yet, or handed off to a node
+/// before it reached the primary.
+fn newer(tc: &TestCluster, n: usize, key: &str, v: &'static str) {
+    let store = &tc.nodes[n].store;
+    let item = Item::new(Bytes::from_static(v.as_bytes()), 0, 0, store.next_cas(), tc.now());
+    assert!(store.keep_newer(key.as_bytes(), item, tc.now()));
+}
+
+/// Makes nodes `who` see exactly `members`, and waits for every hand-off.
+async fn change(tc: &TestCluster, who: &[usize], members: &[usize]) {
+    for &n in who {
+        tc.set_members(n, members).await;
+    }
+    tc.settle().await;
+}
+
 #[tokio::test(start_paused = true)]
-async fn in_the_repair_window_a_primary_takes_a_newer_version_from_another_owner() {
+async fn in_the_repair_window_a_key_whose_primary_stayed_put_costs_no_peer_request() {
     let tc = TestCluster::start(4, 2).await;
     tokio::time::sleep(PAST_REPAIR).await;
     let key = key_where(&tc, |o| !o.contains(&3));
     let (p, s) = (tc.owners(0, key.as_bytes())[0], tc.owners(0, key.as_bytes())[1]);
+    let other = (0..3).find(|n| ![p, s].contains(n)).unwrap();
     assert_eq!(run(&tc, p, &set(&key, "v1")).await.0, "STORED\r\n");
-    // A newer version the primary has not seen (as one written under a ring the
-    // primary has not adopted yet).
-    let newer = |v: &'static str| {
-        let store = &tc.nodes[s].store;
-        let item = Item::new(Bytes::from_static(v.as_bytes()), 0, 0, store.next_cas(), tc.now());
-        assert!(store.keep_newer(key.as_bytes(), item, tc.now()));
-    };
-    newer("v2");
-    // Outside the window the primary serves what it holds.
-    assert_eq!(run(&tc, p, &format!("get {key}\r\n")).await.0, value(&key, "v1"));
 
-    // A ring change that leaves the key's owners as they were opens the window.
-    for n in 0..3 {
-        tc.set_members(n, &[0, 1, 2]).await;
-    }
-    tc.settle().await;
+    // Node 3 leaves: a ring change that leaves the key's owners as they were.
+    change(&tc, &[0, 1, 2], &[0, 1, 2]).await;
     assert_eq!(tc.owners(p, key.as_bytes()), [p, s]);
-    assert_eq!(run(&tc, p, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
-    assert_eq!(tc.cluster(p).stats.repaired.load(Relaxed), 1);
+    assert!(tc.cluster(p).repairing());
+    let before = peer_requests(&tc);
+    assert_eq!(run(&tc, p, &format!("get {key}\r\n")).await.0, value(&key, "v1"));
+    assert_eq!(run(&tc, p, &format!("mg {key} v\r\n")).await.0, "VA 2\r\nv1\r\n");
+    assert_eq!(peer_requests(&tc), before, "a read on the primary asks nobody");
+    // A write costs its replication only; a read through another node its forward only.
+    assert_eq!(run(&tc, p, &set(&key, "v2")).await.0, "STORED\r\n");
+    assert_eq!(peer_requests(&tc), before + 1);
+    assert_eq!(run(&tc, other, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
+    assert_eq!(peer_requests(&tc), before + 2);
+    assert_eq!(round_trips(&tc, p), 0);
+
+    // Its owners stayed put too: a read that fails over to the second owner is served
+    // at once (the primary's forward, then the second owner's), without a repair.
+    tc.fault(p, Fault::Unreachable);
+    let refusals = tc.cluster(s).stats.failover_refusals.load(Relaxed);
+    assert_eq!(run(&tc, other, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
+    assert_eq!(peer_requests(&tc), before + 4);
+    assert_eq!(round_trips(&tc, s), 0);
+    assert_eq!(tc.cluster(s).stats.failover_refusals.load(Relaxed), refusals);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_the_repair_window_a_key_whose_primary_changed_is_repaired_to_the_newest_version() {
+    let tc = TestCluster::start(4, 2).await;
+    // A key node 3 is the primary of.
+    let key = key_where(&tc, |o| o[0] == 3);
+    // Node 3 is out of the cluster (it sees only itself) while the key is written.
+    change(&tc, &[0, 1, 2], &[0, 1, 2]).await;
+    change(&tc, &[3], &[3]).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let old = tc.owners(0, key.as_bytes());
+    assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+
+    // Node 3 joins: the others hand it the key, and it becomes the key's primary.
+    change(&tc, &[0, 1, 2, 3], &[0, 1, 2, 3]).await;
+    assert_eq!(tc.owners(3, key.as_bytes())[0], 3);
+    assert_eq!(run(&tc, 3, &format!("get {key}\r\n")).await.0, value(&key, "v1"));
+    // A newer version on the key's previous primary (as one written there under the
+    // old ring, not handed off yet): node 3 asks it and serves it.
+    newer(&tc, old[0], &key, "v2");
+    let before = peer_requests(&tc);
+    assert_eq!(run(&tc, 3, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
+    assert!(peer_requests(&tc) > before, "the new primary asked the other owners");
+    assert!(round_trips(&tc, 3) >= 2);
+    assert_eq!(tc.cluster(3).stats.repaired.load(Relaxed), 1);
 
     // The window closes with (paused) time.
     tokio::time::sleep(PAST_REPAIR).await;
-    newer("v3");
-    assert_eq!(run(&tc, p, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
-    assert_eq!(tc.cluster(p).stats.repaired.load(Relaxed), 1);
+    newer(&tc, old[0], &key, "v3");
+    assert_eq!(run(&tc, 3, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
+    assert_eq!(tc.cluster(3).stats.repaired.load(Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_ring_changes_in_one_window_repair_a_key_whose_primary_changed_in_the_first() {
+    let tc = TestCluster::start(4, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    // Node 3 is the key's primary; `a`, its second owner, takes over when it leaves.
+    let key = key_where(&tc, |o| o[0] == 3);
+    let a = tc.owners(0, key.as_bytes())[1];
+    assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+    // A key `a` is the primary of throughout.
+    let stable = key_where(&tc, |o| o[0] == a && !o.contains(&3));
+    assert_eq!(run(&tc, 0, &set(&stable, "s1")).await.0, "STORED\r\n");
+
+    // First change: node 3 leaves.
+    change(&tc, &[0, 1, 2], &[0, 1, 2]).await;
+    let b = tc.owners(a, key.as_bytes())[1];
+    let third = (0..3).find(|n| ![a, b].contains(n)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Second change, a second later: the third node leaves too. `a` was the key's
+    // primary under the previous ring already, but not under the one before it.
+    change(&tc, &[a, b], &[a, b]).await;
+    let view = tc.cluster(a).ring();
+    assert_eq!(view.window.len(), 2, "both earlier rings of the window are kept");
+    assert_eq!(tc.owners(a, key.as_bytes())[0], a);
+    newer(&tc, b, &key, "v2");
+    assert_eq!(run(&tc, a, &format!("get {key}\r\n")).await.0, value(&key, "v2"));
+    assert_eq!(tc.cluster(a).stats.repaired.load(Relaxed), 1);
+    // The key whose primary never changed is served without asking anyone.
+    let (before, trips) = (peer_requests(&tc), round_trips(&tc, a));
+    assert_eq!(run(&tc, a, &format!("get {stable}\r\n")).await.0, value(&stable, "s1"));
+    assert_eq!((peer_requests(&tc), round_trips(&tc, a)), (before, trips));
+    // The node that left in the second change is still asked about keys it owned
+    // under an earlier ring? No: it is no longer a member, so nobody waits on it.
+    assert!(!tc.cluster(a).ring().ring.nodes().contains(tc.id(third)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_off_sends_the_hottest_items_first_within_its_budget_and_holds_the_window_open() {
+    // 10 KiB/s, each item counting its key and value plus 1 KiB: the hand-off of some
+    // 150 items takes some 15 s (of paused time), far more than the rest of the test.
+    const RATE: u64 = 10 * 1024;
+    let tc = TestCluster::start_with(2, 1, RATE).await;
+    // Node 1 is out while the items are written and read.
+    tc.set_members(0, &[0]).await;
+    tc.set_members(1, &[1]).await;
+    tc.settle().await;
+    let val = "x".repeat(100);
+    let keys: Vec<String> = (0..300).map(|n| format!("h{n}")).collect();
+    for k in &keys {
+        assert_eq!(run(&tc, 0, &set(k, &val)).await.0, "STORED\r\n");
+    }
+    // Heat: key n is read n % 4 times (the store's access frequency saturates at 3).
+    for (n, k) in keys.iter().enumerate() {
+        for _ in 0..n % 4 {
+            run(&tc, 0, &format!("get {k}\r\n")).await;
+        }
+    }
+    tc.peers.record();
+    let started = Instant::now();
+    tc.set_members(0, &[0, 1]).await;
+    tc.set_members(1, &[0, 1]).await;
+    // Past the window's five seconds, node 0 is still handing off: node 1 keeps
+    // repairing the keys it newly owns until node 0 reports its hand-off done.
+    tokio::time::sleep(PAST_REPAIR).await;
+    assert!(tc.cluster(0).handoff_in_progress());
+    assert!(tc.cluster(1).repairing(), "the window is held open");
+    tc.settle().await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!tc.cluster(1).repairing(), "and closes once the hand-off is done");
+    let handed: Vec<usize> = tc
+        .peers
+        .recorded()
+        .iter()
+        .filter(|(addr, wire)| *addr == tc.id(1).client && wire.starts_with(b"rc_set "))
+        .map(|(_, wire)| {
+            let key = wire.split(|b| *b == b' ').nth(1).unwrap();
+            keys.iter().position(|k| k.as_bytes() == key).unwrap()
+        })
+        .collect();
+    let moved = keys.iter().filter(|k| tc.owners(0, k.as_bytes()) == [1]).count();
+    assert!(moved > 50, "{moved}");
+    assert_eq!(handed.len(), moved, "each moved item handed off once");
+    let heats: Vec<usize> = handed.iter().map(|n| n % 4).collect();
+    assert!(heats.windows(2).all(|w| w[0] >= w[1]), "hottest first: {heats:?}");
+    // Every batch but the first waits for the ones before it at the budget.
+    let cost = |n: usize| (keys[n].len() + val.len()) as u64 + crate::cluster::HANDOFF_ITEM_COST;
+    let total: u64 = handed.iter().map(|&n| cost(n)).sum();
+    let last_batch: u64 = handed.iter().rev().take(64).map(|&n| cost(n)).sum();
+    let least = Duration::from_secs_f64((total - last_batch) as f64 / RATE as f64);
+    assert!(took >= least, "{took:?} < {least:?}");
+    for k in &keys {
+        assert_eq!(run(&tc, 1, &format!("get {k}\r\n")).await.0, value(k, &val));
+    }
 }
 
 #[tokio::test(start_paused = true)]

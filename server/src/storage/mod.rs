@@ -114,6 +114,9 @@ use shard::{hash_key, Liveness, Loc, Shard};
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 
+/// The largest heat of an item ([`Store::scan_shard_at_heat`]).
+pub const MAX_HEAT: u8 = 3;
+
 /// Converts a memcached exptime as sent by a client into an absolute Unix time:
 /// 0 never expires, up to 30 days is relative to `now`, larger is absolute, and a
 /// negative one is already expired (1, a time long past).
@@ -545,7 +548,18 @@ impl Store {
     /// under that shard's lock: keep `f` short (copy out what you need).
     pub fn scan_shard(&self, i: usize, now: u32, mut f: impl FnMut(&[u8], &[u8], u32, u32, u64)) {
         if i < self.shards.len() {
-            self.lock(i).scan(now, &mut f);
+            self.lock(i).scan(now, &|_| true, &mut f);
+        }
+    }
+
+    /// [`Store::scan_shard`], of the items whose heat is `heat` only: how often an item
+    /// was read lately, the 2-bit access frequency the eviction policy keeps in the
+    /// item (0 to [`MAX_HEAT`]: bumped by each read, lowered as the item is passed over
+    /// by eviction). A hand-off sends the hottest items first by scanning each heat in
+    /// turn.
+    pub fn scan_shard_at_heat(&self, i: usize, now: u32, heat: u8, mut f: impl FnMut(&[u8], &[u8], u32, u32, u64)) {
+        if i < self.shards.len() {
+            self.lock(i).scan(now, &|h| h == heat, &mut f);
         }
     }
 

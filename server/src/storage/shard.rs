@@ -1004,14 +1004,15 @@ impl Shard {
         (removed, false)
     }
 
-    /// Calls `f` with every live item (key, value, flags, exptime, CAS).
-    pub(super) fn scan(&self, now: u32, f: &mut impl FnMut(&[u8], &[u8], u32, u32, u64)) {
+    /// Calls `f` with every live item (key, value, flags, exptime, CAS) whose access
+    /// frequency (0..=3, what the eviction policy reads) `heat` accepts.
+    pub(super) fn scan(&self, now: u32, heat: &impl Fn(u8) -> bool, f: &mut impl FnMut(&[u8], &[u8], u32, u32, u64)) {
         for seg in self.segs.iter().flatten() {
             let mut off = 0;
             while off < seg.used {
                 let r = ItemRef::new(&seg.buf[off..], seg.bases);
                 off += r.size();
-                if !r.is_dead() && self.liveness_of(r, now) == Liveness::Live {
+                if !r.is_dead() && heat(r.freq()) && self.liveness_of(r, now) == Liveness::Live {
                     f(r.key(), r.value(), r.flags(), r.exptime(), r.cas());
                 }
             }
