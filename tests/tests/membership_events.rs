@@ -41,8 +41,11 @@
 //!
 //! Windows: 1 s warm-up, a baseline window (`RINGCACHE_EVENTS_BASELINE_SECS`, default
 //! 3), then the event window, from the event's start until `RINGCACHE_EVENTS_TAIL_SECS`
-//! (default 5) after the cluster settled (every node sees the same ring and finished its
-//! hand-off). `RINGCACHE_EVENTS=join,crash` and `RINGCACHE_EVENTS_REPLICAS=2` pick a
+//! (default 3) after the cluster settled (every node sees the same ring and finished its
+//! hand-off), and at least `RINGCACHE_EVENTS_WINDOW_SECS` (default 8) long.
+//! `RINGCACHE_EVENTS_MEMCACHED=1` also runs every event on three memcached servers behind
+//! a perfectly informed ketama client (a node leaves its ring the instant it stops or
+//! freezes and comes back the instant it is up), for comparison; only reported. `RINGCACHE_EVENTS=join,crash` and `RINGCACHE_EVENTS_REPLICAS=2` pick a
 //! subset. Every loop is bounded in count and time.
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,8 +58,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use ringcache_protocol::ring::{Ring, RingConfig};
 use ringcache_tests::cluster::{parse_values, stat, TestCluster};
-use ringcache_tests::{poll_until, RawConn, ReadEnd, Signal};
+use ringcache_tests::{poll_until, RawConn, ReadEnd, ServerKind, ServerProcess, Signal};
 
 /// Load threads (each paced at rate / THREADS).
 const THREADS: usize = 16;
@@ -117,8 +121,12 @@ struct Config {
     warm: Duration,
     baseline: Duration,
     tail: Duration,
+    /// The shortest event window (the same for every event, so windows compare).
+    window: Duration,
     events: Vec<Event>,
     replicas: Vec<u32>,
+    /// Also run every event on memcached behind a perfectly informed ketama client.
+    memcached: bool,
     out: PathBuf,
 }
 
@@ -146,6 +154,7 @@ impl Config {
         let replicas = match std::env::var("RINGCACHE_EVENTS_REPLICAS") {
             Ok(list) => list
                 .split(',')
+                .filter(|r| !r.trim().is_empty())
                 .map(|r| r.trim().parse().expect("RINGCACHE_EVENTS_REPLICAS: numbers"))
                 .collect(),
             Err(_) => vec![1, 2],
@@ -159,9 +168,11 @@ impl Config {
             timeout: Duration::from_millis(env_num("RINGCACHE_EVENTS_TIMEOUT_MS", 1000.0) as u64),
             warm: Duration::from_secs(1),
             baseline: Duration::from_secs_f64(env_num("RINGCACHE_EVENTS_BASELINE_SECS", 3.0)),
-            tail: Duration::from_secs_f64(env_num("RINGCACHE_EVENTS_TAIL_SECS", 5.0)),
+            tail: Duration::from_secs_f64(env_num("RINGCACHE_EVENTS_TAIL_SECS", 3.0)),
+            window: Duration::from_secs_f64(env_num("RINGCACHE_EVENTS_WINDOW_SECS", 8.0)),
             events,
             replicas,
+            memcached: std::env::var("RINGCACHE_EVENTS_MEMCACHED").is_ok_and(|v| v == "1"),
             out,
         }
     }
@@ -199,6 +210,17 @@ struct KeyState {
     floor: u64,
     /// Sequence numbers of cache writes whose outcome the client never learned.
     doubt: Vec<u64>,
+    /// The acknowledged write that set the floor: what it was and when it was acknowledged.
+    floor_by: Option<(&'static str, SocketAddr, Instant)>,
+}
+
+impl KeyState {
+    fn floor_by(&self, t0: Instant) -> String {
+        match self.floor_by {
+            Some((what, addr, at)) => format!("{what} acknowledged by {addr} at {:?}", at.duration_since(t0)),
+            None => "the prefill".to_string(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -213,10 +235,24 @@ struct Shared {
     cdf: Vec<f64>,
     /// The nodes the clients are configured with (the "operator" edits it).
     servers: RwLock<Vec<SocketAddr>>,
+    /// memcached mode: the ketama ring every client uses, updated the instant a node
+    /// goes or comes (a perfectly informed client); `None` for ringcache.
+    ketama: Option<RwLock<Ring<String>>>,
     stop: AtomicBool,
     t0: Instant,
     rate: f64,
     timeout: Duration,
+    /// What the event did when (for the report and for failure messages).
+    steps: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn step(&self, what: String) {
+        self.steps
+            .lock()
+            .unwrap()
+            .push(format!("{:.2}s {what}", self.t0.elapsed().as_secs_f64()));
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -296,7 +332,11 @@ impl PlainClient {
         }
     }
 
-    fn request(&mut self, sh: &Shared, log: &mut Log, req: &[u8], done: fn(&[u8]) -> bool) -> Outcome {
+    fn request(&mut self, sh: &Shared, log: &mut Log, key: &str, req: &[u8], done: fn(&[u8]) -> bool) -> Outcome {
+        if let Some(ring) = &sh.ketama {
+            let addr = ketama_owner(&ring.read().unwrap(), key);
+            return self.send_to(sh, log, addr, req, done).unwrap_or(Outcome::NoAnswer("connection refused"));
+        }
         let servers = sh.servers.read().unwrap().clone();
         if servers.is_empty() {
             return Outcome::NoAnswer("no node");
@@ -312,36 +352,64 @@ impl PlainClient {
             order.push(servers[self.next % servers.len()]);
         }
         for addr in order {
-            if !self.conns.contains_key(&addr) {
-                match RawConn::connect(addr) {
-                    Ok(c) => {
-                        self.conns.insert(addr, c);
-                    }
-                    Err(_) => {
-                        self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
-                        log.redirects.push(sh.t0.elapsed().as_millis() as u64);
-                        continue;
-                    }
-                }
+            if let Some(outcome) = self.send_to(sh, log, addr, req, done) {
+                return outcome;
             }
-            let conn = self.conns.get_mut(&addr).expect("just connected");
-            if conn.send(req).is_err() {
-                self.conns.remove(&addr);
-                self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
-                return Outcome::NoAnswer("closed");
-            }
-            let mut out = Vec::new();
-            return match conn.read_until(&mut out, sh.timeout, done) {
-                ReadEnd::Done => Outcome::Reply(out, addr),
-                end => {
-                    self.conns.remove(&addr);
-                    self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
-                    Outcome::NoAnswer(if end == ReadEnd::Timeout { "timeout" } else { "closed" })
-                }
-            };
         }
         Outcome::NoAnswer("connection refused")
     }
+
+    /// One request to `addr`; `None` if it refused the connection.
+    fn send_to(
+        &mut self,
+        sh: &Shared,
+        log: &mut Log,
+        addr: SocketAddr,
+        req: &[u8],
+        done: fn(&[u8]) -> bool,
+    ) -> Option<Outcome> {
+        if !self.conns.contains_key(&addr) {
+            match RawConn::connect(addr) {
+                Ok(c) => {
+                    self.conns.insert(addr, c);
+                }
+                Err(_) => {
+                    self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
+                    log.redirects.push(sh.t0.elapsed().as_millis() as u64);
+                    return None;
+                }
+            }
+        }
+        let conn = self.conns.get_mut(&addr).expect("just connected");
+        if conn.send(req).is_err() {
+            self.conns.remove(&addr);
+            self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
+            return Some(Outcome::NoAnswer("closed"));
+        }
+        let mut out = Vec::new();
+        Some(match conn.read_until(&mut out, sh.timeout, done) {
+            ReadEnd::Done => Outcome::Reply(out, addr),
+            end => {
+                self.conns.remove(&addr);
+                self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
+                Outcome::NoAnswer(if end == ReadEnd::Timeout { "timeout" } else { "closed" })
+            }
+        })
+    }
+}
+
+/// The ketama owner of `key` (ring members are named by their address).
+fn ketama_owner(ring: &Ring<String>, key: &str) -> SocketAddr {
+    let idx = ring.primary(key.as_bytes()).expect("a ring with members");
+    ring.node(idx).expect("an index of the ring").parse().expect("an address")
+}
+
+fn ketama_ring(addrs: &[SocketAddr]) -> Ring<String> {
+    let config = RingConfig {
+        vnodes: RingConfig::default().vnodes,
+        replicas: 1,
+    };
+    Ring::new(addrs.iter().map(|a| a.to_string()), config, 0).expect("a ring")
 }
 
 fn error_kind(reply: &[u8]) -> String {
@@ -350,15 +418,25 @@ fn error_kind(reply: &[u8]) -> String {
 
 /// A `set` or `delete` (or fill) of `key` carrying `seq`; records the outcome in the
 /// key's state. Returns whether it was acknowledged.
-fn write(sh: &Shared, client: &mut PlainClient, log: &mut Log, slot: &Slot, key: &str, seq: u64, delete: bool) -> bool {
+#[allow(clippy::too_many_arguments)]
+fn write(
+    sh: &Shared,
+    client: &mut PlainClient,
+    log: &mut Log,
+    slot: &Slot,
+    key: &str,
+    seq: u64,
+    delete: bool,
+    what: &'static str,
+) -> bool {
     let req = if delete {
         format!("delete {key}\r\n")
     } else {
         let v = value_of(key, seq);
         format!("set {key} 0 0 {}\r\n{v}\r\n", v.len())
     };
-    match client.request(sh, log, req.as_bytes(), line_done) {
-        Outcome::Reply(r, _) => {
+    match client.request(sh, log, key, req.as_bytes(), line_done) {
+        Outcome::Reply(r, addr) => {
             let ok: &[&[u8]] = if delete {
                 &[b"DELETED\r\n", b"NOT_FOUND\r\n"]
             } else {
@@ -366,7 +444,14 @@ fn write(sh: &Shared, client: &mut PlainClient, log: &mut Log, slot: &Slot, key:
             };
             if ok.contains(&r.as_slice()) {
                 let mut st = slot.state.lock().unwrap();
-                st.floor = st.floor.max(seq);
+                if seq >= st.floor {
+                    st.floor = seq;
+                    let what = match (what, r.as_slice()) {
+                        ("delete", b"NOT_FOUND\r\n") => "delete (NOT_FOUND)",
+                        _ => what,
+                    };
+                    st.floor_by = Some((what, addr, Instant::now()));
+                }
                 true
             } else {
                 log.error(sh.t0, format!("{} {}", if delete { "delete" } else { "set" }, error_kind(&r)));
@@ -388,7 +473,7 @@ fn origin_load(sh: &Shared, client: &mut PlainClient, log: &mut Log, idx: usize,
     let slot = &sh.slots[idx];
     let Ok(_io) = slot.io.try_lock() else { return };
     let seq = slot.state.lock().unwrap().origin;
-    write(sh, client, log, slot, key, seq, false);
+    write(sh, client, log, slot, key, seq, false, "fill");
 }
 
 fn read(sh: &Shared, client: &mut PlainClient, log: &mut Log, idx: usize) -> bool {
@@ -397,7 +482,7 @@ fn read(sh: &Shared, client: &mut PlainClient, log: &mut Log, idx: usize) -> boo
     let began = Instant::now();
     let floor = slot.state.lock().unwrap().floor;
     let req = format!("get {key}\r\n");
-    let (reply, addr) = match client.request(sh, log, req.as_bytes(), get_done) {
+    let (reply, addr) = match client.request(sh, log, &key, req.as_bytes(), get_done) {
         Outcome::Reply(r, _) if is_error_line(&r) => {
             log.error(sh.t0, format!("get {}", error_kind(&r)));
             origin_load(sh, client, log, idx, &key);
@@ -432,8 +517,9 @@ fn read(sh: &Shared, client: &mut PlainClient, log: &mut Log, idx: usize) -> boo
             .push(format!("{key}: value {s} from {addr} was never written (origin {})", st.origin)),
         Some(s) if s < floor && st.doubt.contains(&s) => log.late_in_doubt += 1,
         Some(s) if s < floor => log.stale.push(format!(
-            "{key}: value {s} from {addr} at {:?}, {floor} was acknowledged before the read",
-            began.duration_since(sh.t0)
+            "{key}: value {s} from {addr} at {:?}, {floor} was acknowledged before the read ({})",
+            began.duration_since(sh.t0),
+            st.floor_by(sh.t0)
         )),
         Some(_) => {}
     }
@@ -471,7 +557,9 @@ fn load_thread(sh: Arc<Shared>, t: usize, deadline: Instant) -> Log {
                 st.origin += 1;
                 st.origin
             };
-            let ok = write(&sh, &mut client, &mut log, slot, &key_name(idx), seq, rng.gen_bool(DELETE_SHARE));
+            let delete = rng.gen_bool(DELETE_SHARE);
+            let what = if delete { "delete" } else { "set" };
+            let ok = write(&sh, &mut client, &mut log, slot, &key_name(idx), seq, delete, what);
             log.acked_writes += ok as u64;
             ok
         } else {
@@ -496,13 +584,28 @@ fn settled(c: &mut TestCluster) -> bool {
     })
 }
 
-fn wait_settled(c: &mut TestCluster) {
-    let ok = poll_until(SETTLE, Duration::from_millis(50), || settled(c));
+fn wait_settled(c: &mut TestCluster, sh: &Shared) {
+    let ok = poll_until(SETTLE, Duration::from_millis(20), || settled(c));
     assert!(ok, "the cluster did not settle within {SETTLE:?}: {}", c.describe());
+    sh.step(format!("settled: {}", c.describe()));
 }
 
-fn set_servers(sh: &Shared, c: &TestCluster, idx: &[usize]) {
-    *sh.servers.write().unwrap() = idx.iter().map(|&i| c.nodes[i].process.addr()).collect();
+/// Every key under the address that takes it: its ketama owner for memcached, else
+/// `through` (ringcache: any node routes).
+fn owned_groups(
+    ketama: Option<&RwLock<Ring<String>>>,
+    keys: usize,
+    through: &[SocketAddr],
+) -> Vec<(SocketAddr, Vec<usize>)> {
+    let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+    for i in 0..keys {
+        let addr = match ketama {
+            Some(ring) => ketama_owner(&ring.read().unwrap(), &key_name(i)),
+            None => through[0],
+        };
+        groups.entry(addr).or_default().push(i);
+    }
+    groups.into_iter().collect()
 }
 
 fn without(sh: &Shared, addr: SocketAddr) {
@@ -521,47 +624,57 @@ fn with(sh: &Shared, addr: SocketAddr) {
 /// a node joins the list once it is on every ring, leaves it before a polite stop; a
 /// crashed or frozen node stays listed (the clients find out by themselves).
 fn play(event: Event, c: &mut TestCluster, sh: &Shared) {
+    let v = VICTIM;
     match event {
         Event::Join => {
+            sh.step(format!("n{} starts", c.nodes.len() + 1));
             c.add();
-            wait_settled(c);
+            wait_settled(c, sh);
             let addr = c.nodes.last().expect("just added").process.addr();
+            sh.step(format!("{addr} joins the clients' list"));
             with(sh, addr);
         }
         Event::Leave => {
-            without(sh, c.nodes[VICTIM].process.addr());
-            stop_politely(c, VICTIM);
-            wait_settled(c);
+            without(sh, c.nodes[v].process.addr());
+            stop_politely(c, v, sh);
+            wait_settled(c, sh);
         }
         Event::Crash => {
-            c.nodes[VICTIM].process.signal(Signal::Kill);
-            c.nodes[VICTIM].process.wait_exit(Duration::from_secs(5));
-            wait_settled(c);
+            sh.step(format!("SIGKILL n{}", v + 1));
+            c.nodes[v].process.signal(Signal::Kill);
+            c.nodes[v].process.wait_exit(Duration::from_secs(5));
+            wait_settled(c, sh);
         }
         Event::Freeze => {
-            c.nodes[VICTIM].process.signal(Signal::Stop);
+            sh.step(format!("SIGSTOP n{}", v + 1));
+            c.nodes[v].process.signal(Signal::Stop);
             std::thread::sleep(FREEZE);
-            c.nodes[VICTIM].process.signal(Signal::Cont);
-            wait_settled(c);
+            sh.step(format!("SIGCONT n{}", v + 1));
+            c.nodes[v].process.signal(Signal::Cont);
+            wait_settled(c, sh);
         }
         Event::Restart => {
-            c.restart(VICTIM);
-            wait_settled(c);
+            sh.step(format!("SIGKILL n{} and start it again", v + 1));
+            c.restart(v);
+            sh.step(format!("n{} accepts connections", v + 1));
+            wait_settled(c, sh);
         }
         Event::Rolling => {
             for i in 0..c.nodes.len() {
                 let addr = c.nodes[i].process.addr();
                 without(sh, addr);
-                stop_politely(c, i);
+                stop_politely(c, i, sh);
                 c.restart(i);
-                wait_settled(c);
+                sh.step(format!("n{} started again, accepts connections", i + 1));
+                wait_settled(c, sh);
                 with(sh, addr);
             }
         }
     }
 }
 
-fn stop_politely(c: &mut TestCluster, i: usize) {
+fn stop_politely(c: &mut TestCluster, i: usize, sh: &Shared) {
+    sh.step(format!("n{} off the clients' list, SIGTERM", i + 1));
     c.nodes[i].process.signal(Signal::Term);
     let status = c.nodes[i].process.wait_exit(Duration::from_secs(20));
     assert!(
@@ -569,36 +682,39 @@ fn stop_politely(c: &mut TestCluster, i: usize) {
         "n{} after SIGTERM: {status:?}",
         i + 1
     );
+    sh.step(format!("n{} exited", i + 1));
 }
 
-/// Sets every key to its origin value (sequence 0) through node 1, pipelined.
-fn prefill(c: &TestCluster, keys: usize) {
-    let mut conn = c.nodes[0].process.connect();
-    let items: Vec<(String, String)> = (0..keys)
-        .map(|i| {
-            let k = key_name(i);
-            let v = value_of(&k, 0);
-            (k, v)
-        })
-        .collect();
-    let bad = ringcache_tests::cluster::set_all(&mut conn, &items);
-    assert!(bad.is_empty(), "prefill: {:?}", &bad[..bad.len().min(5)]);
+/// Sets every key to its origin value (sequence 0), each group of keys through its
+/// address, pipelined.
+fn prefill(groups: &[(SocketAddr, Vec<usize>)]) {
+    for (addr, keys) in groups {
+        let mut conn = RawConn::connect(*addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let items: Vec<(String, String)> = keys
+            .iter()
+            .map(|&i| {
+                let k = key_name(i);
+                let v = value_of(&k, 0);
+                (k, v)
+            })
+            .collect();
+        let bad = ringcache_tests::cluster::set_all(&mut conn, &items);
+        assert!(bad.is_empty(), "prefill: {:?}", &bad[..bad.len().min(5)]);
+    }
 }
 
-/// After the load: every key with an acknowledged write, through every live node. A hit
-/// below the floor is a lost acknowledged write; a miss is counted, not blamed.
-fn sweep(c: &mut TestCluster, sh: &Shared) -> (Vec<String>, u64, u64) {
+/// After the load: each group of keys through its address (for ringcache every key
+/// through every live node, for memcached each key through its owner). A hit below the
+/// floor is a lost acknowledged write; a miss is counted, not blamed.
+fn sweep(groups: &[(SocketAddr, Vec<usize>)], sh: &Shared) -> (Vec<String>, u64, u64) {
     let mut lost = Vec::new();
     let (mut misses, mut checked) = (0, 0);
-    let live = c.live();
-    let keys: Vec<usize> = (0..sh.slots.len()).collect();
-    for &n in &live {
-        let p = &c.nodes[n].process;
-        let mut conn = p.connect();
+    for (addr, keys) in groups {
+        let mut conn = RawConn::connect(*addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         for batch in keys.chunks(100) {
             let names: Vec<String> = batch.iter().map(|&i| key_name(i)).collect();
             let reply = conn.request(format!("get {}\r\n", names.join(" ")).as_bytes(), b"END\r\n");
-            let found = parse_values(&reply).unwrap_or_else(|| panic!("bad reply from n{}", n + 1));
+            let found = parse_values(&reply).unwrap_or_else(|| panic!("bad reply from {addr}"));
             for (&i, name) in batch.iter().zip(&names) {
                 let st = sh.slots[i].state.lock().unwrap();
                 checked += 1;
@@ -612,10 +728,10 @@ fn sweep(c: &mut TestCluster, sh: &Shared) -> (Vec<String>, u64, u64) {
                     Some(s) if s >= st.floor && s <= st.origin => {}
                     Some(s) if s < st.floor && st.doubt.contains(&s) => {}
                     _ => lost.push(format!(
-                        "{name} through n{}: {v:?}, acknowledged {} (origin {})",
-                        n + 1,
+                        "{name} through {addr}: {v:?}, acknowledged {} (origin {}; {})",
                         st.floor,
-                        st.origin
+                        st.origin,
+                        st.floor_by(sh.t0)
                     )),
                 }
             }
@@ -624,30 +740,111 @@ fn sweep(c: &mut TestCluster, sh: &Shared) -> (Vec<String>, u64, u64) {
     (lost, misses, checked)
 }
 
+/// What the load runs against.
+enum Target {
+    Ringcache(TestCluster),
+    /// memcached servers (a perfectly informed ketama client picks one per key).
+    Memcached(Vec<ServerProcess>),
+}
+
+fn start_memcached() -> ServerProcess {
+    ServerProcess::start(ServerKind::Memcached, &["-m", "64", "-t", "2"])
+}
+
+/// The event on memcached: the clients' ketama ring loses a node the instant it goes
+/// and gets it back the instant it is up again (what no real client achieves).
+fn play_memcached(event: Event, mc: &mut Vec<ServerProcess>, sh: &Shared) {
+    let v = VICTIM;
+    let mut members: Vec<SocketAddr> = mc.iter().map(|p| p.addr()).collect();
+    let set_ring = |members: &[SocketAddr], what: String| {
+        *sh.ketama.as_ref().expect("memcached mode").write().unwrap() = ketama_ring(members);
+        sh.step(what);
+    };
+    match event {
+        Event::Join => {
+            mc.push(start_memcached());
+            members.push(mc[3].addr());
+            set_ring(&members, "memcached 4 started, on the ring".into());
+        }
+        Event::Leave | Event::Crash => {
+            let addr = members.remove(v);
+            set_ring(&members, format!("{addr} off the ring"));
+            let sig = if event == Event::Leave { Signal::Term } else { Signal::Kill };
+            mc[v].signal(sig);
+            mc[v].wait_exit(Duration::from_secs(10));
+            sh.step(format!("{addr} exited after {sig:?}"));
+        }
+        Event::Freeze => {
+            let addr = members.remove(v);
+            set_ring(&members, format!("{addr} off the ring, SIGSTOP"));
+            mc[v].signal(Signal::Stop);
+            std::thread::sleep(FREEZE);
+            mc[v].signal(Signal::Cont);
+            members.push(addr);
+            set_ring(&members, format!("SIGCONT {addr}, back on the ring (with its old items)"));
+        }
+        Event::Restart => restart_memcached(mc, v, &mut members, &set_ring),
+        Event::Rolling => {
+            for i in 0..mc.len() {
+                restart_memcached(mc, i, &mut members, &set_ring);
+            }
+        }
+    }
+}
+
+fn restart_memcached(
+    mc: &mut [ServerProcess],
+    i: usize,
+    members: &mut Vec<SocketAddr>,
+    set_ring: &dyn Fn(&[SocketAddr], String),
+) {
+    let addr = mc[i].addr();
+    members.retain(|a| *a != addr);
+    set_ring(members, format!("{addr} off the ring, restarts"));
+    mc[i].restart();
+    members.push(addr);
+    set_ring(members, format!("{addr} back on the ring (empty)"));
+}
+
 /// The figures of one run.
 struct Report {
+    name: String,
     json: String,
+    steps: Vec<String>,
     stale: Vec<String>,
     lost: Vec<String>,
     violations: Vec<String>,
     summary: String,
 }
 
-fn run(cfg: &Config, replicas: u32, event: Event) -> Report {
-    let mut c = TestCluster::start(3, replicas, &[]);
-    prefill(&c, cfg.keys);
+fn run(cfg: &Config, replicas: u32, event: Event, memcached: bool) -> Report {
+    let mut target = if memcached {
+        Target::Memcached((0..3).map(|_| start_memcached()).collect())
+    } else {
+        Target::Ringcache(TestCluster::start(3, replicas, &[]))
+    };
+    let addrs: Vec<SocketAddr> = match &target {
+        Target::Ringcache(c) => c.nodes.iter().map(|n| n.process.addr()).collect(),
+        Target::Memcached(mc) => mc.iter().map(|p| p.addr()).collect(),
+    };
+    let ketama = memcached.then(|| RwLock::new(ketama_ring(&addrs)));
+    prefill(&owned_groups(ketama.as_ref(), cfg.keys, &addrs[..1]));
     let sh = Arc::new(Shared {
         slots: (0..cfg.keys).map(|_| Slot::default()).collect(),
         cdf: zipf_cdf(cfg.keys, ZIPF_S),
-        servers: RwLock::new(Vec::new()),
+        servers: RwLock::new(addrs.clone()),
+        ketama,
         stop: AtomicBool::new(false),
         t0: Instant::now(),
         rate: cfg.rate,
         timeout: cfg.timeout,
+        steps: Mutex::new(Vec::new()),
     });
-    set_servers(&sh, &c, &[0, 1, 2]);
+    for (i, a) in addrs.iter().enumerate() {
+        sh.step(format!("n{} is {a}", i + 1));
+    }
     // Bound on the load whatever happens: the event's own waits are bounded too.
-    let deadline = sh.t0 + cfg.warm + cfg.baseline + cfg.tail + Duration::from_secs(240);
+    let deadline = Instant::now() + cfg.warm + cfg.baseline + cfg.tail + Duration::from_secs(240);
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let sh = sh.clone();
@@ -656,14 +853,25 @@ fn run(cfg: &Config, replicas: u32, event: Event) -> Report {
         .collect();
     std::thread::sleep(cfg.warm + cfg.baseline);
     let event_start = sh.t0.elapsed();
-    play(event, &mut c, &sh);
+    match &mut target {
+        Target::Ringcache(c) => play(event, c, &sh),
+        Target::Memcached(mc) => play_memcached(event, mc, &sh),
+    }
     let event_end = sh.t0.elapsed();
-    std::thread::sleep(cfg.tail);
+    std::thread::sleep(cfg.tail.max((event_start + cfg.window).saturating_sub(event_end)));
     let window_end = sh.t0.elapsed();
     sh.stop.store(true, Relaxed);
     let logs: Vec<Log> = threads.into_iter().map(|t| t.join().expect("load thread")).collect();
-    wait_settled(&mut c);
-    let (lost, sweep_misses, sweep_checked) = sweep(&mut c, &sh);
+    let groups = match &mut target {
+        Target::Ringcache(c) => {
+            wait_settled(c, &sh);
+            let live = c.live();
+            let all: Vec<usize> = (0..cfg.keys).collect();
+            live.iter().map(|&i| (c.nodes[i].process.addr(), all.clone())).collect()
+        }
+        Target::Memcached(_) => owned_groups(sh.ketama.as_ref(), cfg.keys, &[]),
+    };
+    let (lost, sweep_misses, sweep_checked) = sweep(&groups, &sh);
 
     // Merge.
     let n = logs.iter().map(|l| l.buckets.len()).max().unwrap_or(0);
@@ -721,7 +929,11 @@ fn run(cfg: &Config, replicas: u32, event: Event) -> Report {
     let hits: u64 = logs.iter().map(|l| l.hits).sum();
     let acked: u64 = logs.iter().map(|l| l.acked_writes).sum();
 
-    let name = format!("r{replicas}-{}", event.name());
+    let name = if memcached {
+        format!("memcached-{}", event.name())
+    } else {
+        format!("r{replicas}-{}", event.name())
+    };
     let summary = format!(
         "{name}: event {:.1}s (settled after {:.1}s), window {:.1}s, {event_ops} ops offered; \
          origin loads {event_loads} vs {expected:.0} expected => extra {extra:.0}; \
@@ -741,12 +953,13 @@ fn run(cfg: &Config, replicas: u32, event: Event) -> Report {
     let mut json = String::new();
     let _ = write!(
         json,
-        "{{\"name\":\"{name}\",\"event\":\"{}\",\"replicas\":{replicas},\"rate\":{},\"keys\":{},\
+        "{{\"name\":\"{name}\",\"event\":\"{}\",\"target\":\"{}\",\"replicas\":{replicas},\"rate\":{},\"keys\":{},\
          \"timeout_ms\":{},\"bucket_ms\":{},\"baseline_start_s\":{:.3},\"event_start_s\":{:.3},\
          \"event_end_s\":{:.3},\"window_end_s\":{:.3},\"offered_in_window\":{event_ops},\
          \"origin_loads_in_window\":{event_loads},\"origin_loads_expected\":{expected:.1},\
          \"extra_origin_loads\":{extra:.1},\"errors_in_window\":{event_errors},\"errors\":{{",
         event.name(),
+        if memcached { "memcached+ketama" } else { "ringcache" },
         cfg.rate,
         cfg.keys,
         cfg.timeout.as_millis(),
@@ -775,9 +988,16 @@ fn run(cfg: &Config, replicas: u32, event: Event) -> Report {
         .iter()
         .map(|b| format!("[{},{},{},{},{}]", b.offered, b.served, b.shed, b.origin_loads, b.errors))
         .collect();
-    let _ = write!(json, "{}]}}", rows.join(","));
+    let steps = sh.steps.lock().unwrap().clone();
+    let quoted: Vec<String> = steps
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let _ = write!(json, "{}],\"steps\":[{}]}}", rows.join(","), quoted.join(","));
     Report {
+        name,
         json,
+        steps,
         stale,
         lost,
         violations,
@@ -790,18 +1010,30 @@ fn membership_events_under_read_through_load_serve_nothing_stale() {
     let cfg = Config::from_env();
     std::fs::create_dir_all(&cfg.out).expect("create the output directory");
     let mut failures = Vec::new();
-    let mut all = Vec::new();
-    for &replicas in &cfg.replicas {
+    let mut setups: Vec<(u32, bool)> = cfg.replicas.iter().map(|&r| (r, false)).collect();
+    if cfg.memcached {
+        setups.push((1, true));
+    }
+    for &(replicas, memcached) in &setups {
         for &event in &cfg.events {
-            let r = run(&cfg, replicas, event);
+            let r = run(&cfg, replicas, event, memcached);
             println!("{}", r.summary);
-            let path = cfg.out.join(format!("r{replicas}-{}.json", event.name()));
+            for step in &r.steps {
+                println!("    {step}");
+            }
+            let path = cfg.out.join(format!("{}.json", r.name));
             std::fs::write(&path, &r.json).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-            all.push(r.summary.clone());
+            if memcached {
+                // Not ringcache's: a frozen memcached comes back with old items, for one.
+                continue;
+            }
             for (what, list) in [("stale read", &r.stale), ("lost write", &r.lost), ("violation", &r.violations)] {
                 for w in list.iter().take(10) {
-                    failures.push(format!("r{replicas} {}: {what}: {w}", event.name()));
+                    failures.push(format!("{} {what}: {w}", r.name));
                 }
+            }
+            if !(r.stale.is_empty() && r.lost.is_empty() && r.violations.is_empty()) {
+                failures.push(format!("{} steps:\n  {}", r.name, r.steps.join("\n  ")));
             }
         }
     }
