@@ -1,14 +1,23 @@
-"""Reproduction: with --replicas 1, a delete acknowledged (NOT_FOUND) while the key's owner
-drains after SIGTERM is undone by the drain's hand-off: the old value comes back.
-Usage: python3 delete_during_drain.py path/to/ringcache"""
+"""Reproduction (found by tests/tests/membership_events.rs, rolling restart, --replicas 1):
+a delete acknowledged (NOT_FOUND) while the key's owner drains after SIGTERM is undone
+by the drain's hand-off: the old value comes back, on every node, for good.
+
+    python3 scripts/repro_delete_during_drain.py target/release/ringcache [BASE_PORT] [REPLICAS] [delete|set]
+
+Starts 3 nodes (client ports BASE..BASE+2, gossip BASE+1000..), sets 3,000 keys to v0,
+SIGTERMs n1 and at once deletes (or sets to v1) every key through n2, waits for n1 to
+exit, then reads every key through n3. Exit status 1 when an acknowledged delete (or
+set) was undone."""
 import os, signal, socket, subprocess, sys, time
 
 BIN = sys.argv[1]
 BASE = int(sys.argv[2]) if len(sys.argv) > 2 else 21311  # client ports BASE..BASE+2, gossip +1000
+REPLICAS = sys.argv[3] if len(sys.argv) > 3 else "1"
+OP = sys.argv[4] if len(sys.argv) > 4 else "delete"
 
 def start(i):
     args = [BIN, "-p", str(BASE + i), "-l", "127.0.0.1", "-t", "2", "--node-name", f"n{i+1}",
-            "--gossip-addr", f"127.0.0.1:{BASE + 1000 + i}", "--replicas", "1"]
+            "--gossip-addr", f"127.0.0.1:{BASE + 1000 + i}", "--replicas", REPLICAS]
     for j in range(3):
         if j != i:
             args += ["--seed", f"127.0.0.1:{BASE + 1000 + j}"]
@@ -49,21 +58,23 @@ try:
         r = req(c[1], batch, b"\r\n" * 1)
         while r.count(b"\r\n") < 100:
             r += c[1].recv(65536)
-    # SIGTERM n1, then at once delete every key through n2
+    # SIGTERM n1, then at once delete (or set to v1) every key through n2
     procs[0].send_signal(signal.SIGTERM)
     replies = {}
     for k in keys:
-        replies[k] = req(c[1], f"delete {k}\r\n".encode(), b"\r\n").strip().decode()
+        cmd = f"delete {k}\r\n" if OP == "delete" else f"set {k} 0 0 2\r\nv1\r\n"
+        replies[k] = req(c[1], cmd.encode(), b"\r\n").strip().decode()
     procs[0].wait(timeout=20)
     time.sleep(2)
     back = []
     for k in keys:
         r = req(c[2], f"get {k}\r\n".encode(), b"END\r\n")
-        if r != b"END\r\n":
+        acked = replies[k] in ("DELETED", "NOT_FOUND", "STORED")
+        if acked and r != b"END\r\n" and b"v1" not in r:
             back.append((k, replies[k], r.split(b"\r\n")[1].decode()))
     from collections import Counter
-    print("delete replies:", Counter(replies.values()))
-    print(f"{len(back)} of {N} deleted keys came back after the drain, e.g. {back[:5]}")
+    print(f"--replicas {REPLICAS}, {OP} replies:", Counter(replies.values()))
+    print(f"{len(back)} of {N} acknowledged {OP}s undone after the drain (v0 is back), e.g. {back[:5]}")
     sys.exit(1 if back else 0)
 finally:
     for p in procs:

@@ -335,7 +335,9 @@ impl PlainClient {
     fn request(&mut self, sh: &Shared, log: &mut Log, key: &str, req: &[u8], done: fn(&[u8]) -> bool) -> Outcome {
         if let Some(ring) = &sh.ketama {
             let addr = ketama_owner(&ring.read().unwrap(), key);
-            return self.send_to(sh, log, addr, req, done).unwrap_or(Outcome::NoAnswer("connection refused"));
+            return self
+                .send_to(sh, log, addr, req, done)
+                .unwrap_or(Outcome::NoAnswer("connection refused"));
         }
         let servers = sh.servers.read().unwrap().clone();
         if servers.is_empty() {
@@ -368,19 +370,17 @@ impl PlainClient {
         req: &[u8],
         done: fn(&[u8]) -> bool,
     ) -> Option<Outcome> {
-        if !self.conns.contains_key(&addr) {
-            match RawConn::connect(addr) {
-                Ok(c) => {
-                    self.conns.insert(addr, c);
-                }
+        let conn = match self.conns.entry(addr) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match RawConn::connect(addr) {
+                Ok(c) => e.insert(c),
                 Err(_) => {
                     self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
                     log.redirects.push(sh.t0.elapsed().as_millis() as u64);
                     return None;
                 }
-            }
-        }
-        let conn = self.conns.get_mut(&addr).expect("just connected");
+            },
+        };
         if conn.send(req).is_err() {
             self.conns.remove(&addr);
             self.skip_until.insert(addr, Instant::now() + SKIP_FOR);
@@ -401,7 +401,10 @@ impl PlainClient {
 /// The ketama owner of `key` (ring members are named by their address).
 fn ketama_owner(ring: &Ring<String>, key: &str) -> SocketAddr {
     let idx = ring.primary(key.as_bytes()).expect("a ring with members");
-    ring.node(idx).expect("an index of the ring").parse().expect("an address")
+    ring.node(idx)
+        .expect("an index of the ring")
+        .parse()
+        .expect("an address")
 }
 
 fn ketama_ring(addrs: &[SocketAddr]) -> Ring<String> {
@@ -454,7 +457,10 @@ fn write(
                 }
                 true
             } else {
-                log.error(sh.t0, format!("{} {}", if delete { "delete" } else { "set" }, error_kind(&r)));
+                log.error(
+                    sh.t0,
+                    format!("{} {}", if delete { "delete" } else { "set" }, error_kind(&r)),
+                );
                 false
             }
         }
@@ -506,15 +512,16 @@ fn read(sh: &Shared, client: &mut PlainClient, log: &mut Log, idx: usize) -> boo
         return true;
     };
     log.hits += 1;
-    let seq = v
-        .strip_prefix(&format!("{key}#"))
-        .and_then(|s| s.parse::<u64>().ok());
+    let seq = v.strip_prefix(&format!("{key}#")).and_then(|s| s.parse::<u64>().ok());
     let st = slot.state.lock().unwrap();
     match seq {
-        None => log.violations.push(format!("{key}: never-written value {v:?} from {addr}")),
-        Some(s) if s > st.origin => log
+        None => log
             .violations
-            .push(format!("{key}: value {s} from {addr} was never written (origin {})", st.origin)),
+            .push(format!("{key}: never-written value {v:?} from {addr}")),
+        Some(s) if s > st.origin => log.violations.push(format!(
+            "{key}: value {s} from {addr} was never written (origin {})",
+            st.origin
+        )),
         Some(s) if s < floor && st.doubt.contains(&s) => log.late_in_doubt += 1,
         Some(s) if s < floor => log.stale.push(format!(
             "{key}: value {s} from {addr} at {:?}, {floor} was acknowledged before the read ({})",
@@ -769,7 +776,11 @@ fn play_memcached(event: Event, mc: &mut Vec<ServerProcess>, sh: &Shared) {
         Event::Leave | Event::Crash => {
             let addr = members.remove(v);
             set_ring(&members, format!("{addr} off the ring"));
-            let sig = if event == Event::Leave { Signal::Term } else { Signal::Kill };
+            let sig = if event == Event::Leave {
+                Signal::Term
+            } else {
+                Signal::Kill
+            };
             mc[v].signal(sig);
             mc[v].wait_exit(Duration::from_secs(10));
             sh.step(format!("{addr} exited after {sig:?}"));
@@ -781,7 +792,10 @@ fn play_memcached(event: Event, mc: &mut Vec<ServerProcess>, sh: &Shared) {
             std::thread::sleep(FREEZE);
             mc[v].signal(Signal::Cont);
             members.push(addr);
-            set_ring(&members, format!("SIGCONT {addr}, back on the ring (with its old items)"));
+            set_ring(
+                &members,
+                format!("SIGCONT {addr}, back on the ring (with its old items)"),
+            );
         }
         Event::Restart => restart_memcached(mc, v, &mut members, &set_ring),
         Event::Rolling => {
@@ -986,7 +1000,12 @@ fn run(cfg: &Config, replicas: u32, event: Event, memcached: bool) -> Report {
     );
     let rows: Vec<String> = buckets
         .iter()
-        .map(|b| format!("[{},{},{},{},{}]", b.offered, b.served, b.shed, b.origin_loads, b.errors))
+        .map(|b| {
+            format!(
+                "[{},{},{},{},{}]",
+                b.offered, b.served, b.shed, b.origin_loads, b.errors
+            )
+        })
         .collect();
     let steps = sh.steps.lock().unwrap().clone();
     let quoted: Vec<String> = steps
@@ -1027,7 +1046,11 @@ fn membership_events_under_read_through_load_serve_nothing_stale() {
                 // Not ringcache's: a frozen memcached comes back with old items, for one.
                 continue;
             }
-            for (what, list) in [("stale read", &r.stale), ("lost write", &r.lost), ("violation", &r.violations)] {
+            for (what, list) in [
+                ("stale read", &r.stale),
+                ("lost write", &r.lost),
+                ("violation", &r.violations),
+            ] {
                 for w in list.iter().take(10) {
                     failures.push(format!("{} {what}: {w}", r.name));
                 }
@@ -1038,5 +1061,10 @@ fn membership_events_under_read_through_load_serve_nothing_stale() {
         }
     }
     println!("figures written to {}", cfg.out.display());
-    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
