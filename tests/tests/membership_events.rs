@@ -45,8 +45,13 @@
 //! hand-off), and at least `RINGCACHE_EVENTS_WINDOW_SECS` (default 8) long.
 //! `RINGCACHE_EVENTS_MEMCACHED=1` also runs every event on three memcached servers behind
 //! a perfectly informed ketama client (a node leaves its ring the instant it stops or
-//! freezes and comes back the instant it is up), for comparison; only reported. `RINGCACHE_EVENTS=join,crash` and `RINGCACHE_EVENTS_REPLICAS=2` pick a
-//! subset. Every loop is bounded in count and time.
+//! freezes and comes back the instant it is up), for comparison; only reported (a thawed
+//! memcached serves the items it held, stale ones included). `RINGCACHE_EVENTS=join,crash`
+//! and `RINGCACHE_EVENTS_REPLICAS=2` pick a subset. Every loop is bounded in count and
+//! time.
+//!
+//! An op is served when its first request (the `get`, or the write) got a non-error
+//! answer within the timeout; a failed fill is an error of its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
