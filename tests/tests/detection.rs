@@ -40,9 +40,11 @@ fn num(s: &HashMap<String, String>, name: &str) -> Option<u64> {
     s.get(name).and_then(|v| v.parse().ok())
 }
 
-/// How a kill is allowed to take: the second, plus the polling (a `stats`
-/// round trip to each survivor every 5 ms).
-const DETECTED_WITHIN: Duration = Duration::from_millis(1100);
+/// How long a kill is allowed to take here. The target is a second (measured: 607-972 ms
+/// over 30 kills on a loaded 2-core machine, docs/ARCHITECTURE.md); the bound is wider
+/// so a CI machine under load does not fail on scheduling noise, and still catches the
+/// old timing (about 3 s). Each kill's time is printed.
+const DETECTED_WITHIN: Duration = Duration::from_millis(2000);
 
 #[test]
 fn a_killed_node_is_off_every_ring_within_a_second() {

@@ -578,7 +578,9 @@ async fn a_write_is_not_settled_under_a_later_ring_once_the_node_dropped_its_dat
     let write = set(&key, "v1");
     let ((reply, _, _), ()) = tokio::join!(run(&tc, 0, &write), async {
         tokio::time::sleep(Duration::from_millis(700)).await;
+        // What `on_declared_down` and the freeze guard do.
         tc.cluster(0).stats.resets.fetch_add(1, Relaxed);
+        tc.nodes[0].store.flush_all(tc.now(), 0);
         for n in [0, third] {
             tc.set_members(n, &[0, third]).await;
         }
