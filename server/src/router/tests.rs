@@ -612,3 +612,27 @@ async fn a_delete_that_finds_nothing_is_not_undone_by_an_older_copy_handed_off_l
         assert!(!holds(&tc, 0, &key, "old"));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_settled_under_a_later_ring_is_held_by_every_owner_of_that_ring_this_node_included() {
+    // Between the ring a write ran under and the one it is settled under, this node may
+    // have lost the key (a ring between took it away, and its purge with it): it is an
+    // owner again, so it holds the write again before it is acknowledged.
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o[0] == 0);
+    let replica = tc.owners(0, key.as_bytes())[1];
+    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
+    tc.fault(replica, Fault::Unreachable);
+    let write = set(&key, "v1");
+    let ((reply, _, _), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // As `purge_unowned` drops it (no tombstone: the key moved, it was not deleted).
+        tc.nodes[0].store.retain_keys(tc.now(), |k| k != key.as_bytes());
+        for n in [third, 0] {
+            tc.set_members(n, &[0, third]).await;
+        }
+    });
+    assert_eq!(reply, "STORED\r\n");
+    assert!(holds(&tc, 0, &key, "v1") && holds(&tc, third, &key, "v1"));
+}

@@ -12,7 +12,7 @@ use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaMode};
 use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
-use ringcache_protocol::text::{Request, StoreMode};
+use ringcache_protocol::text::{parse_request, Limits, Request, StoreMode};
 use tokio::time::Instant;
 
 use super::placement::{put_fence, wire_for, Owners, Placed, Walk};
@@ -21,6 +21,7 @@ use super::{Ctx, OWNER_UNAVAILABLE, REPLICA_UNAVAILABLE, RING_CHANGING};
 use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
 use crate::node::Node;
+use crate::stats::Counters;
 
 /// A single-key write: run here if this node is the primary (or the request came from
 /// a peer), else forward to the primary, fenced with this node's ring version. If the
@@ -124,7 +125,7 @@ pub async fn write_here(
     let before = out.len();
     let flow = exec::execute(node, req, now, ctx.counters, out);
     let applied = applied_state(node, key, now);
-    if let Err(refusal) = settle(cluster, view.clone(), key, &applied).await {
+    if let Err(refusal) = settle(node, cluster, view.clone(), key, &applied, now).await {
         // Applied here, but not on every owner: not acknowledged. (A later read may
         // still see it, as it may see any write whose answer was lost.)
         out.truncate(before);
@@ -179,10 +180,18 @@ pub fn applied_state(node: &Node, key: &Bytes, now: u32) -> Bytes {
 /// write once the ring changed, except that the state sent is the one this write left
 /// (a retry would run `incr` twice); owners keep the newer of two versions by CAS
 /// unique, so a version that arrives late never replaces a newer one.
-pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied: &Bytes) -> Result<(), &'static [u8]> {
+pub async fn settle(
+    node: &Node,
+    cluster: &Cluster,
+    view: Arc<RingView>,
+    key: &Bytes,
+    applied: &Bytes,
+    now: u32,
+) -> Result<(), &'static [u8]> {
     let deadline = Instant::now() + cluster.verdict_wait;
     let me = view.me.and_then(|m| view.ring.node(m)).cloned();
     let resets = cluster.stats.resets.load(Relaxed);
+    let first = view.version;
     let mut view = view;
     loop {
         // Only as the member that ran the write: a node the others declared down comes
@@ -193,6 +202,11 @@ pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied
         // down shares a ring with it.)
         if view.me.and_then(|m| view.ring.node(m)) != me.as_ref() || cluster.stats.resets.load(Relaxed) != resets {
             return Err(REPLICA_UNAVAILABLE);
+        }
+        if view.version != first && view.me.is_some_and(|m| view.ring.is_owner(key, m)) {
+            // An owner under this ring too: hold the state here as well (a ring between
+            // may have taken the key away from this node, and its purge with it).
+            apply_here(node, applied, now);
         }
         let outcome = replicate(cluster, &view, key, applied).await;
         let refusal = match outcome {
@@ -211,6 +225,19 @@ pub async fn settle(cluster: &Cluster, view: Arc<RingView>, key: &Bytes, applied
             Some(next) => view = next,
             None => return Err(refusal),
         }
+    }
+}
+
+/// Applies `applied` (an `rc_set` or `rc_del`, see [`applied_state`]) to this node's
+/// store as a peer's would be: the newer version by CAS unique wins.
+fn apply_here(node: &Node, applied: &Bytes, now: u32) {
+    let limits = Limits {
+        max_item_size: node.settings.max_item_size,
+    };
+    let mut wire = BytesMut::from(&applied[..]);
+    if let Ok(Some(req @ Request::Peer(_))) = parse_request(&mut wire, &limits) {
+        let mut out = BytesMut::new();
+        exec::execute(node, req, now, &mut Counters::default(), &mut out);
     }
 }
 
