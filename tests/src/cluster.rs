@@ -43,6 +43,11 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Every node's client address, as the client takes its seeds.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.process.addr().to_string()).collect()
+    }
+
     /// Starts `n` nodes named `n1..` with `replicas` owners per key, default gossip
     /// timing, and `extra` flags, and waits until every node sees all of them.
     pub fn start(n: usize, replicas: u32, extra: &[&str]) -> TestCluster {

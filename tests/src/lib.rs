@@ -30,3 +30,13 @@ pub mod tools;
 
 pub use process::{free_port, free_udp_port, poll_until, ServerKind, ServerProcess, Signal};
 pub use raw::{RawConn, ReadEnd};
+
+/// A two-thread tokio runtime for tests that drive the async client from a plain
+/// `#[test]`.
+pub fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -8,15 +8,8 @@ use std::time::Duration;
 
 use ringcache_client::{Client, Error, StoreKind, StoreOutcome};
 use ringcache_protocol::ring::{Ring, RingConfig};
+use ringcache_tests::client_runtime;
 use ringcache_tests::{ServerKind, ServerProcess};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn server() -> ServerProcess {
     ServerProcess::start(ServerKind::target(), &["-m", "64", "-t", "2"])
@@ -25,7 +18,7 @@ fn server() -> ServerProcess {
 #[test]
 fn every_command_answers_as_memcached_does() {
     let node = server();
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         let c = Client::builder().servers([node.addr()]).build().await.unwrap();
         let ttl = Duration::from_secs(60);
 
@@ -112,7 +105,7 @@ fn typed_values_round_trip_as_json() {
         name: String,
     }
     let node = server();
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         let c = Client::builder().servers([node.addr()]).build().await.unwrap();
         let ada = User {
             id: 42,
@@ -131,7 +124,7 @@ fn fixed_servers_are_placed_by_host_port_name() {
     let nodes: Vec<ServerProcess> = (0..3).map(|_| server()).collect();
     let names: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
     let ring = Ring::new(names.clone(), RingConfig::default(), 0).unwrap();
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         let c = Client::builder().servers(&names).build().await.unwrap();
         assert_eq!(c.topology_version(), 0);
         let keys: Vec<String> = (0..300).map(|i| format!("fixed:{i}")).collect();
@@ -165,7 +158,7 @@ fn fixed_servers_are_placed_by_host_port_name() {
 
 #[test]
 fn build_fails_cleanly_on_bad_configuration() {
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         assert!(matches!(Client::builder().build().await, Err(Error::Config(_))));
         assert!(matches!(
             Client::builder()
@@ -191,7 +184,7 @@ fn build_fails_cleanly_on_bad_configuration() {
     });
     // A memcached (no `topology` command) is not a seed.
     let memcached = ServerProcess::memcached(&[]);
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         let r = Client::builder().seeds([memcached.addr()]).build().await;
         assert!(matches!(r, Err(Error::Topology(_))), "{r:?}");
     });

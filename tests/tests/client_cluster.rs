@@ -5,20 +5,9 @@
 use std::time::{Duration, Instant};
 
 use ringcache_client::Client;
+use ringcache_tests::client_runtime;
 use ringcache_tests::cluster::{stat, TestCluster};
 use ringcache_tests::Signal;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn seeds(c: &TestCluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.process.addr().to_string()).collect()
-}
 
 fn items(tag: &str, n: usize) -> Vec<(String, String)> {
     (0..n)
@@ -38,9 +27,9 @@ fn every_request_goes_straight_to_its_owner() {
     let c = TestCluster::start(3, 2, &[]);
     let data = items("direct", 400);
     let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         // One seed is enough: the client learns the other members.
-        let client = Client::builder().seeds([&seeds(&c)[1]]).build().await.unwrap();
+        let client = Client::builder().seeds([&c.seeds()[1]]).build().await.unwrap();
         assert_eq!(client.nodes().len(), 3);
         let ttl = Duration::from_secs(300);
         for (k, v) in &data {
@@ -80,10 +69,10 @@ fn every_request_goes_straight_to_its_owner() {
 fn reads_survive_the_owner_being_killed_with_two_replicas() {
     let c = TestCluster::start(3, 2, &[]);
     let data = items("kill", 600);
-    let rt = runtime();
+    let rt = client_runtime();
     let client = rt.block_on(async {
         let client = Client::builder()
-            .seeds(seeds(&c))
+            .seeds(c.seeds())
             .timeout(Duration::from_millis(500))
             .build()
             .await
@@ -147,8 +136,8 @@ fn reads_survive_the_owner_being_killed_with_two_replicas() {
 #[test]
 fn a_joining_node_is_used_within_two_seconds() {
     let mut c = TestCluster::start(2, 1, &[]);
-    let rt = runtime();
-    let client = rt.block_on(async { Client::builder().seeds(seeds(&c)).build().await.unwrap() });
+    let rt = client_runtime();
+    let client = rt.block_on(async { Client::builder().seeds(c.seeds()).build().await.unwrap() });
     let before = client.topology_version();
     c.add();
     c.wait_converged(Duration::from_secs(15));

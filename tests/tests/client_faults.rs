@@ -10,20 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringcache_client::{BoxError, Client, Error, Origin};
+use ringcache_tests::client_runtime;
 use ringcache_tests::cluster::TestCluster;
 use ringcache_tests::Signal;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn seeds(c: &TestCluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.process.addr().to_string()).collect()
-}
 
 /// An origin that answers `origin:<key>` and counts its loads.
 #[derive(Clone, Default)]
@@ -45,11 +34,11 @@ fn origin_value(key: &str) -> Option<Bytes> {
 #[test]
 fn a_hung_node_is_marked_down_by_writes_deletes_and_read_throughs() {
     let c = TestCluster::start(3, 1, &[]);
-    let rt = runtime();
+    let rt = client_runtime();
     let timeout = Duration::from_millis(300);
     let client = rt.block_on(async {
         Client::builder()
-            .seeds(seeds(&c))
+            .seeds(c.seeds())
             .timeout(timeout)
             .connect_timeout(timeout)
             .tko_threshold(3)
@@ -126,12 +115,12 @@ fn a_hung_node_is_marked_down_by_writes_deletes_and_read_throughs() {
 #[test]
 fn get_or_load_with_every_node_hung_answers_within_one_timeout() {
     let c = TestCluster::start(2, 2, &[]);
-    let rt = runtime();
+    let rt = client_runtime();
     let timeout = Duration::from_secs(1);
     let db = Db::default();
     let (client, cache) = rt.block_on(async {
         let client = Client::builder()
-            .seeds(seeds(&c))
+            .seeds(c.seeds())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
@@ -171,18 +160,18 @@ fn get_or_load_with_every_node_hung_answers_within_one_timeout() {
 #[test]
 fn a_client_built_while_the_cluster_is_down_uses_it_within_two_seconds_of_it_coming_up() {
     let mut c = TestCluster::start(2, 1, &[]);
-    let seeds = seeds(&c);
+    let seeds = c.seeds();
     for n in &c.nodes {
         n.process.signal(Signal::Kill);
     }
     for n in c.nodes.iter_mut() {
         n.process.wait_exit(Duration::from_secs(5));
     }
-    let rt = runtime();
+    let rt = client_runtime();
     let db = Db::default();
     let (client, cache) = rt.block_on(async {
         let client = Client::builder()
-            .seeds(&seeds)
+            .seeds(seeds)
             .build()
             .await
             .expect("built without a live seed");

@@ -8,21 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringcache_client::{BoxError, Client, Error, Origin, ReadThrough};
+use ringcache_tests::client_runtime;
 use ringcache_tests::cluster::TestCluster;
 use ringcache_tests::Signal;
 use tokio::sync::Semaphore;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn seeds(c: &TestCluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.process.addr().to_string()).collect()
-}
 
 /// An origin that counts its loads, takes `delay` per load, and answers
 /// `origin:<key>#<load number>`. With `gate`, every load first waits for a permit.
@@ -88,8 +77,8 @@ async fn many_callers<O: Origin>(rt: &ReadThrough<O>, key: &str, n: usize) -> Ve
 #[test]
 fn a_cold_key_read_by_200_tasks_loads_the_origin_once() {
     let c = TestCluster::start(3, 1, &[]);
-    runtime().block_on(async {
-        let client = Client::builder().seeds(seeds(&c)).build().await.unwrap();
+    client_runtime().block_on(async {
+        let client = Client::builder().seeds(c.seeds()).build().await.unwrap();
         let origin = Counting::new(Duration::from_millis(300));
         let cache = client.read_through(origin.clone());
         let got = many_callers(&cache, "cold:1", 200).await;
@@ -110,10 +99,10 @@ fn a_cold_key_read_by_200_tasks_loads_the_origin_once() {
 #[test]
 fn two_clients_share_one_origin_load_through_leases() {
     let c = TestCluster::start(3, 2, &[]);
-    runtime().block_on(async {
+    client_runtime().block_on(async {
         let origin = Counting::new(Duration::from_millis(300));
-        let a = Client::builder().seeds(seeds(&c)).build().await.unwrap();
-        let b = Client::builder().seeds(seeds(&c)).build().await.unwrap();
+        let a = Client::builder().seeds(c.seeds()).build().await.unwrap();
+        let b = Client::builder().seeds(c.seeds()).build().await.unwrap();
         let (ra, rb) = (a.read_through(origin.clone()), b.read_through(origin.clone()));
         for round in 0..3 {
             let key = format!("shared:{round}");
@@ -131,8 +120,8 @@ fn two_clients_share_one_origin_load_through_leases() {
 #[test]
 fn a_late_write_back_does_not_overwrite_a_newer_set_or_a_delete() {
     let c = TestCluster::start(2, 2, &[]);
-    runtime().block_on(async {
-        let client = Client::builder().seeds(seeds(&c)).build().await.unwrap();
+    client_runtime().block_on(async {
+        let client = Client::builder().seeds(c.seeds()).build().await.unwrap();
         let gate = Arc::new(Semaphore::new(0));
         let origin = Counting {
             gate: Some(gate.clone()),
@@ -188,8 +177,8 @@ fn a_late_write_back_does_not_overwrite_a_newer_set_or_a_delete() {
 #[test]
 fn origin_errors_reach_every_waiting_caller_and_are_not_cached() {
     let c = TestCluster::start(2, 1, &[]);
-    runtime().block_on(async {
-        let client = Client::builder().seeds(seeds(&c)).build().await.unwrap();
+    client_runtime().block_on(async {
+        let client = Client::builder().seeds(c.seeds()).build().await.unwrap();
         let origin = Counting::new(Duration::from_millis(200));
         origin.fail.lock().unwrap().push(1);
         let cache = client.read_through(origin.clone());
@@ -223,8 +212,8 @@ fn origin_errors_reach_every_waiting_caller_and_are_not_cached() {
 #[test]
 fn stale_values_are_served_while_one_reader_revalidates() {
     let c = TestCluster::start(2, 1, &[]);
-    runtime().block_on(async {
-        let client = Client::builder().seeds(seeds(&c)).build().await.unwrap();
+    client_runtime().block_on(async {
+        let client = Client::builder().seeds(c.seeds()).build().await.unwrap();
         let origin = Counting::new(Duration::from_millis(300));
         let stale_ok = client.read_through(origin.clone()).allow_stale(true);
         client.set("profile", "v1", Duration::ZERO).await.unwrap();
@@ -255,11 +244,11 @@ fn stale_values_are_served_while_one_reader_revalidates() {
 #[test]
 fn with_every_node_down_reads_come_from_the_origin_within_the_timeouts() {
     let mut c = TestCluster::start(2, 2, &[]);
-    let rt = runtime();
+    let rt = client_runtime();
     let timeout = Duration::from_millis(300);
     let (client, cache, origin) = rt.block_on(async {
         let client = Client::builder()
-            .seeds(seeds(&c))
+            .seeds(c.seeds())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

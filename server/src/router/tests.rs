@@ -424,6 +424,18 @@ async fn in_the_repair_window_a_failover_read_is_a_miss_unless_every_other_owner
     assert_eq!(run(&tc, 0, &format!("mg {key} v\r\n")).await.0, "VA 2\r\nv1\r\n");
 }
 
+/// Three nodes, two owners per key, past the start's repair window: a key node 0 is
+/// the primary of, its replica (unreachable from now on), and the third node.
+async fn primary_here_replica_unreachable() -> (TestCluster, String, usize, usize) {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o[0] == 0);
+    let replica = tc.owners(0, key.as_bytes())[1];
+    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
+    tc.fault(replica, Fault::Unreachable);
+    (tc, key, replica, third)
+}
+
 /// Whether node `i` holds `key` with `value` in its own store.
 fn holds(tc: &TestCluster, i: usize, key: &str, value: &str) -> bool {
     tc.nodes[i]
@@ -434,12 +446,7 @@ fn holds(tc: &TestCluster, i: usize, key: &str, value: &str) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn a_write_whose_replica_cannot_be_reached_is_acknowledged_once_the_ring_drops_it() {
-    let tc = TestCluster::start(3, 2).await;
-    tokio::time::sleep(PAST_REPAIR).await;
-    let key = key_where(&tc, |o| o[0] == 0);
-    let replica = tc.owners(0, key.as_bytes())[1];
-    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
-    tc.fault(replica, Fault::Unreachable);
+    let (tc, key, replica, third) = primary_here_replica_unreachable().await;
     let waits = || tc.cluster(0).stats.verdict_waits.load(Relaxed);
 
     // No verdict comes: refused once the wait for one is over, as before.
@@ -569,12 +576,7 @@ async fn a_write_is_not_settled_under_a_later_ring_once_the_node_dropped_its_dat
     // As when the freeze guard or a "declared down" verdict empties the store while a
     // write waits for an unreachable replica: the write is refused, not sent on to
     // the owners of a later ring.
-    let tc = TestCluster::start(3, 2).await;
-    tokio::time::sleep(PAST_REPAIR).await;
-    let key = key_where(&tc, |o| o[0] == 0);
-    let replica = tc.owners(0, key.as_bytes())[1];
-    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
-    tc.fault(replica, Fault::Unreachable);
+    let (tc, key, _, third) = primary_here_replica_unreachable().await;
     let write = set(&key, "v1");
     let ((reply, _, _), ()) = tokio::join!(run(&tc, 0, &write), async {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -618,12 +620,7 @@ async fn a_write_settled_under_a_later_ring_is_held_by_every_owner_of_that_ring_
     // Between the ring a write ran under and the one it is settled under, this node may
     // have lost the key (a ring between took it away, and its purge with it): it is an
     // owner again, so it holds the write again before it is acknowledged.
-    let tc = TestCluster::start(3, 2).await;
-    tokio::time::sleep(PAST_REPAIR).await;
-    let key = key_where(&tc, |o| o[0] == 0);
-    let replica = tc.owners(0, key.as_bytes())[1];
-    let third = (0..3).find(|&n| n != 0 && n != replica).unwrap();
-    tc.fault(replica, Fault::Unreachable);
+    let (tc, key, _, third) = primary_here_replica_unreachable().await;
     let write = set(&key, "v1");
     let ((reply, _, _), ()) = tokio::join!(run(&tc, 0, &write), async {
         tokio::time::sleep(Duration::from_millis(700)).await;
