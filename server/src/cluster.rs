@@ -151,6 +151,12 @@ impl RingView {
         })
     }
 
+    /// Whether the membership suspects the node at `idx` (it missed its probes and has
+    /// not refuted yet).
+    pub fn is_suspect(&self, idx: NodeIdx) -> bool {
+        self.states.get(idx.get()) == Some(&MemberState::Suspect)
+    }
+
     /// The topology clients download.
     pub fn topology(&self) -> Topology {
         Topology {

@@ -287,15 +287,38 @@ impl TestCluster {
     /// Makes node `i` see exactly `members` (indexes, itself included or not), and
     /// returns once its ring is built from them (its hand-off may still run).
     pub async fn set_members(&self, i: usize, members: &[usize]) {
+        self.set_members_suspecting(i, members, &[]).await;
+    }
+
+    /// As [`TestCluster::set_members`], with the members in `suspects` suspected (the
+    /// ring is the same; only their state differs).
+    pub async fn set_members_suspecting(&self, i: usize, members: &[usize], suspects: &[usize]) {
         let list = members
             .iter()
-            .map(|&m| (self.ids[m].clone(), MemberState::Alive))
+            .map(|&m| {
+                let state = if suspects.contains(&m) {
+                    MemberState::Suspect
+                } else {
+                    MemberState::Alive
+                };
+                (self.ids[m].clone(), state)
+            })
             .collect();
         let view = ClusterView::new(self.ids[i].clone(), list);
         let version = view.version;
         self.views[i].send_replace(Arc::new(view));
         let cluster = self.cluster(i);
-        while cluster.ring_version() != version {
+        let published = |c: &Cluster| {
+            let ring = c.ring();
+            ring.version == version
+                && suspects.iter().all(|&m| {
+                    ring.states
+                        .iter()
+                        .zip(ring.ring.nodes())
+                        .any(|(s, id)| *id == self.ids[m] && *s == MemberState::Suspect)
+                })
+        };
+        while !published(cluster) {
             tokio::task::yield_now().await;
         }
     }

@@ -136,6 +136,12 @@ impl Walk {
                 if Some(*owner) == self.view.me {
                     return Placed::Here { failover: true };
                 }
+                if owners == Owners::All && i + 1 < ring_owners.len() && self.view.is_suspect(*owner) {
+                    // The membership suspects it (it missed its probes: crashed, frozen, or
+                    // cut off): ask the next owner rather than wait out a peer timeout.
+                    // The read is then a failover read, under the same rules.
+                    continue;
+                }
                 let sent = match owners {
                     Owners::All => forward(cluster, &self.view, *owner, bytes.clone(), expect).await,
                     Owners::Primary => forward_write(cluster, &self.view, *owner, bytes.clone(), expect).await,

@@ -633,3 +633,29 @@ async fn a_write_settled_under_a_later_ring_is_held_by_every_owner_of_that_ring_
     assert_eq!(reply, "STORED\r\n");
     assert!(holds(&tc, 0, &key, "v1") && holds(&tc, third, &key, "v1"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_read_skips_a_primary_the_membership_suspects() {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| !o.contains(&0));
+    let primary = tc.owners(0, key.as_bytes())[0];
+    assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+    // Frozen: it accepts, never answers. Before the membership suspects it, a read
+    // waits a peer timeout and then asks the next owner...
+    tc.fault(primary, Fault::Silent);
+    let (reply, routing, took) = run(&tc, 0, &format!("mg {key} v\r\n")).await;
+    assert_eq!(reply, "VA 2\r\nv1\r\n");
+    assert_eq!(took, PEER_TIMEOUT, "{routing:?}");
+    // ...once it suspects it, the next owner at once, for `mg` and `get` alike.
+    tc.set_members_suspecting(0, &[0, 1, 2], &[primary]).await;
+    for input in [format!("mg {key} v\r\n"), format!("get {key}\r\n")] {
+        let (reply, routing, took) = run(&tc, 0, &input).await;
+        assert!(
+            reply == "VA 2\r\nv1\r\n" || reply == value(&key, "v1"),
+            "{input:?}: {reply}"
+        );
+        assert_eq!(took, Duration::ZERO, "{input:?}: {routing:?}");
+        assert_eq!((routing.read_failovers, routing.forward_timeouts), (1, 0), "{input:?}");
+    }
+}
