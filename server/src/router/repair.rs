@@ -110,7 +110,19 @@ async fn repair_from(
         let ask = cluster
             .peer(addr)
             .request(wire.clone(), Expect::Values, cluster.peer_timeout);
-        tasks.push(tokio::spawn(ask));
+        // Given up when the ring drops that owner (it failed), rather than waiting out
+        // the peer timeout: the request this repair is for places itself again.
+        let member = view.ring.nodes().iter().find(|id| id.client == addr).cloned();
+        let dropped = member.map(|id| cluster.until_dropped_owned(id));
+        tasks.push(tokio::spawn(async move {
+            match dropped {
+                Some(dropped) => tokio::select! {
+                    r = ask => r,
+                    () = dropped => Err(ringcache_client::Error::Closed),
+                },
+                None => ask.await,
+            }
+        }));
     }
     let mut complete = true;
     let mut newest: Option<PeerValue> = None;

@@ -659,3 +659,35 @@ async fn a_read_skips_a_primary_the_membership_suspects() {
         assert_eq!((routing.read_failovers, routing.forward_timeouts), (1, 0), "{input:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repair_waiting_on_a_hung_owner_is_given_up_when_the_ring_drops_it() {
+    let tc = TestCluster::start(3, 2).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    // Keys node 2 is the primary of; once node 2 is gone, one whose primary is node 0.
+    let moved: Vec<String> = (0..100_000)
+        .map(|n| format!("m{n}"))
+        .filter(|k| tc.owners(0, k.as_bytes())[0] == 2)
+        .take(200)
+        .collect();
+    for n in [0, 1] {
+        tc.set_members(n, &[0, 1]).await;
+    }
+    tc.settle().await;
+    let key = moved
+        .iter()
+        .find(|k| tc.owners(0, k.as_bytes())[0] == 0)
+        .unwrap()
+        .clone();
+    assert!(tc.cluster(0).repairing(), "the key changed hands in this window");
+    // Node 1 hangs: node 0's repair of the key waits on it until the ring drops it,
+    // and the write then runs with the ring without it, well within FENCE_WAIT.
+    tc.fault(1, Fault::Silent);
+    let write = set(&key, "v2");
+    let ((reply, _, took), ()) = tokio::join!(run(&tc, 0, &write), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tc.set_members(0, &[0]).await;
+    });
+    assert_eq!(reply, "STORED\r\n");
+    assert!(took >= Duration::from_millis(300) && took < PEER_TIMEOUT, "{took:?}");
+}
