@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use ringcache_protocol::cluster::{MemberState, NodeId, Topology, TopologyMember};
 use ringcache_protocol::ring::{key_hash, ring_hash_name, NodeIdx, Ring, RingConfig, MAX_REPLICAS};
 use ringcache_protocol::text::frame::Expect;
-use ringcache_protocol::text::peer::PeerRequest;
+use ringcache_protocol::text::peer::{is_ring_mismatch, PeerRequest};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -43,6 +43,11 @@ pub const MAX_WINDOW_RINGS: usize = 16;
 /// How often a repair window held open past [`REPAIR_WINDOW`] asks the peers whether
 /// their hand-off is done (see [`Cluster::hold_window`]).
 const HOLD_POLL: Duration = Duration::from_millis(250);
+
+/// How many times a hand-off application refused for a ring mismatch is sent again,
+/// [`FENCE_PAUSE`] apart (about two seconds: an owner adopts a ring within a gossip
+/// round of this node).
+const HANDOFF_FENCE_TRIES: u32 = 40;
 
 /// Hand-off applications in flight at once.
 const HANDOFF_IN_FLIGHT: usize = 64;
@@ -599,6 +604,7 @@ impl Cluster {
         let mut pace = HandoffPace::new(self.handoff_rate);
         let mut sent = 0;
         let mut sent_bytes = 0;
+        let resets = self.stats.resets.load(Relaxed);
         for heat in (0..=MAX_HEAT).rev() {
             for shard in 0..self.store.shard_count() {
                 // (owner, the rc_set, the item's key and value bytes)
@@ -616,7 +622,13 @@ impl Cluster {
                             if was_owner {
                                 continue;
                             }
-                            let mut wire = BytesMut::with_capacity(key.len() + value.len() + 64);
+                            let mut wire = BytesMut::with_capacity(key.len() + value.len() + 96);
+                            // Fenced with the ring it is for: an application that arrives
+                            // late (held in a socket's buffer through a partition, say,
+                            // and delivered once it heals) is refused by an owner that has
+                            // moved on (and may have dropped its store since), instead of
+                            // bringing back a version that was overwritten meanwhile.
+                            PeerRequest::Ring { version: next.version }.encode(&mut wire);
                             PeerRequest::Set {
                                 key: Bytes::copy_from_slice(key),
                                 flags,
@@ -631,7 +643,15 @@ impl Cluster {
                 for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
                     let cost: u64 = chunk.iter().map(|(_, _, b)| b + HANDOFF_ITEM_COST).sum();
                     pace.admit(cost).await;
-                    let (n, bytes) = self.send_handoff_batch(chunk).await;
+                    if self.stats.resets.load(Relaxed) != resets {
+                        // The store was dropped (declared down, or frozen): what was
+                        // scanned before is not this node's to hand on any more.
+                        info!("store dropped during a hand-off; the rest of it is not sent");
+                        self.stats.handed_off.fetch_add(sent, Relaxed);
+                        self.stats.handed_off_bytes.fetch_add(sent_bytes, Relaxed);
+                        return sent;
+                    }
+                    let (n, bytes) = self.send_handoff_batch(chunk, next.version).await;
                     sent += n;
                     sent_bytes += bytes;
                     tokio::task::yield_now().await;
@@ -645,12 +665,13 @@ impl Cluster {
 
     /// Sends one batch of hand-off applications concurrently and waits for them all:
     /// how many were applied, and their key and value bytes.
-    async fn send_handoff_batch(&self, chunk: &[(SocketAddr, Bytes, u64)]) -> (u64, u64) {
+    async fn send_handoff_batch(&self, chunk: &[(SocketAddr, Bytes, u64)], version: u64) -> (u64, u64) {
         let mut tasks = Vec::with_capacity(chunk.len());
         for (addr, wire, bytes) in chunk {
             let pool = self.peer(*addr);
             let wire = wire.clone();
             let timeout = self.peer_timeout;
+            let ring = self.ring.clone();
             tasks.push((
                 *bytes,
                 tokio::spawn(async move {
@@ -659,10 +680,19 @@ impl Cluster {
                     // more reaches a fresh one. (Resending is safe: the receiver
                     // keeps the larger CAS.)
                     let mut tries = PEER_POOL;
+                    // An owner that has not adopted the ring yet refuses it (a ring
+                    // mismatch): wait for it, while this node is still on that ring.
+                    let mut fence_tries = HANDOFF_FENCE_TRIES;
                     loop {
                         match pool.request(wire.clone(), Expect::Line, timeout).await {
                             Err(e) if tries > 0 && !matches!(e, ringcache_client::Error::Timeout(_)) => {
                                 tries -= 1;
+                            }
+                            Ok(reply)
+                                if is_ring_mismatch(&reply) && fence_tries > 0 && ring.borrow().version == version =>
+                            {
+                                fence_tries -= 1;
+                                tokio::time::sleep(FENCE_PAUSE).await;
                             }
                             done => break done,
                         }

@@ -280,12 +280,22 @@ async fn a_hand_off_sends_the_hottest_items_first_within_its_budget_and_holds_th
         .peers
         .recorded()
         .iter()
-        .filter(|(addr, wire)| *addr == tc.id(1).client && wire.starts_with(b"rc_set "))
-        .map(|(_, wire)| {
-            let key = wire.split(|b| *b == b' ').nth(1).unwrap();
+        .filter(|(addr, _)| *addr == tc.id(1).client)
+        .filter_map(|(_, wire)| {
+            // Each application is fenced with the ring it is for: `rc_ring <v>` first.
+            let rest = wire.strip_prefix(b"rc_ring ")?;
+            let at = rest.windows(2).position(|w| w == b"\r\n")?;
+            rest[at + 2..].strip_prefix(b"rc_set ").map(<[u8]>::to_vec)
+        })
+        .map(|set| {
+            let key = set.split(|b| *b == b' ').next().unwrap();
             keys.iter().position(|k| k.as_bytes() == key).unwrap()
         })
         .collect();
+    // (One refused because node 1 had not adopted the ring yet is sent again: count
+    // each item once, where it was first sent.)
+    let mut seen = std::collections::HashSet::new();
+    let handed: Vec<usize> = handed.into_iter().filter(|n| seen.insert(*n)).collect();
     let moved = keys.iter().filter(|k| tc.owners(0, k.as_bytes()) == [1]).count();
     assert!(moved > 50, "{moved}");
     assert_eq!(handed.len(), moved, "each moved item handed off once");
@@ -690,4 +700,51 @@ async fn a_repair_waiting_on_a_hung_owner_is_given_up_when_the_ring_drops_it() {
     });
     assert_eq!(reply, "STORED\r\n");
     assert!(took >= Duration::from_millis(300) && took < PEER_TIMEOUT, "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_off_is_applied_only_by_an_owner_on_the_ring_it_is_for() {
+    // Node 1 joins a cluster of nodes 0 and 2: node 0 hands it the keys it gains.
+    let tc = TestCluster::start(3, 1).await;
+    for n in [0, 2] {
+        tc.set_members(n, &[0, 2]).await;
+    }
+    tc.settle().await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let keys: Vec<String> = (0..400).map(|n| format!("j{n}")).collect();
+    for k in &keys {
+        assert_eq!(run(&tc, 0, &set(k, "v")).await.0, "STORED\r\n");
+    }
+    let here: Vec<&String> = keys.iter().filter(|k| holds(&tc, 0, k, "v")).collect();
+    // Node 1 adopts the new ring 500 ms after node 0 does: the applications it refused
+    // meanwhile (a ring mismatch) are sent again, and it gets them all.
+    let ((), ()) = tokio::join!(tc.set_members(0, &[0, 1, 2]), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tc.set_members(1, &[0, 1, 2]).await;
+    });
+    tc.settle().await;
+    let gained: Vec<&&String> = here.iter().filter(|k| tc.owners(0, k.as_bytes()) == [1]).collect();
+    assert!(gained.len() > 20, "{}", gained.len());
+    assert!(
+        gained.iter().all(|k| holds(&tc, 1, k, "v")),
+        "every item it gained reached it"
+    );
+
+    // A hand-off for a ring its receiver is not on (it moved on, or an application
+    // arrives late) is refused: node 0 gives up on it.
+    for n in [0, 1, 2] {
+        tc.set_members(n, &[0, 2]).await;
+    }
+    tc.settle().await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    for k in &keys {
+        assert_eq!(run(&tc, 0, &set(k, "w")).await.0, "STORED\r\n");
+    }
+    tc.set_members(1, &[1]).await;
+    tc.set_members(0, &[0, 1, 2]).await;
+    tc.settle().await;
+    assert!(
+        keys.iter().all(|k| !holds(&tc, 1, k, "w")),
+        "a node on another ring took a hand-off"
+    );
 }
