@@ -628,7 +628,7 @@ impl Cluster {
                             // and delivered once it heals) is refused by an owner that has
                             // moved on (and may have dropped its store since), instead of
                             // bringing back a version that was overwritten meanwhile.
-                            PeerRequest::Ring { version: next.version }.encode(&mut wire);
+                            PeerRequest::Handoff { version: next.version }.encode(&mut wire);
                             PeerRequest::Set {
                                 key: Bytes::copy_from_slice(key),
                                 flags,
@@ -651,7 +651,7 @@ impl Cluster {
                         self.stats.handed_off_bytes.fetch_add(sent_bytes, Relaxed);
                         return sent;
                     }
-                    let (n, bytes) = self.send_handoff_batch(chunk, next.version).await;
+                    let (n, bytes) = self.send_handoff_batch(chunk, next.version, me.is_none()).await;
                     sent += n;
                     sent_bytes += bytes;
                     tokio::task::yield_now().await;
@@ -665,13 +665,22 @@ impl Cluster {
 
     /// Sends one batch of hand-off applications concurrently and waits for them all:
     /// how many were applied, and their key and value bytes.
-    async fn send_handoff_batch(&self, chunk: &[(SocketAddr, Bytes, u64)], version: u64) -> (u64, u64) {
+    async fn send_handoff_batch(
+        &self,
+        chunk: &[(SocketAddr, Bytes, u64)],
+        version: u64,
+        version_is_leave: bool,
+    ) -> (u64, u64) {
         let mut tasks = Vec::with_capacity(chunk.len());
         for (addr, wire, bytes) in chunk {
             let pool = self.peer(*addr);
             let wire = wire.clone();
             let timeout = self.peer_timeout;
-            let ring = self.ring.clone();
+            // The membership's view, not the ring: the ring waits for this hand-off,
+            // the view moves on at once (and then the hand-off of the next ring takes
+            // over). A leaving node (no place on `next`) keeps trying.
+            let views = self.membership.subscribe();
+            let leaving = version_is_leave;
             tasks.push((
                 *bytes,
                 tokio::spawn(async move {
@@ -689,7 +698,9 @@ impl Cluster {
                                 tries -= 1;
                             }
                             Ok(reply)
-                                if is_ring_mismatch(&reply) && fence_tries > 0 && ring.borrow().version == version =>
+                                if is_ring_mismatch(&reply)
+                                    && fence_tries > 0
+                                    && (leaving || views.borrow().version == version) =>
                             {
                                 fence_tries -= 1;
                                 tokio::time::sleep(FENCE_PAUSE).await;

@@ -115,7 +115,12 @@ pub async fn serve(
                 };
                 let tagged = step.tag().is_some();
                 let mut fut = match step {
-                    Step::Run { req, tag, fenced } => start(node.clone(), view.clone(), req, tag, fenced, now),
+                    Step::Run {
+                        req,
+                        tag,
+                        fenced,
+                        handoff,
+                    } => start(node.clone(), view.clone(), req, tag, fenced, handoff, now),
                     Step::Answered { out, tag, close } => Box::pin(std::future::ready(Answer {
                         out,
                         counters: Counters::default(),
@@ -208,7 +213,12 @@ pub async fn answer(node: Arc<Node>, wire: bytes::Bytes, now: u32) -> BytesMut {
     let mut out = BytesMut::new();
     while let Some(step) = reader.next(&node, &mut view, &mut rbuf, &limits, now) {
         let answer = match step {
-            Step::Run { req, tag, fenced } => start(node.clone(), view.clone(), req, tag, fenced, now).await,
+            Step::Run {
+                req,
+                tag,
+                fenced,
+                handoff,
+            } => start(node.clone(), view.clone(), req, tag, fenced, handoff, now).await,
             Step::Answered { out, tag, close } => Answer {
                 out,
                 counters: Counters::default(),
@@ -252,15 +262,17 @@ fn start(
     req: Request,
     tag: Option<u64>,
     fenced: Option<u64>,
+    handoff: bool,
     now: u32,
 ) -> Running {
     Box::pin(async move {
         let mut out = BytesMut::new();
         let mut counters = Counters::default();
         let replication = matches!(req, Request::Peer(PeerRequest::Set { .. } | PeerRequest::Del { .. }));
-        if let (Request::Peer(PeerRequest::Set { key, value, .. }), None) = (&req, fenced) {
-            // Replications are always fenced (`router::write::replicate`); an item sent
-            // without a fence is a hand-off (`Cluster::hand_off`).
+        if let (Request::Peer(PeerRequest::Set { key, value, .. }), true) = (&req, handoff || fenced.is_none()) {
+            // A hand-off's item comes behind `rc_ring <v> handoff` (`Cluster::hand_off`;
+            // an unfenced one is a hand-off too, as older nodes sent them); a
+            // replication behind a plain `rc_ring` (`router::write::replicate`).
             counters.handoff_items_received += 1;
             counters.handoff_bytes_received += (key.len() + value.len()) as u64;
         }
@@ -298,6 +310,8 @@ enum Step {
         req: Request,
         tag: Option<u64>,
         fenced: Option<u64>,
+        /// An item handed off after a ring change (`rc_ring <v> handoff`).
+        handoff: bool,
     },
     /// A request answered without running anything: a refusal or a parse error.
     Answered {
@@ -325,6 +339,8 @@ struct Reader {
     tag: Option<u64>,
     /// From `rc_ring`: the ring version the sender placed the next request with.
     fence: Option<u64>,
+    /// From `rc_ring <v> handoff`: the next request is a hand-off's item.
+    handoff: bool,
     /// Framing is lost (a parse error that closes the connection).
     broken: bool,
 }
@@ -356,18 +372,29 @@ impl Reader {
                 Ok(None) => return None,
                 Ok(Some(Request::Peer(PeerRequest::Id { id }))) => self.tag = Some(id),
                 Ok(Some(Request::Peer(PeerRequest::Ring { version }))) => self.fence = Some(version),
+                Ok(Some(Request::Peer(PeerRequest::Handoff { version }))) => {
+                    self.fence = Some(version);
+                    self.handoff = true;
+                }
                 Ok(Some(req)) => {
                     let tag = self.tag.take();
                     let fenced = self.fence.take();
+                    let handoff = std::mem::take(&mut self.handoff);
                     if let Some(want) = fenced {
                         if !same_ring(node, view, want) {
                             return Some(self.refuse(node, tag));
                         }
                     }
-                    return Some(Step::Run { req, tag, fenced });
+                    return Some(Step::Run {
+                        req,
+                        tag,
+                        fenced,
+                        handoff,
+                    });
                 }
                 Err(e) => {
                     let tag = self.tag.take();
+                    self.handoff = false;
                     self.swallow = e.swallow;
                     self.broken = e.close;
                     if let Some(want) = self.fence.take() {

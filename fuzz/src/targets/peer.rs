@@ -99,6 +99,7 @@ fn command(inp: &mut Input<'_>) -> PeerRequest {
         },
         3 => PeerRequest::Get { key: key(inp) },
         4 => PeerRequest::Ring { version: inp.number() },
+        5 => PeerRequest::Handoff { version: inp.number() },
         _ => PeerRequest::Id { id: inp.number() },
     }
 }
@@ -179,6 +180,7 @@ fn discriminant(cmd: &PeerRequest) -> u64 {
         PeerRequest::Get { .. } => 5,
         PeerRequest::Ring { .. } => 6,
         PeerRequest::Id { .. } => 7,
+        PeerRequest::Handoff { .. } => 8,
     }
 }
 

@@ -114,6 +114,13 @@ pub enum PeerRequest {
         /// The ring version the sender routed by.
         version: u64,
     },
+    /// `rc_ring <version> handoff`: as [`PeerRequest::Ring`], and the next request (an
+    /// `rc_set`) is an item handed off after a ring change, not a replication (the
+    /// receiver counts it as received hand-off).
+    Handoff {
+        /// The ring the hand-off is for.
+        version: u64,
+    },
     /// Follow the next request's reply with `RI <id>\r\n`; no reply of its own.
     Id {
         /// The tag the reply carries back.
@@ -345,6 +352,7 @@ fn parse_line(line: &[u8], limits: &Limits) -> Line {
         },
         b"rc_ring" => match args {
             [v] => number(v).map(|version| PeerRequest::Ring { version }),
+            [v, b"handoff"] => number(v).map(|version| PeerRequest::Handoff { version }),
             _ => None,
         },
         b"rc_id" => match args {
@@ -435,6 +443,11 @@ impl PeerRequest {
                 out.put_slice(b"rc_ring ");
                 out.put_slice(num.format(*version).as_bytes());
                 out.put_slice(b"\r\n");
+            }
+            PeerRequest::Handoff { version } => {
+                out.put_slice(b"rc_ring ");
+                out.put_slice(num.format(*version).as_bytes());
+                out.put_slice(b" handoff\r\n");
             }
             PeerRequest::Id { id } => {
                 out.put_slice(b"rc_id ");
@@ -575,6 +588,7 @@ mod tests {
             },
             PeerRequest::Ring { version: u64::MAX },
             PeerRequest::Ring { version: 0 },
+            PeerRequest::Handoff { version: 7 },
             PeerRequest::Id { id: 0 },
             PeerRequest::Id { id: u64::MAX },
             PeerRequest::Set {
