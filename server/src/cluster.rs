@@ -892,6 +892,15 @@ impl Cluster {
         until_dropped(self.ring.clone(), id).await
     }
 
+    /// Resolves once this node's ring is no longer version `version` (at once if it is
+    /// not now).
+    pub async fn until_ring_changes(&self, version: u64) {
+        let mut rx = self.ring.clone();
+        if rx.wait_for(|v| v.version != version).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// [`Cluster::until_dropped`] as a future that owns what it needs (to spawn).
     pub fn until_dropped_owned(&self, id: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
         let rx = self.ring.clone();

@@ -195,11 +195,11 @@ async fn forward_write(
     wire: Bytes,
     expect: Expect,
 ) -> Result<Bytes, ClientError> {
-    let id = view.ring.node(owner).ok_or(ClientError::NoNode)?.clone();
+    let id = view.ring.node(owner).ok_or(ClientError::NoNode)?;
     let timeout = cluster.peer_timeout + cluster.verdict_wait;
     tokio::select! {
         r = forward_within(cluster, view, owner, wire, expect, timeout) => r,
-        () = cluster.until_dropped(&id) => {
+        () = cluster.until_dropped(id) => {
             cluster.stats.forward_errors.fetch_add(1, Relaxed);
             Err(ClientError::Closed)
         }

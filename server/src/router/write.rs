@@ -7,16 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ringcache_client::Error as ClientError;
-use ringcache_protocol::cluster::NodeId;
 use ringcache_protocol::text::frame::Expect;
 use ringcache_protocol::text::meta::{MetaCommand, MetaMode};
 use ringcache_protocol::text::peer::{encode_ring_mismatch, is_ring_mismatch, PeerRequest};
-use ringcache_protocol::text::{parse_request, Limits, Request, StoreMode};
+use ringcache_protocol::text::{Request, StoreMode};
 use tokio::time::Instant;
 
 use super::placement::{put_fence, wire_for, Owners, Placed, Walk};
-use super::repair::repair;
+use super::repair::{owner_addrs, repair};
 use super::{Ctx, OWNER_UNAVAILABLE, REPLICA_UNAVAILABLE, RING_CHANGING};
 use crate::cluster::{Cluster, RingView, FENCE_WAIT};
 use crate::exec::{self, Flow};
@@ -140,11 +138,11 @@ pub async fn write_here(
 /// `rc_set` of the item, or an `rc_del` with a fresh CAS unique when there is none.
 /// Taken once, right after the write ran: what is sent later (under a later ring,
 /// after this node may have purged the key) is still what the write left.
-pub fn applied_state(node: &Node, key: &Bytes, now: u32) -> Bytes {
+pub fn applied_state(node: &Node, key: &Bytes, now: u32) -> PeerRequest {
     let state = node.store.with(key, now, |slot| {
         slot.get().map(|i| (i.value.clone(), i.flags, i.exptime, i.cas))
     });
-    let cmd = match state {
+    match state {
         Some((value, flags, exptime, cas)) => PeerRequest::Set {
             key: key.clone(),
             flags,
@@ -156,10 +154,7 @@ pub fn applied_state(node: &Node, key: &Bytes, now: u32) -> Bytes {
             key: key.clone(),
             cas: node.store.next_cas(),
         },
-    };
-    let mut wire = BytesMut::new();
-    cmd.encode(&mut wire);
-    wire.freeze()
+    }
 }
 
 /// Applies `applied` (see [`applied_state`]) to the key's other owners under `view`,
@@ -185,7 +180,7 @@ pub async fn settle(
     cluster: &Cluster,
     view: Arc<RingView>,
     key: &Bytes,
-    applied: &Bytes,
+    applied: &PeerRequest,
     now: u32,
 ) -> Result<(), &'static [u8]> {
     let deadline = Instant::now() + cluster.verdict_wait;
@@ -208,7 +203,13 @@ pub async fn settle(
             // may have taken the key away from this node, and its purge with it).
             apply_here(node, applied, now);
         }
-        let outcome = replicate(cluster, &view, key, applied).await;
+        // A ring change while the owners apply it: go on under the new ring at once
+        // (every owner there gets the state again; a late reply from an owner of this
+        // ring changes nothing), rather than wait out an owner that failed.
+        let outcome = tokio::select! {
+            outcome = replicate(cluster, &view, key, applied) => outcome,
+            () = cluster.until_ring_changes(view.version) => Err(Refused::RingChanging),
+        };
         let refusal = match outcome {
             Ok(()) if cluster.ring_version() == view.version => return Ok(()),
             Ok(()) => {
@@ -230,15 +231,10 @@ pub async fn settle(
 
 /// Applies `applied` (an `rc_set` or `rc_del`, see [`applied_state`]) to this node's
 /// store as a peer's would be: the newer version by CAS unique wins.
-fn apply_here(node: &Node, applied: &Bytes, now: u32) {
-    let limits = Limits {
-        max_item_size: node.settings.max_item_size,
-    };
-    let mut wire = BytesMut::from(&applied[..]);
-    if let Ok(Some(req @ Request::Peer(_))) = parse_request(&mut wire, &limits) {
-        let mut out = BytesMut::new();
-        exec::execute(node, req, now, &mut Counters::default(), &mut out);
-    }
+fn apply_here(node: &Node, applied: &PeerRequest, now: u32) {
+    let mut out = BytesMut::new();
+    let req = Request::Peer(applied.clone());
+    exec::execute(node, req, now, &mut Counters::default(), &mut out);
 }
 
 /// Why an application did not reach every owner ([`replicate`]).
@@ -253,39 +249,22 @@ pub enum Refused {
 }
 
 /// Applies `applied` to `key`'s owners other than this node under `view`, fenced with
-/// its ring version, and waits (bounded by the peer timeout, or until the ring drops
-/// the owner) until they have it.
-pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied: &Bytes) -> Result<(), Refused> {
-    let me = view.me.and_then(|m| view.ring.node(m));
-    let targets: Vec<NodeId> = view
-        .ring
-        .owners(key)
-        .iter()
-        .filter_map(|o| view.ring.node(*o))
-        .filter(|id| Some(*id) != me)
-        .cloned()
-        .collect();
+/// its ring version, and waits (bounded by the peer timeout) until they have it.
+pub async fn replicate(cluster: &Cluster, view: &RingView, key: &Bytes, applied: &PeerRequest) -> Result<(), Refused> {
+    let targets = owner_addrs(view, key, false);
     if targets.is_empty() {
         return Ok(());
     }
-    let mut wire = BytesMut::with_capacity(applied.len() + 32);
+    let mut wire = BytesMut::new();
     put_fence(view.version, &mut wire);
-    wire.put_slice(applied);
+    applied.encode(&mut wire);
     let wire = wire.freeze();
     let mut tasks = Vec::with_capacity(targets.len());
-    for id in targets {
+    for addr in targets {
         let apply = cluster
-            .peer(id.client)
+            .peer(addr)
             .request(wire.clone(), Expect::Line, cluster.peer_timeout);
-        // Given up when the ring drops the owner (it failed): `settle` goes on with
-        // the ring without it rather than wait out the peer timeout.
-        let dropped = cluster.until_dropped_owned(id);
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                r = apply => r,
-                () = dropped => Err(ClientError::Closed),
-            }
-        }));
+        tasks.push(tokio::spawn(apply));
     }
     let mut outcome = Ok(());
     for t in tasks {
