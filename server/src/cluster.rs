@@ -999,14 +999,7 @@ async fn until_dropped(mut rx: watch::Receiver<Arc<RingView>>, id: &NodeId) {
 /// How often each peer's round trip is measured (see `Cluster::probe_peers`).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-/// The reply to a key command while this node is still joining its cluster.
-pub const JOINING: &[u8] = b"SERVER_ERROR joining the cluster\r\n";
-
-/// The reply to a key command while this node's side of the cluster holds no majority
-/// of its members (it was cut off, or most of the cluster failed): what it holds may
-/// have been overwritten on the other side, and what it would accept the majority
-/// would not see. Nothing was done; a client should use another node.
-pub const NO_QUORUM: &[u8] = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
+pub use ringcache_protocol::text::response::{JOINING, NO_QUORUM};
 
 /// Drops every item whose key `view` does not place on this node; returns how many.
 pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {

@@ -19,9 +19,11 @@
 //! Quorum (see [`crate::quorum`]): after every change the task counts the members it
 //! sees up against those it remembers. A node whose side lost the majority refuses
 //! key commands ([`Membership::in_quorum`]); when it regains it, it drops its store
-//! (`on_declared_down`) before the new verdict is published. foca declares both sides
-//! of a healed partition down to each other, and both then rejoin, and every node that
-//! rejoins drops its data (docs/ARCHITECTURE.md, "Quorum", says why the majority too). A node leaving on purpose sends a farewell
+//! (`on_declared_down`) before the new verdict is published. Only a node that has seen
+//! a majority alive for a while declares a member down; a cut-off node holds its
+//! verdicts, so at the heal the majority is not declared down and keeps its data,
+//! while the cut-off node (declared down by the majority) rejoins and drops its own
+//! (docs/ARCHITECTURE.md, "Quorum"). A node leaving on purpose sends a farewell
 //! ([`ringcache_protocol::gossip::Farewell`], a foca custom broadcast) so the others
 //! stop counting it, where a failed member stays counted.
 //!
@@ -48,7 +50,7 @@
 //! each packet travels in (see [`crate::secret`]).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
@@ -163,6 +165,9 @@ pub struct GossipStats {
     pub confirmations: AtomicU64,
     /// This node's local health score (0 = healthy; see [`crate::health::Awareness`]).
     pub awareness: AtomicU64,
+    /// Suspicions that ran out while this node did not see a settled majority alive,
+    /// held back instead of declaring the member down (see `Task::handle_timer`).
+    pub verdicts_held: AtomicU64,
     /// This node's quorum count, `up << 32 | known` (see [`crate::quorum`]).
     quorum: AtomicU64,
 }
@@ -261,6 +266,11 @@ impl Membership {
             farewells: farewells.clone(),
             suspects: 0,
             quorum: Quorum::new(&me.name),
+            majority_since: Some(Instant::now()),
+            held: HashSet::new(),
+            republish: false,
+            verdict_hold: cfg.probe_period * 2 + cfg.suspect_timeout,
+            recheck: cfg.probe_period,
             foca: Foca::with_custom_broadcast(
                 NodeIdentity(me),
                 foca_config(&cfg),
@@ -440,6 +450,19 @@ impl Timers {
 struct Task {
     foca: Foca<NodeIdentity, BincodeCodec, SmallRng, Farewells>,
     quorum: Quorum,
+    /// Since when this node has seen a majority of its cluster alive, suspects not
+    /// counted (`None` while it does not, and from a rejoin until the next view): only
+    /// a node that has for `verdict_hold` declares a member down.
+    majority_since: Option<Instant>,
+    /// Suspects whose suspicion ran out while this node could not declare them down:
+    /// no longer counted up for the quorum (until they refute).
+    held: HashSet<NodeId>,
+    /// Set when `held` grew: publish a new view.
+    republish: bool,
+    /// How long a majority must have been seen before this node's verdicts count.
+    verdict_hold: Duration,
+    /// When a held verdict is looked at again.
+    recheck: Duration,
     /// A digest of the members foca suspects now, to republish when it changes.
     suspects: u64,
     farewells: Arc<std::sync::Mutex<Vec<Farewell>>>,
@@ -594,7 +617,7 @@ impl Task {
             Timer::ChangeSuspectToDown {
                 member_id, incarnation, ..
             } => {
-                self.suspicions.fired(member_id.0.gossip, seq);
+                let suspect = member_id.0.gossip;
                 // foca 2.0.0 checks that the suspect has not refuted (its incarnation is
                 // still the one suspected) before declaring it down, but then sends it
                 // `TurnUndead` whether or not it did: a member that refuted in time is
@@ -605,8 +628,35 @@ impl Task {
                     m.id() == member_id && m.incarnation() == *incarnation && m.state() == foca::State::Suspect
                 });
                 if !holds {
+                    self.suspicions.fired(suspect, seq);
                     return;
                 }
+                // Only a node that sees a majority of its cluster alive, and has for a
+                // while, declares a member down. A node cut off from most of the cluster
+                // suspects all of them; were it to declare them down, its verdicts would
+                // reach the majority at the heal and take majority members off their
+                // peers' rings (each then drops its data when it rejoins). Held, the
+                // suspicion stays a suspicion: the suspect refutes it at the heal. The
+                // "for a while" covers the heal itself, when refutations arrive one
+                // member at a time (docs/ARCHITECTURE.md, "Quorum").
+                let now = Instant::now();
+                let settled = self
+                    .majority_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= self.verdict_hold);
+                if !settled {
+                    // Past its time it no longer counts as up: a node cut off from all
+                    // the others loses its quorum once their suspicions have run out,
+                    // as it did when it declared them down.
+                    if self.held.insert(member_id.0.clone()) {
+                        self.stats.verdicts_held.fetch_add(1, Relaxed);
+                        self.republish = true;
+                        info!(member = ?member_id, quorum = ?self.quorum.count(), "suspicion ran out without a settled majority alive here: held, not declared down");
+                    }
+                    let seq = self.timers.push(now + self.recheck, timer);
+                    self.suspicions.scheduled(suspect, seq);
+                    return;
+                }
+                self.suspicions.fired(suspect, seq);
             }
             _ => {}
         }
@@ -641,6 +691,27 @@ impl Task {
                 }
             }
             _ => {}
+        }
+        // A member whose verdict this node holds has just spoken to it: it is alive and
+        // reachable again (the heal of a partition). foca clears a suspicion only when
+        // the suspect refutes it, and the suspect may never have heard of it (the
+        // updates were sent while the link was down). So the suspicion is raised once
+        // more, one incarnation above the one the member runs, and gossiped: the member
+        // hears it and refutes, and then counts as up again.
+        let unaware = self.held.contains(&header.src.0)
+            && self.foca.iter_members().any(|m| {
+                m.id() == &header.src && m.state() == foca::State::Suspect && m.incarnation() == header.src_incarnation
+            });
+        if unaware {
+            let again = foca::Member::new(
+                header.src.clone(),
+                header.src_incarnation.saturating_add(1),
+                foca::State::Suspect,
+            );
+            debug!(member = ?header.src, "a member whose verdict is held answered: asking it to refute");
+            if let Err(e) = self.foca.apply_many(std::iter::once(again), true, &mut self.runtime) {
+                debug!(error = %e, "re-raising a held suspicion");
+            }
         }
         let me = self.foca.identity();
         for m in &updates {
@@ -732,7 +803,7 @@ impl Task {
 
     /// Acts on everything foca asked for during the last call.
     async fn drain(&mut self) {
-        let mut changed = false;
+        let mut changed = std::mem::take(&mut self.republish);
         while let Some((dst, data)) = self.runtime.to_send() {
             self.stats.packets_out.fetch_add(1, Relaxed);
             let sealed;
@@ -778,6 +849,9 @@ impl Task {
                         warn!(identity = ?id, quorum = ?self.quorum.count(), "the cluster declared this node down while its side was a minority; dropping local data and rejoining");
                     }
                     (self.on_declared_down)();
+                    // A new member now: its verdicts on others wait until it has seen
+                    // a majority alive for a while again.
+                    self.majority_since = None;
                     changed = true;
                 }
                 OwnedNotification::Defunct if self.leaving => {
@@ -829,8 +903,15 @@ impl Task {
             })
             .collect();
         members.push((me.clone(), MemberState::Alive));
+        // A suspect counts as up until its suspicion runs out (a suspicion refuted in
+        // time, here or at a heal, changes nothing); one whose verdict this node held
+        // (`handle_timer`) no longer does, as if declared down. So a node cut off from
+        // the rest loses its quorum when it would have declared them down.
+        self.held
+            .retain(|id| members.iter().any(|(m, st)| m == id && *st == MemberState::Suspect));
         let up: Vec<(&str, u64)> = members
             .iter()
+            .filter(|(id, _)| !self.held.contains(id))
             .map(|(id, _)| (id.name.as_str(), id.incarnation))
             .collect();
         match self.quorum.observe(up.iter().copied()) {
@@ -847,6 +928,15 @@ impl Task {
         // Published after the store was dropped, so a node never serves stale data
         // under a regained quorum.
         self.stats.set_quorum(self.quorum.count());
+        let alive = members
+            .iter()
+            .filter(|(_, st)| *st == MemberState::Alive)
+            .map(|(id, _)| id.name.as_str());
+        if !self.quorum.majority_of_known(alive) {
+            self.majority_since = None;
+        } else if self.majority_since.is_none() {
+            self.majority_since = Some(Instant::now());
+        }
         let view = ClusterView::new(me, members);
         if view.version != self.view_tx.borrow().version {
             info!(

@@ -18,8 +18,9 @@
 //! What the node does with it (`membership`, `cluster`, `router`): in minority it
 //! refuses key commands and reports not ready; when it regains quorum it drops its
 //! store before serving again, since the majority may have overwritten or deleted
-//! anything meanwhile. The majority keeps serving (a node declared down still drops
-//! its data when it rejoins, on either side: see `membership`).
+//! anything meanwhile. The majority keeps serving, and keeps its data through the
+//! heal: only a node that sees a majority alive declares others down (`membership`),
+//! so the cut-off side never declares the majority down.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -115,6 +116,17 @@ impl Quorum {
         }
     }
 
+    /// Whether `names` (this node's included) are more than half of the members it
+    /// counts; changes nothing.
+    pub fn majority_of_known<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        let up = names.into_iter().filter(|n| self.known.contains(*n)).count();
+        Count {
+            up,
+            known: self.known.len(),
+        }
+        .in_quorum()
+    }
+
     /// The count as of the last view.
     pub fn count(&self) -> Count {
         self.count
@@ -202,6 +214,17 @@ mod tests {
         a.farewell("a", 1);
         a.observe([("a", 1)]);
         assert_eq!(a.count(), Count { up: 1, known: 3 });
+    }
+
+    #[test]
+    fn a_majority_of_known_counts_only_members_it_knows_and_changes_nothing() {
+        let mut a = Quorum::new("a");
+        see(&mut a, &["a", "b", "c"]);
+        assert!(a.majority_of_known(["a", "b"]));
+        assert!(!a.majority_of_known(["a"]));
+        // Strangers do not count: they were never admitted.
+        assert!(!a.majority_of_known(["a", "x", "y"]));
+        assert_eq!(a.count(), Count { up: 3, known: 3 });
     }
 
     #[test]

@@ -146,6 +146,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "gossip_suspicions", gs.suspicions.load(Relaxed));
         write_stat(out, "gossip_confirmations", gs.confirmations.load(Relaxed));
         write_stat(out, "gossip_awareness", gs.awareness.load(Relaxed));
+        write_stat(out, "gossip_verdicts_held", gs.verdicts_held.load(Relaxed));
     }
     out.put_slice(END);
 }

@@ -28,15 +28,12 @@
 //! readable, the fixed keys included (never rewritten, so a loss cannot hide behind a
 //! newer write).
 //!
-//! The partition step differs in two ways. The clients stop using the cut-off node
-//! until the cluster is whole again: a node cut off serves as a cluster of one (both
-//! sides of a partition do, `tests/tests/partition.rs`), acknowledging writes it drops
-//! once it learns it was declared down. And when a partition heals, every node some
-//! other node declared down drops its data (docs/ARCHITECTURE.md, "Partitions"); the
-//! cut-off node declared all the others down, so all of them drop, and writes
-//! acknowledged before the cluster is whole again may be misses (never older values)
-//! while [`PARTITION_HEAL_LOSS_ALLOWED`] says so. Writes acknowledged after it must all
-//! be there at the end.
+//! The partition step differs: the clients stop using the cut-off node until the
+//! cluster is whole again (it cannot be reached, and it refuses key commands once it
+//! sees no majority: `tests/tests/partition.rs`). When the partition heals, only the
+//! cut-off node drops its data (the majority declared it down; it never declared the
+//! majority down: docs/ARCHITECTURE.md, "Quorum"), so no acknowledged write may be lost
+//! there either, unless [`PARTITION_HEAL_LOSS_ALLOWED`] says so.
 //!
 //! Reported per step: client-visible errors by reply, reads, misses of keys that had an
 //! acknowledged write, seconds to ready, whether `/readyz` answered 503 first.
@@ -84,12 +81,11 @@ const SETTLE: Duration = Duration::from_secs(60);
 const LOAD_LIMIT: Duration = Duration::from_secs(420);
 /// How long every docker command may take.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
-/// When a partition heals, every node that another declared down drops its data and
-/// rejoins (docs/ARCHITECTURE.md, "Partitions"); the node cut off declared all the
-/// others down, so every node drops, and writes acknowledged before the cluster is whole
-/// again may be misses (never older values). `false` once the nodes that kept a
-/// majority keep their data: then this test asserts that nothing is lost.
-const PARTITION_HEAL_LOSS_ALLOWED: bool = true;
+/// Whether healing the partition may lose acknowledged writes (misses, never older
+/// values). It did while the cut-off node declared the majority down and every node
+/// dropped its data at the heal; now only a node that sees a majority alive declares a
+/// member down, and the majority keeps its data.
+const PARTITION_HEAL_LOSS_ALLOWED: bool = false;
 /// The freeze and the partition last this long: longer than failure detection (a
 /// suspect is declared down after 1.5 s).
 const FAULT: Duration = Duration::from_secs(5);

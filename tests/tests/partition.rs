@@ -187,6 +187,17 @@ fn sees(n: &NsNode, names: &[&str]) -> bool {
     members(n).is_some_and(|(_, m)| m == names)
 }
 
+/// `stats <name>` of a node, as a number.
+fn stat(n: &NsNode, name: &str) -> Option<u64> {
+    let mut c = RawConn::connect(n.addr).ok()?;
+    let out = c.request(b"stats\r\n", b"END\r\n");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("STAT") && w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+    })
+}
+
 #[test]
 fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
     require_command("ip", "apt-get install iproute2");
@@ -227,19 +238,33 @@ fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
 
     let cut_at = Instant::now();
     net.cut(false);
+    // The majority drops the cut-off node from its ring. The cut-off node suspects
+    // both others but, seeing no majority alive, declares neither down: its verdicts
+    // would reach the majority at the heal and make its members rejoin, each dropping
+    // its data.
+    let refused = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
+    let n1_refuses = || RawConn::connect(n1.addr).is_ok_and(|mut c| c.request(b"get part:1\r\n", b"\r\n") == refused);
     let split = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        sees(&n1, &["n1"]) && sees(&n2, &["n2", "n3"]) && sees(&n3, &["n2", "n3"])
+        sees(&n2, &["n2", "n3"]) && sees(&n3, &["n2", "n3"]) && n1_refuses()
     });
     assert!(
         split,
-        "the sides did not drop each other: {:?} {:?}",
+        "the majority did not drop the cut-off node, or it kept serving: {:?} {:?}",
         members(&n1),
         members(&n2)
     );
-    println!("both sides dropped the other after {:?}", cut_at.elapsed());
+    println!("the majority dropped the cut-off node after {:?}", cut_at.elapsed());
+    let held = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        stat(&n1, "gossip_verdicts_held").is_some_and(|h| h > 0)
+    });
+    assert!(held, "the cut-off node held no verdict");
+    assert!(
+        sees(&n1, &all),
+        "the cut-off node declared the majority down: {:?}",
+        members(&n1)
+    );
     // The cut-off node serves no key: not what it holds (the majority may overwrite
     // it), and it acknowledges no write (the majority would never see it).
-    let refused = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
     let mut c = RawConn::connect(n1.addr).expect("connect");
     assert_eq!(c.request(b"get part:1\r\n", b"\r\n"), refused);
     assert_eq!(c.request(b"set part:1 0 0 1\r\nx\r\n", b"\r\n"), refused);
@@ -267,6 +292,10 @@ fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
         members(&n3)
     );
     println!("one ring again after {:?}", healed_at.elapsed());
+    // The cut-off node counts the others up again once they refuted its suspicions.
+    let back = poll_until(Duration::from_secs(10), Duration::from_millis(50), || !n1_refuses());
+    assert!(back, "the cut-off node still refuses keys after the heal");
+    println!("the cut-off node serves again after {:?}", healed_at.elapsed());
     // Every read, through every node, is the newest acknowledged value or a miss (read
     // a few times, as the hand-offs of the heal settle).
     let mut misses = 0;
@@ -288,4 +317,24 @@ fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
         3 * keys.len(),
         healed_at.elapsed()
     );
+    // The majority was never declared down, so it kept its data: once the hand-off
+    // to the cut-off node (back under a new identity, empty) is done, every key reads
+    // back through every node.
+    for n in [&n2, &n3] {
+        assert_eq!(stat(n, "gossip_rejoins"), Some(0), "{} was declared down", n.name);
+        assert_eq!(stat(n, "cluster_resets"), Some(0), "{} dropped its store", n.name);
+    }
+    let settled = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        [&n1, &n2, &n3].iter().all(|n| {
+            let (ring, handoff) = (stat(n, "cluster_ring_version"), stat(n, "cluster_handoff_version"));
+            ring.is_some() && ring == handoff
+        })
+    });
+    assert!(settled, "the hand-offs of the heal did not finish");
+    for n in [&n1, &n2, &n3] {
+        let mut c = RawConn::connect(n.addr).expect("connect");
+        for (i, (k, g)) in keys.iter().zip(get_all(&mut c, &keys, 50)).enumerate() {
+            assert_eq!(g, Some(current(k, i)), "{} after the heal's hand-off", n.name);
+        }
+    }
 }

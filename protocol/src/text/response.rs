@@ -100,6 +100,28 @@ error_line!(
     RING_CHANGING, RING_CHANGING_MSG, "SERVER_ERROR", "ring changing"
 );
 error_line!(
+    /// ringcache: a write whose owner could not be reached. It may or may not have run
+    /// there (a write that gives the same result when run twice is placed on the next
+    /// owner instead, and never gets this).
+    OWNER_UNAVAILABLE, OWNER_UNAVAILABLE_MSG, "SERVER_ERROR", "owner unavailable"
+);
+error_line!(
+    /// ringcache: a write the primary applied but could not apply on every live owner
+    /// within the membership's verdict on the missing one.
+    REPLICA_UNAVAILABLE, REPLICA_UNAVAILABLE_MSG, "SERVER_ERROR", "replica unavailable"
+);
+error_line!(
+    /// ringcache: a key command to a node that is still joining its cluster.
+    JOINING, JOINING_MSG, "SERVER_ERROR", "joining the cluster"
+);
+error_line!(
+    /// ringcache: a key command to a node whose side of the cluster holds no majority of
+    /// its members (it was cut off, or most of the cluster failed): what it holds may
+    /// have been overwritten on the other side, and what it would accept the majority
+    /// would not see. Nothing was done; a client should use another node.
+    NO_QUORUM, NO_QUORUM_MSG, "SERVER_ERROR", "no quorum: this node is cut off from most of its cluster"
+);
+error_line!(
     /// `incr`/`decr` on a value that is not a number.
     NON_NUMERIC, NON_NUMERIC_MSG, "CLIENT_ERROR", "cannot increment or decrement non-numeric value"
 );

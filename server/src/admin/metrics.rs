@@ -85,6 +85,8 @@ pub struct ClusterSnapshot {
     pub quorum_up: u64,
     /// How many members it counts.
     pub quorum_known: u64,
+    /// This node's local health score (Lifeguard; 0 = healthy).
+    pub gossip_awareness: u64,
     /// `ringcache_<name>_total` counters: (name, help, value).
     pub counters: Vec<(&'static str, &'static str, u64)>,
     /// Per peer, by name.
@@ -111,6 +113,7 @@ impl Snapshot {
                 handoff_in_progress: cluster.handoff_in_progress(),
                 quorum_up: gs.quorum().up as u64,
                 quorum_known: gs.quorum().known as u64,
+                gossip_awareness: gs.awareness.load(Relaxed),
                 counters: vec![
                     (
                         "ringcache_forwarded",
@@ -221,6 +224,26 @@ impl Snapshot {
                         "ringcache_gossip_rejoins",
                         "Times this node rejoined the cluster after being declared down.",
                         gs.rejoins.load(Relaxed),
+                    ),
+                    (
+                        "ringcache_gossip_members_down",
+                        "Members this node saw declared down (by itself or by others' gossip).",
+                        gs.members_down.load(Relaxed),
+                    ),
+                    (
+                        "ringcache_gossip_suspicions",
+                        "Suspicions this node raised (its probe of a member went unanswered).",
+                        gs.suspicions.load(Relaxed),
+                    ),
+                    (
+                        "ringcache_gossip_confirmations",
+                        "Other members' requests to probe a member this node suspects (independent confirmations).",
+                        gs.confirmations.load(Relaxed),
+                    ),
+                    (
+                        "ringcache_gossip_verdicts_held",
+                        "Suspicions that ran out while this node saw no settled majority alive, held back rather than declaring the member down.",
+                        gs.verdicts_held.load(Relaxed),
                     ),
                 ],
                 forwards: cluster.forwards.snapshot(),
@@ -507,6 +530,11 @@ impl Collector for Snapshot {
             cl.quorum_up,
         )?;
         o.gauge(
+            "ringcache_gossip_awareness",
+            "This node's local health score (Lifeguard: 0 is healthy; higher stretches its probe and suspicion timers).",
+            cl.gossip_awareness,
+        )?;
+        o.gauge(
             "ringcache_quorum_members_known",
             "Members this node counts: those it has seen while its side held a majority, less those that left on purpose.",
             cl.quorum_known,
@@ -605,6 +633,7 @@ mod tests {
             handoff_in_progress: false,
             quorum_up: 2,
             quorum_known: 3,
+            gossip_awareness: 0,
             counters: vec![("ringcache_fence_refusals", "help", 7)],
             forwards: forwards.snapshot(),
         }

@@ -67,17 +67,7 @@ use crate::exec::{self, Flow};
 use crate::node::Node;
 use crate::stats::Counters;
 
-/// The reply to a write whose owner cannot be reached.
-pub const OWNER_UNAVAILABLE: &[u8] = b"SERVER_ERROR owner unavailable\r\n";
-
-/// The reply to a request that could not be placed because this node and the key's
-/// owners disagree on the ring, and did not agree again within `FENCE_WAIT` (or, for
-/// a write, because an owner refused its application for that reason). Nothing was
-/// acknowledged; the client may retry.
-pub const RING_CHANGING: &[u8] = b"SERVER_ERROR ring changing\r\n";
-
-/// The reply to a write the primary applied but could not apply on every live owner.
-pub const REPLICA_UNAVAILABLE: &[u8] = b"SERVER_ERROR replica unavailable\r\n";
+pub use ringcache_protocol::text::response::{OWNER_UNAVAILABLE, REPLICA_UNAVAILABLE, RING_CHANGING};
 
 /// Runs one request in `ctx` (from a client, or from a peer), appending its reply to
 /// `out`.
