@@ -269,6 +269,9 @@ impl Membership {
             majority_since: Some(Instant::now()),
             held: HashSet::new(),
             republish: false,
+            suspect_since: HashMap::new(),
+            serve_grace: cfg.suspect_timeout,
+            lapse: None,
             verdict_hold: cfg.probe_period * 2 + cfg.suspect_timeout,
             recheck: cfg.probe_period,
             foca: Foca::with_custom_broadcast(
@@ -459,6 +462,12 @@ struct Task {
     held: HashSet<NodeId>,
     /// Set when `held` grew: publish a new view.
     republish: bool,
+    /// When each current suspect was first seen suspect here.
+    suspect_since: HashMap<NodeId, Instant>,
+    /// How long a suspect still counts as up for the quorum (`--gossip-suspect-ms`).
+    serve_grace: Duration,
+    /// When the next suspect stops counting as up: recount then.
+    lapse: Option<Instant>,
     /// How long a majority must have been seen before this node's verdicts count.
     verdict_hold: Duration,
     /// When a held verdict is looked at again.
@@ -545,6 +554,11 @@ impl Task {
                         // verdicts on others deserve less trust.
                         self.awareness.apply(1);
                     }
+                }
+                _ = tokio::time::sleep_until(self.lapse.unwrap_or(next)), if self.lapse.is_some() => {
+                    self.lapse = None;
+                    let members = self.members();
+                    self.recount(&members);
                 }
                 _ = announce.tick() => {
                     if self.foca.num_members() == 0 {
@@ -889,8 +903,8 @@ impl Task {
         }
     }
 
-    fn publish(&mut self) {
-        let me = self.foca.identity().0.clone();
+    /// Every member with its state, this node included.
+    fn members(&self) -> Vec<(NodeId, MemberState)> {
         let mut members: Vec<(NodeId, MemberState)> = self
             .foca
             .iter_members()
@@ -902,18 +916,52 @@ impl Task {
                 (m.id().0.clone(), state)
             })
             .collect();
-        members.push((me.clone(), MemberState::Alive));
-        // A suspect counts as up until its suspicion runs out (a suspicion refuted in
-        // time, here or at a heal, changes nothing); one whose verdict this node held
-        // (`handle_timer`) no longer does, as if declared down. So a node cut off from
-        // the rest loses its quorum when it would have declared them down.
+        members.push((self.foca.identity().0.clone(), MemberState::Alive));
+        members
+    }
+
+    /// Counts the members up for the quorum, acts on a lost or regained majority, and
+    /// publishes the count.
+    ///
+    /// A suspect counts as up for `serve_grace` from when it was first suspected here
+    /// (a suspicion refuted in time, here or at a heal, changes nothing), and not at all
+    /// once its verdict is held (`handle_timer`). So a node cut off from the rest stops
+    /// serving keys about `serve_grace` after it suspects the last of them, not after
+    /// its own (health-stretched) suspicions run out: the majority may drop it from its
+    /// ring and acknowledge writes without it from about a probe period plus the
+    /// minimum suspicion after the cut.
+    fn recount(&mut self, members: &[(NodeId, MemberState)]) {
+        let now = Instant::now();
         self.held
             .retain(|id| members.iter().any(|(m, st)| m == id && *st == MemberState::Suspect));
-        let up: Vec<(&str, u64)> = members
-            .iter()
-            .filter(|(id, _)| !self.held.contains(id))
-            .map(|(id, _)| (id.name.as_str(), id.incarnation))
-            .collect();
+        self.suspect_since
+            .retain(|id, _| members.iter().any(|(m, st)| m == id && *st == MemberState::Suspect));
+        for (id, st) in members {
+            if *st == MemberState::Suspect {
+                self.suspect_since.entry(id.clone()).or_insert(now);
+            }
+        }
+        self.lapse = None;
+        let mut up: Vec<(&str, u64)> = Vec::with_capacity(members.len());
+        for (id, st) in members {
+            let counted = match st {
+                MemberState::Alive => true,
+                MemberState::Suspect if self.held.contains(id) => false,
+                MemberState::Suspect => {
+                    let until = self
+                        .suspect_since
+                        .get(id)
+                        .map_or(now, |since| *since + self.serve_grace);
+                    if until > now {
+                        self.lapse = Some(self.lapse.map_or(until, |l| l.min(until)));
+                    }
+                    until > now
+                }
+            };
+            if counted {
+                up.push((id.name.as_str(), id.incarnation));
+            }
+        }
         match self.quorum.observe(up.iter().copied()) {
             Change::Same => {}
             Change::Lost => warn!(
@@ -935,8 +983,14 @@ impl Task {
         if !self.quorum.majority_of_known(alive) {
             self.majority_since = None;
         } else if self.majority_since.is_none() {
-            self.majority_since = Some(Instant::now());
+            self.majority_since = Some(now);
         }
+    }
+
+    fn publish(&mut self) {
+        let me = self.foca.identity().0.clone();
+        let members = self.members();
+        self.recount(&members);
         let view = ClusterView::new(me, members);
         if view.version != self.view_tx.borrow().version {
             info!(

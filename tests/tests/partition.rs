@@ -244,8 +244,16 @@ fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
     // its data.
     let refused = b"SERVER_ERROR no quorum: this node is cut off from most of its cluster\r\n";
     let n1_refuses = || RawConn::connect(n1.addr).is_ok_and(|mut c| c.request(b"get part:1\r\n", b"\r\n") == refused);
-    let split = poll_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        sees(&n2, &["n2", "n3"]) && sees(&n3, &["n2", "n3"]) && n1_refuses()
+    let (mut dropped, mut refusing) = (None, None);
+    let split = poll_until(Duration::from_secs(15), Duration::from_millis(20), || {
+        if dropped.is_none() && sees(&n2, &["n2", "n3"]) && sees(&n3, &["n2", "n3"]) {
+            dropped = Some(cut_at.elapsed());
+        }
+        // Its quorum count (a key command would wait on the owners it cannot reach).
+        if refusing.is_none() && stat(&n1, "cluster_quorum_up").is_some_and(|up| up < 2) {
+            refusing = Some(cut_at.elapsed());
+        }
+        dropped.is_some() && refusing.is_some()
     });
     assert!(
         split,
@@ -253,7 +261,8 @@ fn the_cut_off_node_refuses_keys_and_nothing_stale_after_healing() {
         members(&n1),
         members(&n2)
     );
-    println!("the majority dropped the cut-off node after {:?}", cut_at.elapsed());
+    println!("after the cut: the majority dropped the cut-off node at {dropped:?}, the cut-off node refused keys from {refusing:?}");
+    assert!(n1_refuses(), "the cut-off node serves keys without a quorum");
     let held = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
         stat(&n1, "gossip_verdicts_held").is_some_and(|h| h > 0)
     });
