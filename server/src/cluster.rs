@@ -628,7 +628,11 @@ impl Cluster {
                             // and delivered once it heals) is refused by an owner that has
                             // moved on (and may have dropped its store since), instead of
                             // bringing back a version that was overwritten meanwhile.
-                            PeerRequest::Handoff { version: next.version }.encode(&mut wire);
+                            PeerRequest::Ring {
+                                version: next.version,
+                                handoff: true,
+                            }
+                            .encode(&mut wire);
                             PeerRequest::Set {
                                 key: Bytes::copy_from_slice(key),
                                 flags,

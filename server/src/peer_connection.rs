@@ -371,10 +371,9 @@ impl Reader {
             match parsed {
                 Ok(None) => return None,
                 Ok(Some(Request::Peer(PeerRequest::Id { id }))) => self.tag = Some(id),
-                Ok(Some(Request::Peer(PeerRequest::Ring { version }))) => self.fence = Some(version),
-                Ok(Some(Request::Peer(PeerRequest::Handoff { version }))) => {
+                Ok(Some(Request::Peer(PeerRequest::Ring { version, handoff }))) => {
                     self.fence = Some(version);
-                    self.handoff = true;
+                    self.handoff = handoff;
                 }
                 Ok(Some(req)) => {
                     let tag = self.tag.take();

@@ -98,8 +98,14 @@ fn command(inp: &mut Input<'_>) -> PeerRequest {
             cas: inp.number(),
         },
         3 => PeerRequest::Get { key: key(inp) },
-        4 => PeerRequest::Ring { version: inp.number() },
-        5 => PeerRequest::Handoff { version: inp.number() },
+        4 => PeerRequest::Ring {
+            version: inp.number(),
+            handoff: false,
+        },
+        5 => PeerRequest::Ring {
+            version: inp.number(),
+            handoff: true,
+        },
         _ => PeerRequest::Id { id: inp.number() },
     }
 }
@@ -178,9 +184,9 @@ fn discriminant(cmd: &PeerRequest) -> u64 {
         PeerRequest::Set { .. } => 3,
         PeerRequest::Del { .. } => 4,
         PeerRequest::Get { .. } => 5,
-        PeerRequest::Ring { .. } => 6,
+        PeerRequest::Ring { handoff: false, .. } => 6,
         PeerRequest::Id { .. } => 7,
-        PeerRequest::Handoff { .. } => 8,
+        PeerRequest::Ring { handoff: true, .. } => 8,
     }
 }
 

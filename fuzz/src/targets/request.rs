@@ -388,9 +388,7 @@ fn check_keys(req: &Request) -> Result<(), String> {
             Ok(())
         }
         Request::Meta(m) => meta_key(m),
-        Request::Peer(
-            PeerRequest::Hello { .. } | PeerRequest::Ring { .. } | PeerRequest::Handoff { .. } | PeerRequest::Id { .. },
-        )
+        Request::Peer(PeerRequest::Hello { .. } | PeerRequest::Ring { .. } | PeerRequest::Id { .. })
         | Request::FlushAll { .. }
         | Request::Version
         | Request::Verbosity { .. }

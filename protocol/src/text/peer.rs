@@ -108,18 +108,14 @@ pub enum PeerRequest {
         /// The key.
         key: Bytes,
     },
-    /// Run the next request only if this node's ring version is `version`; no reply of
-    /// its own.
+    /// `rc_ring <version> [handoff]`: run the next request only if this node's ring
+    /// version is `version`; no reply of its own.
     Ring {
-        /// The ring version the sender routed by.
+        /// The ring version the sender routed by (for a hand-off: the ring it is for).
         version: u64,
-    },
-    /// `rc_ring <version> handoff`: as [`PeerRequest::Ring`], and the next request (an
-    /// `rc_set`) is an item handed off after a ring change, not a replication (the
-    /// receiver counts it as received hand-off).
-    Handoff {
-        /// The ring the hand-off is for.
-        version: u64,
+        /// `handoff`: the next request (an `rc_set`) is an item handed off after a ring
+        /// change, not a replication (the receiver counts it as received hand-off).
+        handoff: bool,
     },
     /// Follow the next request's reply with `RI <id>\r\n`; no reply of its own.
     Id {
@@ -351,8 +347,11 @@ fn parse_line(line: &[u8], limits: &Limits) -> Line {
             _ => None,
         },
         b"rc_ring" => match args {
-            [v] => number(v).map(|version| PeerRequest::Ring { version }),
-            [v, b"handoff"] => number(v).map(|version| PeerRequest::Handoff { version }),
+            [v] => number(v).map(|version| PeerRequest::Ring {
+                version,
+                handoff: false,
+            }),
+            [v, b"handoff"] => number(v).map(|version| PeerRequest::Ring { version, handoff: true }),
             _ => None,
         },
         b"rc_id" => match args {
@@ -439,15 +438,13 @@ impl PeerRequest {
                 let binary = put_key(out, key);
                 end_line(out, binary);
             }
-            PeerRequest::Ring { version } => {
+            PeerRequest::Ring { version, handoff } => {
                 out.put_slice(b"rc_ring ");
                 out.put_slice(num.format(*version).as_bytes());
+                if *handoff {
+                    out.put_slice(b" handoff");
+                }
                 out.put_slice(b"\r\n");
-            }
-            PeerRequest::Handoff { version } => {
-                out.put_slice(b"rc_ring ");
-                out.put_slice(num.format(*version).as_bytes());
-                out.put_slice(b" handoff\r\n");
             }
             PeerRequest::Id { id } => {
                 out.put_slice(b"rc_id ");
@@ -586,9 +583,18 @@ mod tests {
             PeerRequest::Get {
                 key: Bytes::from_static(b"k"),
             },
-            PeerRequest::Ring { version: u64::MAX },
-            PeerRequest::Ring { version: 0 },
-            PeerRequest::Handoff { version: 7 },
+            PeerRequest::Ring {
+                version: u64::MAX,
+                handoff: false,
+            },
+            PeerRequest::Ring {
+                version: 0,
+                handoff: false,
+            },
+            PeerRequest::Ring {
+                version: 7,
+                handoff: true,
+            },
             PeerRequest::Id { id: 0 },
             PeerRequest::Id { id: u64::MAX },
             PeerRequest::Set {
@@ -750,7 +756,10 @@ mod tests {
     fn the_request_parser_reads_every_peer_command() {
         let mut buf = BytesMut::new();
         let all = [
-            PeerRequest::Ring { version: 7 },
+            PeerRequest::Ring {
+                version: 7,
+                handoff: false,
+            },
             PeerRequest::Get {
                 key: Bytes::from_static(b"k"),
             },

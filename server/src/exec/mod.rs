@@ -134,7 +134,7 @@ fn apply_peer(node: &Node, req: PeerRequest, now: u32, out: &mut BytesMut) {
         PeerRequest::Hello { .. } => out.put_slice(response::OK),
         // The peer connection holds the fence and the tag for the next request (see
         // `peer_connection`); neither has a reply of its own.
-        PeerRequest::Ring { .. } | PeerRequest::Handoff { .. } | PeerRequest::Id { .. } => {}
+        PeerRequest::Ring { .. } | PeerRequest::Id { .. } => {}
         PeerRequest::Set {
             key,
             flags,

@@ -250,7 +250,11 @@ async fn forward_within(
 /// Appends `rc_ring <version>`: the owner runs the request that follows only if its
 /// ring has the same version (see `ringcache_protocol::text::peer`).
 pub fn put_fence(version: u64, wire: &mut BytesMut) {
-    PeerRequest::Ring { version }.encode(wire);
+    PeerRequest::Ring {
+        version,
+        handoff: false,
+    }
+    .encode(wire);
 }
 
 /// The bytes to send an owner for `req` placed with ring `version` (fenced with it),
