@@ -57,6 +57,15 @@ const HANDOFF_IN_FLIGHT: usize = 64;
 /// is refused. Rings agree again within one gossip round or one failure detection.
 pub const FENCE_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a read forwarded to an owner waits for it when a later owner could answer
+/// instead (`--replicas` 2 or more): past this the owner counts as failed and the read
+/// fails over. A frozen or overloaded owner (still accepting connections, answering
+/// nothing) then costs a read this long, not the peer timeout, during the few hundred
+/// milliseconds before the membership suspects it (reads skip a suspect at once). A
+/// forward on an idle LAN takes tens of microseconds, and the bench's slowest under
+/// load a few milliseconds.
+pub const READ_HEDGE: Duration = Duration::from_millis(100);
+
 /// How long to wait for this node's ring to change before trying a refused request
 /// again anyway (the owner's ring may be the one that was behind).
 const FENCE_PAUSE: Duration = Duration::from_millis(50);
@@ -200,6 +209,9 @@ pub struct ClusterStats {
     pub forward_timeouts: AtomicU64,
     /// Reads answered by a later owner because an earlier one failed.
     pub read_failovers: AtomicU64,
+    /// Reads given up on an owner that had not answered within [`READ_HEDGE`], to ask
+    /// the next owner (also counted in `forward_timeouts`).
+    pub read_hedges: AtomicU64,
     /// Failover reads answered with a miss because, in the repair window, an owner
     /// other than the failed primary did not answer (see `router::repair::may_fail_over`).
     pub failover_refusals: AtomicU64,

@@ -121,6 +121,7 @@ fn general(node: &Node, now: u32, out: &mut BytesMut) {
         write_stat(out, "cluster_forward_errors", cs.forward_errors.load(Relaxed));
         write_stat(out, "cluster_forward_timeouts", cs.forward_timeouts.load(Relaxed));
         write_stat(out, "cluster_read_failovers", cs.read_failovers.load(Relaxed));
+        write_stat(out, "cluster_read_hedges", cs.read_hedges.load(Relaxed));
         write_stat(out, "cluster_failover_refusals", cs.failover_refusals.load(Relaxed));
         write_stat(out, "cluster_replicated", cs.replicated.load(Relaxed));
         write_stat(out, "cluster_replication_errors", cs.replication_errors.load(Relaxed));

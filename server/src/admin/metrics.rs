@@ -126,6 +126,11 @@ impl Snapshot {
                         cs.read_failovers.load(Relaxed),
                     ),
                     (
+                        "ringcache_read_hedges",
+                        "Reads given up on an owner that had not answered within 100 ms, to ask the next owner (also counted as forward timeouts).",
+                        cs.read_hedges.load(Relaxed),
+                    ),
+                    (
                         "ringcache_failover_refusals",
                         "Failover reads answered as misses because, just after a ring change, an owner did not answer.",
                         cs.failover_refusals.load(Relaxed),

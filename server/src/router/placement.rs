@@ -27,7 +27,7 @@ use ringcache_protocol::text::Request;
 use tokio::time::Instant;
 
 use super::Ctx;
-use crate::cluster::{Cluster, RingView, FENCE_WAIT};
+use crate::cluster::{Cluster, RingView, FENCE_WAIT, READ_HEDGE};
 use crate::forward_stats::Outcome;
 
 /// Whether `key` runs here under `view`: on a cluster of one (or none), and when this
@@ -143,7 +143,10 @@ impl Walk {
                     continue;
                 }
                 let sent = match owners {
-                    Owners::All => forward(cluster, &self.view, *owner, bytes.clone(), expect).await,
+                    Owners::All => {
+                        let later = i + 1 < ring_owners.len();
+                        forward_read(cluster, &self.view, *owner, bytes.clone(), expect, later).await
+                    }
                     Owners::Primary => forward_write(cluster, &self.view, *owner, bytes.clone(), expect).await,
                 };
                 match sent {
@@ -204,6 +207,27 @@ async fn forward_write(
             Err(ClientError::Closed)
         }
     }
+}
+
+/// Sends a read to `owner`: as [`forward`], but when a `later` owner could answer
+/// instead, only [`READ_HEDGE`] is allowed before the read is given up on this one
+/// (counted in `cluster_read_hedges`) so the caller asks the next.
+pub async fn forward_read(
+    cluster: &Cluster,
+    view: &RingView,
+    owner: NodeIdx,
+    wire: Bytes,
+    expect: Expect,
+    later: bool,
+) -> Result<Bytes, ClientError> {
+    if !later {
+        return forward(cluster, view, owner, wire, expect).await;
+    }
+    let result = forward_within(cluster, view, owner, wire, expect, READ_HEDGE.min(cluster.peer_timeout)).await;
+    if matches!(result, Err(ClientError::Timeout(_))) {
+        cluster.stats.read_hedges.fetch_add(1, Relaxed);
+    }
+    result
 }
 
 /// Sends `wire` to `owner` and returns its reply. Every request forwarded to an owner

@@ -19,7 +19,7 @@ use ringcache_protocol::text::value::{read_values, ValuesEnd};
 use ringcache_protocol::text::{GetKind, GetRequest, Keys, Request};
 use tokio::time::Instant;
 
-use super::placement::{forward, is_primary_here, wire_for, Owners, Placed, Walk};
+use super::placement::{forward_read, is_primary_here, wire_for, Owners, Placed, Walk};
 use super::repair::{may_fail_over, repair};
 use super::write::{applied_state, replicate};
 use super::Ctx;
@@ -102,7 +102,15 @@ pub async fn get(ctx: &mut Ctx<'_>, get: &GetRequest, out: &mut BytesMut) {
         });
         let (wire, _) = wire_for(&part, view.version);
         let view = &view;
-        async move { (idxs, forward(cluster, view, owner, wire, Expect::Values).await) }
+        // Each key of the part has a later owner to continue its walk with when the
+        // primary is slow (with --replicas 2 or more).
+        let later = view.ring.replicas() > 1;
+        async move {
+            (
+                idxs,
+                forward_read(cluster, view, owner, wire, Expect::Values, later).await,
+            )
+        }
     });
     let parts = futures_util::future::join_all(parts);
     let mut blocks: Vec<Option<Bytes>> = vec![None; keys.len()];

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterStats, FENCE_WAIT};
+use crate::cluster::{ClusterStats, FENCE_WAIT, READ_HEDGE};
 use crate::storage::Item;
 use crate::testing::{Fault, TestCluster, PEER_TIMEOUT};
 
@@ -29,6 +29,7 @@ struct Routing {
     forward_errors: u64,
     forward_timeouts: u64,
     read_failovers: u64,
+    read_hedges: u64,
     fence_retries: u64,
     fence_refusals: u64,
 }
@@ -40,6 +41,7 @@ impl Routing {
             forward_errors: s.forward_errors.load(Relaxed),
             forward_timeouts: s.forward_timeouts.load(Relaxed),
             read_failovers: s.read_failovers.load(Relaxed),
+            read_hedges: s.read_hedges.load(Relaxed),
             fence_retries: s.fence_retries.load(Relaxed),
             fence_refusals: s.fence_refusals.load(Relaxed),
         }
@@ -51,6 +53,7 @@ impl Routing {
             forward_errors: self.forward_errors - before.forward_errors,
             forward_timeouts: self.forward_timeouts - before.forward_timeouts,
             read_failovers: self.read_failovers - before.read_failovers,
+            read_hedges: self.read_hedges - before.read_hedges,
             fence_retries: self.fence_retries - before.fence_retries,
             fence_refusals: self.fence_refusals - before.fence_refusals,
         }
@@ -339,15 +342,16 @@ async fn a_read_fails_over_to_the_next_owner_when_the_primary_is_unreachable_or_
         (1, 1),
         "{routing:?}"
     );
-    assert_eq!(took, PEER_TIMEOUT, "one peer timeout, then the next owner");
+    assert_eq!(took, READ_HEDGE, "the hedge delay, then the next owner");
 
-    // Both owners gone: a miss, after one timeout per owner tried.
+    // Both owners gone: a miss, after the hedge delay on the first owner and a peer
+    // timeout on the last.
     let second = tc.owners(0, key.as_bytes())[1];
     tc.fault(second, Fault::Silent);
     let (reply, routing, took) = run(&tc, 0, &format!("get {key}\r\n")).await;
     assert_eq!(reply, "END\r\n");
     assert_eq!(routing.forward_timeouts, 2);
-    assert_eq!(took, 2 * PEER_TIMEOUT);
+    assert_eq!(took, READ_HEDGE + PEER_TIMEOUT);
 }
 
 #[tokio::test(start_paused = true)]
@@ -650,13 +654,27 @@ async fn a_read_skips_a_primary_the_membership_suspects() {
     tokio::time::sleep(PAST_REPAIR).await;
     let key = key_where(&tc, |o| !o.contains(&0));
     let primary = tc.owners(0, key.as_bytes())[0];
+    let other = (0..100_000)
+        .map(|n| format!("{key}-{n}"))
+        .find(|k| tc.owners(0, k.as_bytes())[0] == primary && !tc.owners(0, k.as_bytes()).contains(&0))
+        .unwrap();
     assert_eq!(run(&tc, 0, &set(&key, "v1")).await.0, "STORED\r\n");
+    assert_eq!(run(&tc, 0, &set(&other, "w1")).await.0, "STORED\r\n");
     // Frozen: it accepts, never answers. Before the membership suspects it, a read
-    // waits a peer timeout and then asks the next owner...
+    // waits the hedge delay (not the peer timeout) and then asks the next owner, for
+    // one key and for a multi-key get's part alike...
     tc.fault(primary, Fault::Silent);
     let (reply, routing, took) = run(&tc, 0, &format!("mg {key} v\r\n")).await;
     assert_eq!(reply, "VA 2\r\nv1\r\n");
-    assert_eq!(took, PEER_TIMEOUT, "{routing:?}");
+    assert_eq!(took, READ_HEDGE, "{routing:?}");
+    assert_eq!((routing.read_hedges, routing.read_failovers), (1, 1), "{routing:?}");
+    let (reply, routing, took) = run(&tc, 0, &format!("get {key} {other}\r\n")).await;
+    assert_eq!(
+        reply,
+        format!("VALUE {key} 0 2\r\nv1\r\nVALUE {other} 0 2\r\nw1\r\nEND\r\n")
+    );
+    assert_eq!(took, READ_HEDGE, "{routing:?}");
+    assert_eq!(routing.read_hedges, 1, "one part, one hedge: {routing:?}");
     // ...once it suspects it, the next owner at once, for `mg` and `get` alike.
     tc.set_members_suspecting(0, &[0, 1, 2], &[primary]).await;
     for input in [format!("mg {key} v\r\n"), format!("get {key}\r\n")] {
