@@ -154,10 +154,12 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         // Boxed: routing's state (a forward, a replication) is most
                         // of a connection's task, which an idle connection would keep.
                         // Local gets, the common request, do not come here.
-                        (Some(cluster), Some(view)) => {
+                        (Some(cluster), Some(view)) if !router::runs_locally(cluster, view, &req) => {
                             let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
                             Box::pin(router::handle(&mut ctx, req, &mut out)).await
                         }
+                        // No cluster, or a cluster of one that would run `req` here
+                        // anyway: no routing future to box.
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
                     if flow == Flow::Close {
