@@ -9,9 +9,12 @@
 //! An idle connection holds no buffer: once a batch is answered and nothing of a next
 //! request is buffered, both buffers go back to a small per-thread [`pool`], and the
 //! connection waits for readability with none. A buffer that grew past its standard
-//! size (a large value, a large reply) is freed instead of pooled, so buffers grow on
-//! demand and shrink back when the connection goes quiet (as memcached's do, whose
-//! idle connections also give their read buffers back to a per-thread cache).
+//! size (a large value, a large reply) goes back to a separate, byte-bounded part of
+//! the pool, from which the next large value or reply on that thread grows
+//! ([`pool::grow`]) instead of mapping, faulting in and unmapping fresh memory each
+//! time; past that bound it is freed. So buffers grow on demand and shrink back when
+//! the connection goes quiet (as memcached's do, whose idle connections also give
+//! their read buffers back to a per-thread cache).
 //!
 //! A client's requests run one after another, each finished before the next starts,
 //! so a client that pipelines `set k` then `get k` reads its own write, wherever `k`
@@ -80,7 +83,11 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
             }
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(READ_BUF);
+            // Doubling once past the standard size (a large value arriving in many
+            // reads costs O(n) copies, not O(n^2)), from a pooled grown buffer when
+            // one fits.
+            let need = READ_BUF.max(rbuf.len());
+            pool::grow(&mut rbuf, need);
         }
         let n = if rbuf.is_empty() {
             // Readiness was just awaited: read without a second wait (one readiness
@@ -154,10 +161,12 @@ pub async fn serve(node: Arc<Node>, mut sock: TcpStream, mut shutdown: watch::Re
                         // Boxed: routing's state (a forward, a replication) is most
                         // of a connection's task, which an idle connection would keep.
                         // Local gets, the common request, do not come here.
-                        (Some(cluster), Some(view)) => {
+                        (Some(cluster), Some(view)) if !router::runs_locally(cluster, view, &req) => {
                             let mut ctx = router::Ctx::new(&node, cluster, view, false, now, &mut counters);
                             Box::pin(router::handle(&mut ctx, req, &mut out)).await
                         }
+                        // No cluster, or a cluster of one that would run `req` here
+                        // anyway: no routing future to box.
                         _ => exec::execute(&node, req, now, &mut counters, &mut out),
                     };
                     if flow == Flow::Close {
@@ -233,21 +242,32 @@ async fn write_out(sock: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<
 /// buffer goes back to whichever thread its connection is on).
 ///
 /// A thread serves one connection at a time, so a few pooled buffers cover any
-/// number of connections; at most [`KEEP`] are kept. Only buffers of the standard
-/// [`SIZE`] are pooled: one that grew for a large value or reply is freed (returned
-/// to the kernel, for anything past the allocator's mmap threshold).
+/// number of connections; at most [`KEEP`] standard ones (of [`SIZE`]) are kept.
+/// Buffers that grew for a large value or reply are kept apart, up to [`BIG_KEEP`]
+/// bytes in all and [`BIG_MAX`] each, and handed out only by [`grow`]: a large
+/// allocation is its own mapping (see `main.rs`), so without them every large `get`
+/// or `set` mapped, page-faulted in and unmapped a buffer of the value's size (most
+/// of the server's CPU in bench scenario 14). Anything else is freed.
 pub(crate) mod pool {
     use std::cell::{Cell, RefCell};
 
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
 
     /// Capacity of a pooled buffer (memcached's read buffers are 16 KiB too).
     pub(crate) const SIZE: usize = 16 * 1024;
-    /// Buffers kept per thread.
+    /// Standard buffers kept per thread.
     const KEEP: usize = 32;
+    /// Bytes of grown buffers kept per thread: a few replies or requests of the
+    /// largest value `-I` allows by default (1 MiB).
+    pub(crate) const BIG_KEEP: usize = 4 * 1024 * 1024;
+    /// The largest grown buffer kept.
+    const BIG_MAX: usize = 2 * 1024 * 1024;
 
     thread_local! {
         static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        /// Grown buffers, as plain vectors (empty, so their capacity is the whole
+        /// allocation), and their bytes.
+        static BIG: RefCell<(Vec<Vec<u8>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
         /// Buffers this thread handed out minus those given back (may go negative on
         /// one thread and positive on another when tasks move; sums to the buffers
         /// connections hold).
@@ -261,19 +281,76 @@ pub(crate) mod pool {
             .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
     }
 
-    /// Returns a buffer from [`take`]. A buffer still holding bytes, still shared with
-    /// a parsed request, or grown past twice [`SIZE`] is freed instead of kept.
-    pub(crate) fn give(mut b: BytesMut) {
+    /// Returns a buffer from [`take`]. A buffer still holding bytes or still shared
+    /// with a parsed request is freed instead of kept, as is a grown one past the
+    /// bounds above.
+    pub(crate) fn give(b: BytesMut) {
         LENT.with(|l| l.set(l.get() - 1));
+        keep(b);
+    }
+
+    fn keep(mut b: BytesMut) {
+        if !b.is_empty() {
+            return;
+        }
         // `try_reclaim` makes the whole allocation writable again when nothing else
         // refers to it, without allocating.
-        if b.is_empty() && b.capacity() <= 2 * SIZE && b.try_reclaim(SIZE) && b.capacity() <= 2 * SIZE {
+        if b.capacity() <= 2 * SIZE && b.try_reclaim(SIZE) && b.capacity() <= 2 * SIZE {
             FREE.with(|f| {
                 let mut f = f.borrow_mut();
                 if f.len() < KEEP {
                     f.push(b);
                 }
             });
+            return;
+        }
+        // A grown buffer: kept whole if nothing else refers to it (`try_reclaim`
+        // fails on a shared one; the conversion then takes the allocation as is).
+        if b.capacity() > BIG_MAX || !b.try_reclaim(1) {
+            return;
+        }
+        let v = Vec::from(b);
+        let cap = v.capacity();
+        if cap <= 2 * SIZE || cap > BIG_MAX {
+            return;
+        }
+        BIG.with(|big| {
+            let (list, bytes) = &mut *big.borrow_mut();
+            if *bytes + cap <= BIG_KEEP {
+                *bytes += cap;
+                list.push(v);
+            }
+        });
+    }
+
+    /// Makes room for `need` more bytes in `b` (a buffer from [`take`], or any other):
+    /// from the smallest pooled grown buffer that holds `b`'s bytes and `need` more,
+    /// into which they are copied (the buffer it replaces goes back to the pool), or
+    /// else by reserving as usual.
+    pub(crate) fn grow(b: &mut BytesMut, need: usize) {
+        if b.capacity() - b.len() >= need {
+            return;
+        }
+        let want = b.len().saturating_add(need);
+        let found = BIG.with(|big| {
+            let (list, bytes) = &mut *big.borrow_mut();
+            let i = (0..list.len())
+                .filter(|&i| list[i].capacity() >= want)
+                .min_by_key(|&i| list[i].capacity())?;
+            let v = list.swap_remove(i);
+            *bytes -= v.capacity();
+            Some(v)
+        });
+        match found {
+            Some(v) => {
+                // Zero-copy: an empty vector becomes a buffer of its whole capacity.
+                let mut grown = BytesMut::from(Bytes::from(v));
+                grown.extend_from_slice(b);
+                let mut old = std::mem::replace(b, grown);
+                old.clear();
+                keep(old);
+            }
+            None => b.reserve(need),
         }
     }
 
@@ -295,6 +372,15 @@ pub(crate) mod pool {
         FREE.with(|f| {
             let f = f.borrow();
             (f.len(), f.iter().map(BytesMut::capacity).max().unwrap_or(0))
+        })
+    }
+
+    /// Grown buffers pooled on this thread, and their bytes.
+    #[cfg(test)]
+    pub(crate) fn pooled_big() -> (usize, usize) {
+        BIG.with(|b| {
+            let b = b.borrow();
+            (b.0.len(), b.1)
         })
     }
 }
@@ -378,6 +464,30 @@ mod tests {
         assert_eq!(again.len(), 20 + value.len() + 2 + 5);
         settle().await;
         assert_eq!(pool::lent(), 0);
+    }
+
+    /// A large reply's grown buffer is kept (bounded) and the next large reply on the
+    /// thread grows into it, instead of a fresh allocation each time.
+    #[tokio::test]
+    async fn a_grown_buffer_is_pooled_within_its_bound_and_reused() {
+        let mut c = one_conn().await;
+        let value = vec![b'v'; 300 * 1024];
+        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\nget big\r\n");
+        c.write_all(&req).await.unwrap();
+        read_until(&mut c, b"END\r\n").await;
+        settle().await;
+        let (n, bytes) = pool::pooled_big();
+        assert!(n >= 1, "no grown buffer kept");
+        assert!(bytes <= pool::BIG_KEEP);
+        for _ in 0..3 {
+            c.write_all(b"get big\r\n").await.unwrap();
+            let reply = read_until(&mut c, b"END\r\n").await;
+            assert_eq!(reply.len(), 20 + value.len() + 2 + 5);
+            settle().await;
+            assert_eq!(pool::pooled_big(), (n, bytes), "the kept buffer was not the one reused");
+        }
     }
 
     /// What an idle connection costs besides its socket is mostly its task: routing's

@@ -213,6 +213,8 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
     // no copy of the value on the way out but the one into the output buffer.
     let found = node.store.with(key, now, |slot| {
         let hit = slot.read(touch_to, |value, flags, cas| {
+            // A large value: room from the thread's pooled grown buffers if any.
+            crate::connection::pool::grow(out, key.len() + value.len() + 48);
             write_value(out, key, flags, value, kind.with_cas().then_some(cas));
         });
         (hit, slot.miss_reason())

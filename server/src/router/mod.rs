@@ -183,6 +183,15 @@ pub fn runs_here(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool
         .all(|k| placement::is_primary_here(view, &k) && !(repairing && view.primary_moved(&k)))
 }
 
+/// Whether [`handle`] would run a client's `req` straight through
+/// [`exec::execute`], with nothing to await: a cluster of one that does not refuse
+/// the request, and not a retrieval (which [`handle`] runs as `read::local_get`). The
+/// connection then calls [`exec::execute`] itself and skips boxing [`handle`]'s
+/// future, an allocation and a copy of its state for every such request.
+pub fn runs_locally(cluster: &crate::cluster::Cluster, view: &RingView, req: &Request) -> bool {
+    view.ring.len() <= 1 && !matches!(req, Request::Get(_)) && (!uses_keys(req) || cluster.refuse_keys().is_none())
+}
+
 /// Whether `req` reads or changes items (which a node still joining must refuse).
 fn uses_keys(req: &Request) -> bool {
     match req {

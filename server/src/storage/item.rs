@@ -236,6 +236,24 @@ pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta, bases
     out[at + key.len()..].copy_from_slice(value);
 }
 
+/// The key of the item at the start of `buf`, found by skipping the header's varints
+/// without decoding them: the index probes (`Shard::find`) compare keys at every
+/// candidate, and a full [`ItemRef::new`] decodes fields they never read.
+#[inline]
+pub(super) fn key_of(buf: &[u8]) -> &[u8] {
+    let bits = buf[1];
+    let mut at = 2 + usize::from(bits & HAS_EXT != 0);
+    // Value length, CAS delta and last access, then flags and expiry when present.
+    let fields = 3 + usize::from(bits & HAS_FLAGS != 0) + usize::from(bits & HAS_EXP != 0);
+    for _ in 0..fields {
+        while buf[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at += 1;
+    }
+    &buf[at..at + usize::from(buf[0])]
+}
+
 /// Where a varint field sits in a header: offset and width (width 0: absent).
 #[derive(Debug, Clone, Copy, Default)]
 struct Field {
@@ -572,6 +590,7 @@ mod tests {
             write(&mut buf[..n], b"key", b"value", &m, B, 2);
             let r = ItemRef::new(&buf, B);
             assert_eq!((r.key(), r.value()), (&b"key"[..], &b"value"[..]));
+            assert_eq!(key_of(&buf), b"key");
             assert_eq!(r.meta(), m);
             assert_eq!(r.size(), n);
             assert_eq!(r.freq(), 2);

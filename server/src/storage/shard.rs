@@ -191,7 +191,7 @@ pub(super) struct Shard {
 fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
     segs.get(seg_of(l))
         .and_then(Option::as_ref)
-        .map_or(0, |s| hash_key(ItemRef::new(&s.buf[off_of(l)..], s.bases).key()))
+        .map_or(0, |s| hash_key(item::key_of(&s.buf[off_of(l)..])))
 }
 
 /// The bytes of a `hashbrown` table that can hold `capacity` entries of `entry` bytes:
@@ -287,7 +287,7 @@ impl Shard {
             .find(hash, |&l| {
                 segs.get(seg_of(l))
                     .and_then(Option::as_ref)
-                    .is_some_and(|s| ItemRef::new(&s.buf[off_of(l)..], s.bases).key() == key)
+                    .is_some_and(|s| item::key_of(&s.buf[off_of(l)..]) == key)
             })
             .copied()
     }
@@ -336,7 +336,12 @@ impl Shard {
     /// met on access or by the sweep), counting a reclaim for the last two. Returns
     /// whether there was an item.
     pub(super) fn remove(&mut self, l: Loc, now: u32) -> bool {
-        let Some(hash) = self.item(l).map(|r| hash_key(r.key())) else {
+        let Some(hash) = self
+            .segs
+            .get(seg_of(l))
+            .and_then(Option::as_ref)
+            .map(|s| hash_key(item::key_of(&s.buf[off_of(l)..])))
+        else {
             return false;
         };
         self.remove_hashed(l, hash, now, false)
