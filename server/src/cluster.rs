@@ -500,6 +500,8 @@ impl Cluster {
         let ring_config = config.ring;
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(async move {
+            // The hand-off running now: the ring it started from, its stop flag, its task.
+            let mut running: Option<(Arc<RingView>, Arc<AtomicBool>, tokio::task::JoinHandle<()>)> = None;
             while views.changed().await.is_ok() {
                 let view = views.borrow_and_update().clone();
                 let prev = tx.borrow().clone();
@@ -561,7 +563,27 @@ impl Cluster {
                 cluster.changed_at.store(at, Relaxed);
                 cluster.held_for.store(next.version, Relaxed);
                 Cluster::hold_window(&cluster, next.version);
-                cluster.rebalance(&prev, &next).await;
+                // The ring is followed at once, whatever hand-off is running: a node
+                // that waited for its hand-off (minutes, for gigabytes at the budget)
+                // before it followed the next change would refuse its peers' requests
+                // placed with it as a ring mismatch all that time. A hand-off still
+                // running for an earlier ring stops at its next batch, without purging;
+                // this one starts from the ring that one started from, so it sends
+                // whatever that one had left (and again what it sent: the receivers
+                // keep the larger CAS).
+                let base = match running.take() {
+                    Some((base, stop, task)) if !task.is_finished() => {
+                        stop.store(true, Relaxed);
+                        base
+                    }
+                    _ => prev.clone(),
+                };
+                let stop = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn({
+                    let (base, next, stop) = (base.clone(), next.clone(), stop.clone());
+                    async move { cluster.rebalance(&base, &next, &stop).await }
+                });
+                running = Some((base, stop, task));
             }
         });
         cluster
@@ -575,27 +597,34 @@ impl Cluster {
     /// nothing newer (larger CAS), so a hand-off never overwrites a write made on the new
     /// owner meanwhile. With R >= 2 this restores the replica count after a failure and
     /// fills a returning primary, so an acknowledged write survives a node's restart.
-    async fn rebalance(&self, prev: &RingView, next: &Arc<RingView>) {
+    async fn rebalance(&self, prev: &RingView, next: &Arc<RingView>, stop: &AtomicBool) {
         self.handoffs_running.fetch_add(1, Relaxed);
-        self.rebalance_inner(prev, next).await;
-        self.handoff_version.store(next.version, Relaxed);
+        if self.rebalance_inner(prev, next, stop).await {
+            self.handoff_version.store(next.version, Relaxed);
+        }
         self.handoffs_running.fetch_sub(1, Relaxed);
     }
 
-    async fn rebalance_inner(&self, prev: &RingView, next: &Arc<RingView>) {
-        let handed = self.hand_off(prev, next).await;
+    /// Whether the hand-off for `next` ran to its end (not stopped for a later ring).
+    async fn rebalance_inner(&self, prev: &RingView, next: &Arc<RingView>, stop: &AtomicBool) -> bool {
+        let handed = self.hand_off(prev, next, stop).await;
         if handed > 0 {
             info!(items = handed, "handed items to their new owners");
         }
+        if stop.load(Relaxed) {
+            return false;
+        }
         let store = self.store.clone();
         let stats = self.stats.clone();
-        let next = next.clone();
+        let ring = self.ring.clone();
+        let view = next.clone();
         // Scanning the store is CPU work: keep it off the request threads' queues.
-        let _ = tokio::task::spawn_blocking(move || {
-            let purged = purge_unowned(&store, &next);
+        let purged = tokio::task::spawn_blocking(move || {
+            let purged = purge_unowned(&store, &view, || ring.borrow().version);
             stats.purged_items.fetch_add(purged, Relaxed);
         })
         .await;
+        purged.is_ok() && self.ring_version() == next.version
     }
 
     /// Sends each local item to its owners under `next` that were not its owners under
@@ -609,7 +638,7 @@ impl Cluster {
     /// [`HANDOFF_IN_FLIGHT`] go at the pace of the hand-off budget ([`HandoffPace`],
     /// `--handoff-rate-kb`), yielding between them, so the hand-off takes a bounded
     /// share of the node and client requests keep being served.
-    async fn hand_off(&self, prev: &RingView, next: &RingView) -> u64 {
+    async fn hand_off(&self, prev: &RingView, next: &RingView, stop: &AtomicBool) -> u64 {
         // None when this node is leaving: every owner under `next` is another node.
         let me = next.me;
         let now = crate::node::unix_now();
@@ -659,6 +688,13 @@ impl Cluster {
                 for chunk in batch.chunks(HANDOFF_IN_FLIGHT) {
                     let cost: u64 = chunk.iter().map(|(_, _, b)| b + HANDOFF_ITEM_COST).sum();
                     pace.admit(cost).await;
+                    if stop.load(Relaxed) {
+                        // The ring changed again: the next hand-off, from the ring this
+                        // one started from, sends what is left.
+                        self.stats.handed_off.fetch_add(sent, Relaxed);
+                        self.stats.handed_off_bytes.fetch_add(sent_bytes, Relaxed);
+                        return sent;
+                    }
                     if self.stats.resets.load(Relaxed) != resets {
                         // The store was dropped (declared down, or frozen): what was
                         // scanned before is not this node's to hand on any more.
@@ -692,9 +728,9 @@ impl Cluster {
             let pool = self.peer(*addr);
             let wire = wire.clone();
             let timeout = self.peer_timeout;
-            // The membership's view, not the ring: the ring waits for this hand-off,
-            // the view moves on at once (and then the hand-off of the next ring takes
-            // over). A leaving node (no place on `next`) keeps trying.
+            // The membership's view: once it has moved on, the hand-off of the next
+            // ring takes over (this one stops). A leaving node (no place on `next`)
+            // keeps trying.
             let views = self.membership.subscribe();
             let leaving = version_is_leave;
             tasks.push((
@@ -994,7 +1030,7 @@ impl Cluster {
         // it: `router::write::write_here`), so the scan below misses no acknowledged write.
         let next = Arc::new(RingView::build(&view.without_me(), self.ring_config));
         self.ring_tx.send_replace(next.clone());
-        let handed = self.hand_off(&prev, &next).await;
+        let handed = self.hand_off(&prev, &next, &AtomicBool::new(false)).await;
         info!(
             items = handed,
             "handed this node's items to their owners before leaving"
@@ -1017,10 +1053,25 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 pub use ringcache_protocol::text::response::{JOINING, NO_QUORUM};
 
-/// Drops every item whose key `view` does not place on this node; returns how many.
-pub fn purge_unowned(store: &Store, view: &RingView) -> u64 {
+/// Drops every item whose key `view` does not place on this node, shard by shard, while
+/// `current` (the node's ring version) is still `view`'s; returns how many.
+pub fn purge_unowned(store: &Store, view: &RingView, current: impl Fn() -> u64) -> u64 {
     let Some(me) = view.me else {
         return 0;
     };
-    store.retain_keys(crate::node::unix_now(), |key| view.ring.is_owner(key, me))
+    let now = crate::node::unix_now();
+    let mut purged = 0;
+    for i in 0..store.shards() {
+        // Looked at under the shard's lock (the first key's call): once the node follows
+        // a later ring, a write placed with it may have landed here, and the hand-off of
+        // that ring has still to send what this ring would drop: stop.
+        let mut moved = None;
+        purged += store.retain_keys_in(i, now, |key| {
+            *moved.get_or_insert_with(|| current() != view.version) || view.ring.is_owner(key, me)
+        });
+        if moved == Some(true) {
+            break;
+        }
+    }
+    purged
 }

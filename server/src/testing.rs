@@ -290,6 +290,19 @@ impl TestCluster {
         self.set_members_suspecting(i, members, &[]).await;
     }
 
+    /// Makes node `i` see exactly `members` without waiting for anything; returns the
+    /// version of the ring it will build from them.
+    pub fn publish_members(&self, i: usize, members: &[usize]) -> u64 {
+        let list = members
+            .iter()
+            .map(|&m| (self.ids[m].clone(), MemberState::Alive))
+            .collect();
+        let view = ClusterView::new(self.ids[i].clone(), list);
+        let version = view.version;
+        self.views[i].send_replace(Arc::new(view));
+        version
+    }
+
     /// As [`TestCluster::set_members`], with the members in `suspects` suspected (the
     /// ring is the same; only their state differs).
     pub async fn set_members_suspecting(&self, i: usize, members: &[usize], suspects: &[usize]) {

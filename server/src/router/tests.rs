@@ -316,6 +316,58 @@ async fn a_hand_off_sends_the_hottest_items_first_within_its_budget_and_holds_th
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_ring_change_during_a_hand_off_is_followed_at_once_and_the_next_hand_off_sends_the_rest() {
+    // 10 KiB/s: node 0's hand-off to node 1 of some 100 items takes some 10 s.
+    const RATE: u64 = 10 * 1024;
+    let tc = TestCluster::start_with(3, 1, RATE).await;
+    for i in 0..3 {
+        tc.set_members(i, &[i]).await;
+    }
+    tc.settle().await;
+    let val = "x".repeat(100);
+    let keys: Vec<String> = (0..300).map(|n| format!("o{n}")).collect();
+    for k in &keys {
+        assert_eq!(run(&tc, 0, &set(k, &val)).await.0, "STORED\r\n");
+    }
+    // Node 1 joins node 0, which starts handing it its share at the budget.
+    tc.set_members(0, &[0, 1]).await;
+    tc.set_members(1, &[0, 1]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(tc.cluster(0).handoff_in_progress());
+    // Node 2 joins as well: node 0 follows the new ring at once, not after its
+    // hand-off (its peers would refuse its requests as a ring mismatch meanwhile).
+    let started = Instant::now();
+    let version = tc.publish_members(0, &[0, 1, 2]);
+    while tc.cluster(0).ring_version() != version {
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "node 0 waited for its hand-off"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tc.set_members(1, &[0, 1, 2]).await;
+    tc.set_members(2, &[0, 1, 2]).await;
+    // The first hand-off stopped where it was; the next one, from the ring before both
+    // changes, sent the rest: once done, each item is on its owner under the last ring
+    // and nowhere else.
+    tc.settle().await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    for (i, node) in tc.nodes.iter().enumerate() {
+        let owned = keys.iter().filter(|k| tc.owners(0, k.as_bytes()) == [i]).count();
+        assert!(owned > 50, "node {i} owns {owned}");
+        assert_eq!(node.store.stats().curr_items, owned as u64, "node {i}");
+    }
+    for k in &keys {
+        let owner = tc.owners(0, k.as_bytes())[0];
+        assert_eq!(
+            run(&tc, owner, &format!("get {k}\r\n")).await.0,
+            value(k, &val),
+            "{k} on node {owner}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_read_fails_over_to_the_next_owner_when_the_primary_is_unreachable_or_silent() {
     let tc = TestCluster::start(3, 2).await;
     tokio::time::sleep(PAST_REPAIR).await;

@@ -534,6 +534,20 @@ impl Store {
         }
     }
 
+    /// The number of shards (see [`Store::retain_keys_in`]).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Keeps only the items of shard `i` whose key satisfies `keep`, which is called
+    /// under the shard's lock; returns how many were dropped.
+    pub fn retain_keys_in(&self, i: usize, now: u32, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
+        if i >= self.shards.len() {
+            return 0;
+        }
+        self.lock(i).retain_keys(&mut keep, now) as u64
+    }
+
     /// Keeps only the items whose key satisfies `keep`; returns how many were dropped.
     /// Locks one shard at a time.
     pub fn retain_keys(&self, now: u32, mut keep: impl FnMut(&[u8]) -> bool) -> u64 {
