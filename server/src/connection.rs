@@ -76,7 +76,21 @@ pub fn serve(node: Arc<Node>, sock: TcpStream) -> impl Future<Output = ()> + Sen
             if stop {
                 return;
             }
-            match Box::pin(batch(&mut conn)).await {
+            // The first read, before a batch future exists: a wake-up with nothing to
+            // read (readiness left over from the last short read) costs no batch.
+            let mut rbuf = pool::take();
+            let n = match conn.sock.try_read_buf(&mut rbuf) {
+                Ok(n) if n > 0 => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    pool::give(rbuf);
+                    continue;
+                }
+                _ => {
+                    pool::give(rbuf);
+                    return;
+                }
+            };
+            match Box::pin(batch(&mut conn, rbuf, n)).await {
                 Next::Idle => {}
                 Next::Close => return,
                 Next::Peer(rbuf, out) => break (rbuf, out),
@@ -235,27 +249,38 @@ enum Next {
     Peer(BytesMut, BytesMut),
 }
 
-/// One batch: from the first bytes after an idle wait until every complete request
-/// read is answered and nothing of a next one is buffered. It takes both buffers from
-/// the [`pool`] and gives them back when it ends.
-async fn batch(conn: &mut Conn) -> Next {
-    let mut rbuf = pool::take();
+/// One batch: from the first bytes after an idle wait (`n` of them, read into `rbuf`)
+/// until every complete request read is answered and nothing of a next one is
+/// buffered. Its buffers come from the [`pool`] and go back to it when it ends.
+async fn batch(conn: &mut Conn, mut rbuf: BytesMut, n: usize) -> Next {
     let mut out = pool::take();
     let mut counters = Counters::default();
-    let next = answer(conn, &mut rbuf, &mut out, &mut counters).await;
-    conn.node.0.stats.totals.absorb(&mut counters);
-    if let Next::Peer(..) = next {
-        // The peer loop keeps the buffers (`answer` moved them into `next`).
-        pool::forget(2);
-        return next;
+    let next = answer(conn, &mut rbuf, n, &mut out, &mut counters).await;
+    match next {
+        // Counted already, before its replies went out.
+        Next::Idle => {}
+        Next::Close => conn.node.0.stats.totals.absorb(&mut counters),
+        Next::Peer(..) => {
+            conn.node.0.stats.totals.absorb(&mut counters);
+            // The peer loop keeps the buffers (`answer` moved them into `next`).
+            pool::forget(2);
+            return next;
+        }
     }
     pool::give(rbuf);
     pool::give(out);
     next
 }
 
-/// Reads, parses, executes and writes until the connection is idle again or ends.
-async fn answer(conn: &mut Conn, rbuf: &mut BytesMut, out: &mut BytesMut, counters: &mut Counters) -> Next {
+/// Answers the `n` bytes just read into `rbuf`, reading more while a request is
+/// incomplete, until the connection is idle again or ends.
+async fn answer(
+    conn: &mut Conn,
+    rbuf: &mut BytesMut,
+    mut n: usize,
+    out: &mut BytesMut,
+    counters: &mut Counters,
+) -> Next {
     let shard = conn.shard();
     let Conn { node, sock, swallow } = conn;
     let node: &Node = &node.0;
@@ -263,29 +288,6 @@ async fn answer(conn: &mut Conn, rbuf: &mut BytesMut, out: &mut BytesMut, counte
         max_item_size: node.settings.max_item_size,
     };
     loop {
-        if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(READ_BUF);
-        }
-        let n = if rbuf.is_empty() {
-            // Readiness was just awaited (or the last read filled the buffer): read
-            // without a second wait (one readiness check per request, not two, on the
-            // unpipelined path).
-            match sock.try_read_buf(rbuf) {
-                Ok(0) => return Next::Close,
-                Ok(n) => n,
-                // A spurious wake-up: wait again, idle (the buffers are given back).
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Idle,
-                Err(_) => return Next::Close,
-            }
-        } else {
-            tokio::select! {
-                r = sock.read_buf(rbuf) => match r {
-                    Ok(0) | Err(_) => return Next::Close,
-                    Ok(n) => n,
-                },
-                () = node.connections.stopped(shard) => return Next::Close,
-            }
-        };
         counters.bytes_read += n as u64;
         let now = unix_now();
         // One look at the ring per batch (an `Arc` clone), not per request.
@@ -384,6 +386,17 @@ async fn answer(conn: &mut Conn, rbuf: &mut BytesMut, out: &mut BytesMut, counte
         if rbuf.is_empty() {
             return Next::Idle;
         }
+        // Part of a request: read the rest.
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(READ_BUF);
+        }
+        n = tokio::select! {
+            r = sock.read_buf(rbuf) => match r {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(n) => n,
+            },
+            () = node.connections.stopped(shard) => return Next::Close,
+        };
     }
 }
 
