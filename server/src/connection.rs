@@ -11,7 +11,9 @@
 //! connection waits for readability with none. A buffer that grew past its standard
 //! size (a large value, a large reply) is freed instead of pooled, so buffers grow on
 //! demand and shrink back when the connection goes quiet (as memcached's do, whose
-//! idle connections also give their read buffers back to a per-thread cache).
+//! idle connections also give their read buffers back to a per-thread cache). Nor
+//! does it hold the batch's state: the task parks in a 128-byte future ([`serve`]),
+//! and each batch is a boxed future made when bytes arrive ([`batch`]).
 //!
 //! A client's requests run one after another, each finished before the next starts,
 //! so a client that pipelines `set k` then `get k` reads its own write, wherever `k`
