@@ -8,6 +8,11 @@ use ringcache_server::{admin, server};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// glibc malloc, with tokio's 128-byte aligned tasks and I/O registrations packed in
+/// slabs (see `sys::Allocator`): what an idle connection costs.
+#[global_allocator]
+static ALLOC: ringcache_server::sys::Allocator = ringcache_server::sys::Allocator;
+
 /// Allocations at least this large get their own `mmap` (one past a store segment's
 /// 64 KiB, so segments stay on the heap and large items do not).
 const MMAP_THRESHOLD: libc::c_int = 64 * 1024 + 1;

@@ -43,6 +43,8 @@ pub struct Node {
     pub cluster: Option<Arc<Cluster>>,
     /// Set when the node starts to stop (see [`Node::set_draining`]).
     draining: AtomicBool,
+    /// The client port's connections: how many are open, and their stop at a drain.
+    pub connections: crate::connection::Connections,
 }
 
 impl Node {
@@ -55,6 +57,7 @@ impl Node {
             started: Instant::now(),
             cluster,
             draining: AtomicBool::new(false),
+            connections: Default::default(),
         }
     }
 

@@ -465,12 +465,9 @@ mod tests {
         let node = Arc::new(build_local_node(&Config::parse_from(["ringcache"])));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            // Held for the connection's life: a dropped sender reads as a shutdown.
-            let _stop = stop;
             let (sock, _) = l.accept().await.unwrap();
-            crate::connection::serve(node, sock, shutdown).await;
+            crate::connection::serve(node, sock).await;
         });
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"rc_peer test\r\n").await.unwrap();

@@ -124,10 +124,10 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
             }
         })
     };
-    let mut conns = tokio::task::JoinSet::new();
     // Connections stop after the node has left and handed off (see below), not at the
     // signal: until then they serve their clients and the peers that still forward here.
-    let (conns_stop, conns_stop_rx) = watch::channel(false);
+    // They are plain tasks, counted in `node.connections`: nothing per connection is
+    // kept here.
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -154,8 +154,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
             continue;
         }
         debug!(%peer, "accepted");
-        conns.spawn(crate::connection::serve(node.clone(), sock, conns_stop_rx.clone()));
-        while conns.try_join_next().is_some() {}
+        tokio::spawn(crate::connection::serve(node.clone(), sock));
     }
     info!("shutting down");
     // Draining: not ready at once, leave, hand off, let connections finish, all
@@ -169,11 +168,17 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
             warn!(after = ?node.settings.drain_timeout, "the hand-off did not finish within the drain timeout");
         }
     }
-    // Connections end after their current batch.
-    let _ = conns_stop.send(true);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout_at(deadline, drain).await.is_err() {
-        warn!(open = conns.len(), "connections still open at the drain timeout");
+    // Connections end after their current batch. Any still open at the deadline end
+    // with the runtime, when the process exits.
+    node.connections.stop();
+    if tokio::time::timeout_at(deadline, node.connections.all_closed())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = node.connections.open(),
+            "connections still open at the drain timeout"
+        );
     }
     info!("stopped");
     sweeper.abort();
