@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
+use futures_util::FutureExt;
 use ringcache_protocol::text::peer::PeerRequest;
 use ringcache_protocol::text::{parse_request, response, Limits, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,16 +82,20 @@ pub fn serve(node: Arc<Node>, sock: TcpStream) -> impl Future<Output = ()> + Sen
             if stop {
                 return;
             }
-            // The first read, before a batch future exists: a wake-up with nothing to
-            // read (readiness left over from the last short read) costs no batch.
+            // The first read, before a batch future exists, polled once: readiness was
+            // just reported, so it reads at once. Through `poll_read`, which clears the
+            // socket's readiness after a short read (the receive queue is drained), so
+            // the next idle wait parks instead of waking at once to a read that finds
+            // nothing: one `recvfrom` per request, not two. A wake-up with nothing to
+            // read after all (pending: that read cleared the readiness) costs no batch.
             let mut rbuf = pool::take();
-            let n = match conn.sock.try_read_buf(&mut rbuf) {
-                Ok(n) if n > 0 => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let n = match conn.sock.read_buf(&mut rbuf).now_or_never() {
+                Some(Ok(n)) if n > 0 => n,
+                None => {
                     pool::give(rbuf);
                     continue;
                 }
-                _ => {
+                Some(_) => {
                     pool::give(rbuf);
                     return;
                 }
