@@ -632,16 +632,22 @@ mod tests {
         settle_to(0).await;
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_holds_no_buffer_after_a_burst() {
-        let mut c = one_conn().await;
-        // A burst with a value and a reply far larger than a standard buffer.
+    /// Sends a `set` of a 300 KiB value and a `get` of it in one write, far larger than
+    /// a standard buffer either way; returns the value and the replies.
+    async fn big_set_and_get(c: &mut TcpStream) -> (Vec<u8>, Vec<u8>) {
         let value = vec![b'v'; 300 * 1024];
         let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
         req.extend_from_slice(&value);
         req.extend_from_slice(b"\r\nget big\r\n");
         c.write_all(&req).await.unwrap();
-        let reply = read_until(&mut c, b"END\r\n").await;
+        let reply = read_until(c, b"END\r\n").await;
+        (value, reply)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer_after_a_burst() {
+        let mut c = one_conn().await;
+        let (value, reply) = big_set_and_get(&mut c).await;
         assert!(reply.starts_with(b"STORED\r\nVALUE big 0 307200\r\n"));
         assert_eq!(reply.len(), 8 + 20 + value.len() + 2 + 5);
         settle().await;
@@ -662,12 +668,7 @@ mod tests {
     #[tokio::test]
     async fn a_grown_buffer_is_pooled_within_its_bound_and_reused() {
         let mut c = one_conn().await;
-        let value = vec![b'v'; 300 * 1024];
-        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
-        req.extend_from_slice(&value);
-        req.extend_from_slice(b"\r\nget big\r\n");
-        c.write_all(&req).await.unwrap();
-        read_until(&mut c, b"END\r\n").await;
+        let (value, _) = big_set_and_get(&mut c).await;
         settle().await;
         let (n, bytes) = pool::pooled_big();
         assert!(n >= 1, "no grown buffer kept");
