@@ -311,17 +311,22 @@ impl HandoffPace {
 /// may have declared it down and moved on, with writes and deletes going to other
 /// owners meanwhile; the store is dropped before anything is served, as a node that
 /// was declared down must. The beat thread's own check matters: after SIGCONT it often
-/// runs before any request, and a request handler would then see a fresh beat. (Gossip
-/// tells the node it was declared down a moment later, but its side still holds a
-/// majority in its own eyes, so the rejoin keeps the store: see `crate::quorum`.)
+/// runs before any request, and a request handler would then see a fresh beat. Every
+/// caller that finds the gap waits until the drop is done ([`FreezeGuard::after_freeze`]).
+/// (Gossip tells the node it was declared down a moment later, and the rejoin drops the
+/// store again: see `crate::membership`.)
 pub struct FreezeGuard {
     started: std::time::Instant,
     /// Milliseconds since `started` at the last beat.
     beat: AtomicU64,
     /// A gap larger than this (ms) means frozen.
     limit_ms: u64,
-    /// What the beat thread does when it finds the gap (set once the cluster exists).
+    /// What the beat thread does before each beat (set once the cluster exists): looks
+    /// for the gap, as a request handler does.
     on_thaw: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Held while the store is dropped after a freeze: whoever else finds the gap
+    /// meanwhile waits for the drop (see [`FreezeGuard::after_freeze`]).
+    dropping: std::sync::Mutex<()>,
 }
 
 impl FreezeGuard {
@@ -334,14 +339,13 @@ impl FreezeGuard {
             beat: AtomicU64::new(0),
             limit_ms: limit.as_millis() as u64,
             on_thaw: std::sync::OnceLock::new(),
+            dropping: std::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&guard);
         let _ = std::thread::Builder::new().name("freeze-guard".into()).spawn(move || {
             while let Some(g) = weak.upgrade() {
                 if let Some(on_thaw) = g.on_thaw.get() {
-                    if g.thawed() {
-                        on_thaw();
-                    }
+                    on_thaw();
                 }
                 g.beat.fetch_max(g.elapsed_ms(), Relaxed);
                 drop(g);
@@ -355,12 +359,32 @@ impl FreezeGuard {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// True once per freeze: the first caller after a freeze gets true (and must drop
-    /// the store); everyone else, and every call without a freeze, gets false.
-    pub fn thawed(&self) -> bool {
-        let now = self.elapsed_ms();
-        let beat = self.beat.load(Relaxed);
-        now.saturating_sub(beat) > self.limit_ms && self.beat.compare_exchange(beat, now, Relaxed, Relaxed).is_ok()
+    /// Whether the last beat is older than the detection time: the process stood
+    /// still (or the gap was not handled yet).
+    fn gap(&self) -> bool {
+        self.elapsed_ms().saturating_sub(self.beat.load(Relaxed)) > self.limit_ms
+    }
+
+    /// After a freeze, runs `drop` once, before any caller returns: the first caller to
+    /// find the gap drops the store under a lock and only then beats; every other
+    /// caller that finds the gap meanwhile (request handlers on other threads, the beat
+    /// thread) waits for it, so no request is served from a store half dropped. (The
+    /// drop takes every shard in turn; before, the beat moved on as the first caller
+    /// began dropping, and a request on another thread read an item from a shard not
+    /// dropped yet: a stale read after a freeze in the containerised test.) Returns
+    /// whether this call ran `drop`.
+    pub fn after_freeze(&self, drop: impl FnOnce()) -> bool {
+        if !self.gap() {
+            return false;
+        }
+        let _dropping = self.dropping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.gap() {
+            // Another caller dropped the store meanwhile.
+            return false;
+        }
+        drop();
+        self.beat.fetch_max(self.elapsed_ms(), Relaxed);
+        true
     }
 }
 
@@ -479,7 +503,7 @@ impl Cluster {
         let _ = cluster.freeze.on_thaw.set(Box::new(move || {
             // A node serving alone has nobody who could have moved on without it.
             if let Some(cluster) = weak.upgrade().filter(|c| c.ring().ring.len() > 1) {
-                cluster.drop_after_freeze();
+                cluster.check_thawed(0);
             }
         }));
         if cluster.joining() {
@@ -783,9 +807,7 @@ impl Cluster {
     /// frozen for longer than failure detection, drops the store first (see
     /// [`FreezeGuard`]).
     pub fn check_thawed(&self, _now: u32) {
-        if self.freeze.thawed() {
-            self.drop_after_freeze();
-        }
+        self.freeze.after_freeze(|| self.drop_after_freeze());
     }
 
     fn drop_after_freeze(&self) {
@@ -1074,4 +1096,55 @@ pub fn purge_unowned(store: &Store, view: &RingView, current: impl Fn() -> u64) 
         }
     }
     purged
+}
+
+#[cfg(test)]
+mod freeze_tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::FreezeGuard;
+
+    /// A guard whose last beat was 10 s ago (no beat thread): it finds a freeze.
+    fn thawed_guard() -> Arc<FreezeGuard> {
+        Arc::new(FreezeGuard {
+            started: Instant::now().checked_sub(Duration::from_secs(10)).unwrap(),
+            beat: AtomicU64::new(0),
+            limit_ms: 1000,
+            on_thaw: std::sync::OnceLock::new(),
+            dropping: std::sync::Mutex::new(()),
+        })
+    }
+
+    #[test]
+    fn a_caller_that_finds_the_freeze_while_the_store_is_dropped_waits_for_the_drop() {
+        let guard = thawed_guard();
+        let done = Arc::new(AtomicBool::new(false));
+        let drops = Arc::new(AtomicU64::new(0));
+        let first = {
+            let (guard, done, drops) = (guard.clone(), done.clone(), drops.clone());
+            std::thread::spawn(move || {
+                guard.after_freeze(|| {
+                    drops.fetch_add(1, SeqCst);
+                    // A drop that takes a while (every shard in turn).
+                    std::thread::sleep(Duration::from_millis(200));
+                    done.store(true, SeqCst);
+                })
+            })
+        };
+        // Wait until the first caller is dropping, then ask as a request handler would.
+        while drops.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let ran = guard.after_freeze(|| {
+            drops.fetch_add(1, SeqCst);
+        });
+        assert!(!ran, "one drop per freeze");
+        assert!(done.load(SeqCst), "returned while the store was still being dropped");
+        assert!(first.join().unwrap());
+        assert_eq!(drops.load(SeqCst), 1);
+        // Handled: no gap any more.
+        assert!(!guard.after_freeze(|| panic!("dropped twice")));
+    }
 }
