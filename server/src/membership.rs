@@ -268,7 +268,6 @@ impl Membership {
             quorum: Quorum::new(&me.name),
             majority_since: Some(Instant::now()),
             held: HashSet::new(),
-            republish: false,
             suspect_since: HashMap::new(),
             serve_grace: cfg.suspect_timeout,
             lapse: None,
@@ -457,11 +456,10 @@ struct Task {
     /// counted (`None` while it does not, and from a rejoin until the next view): only
     /// a node that has for `verdict_hold` declares a member down.
     majority_since: Option<Instant>,
-    /// Suspects whose suspicion ran out while this node could not declare them down:
-    /// no longer counted up for the quorum (until they refute).
+    /// Suspects whose suspicion ran out while this node could not declare them down
+    /// (re-raised when they speak again, so they refute). They no longer count as up
+    /// already: a suspicion lasts at least `serve_grace`.
     held: HashSet<NodeId>,
-    /// Set when `held` grew: publish a new view.
-    republish: bool,
     /// When each current suspect was first seen suspect here.
     suspect_since: HashMap<NodeId, Instant>,
     /// How long a suspect still counts as up for the quorum (`--gossip-suspect-ms`).
@@ -658,12 +656,10 @@ impl Task {
                     .majority_since
                     .is_some_and(|since| now.saturating_duration_since(since) >= self.verdict_hold);
                 if !settled {
-                    // Past its time it no longer counts as up: a node cut off from all
-                    // the others loses its quorum once their suspicions have run out,
-                    // as it did when it declared them down.
+                    // It stopped counting as up `serve_grace` into the suspicion
+                    // (`recount`); no suspicion runs out sooner.
                     if self.held.insert(member_id.0.clone()) {
                         self.stats.verdicts_held.fetch_add(1, Relaxed);
-                        self.republish = true;
                         info!(member = ?member_id, quorum = ?self.quorum.count(), "suspicion ran out without a settled majority alive here: held, not declared down");
                     }
                     let seq = self.timers.push(now + self.recheck, timer);
@@ -817,7 +813,7 @@ impl Task {
 
     /// Acts on everything foca asked for during the last call.
     async fn drain(&mut self) {
-        let mut changed = std::mem::take(&mut self.republish);
+        let mut changed = false;
         while let Some((dst, data)) = self.runtime.to_send() {
             self.stats.packets_out.fetch_add(1, Relaxed);
             let sealed;
@@ -924,8 +920,9 @@ impl Task {
     /// publishes the count.
     ///
     /// A suspect counts as up for `serve_grace` from when it was first suspected here
-    /// (a suspicion refuted in time, here or at a heal, changes nothing), and not at all
-    /// once its verdict is held (`handle_timer`). So a node cut off from the rest stops
+    /// (a suspicion refuted in time, here or at a heal, changes nothing), which is no
+    /// longer than any suspicion lasts, so one whose verdict is held (`handle_timer`) is
+    /// never counted. So a node cut off from the rest stops
     /// serving keys about `serve_grace` after it suspects the last of them, not after
     /// its own (health-stretched) suspicions run out: the majority may drop it from its
     /// ring and acknowledge writes without it from about a probe period plus the
@@ -946,7 +943,6 @@ impl Task {
         for (id, st) in members {
             let counted = match st {
                 MemberState::Alive => true,
-                MemberState::Suspect if self.held.contains(id) => false,
                 MemberState::Suspect => {
                     let until = self
                         .suspect_since
