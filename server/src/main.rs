@@ -14,15 +14,16 @@ use tracing_subscriber::EnvFilter;
 static ALLOC: ringcache_server::sys::Allocator = ringcache_server::sys::Allocator;
 
 /// Allocations at least this large get their own `mmap` (one past a store segment's
-/// 64 KiB, so segments stay on the heap and large items do not).
+/// 64 KiB, so segments stay on the heap and large connection buffers do not; the
+/// store maps its large items itself, `sys::Mapping`).
 const MMAP_THRESHOLD: libc::c_int = 64 * 1024 + 1;
 
 /// Fixes glibc malloc's mmap threshold. By default glibc raises it (up to 32 MiB)
-/// every time a large block is freed, after which large items come from the heap,
-/// where holes between them and the store's segments keep freed memory resident:
-/// a workload alternating huge values and small items then ends with an RSS several
-/// times `-m`. With a fixed threshold every large item is its own mapping, returned
-/// to the kernel when it is freed.
+/// every time a large block is freed, after which large blocks (connection buffers
+/// grown for a large value) come from the heap, where holes between them and the
+/// store's segments keep freed memory resident: a workload alternating huge values
+/// and small items then ends with an RSS several times `-m`. With a fixed threshold
+/// every large block is its own mapping, returned to the kernel when it is freed.
 fn fix_mmap_threshold() {
     ringcache_server::sys::set_mmap_threshold(MMAP_THRESHOLD);
 }

@@ -222,11 +222,140 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
+/// Anonymous memory mapped on its own (`mmap`), for a store item bigger than a
+/// segment. Unlike a heap block it can change size without being touched again:
+/// [`Mapping::resize`] keeps the pages it already has (`mremap` on Linux), so a
+/// buffer reused for the next big item costs no page faults for the bytes they share,
+/// and dropping it returns every page to the kernel at once (`munmap`).
+pub(crate) struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` owns its pages exclusively (no other handle to them exists),
+// like a `Box<[u8]>`; `&Mapping` only hands out shared slices.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `len` (at least 1) zeroed bytes of their own pages. Aborts through
+    /// `handle_alloc_error` if the kernel refuses, as a failed heap allocation does.
+    pub(crate) fn new(len: usize) -> Mapping {
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping at an address of the kernel's
+        // choosing touches no existing memory; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        Mapping {
+            ptr: Self::checked(ptr, len),
+            len,
+        }
+    }
+
+    fn checked(ptr: *mut libc::c_void, len: usize) -> std::ptr::NonNull<u8> {
+        match std::ptr::NonNull::new(ptr.cast::<u8>()) {
+            Some(p) if ptr != libc::MAP_FAILED => p,
+            _ => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len, 1).unwrap_or(std::alloc::Layout::new::<u8>()),
+            ),
+        }
+    }
+
+    /// This mapping made `len` (at least 1) bytes long. The bytes it kept hold what
+    /// they held (every caller overwrites them); pages past the end are returned, and
+    /// new ones read as zero.
+    pub(crate) fn resize(self, len: usize) -> Mapping {
+        let len = len.max(1);
+        if len == self.len {
+            return self;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let this = std::mem::ManuallyDrop::new(self);
+            // SAFETY: `this` owns the mapping [ptr, ptr + len) and is not used or
+            // dropped again; MREMAP_MAYMOVE lets the kernel move it, and on failure
+            // the old mapping is left as it was, so it is unmapped here.
+            let ptr = unsafe { libc::mremap(this.ptr.as_ptr().cast(), this.len, len, libc::MREMAP_MAYMOVE) };
+            if ptr == libc::MAP_FAILED {
+                // SAFETY: the old mapping is still ours, and nothing refers to it.
+                unsafe { libc::munmap(this.ptr.as_ptr().cast(), this.len) };
+                return Mapping::new(len);
+            }
+            Mapping {
+                ptr: Self::checked(ptr, len),
+                len,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            drop(self);
+            Mapping::new(len)
+        }
+    }
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) is mapped readable and writable for as long as
+        // `self` lives, and any byte is a valid `u8`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Mapping {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing refers to it any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping").field("len", &self.len).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::alloc::{GlobalAlloc, Layout};
 
     use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_mapping_keeps_the_bytes_it_shares_across_a_resize() {
+        let mut m = Mapping::new(300_000);
+        assert_eq!(m.len(), 300_000);
+        assert!(m.iter().all(|&b| b == 0));
+        m[0] = 1;
+        m[299_999] = 2;
+        let mut m = m.resize(100_000);
+        assert_eq!((m.len(), m[0]), (100_000, 1));
+        m[99_999] = 3;
+        let m = m.resize(500_000);
+        assert_eq!((m.len(), m[0], m[99_999]), (500_000, 1, 3));
+        // Pages the mapping gained read as zero.
+        assert!(m[200_000..].iter().all(|&b| b == 0));
+        assert_eq!(Mapping::new(0).len(), 1);
+    }
 
     #[test]
     fn over_aligned_blocks_come_from_slots_and_are_reused() {

@@ -20,7 +20,8 @@
 //! expiry only when set; `item.rs`), then key and value, with no allocation,
 //! allocator header or size-class rounding per item. A segment is
 //! `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
-//! gets a segment of its own, exactly its size.
+//! gets a segment of its own, exactly its size: a mapping that the next big item
+//! takes over (resized, its shared pages not faulted in again) when this one goes.
 //!
 //! `memory_limit` (`-m`) bounds the segments, the index and S3-FIFO's ghost: each
 //! shard's segments (in use, reserved for eviction, or pooled) get its slice less its

@@ -7,8 +7,9 @@
 //!   and unaligned, to the *open* segment of their queue; a full segment is *sealed*
 //!   and joins its queue's FIFO. A segment is one `Box<[u8]>` of `seg_size` bytes
 //!   (`budget / 64`, between 1 KiB and 64 KiB); an item larger than that gets a
-//!   segment of its own, exactly its size. No allocation per item, no allocator
-//!   header, no size-class rounding.
+//!   segment of its own, a mapping exactly its size ([`Mapping`]), which is pooled
+//!   when the item goes and resized for the next big item ([`Shard::append_big`]).
+//!   No allocation per item, no allocator header, no size-class rounding.
 //! - **Index**: a `hashbrown::HashTable<u32>` of item locations (segment id in the
 //!   upper 16 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
 //!   once per request by the store) and compared against the key bytes in the segment.
@@ -62,6 +63,7 @@ use super::item::{self, Bases, ItemMut, ItemRef, Meta};
 use super::policy::{PolicyKind, S3Tuning};
 use super::tombstone::Tombstones;
 use super::{Item, StoreError};
+use crate::sys::Mapping;
 
 /// Hashes a key for shard choice and the shard's table.
 pub(super) fn hash_key(key: &[u8]) -> u64 {
@@ -109,7 +111,7 @@ enum Queue {
 }
 
 struct Segment {
-    buf: Box<[u8]>,
+    buf: Buf,
     /// Bytes appended so far.
     used: usize,
     /// Live items in the segment.
@@ -125,6 +127,34 @@ struct Segment {
     epoch: u32,
     /// The CAS unique and time its items' headers are deltas from (`item.rs`).
     bases: Bases,
+}
+
+/// A segment's bytes: a segment-size block from the heap, or a big item's own
+/// mapping (which a later big item can take over without faulting its pages in again;
+/// see [`Shard::append_big`]).
+enum Buf {
+    Heap(Box<[u8]>),
+    Mapped(Mapping),
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buf::Heap(b) => b,
+            Buf::Mapped(m) => m,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Buf::Heap(b) => b,
+            Buf::Mapped(m) => m,
+        }
+    }
 }
 
 /// Whether a found item may be served.
@@ -159,6 +189,9 @@ pub(super) struct Shard {
     free_ids: Vec<u32>,
     /// Segment-size buffers not in use (allocated, so counted in `allocated`).
     pool: Vec<Box<[u8]>>,
+    /// Big items' mappings not in use, for the next big item (also counted in
+    /// `allocated`, and freed before anything is evicted).
+    big_pool: Vec<Mapping>,
     /// Sealed segments per queue, newest at the front.
     fifo: [VecDeque<u32>; 2],
     /// The segment each queue appends to.
@@ -224,6 +257,7 @@ impl Shard {
             segs: Vec::new(),
             free_ids: Vec::new(),
             pool: Vec::new(),
+            big_pool: Vec::new(),
             fifo: [VecDeque::new(), VecDeque::new()],
             open: [None, None],
             queue_items: [0, 0],
@@ -418,14 +452,16 @@ impl Shard {
         self.free_ids.push(id as u32);
     }
 
-    /// Pools a segment-size buffer; frees any other (a big item's, or a segment cut
-    /// to the size before a resize).
-    fn recycle(&mut self, buf: Box<[u8]>) {
-        if buf.len() == self.seg_size {
-            self.pool.push(buf);
-        } else {
-            self.allocated -= buf.len();
-            free_buffer(buf);
+    /// Pools a segment-size buffer or a big item's mapping; frees any other (a
+    /// segment cut to the size before a resize).
+    fn recycle(&mut self, buf: Buf) {
+        match buf {
+            Buf::Heap(buf) if buf.len() == self.seg_size => self.pool.push(buf),
+            Buf::Heap(buf) => {
+                self.allocated -= buf.len();
+                free_buffer(buf);
+            }
+            Buf::Mapped(m) => self.big_pool.push(m),
         }
     }
 
@@ -435,6 +471,33 @@ impl Shard {
             self.allocated -= buf.len();
             free_buffer(buf);
         }
+        for m in std::mem::take(&mut self.big_pool) {
+            self.allocated -= m.len();
+        }
+    }
+
+    /// Frees one pooled buffer (a segment-size one first, else the biggest pooled
+    /// mapping other than `keep`, an index into `big_pool`); false if there was none.
+    fn free_pooled(&mut self, keep: Option<usize>) -> bool {
+        if let Some(buf) = self.pool.pop() {
+            self.allocated -= buf.len();
+            free_buffer(buf);
+            return true;
+        }
+        let victim = (0..self.big_pool.len())
+            .filter(|&i| Some(i) != keep)
+            .max_by_key(|&i| self.big_pool[i].len());
+        let Some(i) = victim else {
+            return false;
+        };
+        let m = self.big_pool.swap_remove(i);
+        self.allocated -= m.len();
+        true
+    }
+
+    /// Bytes of the pooled mappings.
+    fn big_pooled(&self) -> usize {
+        self.big_pool.iter().map(|m| m.len()).sum()
     }
 
     /// This shard's slice of the memory budget, in bytes.
@@ -541,9 +604,10 @@ impl Shard {
         self.limit.saturating_sub(self.index_bytes())
     }
 
-    /// Segment-size buffers that could be had without evicting: pooled or unallocated.
+    /// Segment-size buffers that could be had without evicting: pooled, unallocated,
+    /// or in place of pooled mappings.
     fn available(&self) -> usize {
-        self.pool.len() + self.seg_limit().saturating_sub(self.allocated) / self.seg_size
+        self.pool.len() + self.seg_limit().saturating_sub(self.allocated - self.big_pooled()) / self.seg_size
     }
 
     /// Brings segments, index and ghost back within the budget after the index or the
@@ -567,12 +631,7 @@ impl Shard {
         let patience = self.patience();
         let mut attempts = 0;
         while self.allocated + extra + self.index_bytes() > self.limit {
-            if let Some(buf) = self.pool.pop() {
-                self.allocated -= buf.len();
-                free_buffer(buf);
-                continue;
-            }
-            if self.shrink_index() {
+            if self.free_pooled(None) || self.shrink_index() {
                 continue;
             }
             if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
@@ -624,8 +683,9 @@ impl Shard {
         if let Some(buf) = self.pool.pop() {
             return Some(buf);
         }
-        if self.allocated + self.seg_size > self.seg_limit() {
-            return None;
+        while self.allocated + self.seg_size > self.seg_limit() {
+            let m = self.big_pool.pop()?;
+            self.allocated -= m.len();
         }
         self.allocated += self.seg_size;
         Some(vec![0; self.seg_size].into_boxed_slice())
@@ -697,7 +757,7 @@ impl Shard {
             }
             let id = self
                 .new_segment(Segment {
-                    buf,
+                    buf: Buf::Heap(buf),
                     used: fresh_len,
                     live: 0,
                     queue: q,
@@ -715,16 +775,45 @@ impl Shard {
 
     /// A segment of its own, with bases `fresh`, for an item of `len` (more than
     /// `seg_size`) bytes.
+    ///
+    /// Its buffer is a pooled mapping where there is one (a big item's that was
+    /// evicted, deleted or replaced; the one closest in size), resized to `len`: the
+    /// pages the two share are not faulted in again. Other pooled buffers are freed,
+    /// and segments evicted, until the item fits beside the eviction reserve.
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
         self.fit(now);
-        self.make_room(now, len + RESERVE * self.seg_size);
-        if self.allocated + len > self.seg_limit() {
+        let patience = self.patience();
+        let mut attempts = 0;
+        let mut reuse = self.closest_pooled(len);
+        let fits = |s: &Shard, reuse: Option<usize>| {
+            let reused = reuse.map_or(0, |i| s.big_pool[i].len());
+            s.allocated - reused + len + RESERVE * s.seg_size + s.index_bytes() <= s.limit
+        };
+        while !fits(self, reuse) {
+            if !self.free_pooled(reuse) && !self.shrink_index() {
+                if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                    break;
+                }
+                attempts += 1;
+            }
+            reuse = self.closest_pooled(len);
+        }
+        let reused = reuse.map_or(0, |i| self.big_pool[i].len());
+        if self.allocated - reused + len > self.seg_limit() {
             return Err(StoreError::OutOfMemory);
         }
+        let buf = match reuse {
+            Some(i) => {
+                let m = self.big_pool.swap_remove(i);
+                self.allocated -= m.len();
+                m.resize(len)
+            }
+            None => Mapping::new(len),
+        };
         self.allocated += len;
         let id = self
             .new_segment(Segment {
-                buf: vec![0; len].into_boxed_slice(),
+                buf: Buf::Mapped(buf),
                 used: len,
                 live: 0,
                 queue: q,
@@ -736,6 +825,18 @@ impl Shard {
             .ok_or(StoreError::OutOfMemory)?;
         self.fifo[q as usize].push_front(id);
         Ok(loc(id, 0))
+    }
+
+    /// The pooled mapping to reuse for a big item of `len` bytes: the smallest at
+    /// least that long (shrunk, it faults nothing in), else the longest.
+    fn closest_pooled(&self, len: usize) -> Option<usize> {
+        let sizes = self.big_pool.iter().map(|m| m.len()).enumerate();
+        sizes
+            .clone()
+            .filter(|&(_, n)| n >= len)
+            .min_by_key(|&(_, n)| n)
+            .or_else(|| sizes.max_by_key(|&(_, n)| n))
+            .map(|(i, _)| i)
     }
 
     /// Whether queue `q` holds any segment with something in it.
@@ -1048,7 +1149,7 @@ impl Shard {
     pub(super) fn check(&self) {
         let mut live = 0;
         let mut live_bytes = 0;
-        let mut allocated: usize = self.pool.iter().map(|b| b.len()).sum();
+        let mut allocated: usize = self.pool.iter().map(|b| b.len()).sum::<usize>() + self.big_pooled();
         let mut per_queue = [0, 0];
         for (id, seg) in self.segs.iter().enumerate() {
             let Some(seg) = seg else {
@@ -1089,8 +1190,8 @@ impl Shard {
 
 /// Frees a segment buffer, first handing its whole pages back to the kernel.
 ///
-/// A segment-size buffer comes from the malloc heap (big ones are mapped on their
-/// own; see `main.rs`), and a freed heap block stays resident until malloc reuses it.
+/// A segment-size buffer comes from the malloc heap (a big item's is a [`Mapping`]),
+/// and a freed heap block stays resident until malloc reuses it.
 /// Buffers are pooled, so this only happens when big items need the room: without
 /// it, a store that had been full of small items and then fills with big ones would
 /// hold both in RSS.

@@ -274,6 +274,49 @@ fn big_items_get_segments_of_their_own() {
     check_all(&s);
 }
 
+/// A big item's mapping outlives the item: a deleted or evicted big item's buffer is
+/// kept (still counted) and the next big item takes it over, resized, instead of
+/// mapping and faulting in fresh pages; and it is freed before anything is evicted
+/// for a segment.
+#[test]
+fn a_big_items_buffer_is_kept_for_the_next_big_item() {
+    let s = store(4 << 20, 1);
+    let allocated = |s: &Store| s.stats().allocated as usize;
+    set(&s, b"a", &vec![1u8; 300 * 1024], 0, NOW).unwrap();
+    let with_a = allocated(&s);
+    assert!(s.with(b"a", NOW, |slot| slot.remove()));
+    assert_eq!(allocated(&s), with_a, "the deleted item's mapping is kept");
+    check_all(&s);
+    // A smaller big item takes it over, shrunk to its size.
+    set(&s, b"b", &vec![2u8; 200 * 1024], 0, NOW).unwrap();
+    assert_eq!(
+        with_a - allocated(&s),
+        100 * 1024,
+        "the mapping was shrunk, not kept whole"
+    );
+    check_all(&s);
+    // A bigger one grows it.
+    assert!(s.with(b"b", NOW, |slot| slot.remove()));
+    set(&s, b"c", &vec![3u8; 500 * 1024], 0, NOW).unwrap();
+    assert_eq!(allocated(&s) - with_a, 200 * 1024);
+    assert_eq!(get(&s, b"c", NOW).0.as_deref(), Some(&vec![3u8; 500 * 1024][..]));
+    check_all(&s);
+    // A pooled mapping gives its room to small items before anything is evicted: as
+    // many fit as in a store that never held a big item.
+    assert!(s.with(b"c", NOW, |slot| slot.remove()));
+    let until_evicting = |s: &Store| {
+        let mut n = 0;
+        while s.stats().evictions == 0 && n < 100_000 {
+            set(s, format!("small{n}").as_bytes(), &[b'x'; 100], 0, NOW).unwrap();
+            n += 1;
+        }
+        n
+    };
+    let (n, fresh) = (until_evicting(&s), until_evicting(&store(4 << 20, 1)));
+    assert_eq!(n, fresh, "with a big mapping pooled");
+    check_all(&s);
+}
+
 #[test]
 fn too_large_items_are_refused_and_drop_the_old_value() {
     let s = Store::new(StoreConfig {
