@@ -321,7 +321,7 @@ async fn answer(
             match parsed {
                 Ok(Some(Request::Get(get))) if router::runs_here(node, view.as_deref(), &get) => {
                     for key in get.keys.iter() {
-                        exec::retrieve_one(node, get.kind, &key, now, counters, out);
+                        exec::retrieve_one_to(node, get.kind, &key, now, counters, out, sock);
                         if out.len() >= FLUSH_AT && flush(sock, out, counters).await.is_err() {
                             return Next::Close;
                         }
@@ -680,6 +680,58 @@ mod tests {
             settle().await;
             assert_eq!(pool::pooled_big(), (n, bytes), "the kept buffer was not the one reused");
         }
+    }
+
+    /// A value long enough to go from the store straight to the socket
+    /// (`exec::DIRECT_VALUE`) keeps its place among pipelined replies, whatever part
+    /// of it the socket takes at once, with its flags and its CAS for `gets`.
+    #[tokio::test]
+    async fn a_value_sent_from_the_store_keeps_its_place_among_the_replies() {
+        let mut c = one_conn().await;
+        let value: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut req = format!("set big 5 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\nset s 0 0 1\r\nx\r\nget s big s\r\nget big\r\ngets big\r\nget s\r\n");
+        let block = |head: &[u8]| {
+            let mut b = head.to_vec();
+            b.extend_from_slice(&value);
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        let small = b"VALUE s 0 1\r\nx\r\n".to_vec();
+        let mut expected = b"STORED\r\nSTORED\r\n".to_vec();
+        for part in [
+            small.clone(),
+            block(b"VALUE big 5 614400\r\n"),
+            small.clone(),
+            b"END\r\n".to_vec(),
+            block(b"VALUE big 5 614400\r\n"),
+            b"END\r\n".to_vec(),
+        ] {
+            expected.extend_from_slice(&part);
+        }
+        let (r, w) = c.split();
+        let mut r = r;
+        let mut w = w;
+        let ((), got) = tokio::join!(async { w.write_all(&req).await.unwrap() }, async {
+            let mut got = vec![0; expected.len()];
+            tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut got))
+                .await
+                .expect("replies in time")
+                .unwrap();
+            got
+        });
+        assert!(got == expected, "replies out of order or altered");
+        // `gets` carries the CAS unique; then `get s` ends the pipeline.
+        let rest = read_until(&mut c, b"VALUE s 0 1\r\nx\r\nEND\r\n").await;
+        let head_end = rest.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let head = std::str::from_utf8(&rest[..head_end]).unwrap();
+        assert!(
+            head.starts_with("VALUE big 5 614400 ") && head.ends_with("\r\n"),
+            "{head}"
+        );
+        assert!(rest[head_end..].starts_with(&value[..4096]));
+        assert_eq!(rest.len(), head_end + value.len() + 2 + 5 + small.len() + 5);
     }
 
     /// What an idle connection costs besides its socket is its task: the future it

@@ -142,22 +142,31 @@ pub const MEMLIMIT_NOT_BYTES: &[u8] = b"MEMLIMIT_ADJUST_FAILED input value is me
 
 /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn write_value(out: &mut BytesMut, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
-    let mut num = itoa::Buffer::new();
     out.reserve(key.len() + data.len() + 48);
+    write_value_head(out, key, flags, data.len(), cas);
+    out.put_slice(data);
+    out.put_slice(VALUE_END);
+}
+
+/// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n`: a `VALUE` block up to its data,
+/// for a caller that sends the data and then [`VALUE_END`] from elsewhere.
+pub fn write_value_head(out: &mut BytesMut, key: &[u8], flags: u32, bytes: usize, cas: Option<u64>) {
+    let mut num = itoa::Buffer::new();
     out.put_slice(b"VALUE ");
     out.put_slice(key);
     out.put_u8(b' ');
     out.put_slice(num.format(flags).as_bytes());
     out.put_u8(b' ');
-    out.put_slice(num.format(data.len()).as_bytes());
+    out.put_slice(num.format(bytes).as_bytes());
     if let Some(cas) = cas {
         out.put_u8(b' ');
         out.put_slice(num.format(cas).as_bytes());
     }
     out.put_slice(b"\r\n");
-    out.put_slice(data);
-    out.put_slice(b"\r\n");
 }
+
+/// What ends a `VALUE` block after its data.
+pub const VALUE_END: &[u8] = b"\r\n";
 
 /// Appends a decimal number line (the answer to `incr`/`decr`).
 pub fn write_number(out: &mut BytesMut, n: u64) {

@@ -6,7 +6,7 @@
 
 pub mod meta;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ringcache_protocol::text::peer::{encode_peer_value, PeerRequest, PeerValue};
 use ringcache_protocol::text::response::{self, write_number, write_value};
 use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Limits, Request, StoreMode, StoreRequest};
@@ -32,7 +32,7 @@ pub enum Flow {
 /// Runs `req` and appends its reply to `out`.
 pub fn execute(node: &Node, req: Request, now: u32, c: &mut Counters, out: &mut BytesMut) -> Flow {
     match req {
-        Request::Get(get) => retrieve(node, get, now, c, out),
+        Request::Get(get) => retrieve_all(node, get, now, c, out),
         Request::Store(store) => {
             let noreply = store.noreply;
             let reply = store_item(node, store, now, c);
@@ -191,7 +191,7 @@ fn bury_delete(node: &Node, slot: &mut crate::storage::Slot<'_>) {
     }
 }
 
-fn retrieve(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {
+fn retrieve_all(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut BytesMut) {
     for key in get.keys.iter() {
         retrieve_one(node, get.kind, &key, now, c, out);
     }
@@ -201,6 +201,44 @@ fn retrieve(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &mut 
 /// Looks up one key of a `get`/`gets`/`gat`/`gats` and appends its `VALUE` block on a
 /// hit. The connection calls this key by key so it can flush between keys.
 pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut Counters, out: &mut BytesMut) {
+    retrieve(node, kind, key, now, c, out, None);
+}
+
+/// A value at least this long is sent from the store straight to the client
+/// ([`retrieve_one_to`]) rather than copied into the output buffer first: past it, the
+/// copy costs more than the system call the block then needs of its own.
+pub const DIRECT_VALUE: usize = 64 * 1024;
+
+/// [`retrieve_one`] for a client connection: a value of [`DIRECT_VALUE`] bytes or more
+/// goes from the store to `sock` in one `writev`, after what `out` holds and with its
+/// `VALUE` line, so the value is copied once (into the kernel), as memcached's
+/// `sendmsg` from the item does. What the socket does not take at once is left in
+/// `out`, in order, for the connection's next write.
+///
+/// The write happens under the shard's lock, which holds the value in place; it never
+/// blocks (a full socket takes less, or nothing). The request is counted in the node's
+/// statistics before its reply can reach the client, as at the end of a batch.
+pub fn retrieve_one_to(
+    node: &Node,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+    sock: &tokio::net::TcpStream,
+) {
+    retrieve(node, kind, key, now, c, out, Some(sock));
+}
+
+fn retrieve(
+    node: &Node,
+    kind: GetKind,
+    key: &Bytes,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+    direct: Option<&tokio::net::TcpStream>,
+) {
     let touch_to = match kind {
         GetKind::Gat { exptime } | GetKind::Gats { exptime } => Some(absolute_expiry(exptime, now)),
         GetKind::Get | GetKind::Gets => None,
@@ -209,24 +247,42 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
     if touch_to.is_some() {
         c.cmd_touch += 1;
     }
+    let count_hit = |c: &mut Counters| {
+        if touch_to.is_some() {
+            c.touch_hits += 1;
+        } else {
+            c.get_hits += 1;
+        }
+    };
     // The VALUE block is written straight from the stored bytes, under the shard lock:
-    // no copy of the value on the way out but the one into the output buffer.
+    // no copy of the value on the way out but the one into the output buffer (or,
+    // sent directly, into the kernel).
     let found = node.store.with(key, now, |slot| {
         let hit = slot.read(touch_to, |value, flags, cas| {
+            let cas = kind.with_cas().then_some(cas);
+            // Whether the hit is counted already.
+            let mut counted = false;
+            if let Some(sock) = direct.filter(|_| value.len() >= DIRECT_VALUE) {
+                let head = out.len();
+                response::write_value_head(out, key, flags, value.len(), cas);
+                count_hit(c);
+                node.stats.totals.absorb(c);
+                counted = true;
+                if send_direct(sock, out, value, c) {
+                    return counted;
+                }
+                out.truncate(head);
+            }
             // A large value: room from the thread's pooled grown buffers if any.
             crate::connection::pool::grow(out, key.len() + value.len() + 48);
-            write_value(out, key, flags, value, kind.with_cas().then_some(cas));
+            write_value(out, key, flags, value, cas);
+            counted
         });
         (hit, slot.miss_reason())
     });
     match found {
-        (Some(()), _) => {
-            if touch_to.is_some() {
-                c.touch_hits += 1;
-            } else {
-                c.get_hits += 1;
-            }
-        }
+        (Some(true), _) => {}
+        (Some(false), _) => count_hit(c),
         (None, reason) => {
             if touch_to.is_some() {
                 c.touch_misses += 1;
@@ -240,6 +296,41 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
             }
         }
     }
+}
+
+/// Writes `out`, `value` and the end of its `VALUE` block to `sock` without blocking,
+/// leaving in `out` what it did not take; false (nothing written) if the socket is
+/// not writable now or failed (the connection's next write then sees the error).
+fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], c: &mut Counters) -> bool {
+    let bufs = [
+        std::io::IoSlice::new(out),
+        std::io::IoSlice::new(value),
+        std::io::IoSlice::new(response::VALUE_END),
+    ];
+    let Ok(n) = sock.try_write_vectored(&bufs) else {
+        return false;
+    };
+    if n == 0 {
+        return false;
+    }
+    c.bytes_written += n as u64;
+    if n < out.len() {
+        out.advance(n);
+        crate::connection::pool::grow(out, value.len() + 2);
+        out.put_slice(value);
+        out.put_slice(response::VALUE_END);
+        return true;
+    }
+    let n = n - out.len();
+    out.clear();
+    if n < value.len() {
+        crate::connection::pool::grow(out, value.len() - n + 2);
+        out.put_slice(&value[n..]);
+        out.put_slice(response::VALUE_END);
+    } else {
+        out.put_slice(&response::VALUE_END[n - value.len()..]);
+    }
+    true
 }
 
 /// Executes a storage command and returns its reply line.
@@ -535,5 +626,64 @@ mod tests {
         del(20, &mut out);
         assert_eq!(&out[..], b"NOT_FOUND\r\nDELETED\r\n");
         assert_eq!(value(&n, b"r"), None);
+    }
+
+    /// A connected pair of loopback sockets, the first known writable.
+    async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        a.writable().await.unwrap();
+        (a, b)
+    }
+
+    /// Reads exactly `n` bytes from `s` (bounded by a timeout).
+    async fn read_n(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut got))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_direct_send_leaves_what_the_socket_did_not_take_in_order() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = socket_pair().await;
+        // Far more than loopback's socket buffers hold while nobody reads.
+        let value: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+        let head = b"END\r\nVALUE k 0 16777216\r\n";
+        let mut out = BytesMut::from(&head[..]);
+        let mut c = Counters::default();
+        assert!(send_direct(&a, &mut out, &value, &mut c));
+        let sent = c.bytes_written as usize;
+        let total = head.len() + value.len() + 2;
+        assert!(sent > 0 && sent < total, "{sent} of {total} bytes sent at once");
+        assert_eq!(out.len(), total - sent, "the rest is left to write");
+        // The socket is full now: nothing more goes, and nothing is lost.
+        let mut other = BytesMut::from(&b"x"[..]);
+        assert!(!send_direct(&a, &mut other, &value, &mut c));
+        assert_eq!((&other[..], c.bytes_written as usize), (&b"x"[..], sent));
+        let mut expected = head.to_vec();
+        expected.extend_from_slice(&value);
+        expected.extend_from_slice(b"\r\n");
+        let (_, got) = tokio::join!(async { a.write_all(&out).await.unwrap() }, read_n(&mut b, total));
+        assert!(got == expected, "the bytes arrived out of order");
+    }
+
+    #[tokio::test]
+    async fn a_direct_send_that_fits_leaves_nothing() {
+        let (a, mut b) = socket_pair().await;
+        let value = vec![7u8; 100 * 1024];
+        let head = b"VALUE k 0 102400\r\n";
+        let mut out = BytesMut::from(&head[..]);
+        let mut c = Counters::default();
+        assert!(send_direct(&a, &mut out, &value, &mut c));
+        assert!(out.is_empty());
+        assert_eq!(c.bytes_written as usize, head.len() + value.len() + 2);
+        let got = read_n(&mut b, head.len() + value.len() + 2).await;
+        assert!(got.starts_with(b"VALUE k 0 102400\r\n") && got.ends_with(b"\x07\r\n"));
     }
 }
