@@ -2,7 +2,9 @@
 //!
 //! [`execute`] runs one parsed request against the node and appends memcached's exact
 //! reply bytes to the connection's output buffer. It never blocks on I/O, so a
-//! connection can run a whole pipelined batch before it writes once.
+//! connection can run a whole pipelined batch before it writes once. (A `VALUE` of
+//! [`DIRECT_VALUE`] bytes or more is the exception that writes: [`retrieve_one_to`]
+//! sends it from the store without blocking, after what the buffer holds.)
 
 pub mod meta;
 
