@@ -239,12 +239,16 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// `len` (at least 1) zeroed bytes of their own pages. Aborts through
-    /// `handle_alloc_error` if the kernel refuses, as a failed heap allocation does.
-    pub(crate) fn new(len: usize) -> Mapping {
+    /// `len` (at least 1) zeroed bytes of their own pages, or `None` if the kernel
+    /// refuses (out of memory, or of mappings: `vm.max_map_count`).
+    pub(crate) fn new(len: usize) -> Option<Mapping> {
         let len = len.max(1);
+        #[cfg(test)]
+        if REFUSE_MAPPINGS.with(std::cell::Cell::get) {
+            return None;
+        }
         // SAFETY: a fresh private anonymous mapping at an address of the kernel's
-        // choosing touches no existing memory; the result is checked below.
+        // choosing touches no existing memory; the result is checked.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -255,28 +259,16 @@ impl Mapping {
                 0,
             )
         };
-        Mapping {
-            ptr: Self::checked(ptr, len),
-            len,
-        }
-    }
-
-    fn checked(ptr: *mut libc::c_void, len: usize) -> std::ptr::NonNull<u8> {
-        match std::ptr::NonNull::new(ptr.cast::<u8>()) {
-            Some(p) if ptr != libc::MAP_FAILED => p,
-            _ => std::alloc::handle_alloc_error(
-                std::alloc::Layout::from_size_align(len, 1).unwrap_or(std::alloc::Layout::new::<u8>()),
-            ),
-        }
+        Some(Mapping { ptr: mapped(ptr)?, len })
     }
 
     /// This mapping made `len` (at least 1) bytes long. The bytes it kept hold what
     /// they held (every caller overwrites them); pages past the end are returned, and
-    /// new ones read as zero.
-    pub(crate) fn resize(self, len: usize) -> Mapping {
+    /// new ones read as zero. `None` (every page returned) if the kernel refuses.
+    pub(crate) fn resize(self, len: usize) -> Option<Mapping> {
         let len = len.max(1);
         if len == self.len {
-            return self;
+            return Some(self);
         }
         #[cfg(target_os = "linux")]
         {
@@ -285,15 +277,12 @@ impl Mapping {
             // dropped again; MREMAP_MAYMOVE lets the kernel move it, and on failure
             // the old mapping is left as it was, so it is unmapped here.
             let ptr = unsafe { libc::mremap(this.ptr.as_ptr().cast(), this.len, len, libc::MREMAP_MAYMOVE) };
-            if ptr == libc::MAP_FAILED {
+            let Some(ptr) = mapped(ptr) else {
                 // SAFETY: the old mapping is still ours, and nothing refers to it.
                 unsafe { libc::munmap(this.ptr.as_ptr().cast(), this.len) };
-                return Mapping::new(len);
-            }
-            Mapping {
-                ptr: Self::checked(ptr, len),
-                len,
-            }
+                return None;
+            };
+            Some(Mapping { ptr, len })
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -301,6 +290,20 @@ impl Mapping {
             Mapping::new(len)
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`Mapping::new`] fail on this thread, as a kernel out of mappings does.
+    pub(crate) static REFUSE_MAPPINGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The address a successful `mmap`/`mremap` returned, or `None` on failure.
+fn mapped(ptr: *mut libc::c_void) -> Option<std::ptr::NonNull<u8>> {
+    if ptr == libc::MAP_FAILED {
+        return None;
+    }
+    std::ptr::NonNull::new(ptr.cast::<u8>())
 }
 
 impl std::ops::Deref for Mapping {
@@ -342,19 +345,19 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn a_mapping_keeps_the_bytes_it_shares_across_a_resize() {
-        let mut m = Mapping::new(300_000);
+        let mut m = Mapping::new(300_000).unwrap();
         assert_eq!(m.len(), 300_000);
         assert!(m.iter().all(|&b| b == 0));
         m[0] = 1;
         m[299_999] = 2;
-        let mut m = m.resize(100_000);
+        let mut m = m.resize(100_000).unwrap();
         assert_eq!((m.len(), m[0]), (100_000, 1));
         m[99_999] = 3;
-        let m = m.resize(500_000);
+        let m = m.resize(500_000).unwrap();
         assert_eq!((m.len(), m[0], m[99_999]), (500_000, 1, 3));
         // Pages the mapping gained read as zero.
         assert!(m[200_000..].iter().all(|&b| b == 0));
-        assert_eq!(Mapping::new(0).len(), 1);
+        assert_eq!(Mapping::new(0).unwrap().len(), 1);
     }
 
     #[test]

@@ -802,7 +802,7 @@ impl Shard {
         if self.allocated - reused + len > self.seg_limit() {
             return Err(StoreError::OutOfMemory);
         }
-        let buf = match reuse {
+        let mapped = match reuse {
             Some(i) => {
                 let m = self.big_pool.swap_remove(i);
                 self.allocated -= m.len();
@@ -810,10 +810,12 @@ impl Shard {
             }
             None => Mapping::new(len),
         };
+        // The kernel refused a mapping (`vm.max_map_count`, say): the heap then.
+        let buf = mapped.map_or_else(|| Buf::Heap(vec![0; len].into_boxed_slice()), Buf::Mapped);
         self.allocated += len;
         let id = self
             .new_segment(Segment {
-                buf: Buf::Mapped(buf),
+                buf,
                 used: len,
                 live: 0,
                 queue: q,

@@ -317,6 +317,25 @@ fn a_big_items_buffer_is_kept_for_the_next_big_item() {
     check_all(&s);
 }
 
+/// A kernel out of mappings (`vm.max_map_count`) costs nothing but the mapping: big
+/// items then come from the heap, and the store works as before.
+#[test]
+fn big_items_fall_back_to_the_heap_when_mapping_fails() {
+    crate::sys::REFUSE_MAPPINGS.with(|r| r.set(true));
+    let s = store(4 << 20, 1);
+    for i in 0..30u8 {
+        set(&s, format!("big{i}").as_bytes(), &vec![i; 300 * 1024], 0, NOW).unwrap();
+        let got = get(&s, format!("big{i}").as_bytes(), NOW).0;
+        assert!(
+            got.as_deref() == Some(&vec![i; 300 * 1024][..]),
+            "big{i} did not read back"
+        );
+        check_all(&s);
+    }
+    assert!(s.stats().evictions > 0);
+    crate::sys::REFUSE_MAPPINGS.with(|r| r.set(false));
+}
+
 #[test]
 fn too_large_items_are_refused_and_drop_the_old_value() {
     let s = Store::new(StoreConfig {
