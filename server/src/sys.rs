@@ -263,8 +263,9 @@ impl Mapping {
     }
 
     /// This mapping made `len` (at least 1) bytes long. The bytes it kept hold what
-    /// they held (every caller overwrites them); pages past the end are returned, and
-    /// new ones read as zero. `None` (every page returned) if the kernel refuses.
+    /// they held, and so may the rest of its last page (every caller overwrites
+    /// them); pages past the end are returned, and pages it gains read as zero.
+    /// `None` (every page returned) if the kernel refuses.
     pub(crate) fn resize(self, len: usize) -> Option<Mapping> {
         let len = len.max(1);
         if len == self.len {
