@@ -321,7 +321,7 @@ async fn answer(
             match parsed {
                 Ok(Some(Request::Get(get))) if router::runs_here(node, view.as_deref(), &get) => {
                     for key in get.keys.iter() {
-                        exec::retrieve_one_to(node, get.kind, &key, now, counters, out, sock);
+                        exec::retrieve_one_to(node, get.kind, &key, now, counters, out, Some(sock));
                         if out.len() >= FLUSH_AT && flush(sock, out, counters).await.is_err() {
                             return Next::Close;
                         }

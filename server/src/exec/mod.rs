@@ -203,7 +203,7 @@ fn retrieve_all(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &
 /// Looks up one key of a `get`/`gets`/`gat`/`gats` and appends its `VALUE` block on a
 /// hit. The connection calls this key by key so it can flush between keys.
 pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut Counters, out: &mut BytesMut) {
-    retrieve(node, kind, key, now, c, out, None);
+    retrieve_one_to(node, kind, key, now, c, out, None);
 }
 
 /// A value at least this long is sent from the store straight to the client
@@ -211,28 +211,16 @@ pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut C
 /// copy costs more than the system call the block then needs of its own.
 pub const DIRECT_VALUE: usize = 64 * 1024;
 
-/// [`retrieve_one`] for a client connection: a value of [`DIRECT_VALUE`] bytes or more
-/// goes from the store to `sock` in one `writev`, after what `out` holds and with its
-/// `VALUE` line, so the value is copied once (into the kernel), as memcached's
-/// `sendmsg` from the item does. What the socket does not take at once is left in
-/// `out`, in order, for the connection's next write.
+/// [`retrieve_one`], and for a client connection's socket `direct`, a value of
+/// [`DIRECT_VALUE`] bytes or more goes from the store to the socket in one `writev`,
+/// after what `out` holds and with its `VALUE` line, so the value is copied once (into
+/// the kernel), as memcached's `sendmsg` from the item does. What the socket does not
+/// take at once is left in `out`, in order, for the connection's next write.
 ///
 /// The write happens under the shard's lock, which holds the value in place; it never
 /// blocks (a full socket takes less, or nothing). The request is counted in the node's
 /// statistics before its reply can reach the client, as at the end of a batch.
 pub fn retrieve_one_to(
-    node: &Node,
-    kind: GetKind,
-    key: &Bytes,
-    now: u32,
-    c: &mut Counters,
-    out: &mut BytesMut,
-    sock: &tokio::net::TcpStream,
-) {
-    retrieve(node, kind, key, now, c, out, Some(sock));
-}
-
-fn retrieve(
     node: &Node,
     kind: GetKind,
     key: &Bytes,
