@@ -34,9 +34,11 @@ impl PolicyKind {
 /// measures the variants (see `docs/bench/eviction.md` for the table that chose it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct S3Tuning {
-    /// The small queue's share of the items, in percent: small is evicted from while
-    /// it holds at least this share. 5 measured a little better than the paper's 10
-    /// on every trace of the eviction bench.
+    /// The small queue's share of the live items' bytes, in percent: small is evicted
+    /// from while it holds at least this share (bytes, as in the paper, so one large
+    /// new item counts for its size). 5 measured a little better than the paper's 10
+    /// on every trace of the eviction bench (equal-size values, where bytes and items
+    /// agree).
     pub small_percent: u8,
     /// The most reads an item's frequency counts (1 to 3; the header has 2 bits). An
     /// item leaving main with frequency f > 0 is reinserted with f - 1.

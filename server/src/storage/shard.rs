@@ -23,7 +23,7 @@
 //! S3-FIFO (`policy.rs`) at segment granularity: two queues of segments, *small* and
 //! *main*. A new key is appended to small (or to main if the ghost remembers it). To
 //! make room, the shard takes the oldest segment of small while small holds at least
-//! its share of the items (5%) (else of main) and walks it: an item read since it was written
+//! its share of the live items' bytes (5%) (else of main) and walks it: an item read since it was written
 //! is copied forward to main's open segment (from main: with its frequency
 //! decremented), an unread one is evicted (from small: remembered in the ghost), and
 //! the emptied segment's buffer is reused. This is item-level S3-FIFO; only the
@@ -198,6 +198,8 @@ pub(super) struct Shard {
     open: [Option<u32>; 2],
     /// Live items per queue.
     queue_items: [usize; 2],
+    /// Live items' bytes per queue.
+    queue_bytes: [usize; 2],
     ghost: Ghost,
     policy: PolicyKind,
     /// S3-FIFO's knobs (unused by CLOCK).
@@ -261,6 +263,7 @@ impl Shard {
             fifo: [VecDeque::new(), VecDeque::new()],
             open: [None, None],
             queue_items: [0, 0],
+            queue_bytes: [0, 0],
             ghost: Ghost::default(),
             policy,
             tuning,
@@ -428,6 +431,7 @@ impl Shard {
     /// Takes a live item of `size` bytes in queue `q` off the books.
     fn forget(&mut self, q: Queue, size: usize) {
         self.queue_items[q as usize] -= 1;
+        self.queue_bytes[q as usize] -= size;
         self.items -= 1;
         self.live_bytes -= size;
     }
@@ -848,11 +852,11 @@ impl Shard {
     }
 
     /// The queue to evict from: S3-FIFO takes small while it holds at least its share
-    /// of the items (`S3Tuning::small_percent`, 5% by default).
+    /// of the live bytes (`S3Tuning::small_percent`).
     fn victim_queue(&self) -> Option<Queue> {
         let (small, main) = (self.has(Queue::Small), self.has(Queue::Main));
         let share = usize::from(self.tuning.small_percent);
-        if small && (!main || self.queue_items[Queue::Small as usize] * 100 >= self.items * share) {
+        if small && (!main || self.queue_bytes[Queue::Small as usize] * 100 >= self.live_bytes * share) {
             Some(Queue::Small)
         } else if main {
             Some(Queue::Main)
@@ -914,6 +918,8 @@ impl Shard {
                     seg.queue = to;
                     self.queue_items[q as usize] -= 1;
                     self.queue_items[to as usize] += 1;
+                    self.queue_bytes[q as usize] -= size;
+                    self.queue_bytes[to as usize] += size;
                     self.segs[id] = Some(seg);
                     self.fifo[to as usize].push_front(id as u32);
                     self.counters.moved += 1;
@@ -945,6 +951,8 @@ impl Shard {
                     }
                     self.queue_items[q as usize] -= 1;
                     self.queue_items[to as usize] += 1;
+                    self.queue_bytes[q as usize] -= size;
+                    self.queue_bytes[to as usize] += len;
                     self.counters.moved += 1;
                     continue;
                 }
@@ -1048,6 +1056,7 @@ impl Shard {
         item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, value, meta, bases, freq);
         seg.live += 1;
         self.queue_items[q as usize] += 1;
+        self.queue_bytes[q as usize] += len;
         self.items += 1;
         self.live_bytes += len;
         let segs = &self.segs;
@@ -1153,6 +1162,7 @@ impl Shard {
         let mut live_bytes = 0;
         let mut allocated: usize = self.pool.iter().map(|b| b.len()).sum::<usize>() + self.big_pooled();
         let mut per_queue = [0, 0];
+        let mut per_queue_bytes = [0, 0];
         for (id, seg) in self.segs.iter().enumerate() {
             let Some(seg) = seg else {
                 assert!(self.free_ids.contains(&(id as u32)));
@@ -1166,12 +1176,13 @@ impl Shard {
             } else {
                 assert_eq!(self.open[q], Some(id as u32));
             }
-            let (mut n, mut off) = (0, 0);
+            let (mut n, mut off, mut seg_bytes) = (0, 0, 0);
             while off < seg.used {
                 let r = ItemRef::new(&seg.buf[off..], seg.bases);
                 if !r.is_dead() {
                     n += 1;
                     live_bytes += r.size();
+                    seg_bytes += r.size();
                     assert_eq!(self.find(hash_key(r.key()), r.key()), Some(loc(id as u32, off)));
                 }
                 off += r.size();
@@ -1180,9 +1191,11 @@ impl Shard {
             assert_eq!(n, seg.live);
             live += n as usize;
             per_queue[q] += n as usize;
+            per_queue_bytes[q] += seg_bytes;
         }
         assert_eq!(live, self.items);
         assert_eq!(per_queue, self.queue_items);
+        assert_eq!(per_queue_bytes, self.queue_bytes);
         assert_eq!(self.table.len(), self.items);
         assert_eq!(live_bytes, self.live_bytes);
         assert_eq!(allocated, self.allocated);

@@ -336,6 +336,38 @@ fn big_items_fall_back_to_the_heap_when_mapping_fails() {
     crate::sys::REFUSE_MAPPINGS.with(|r| r.set(false));
 }
 
+/// S3-FIFO's small queue is measured in bytes, as in the paper: one large new item
+/// in small is a large share of the memory however few items small holds, so it is
+/// the next to go if nobody reads it, rather than popular small items of main.
+#[test]
+fn the_small_queues_share_is_of_bytes_not_items() {
+    let s = store(4 << 20, 1);
+    // Small items read once each: eviction promotes them from small to main.
+    let n = 40_000;
+    for i in 0..n {
+        set(&s, format!("k{i}").as_bytes(), &[b'x'; 100], 0, NOW).unwrap();
+        get(&s, format!("k{i}").as_bytes(), NOW);
+    }
+    assert!(s.stats().moved > 0);
+    // A big item nobody reads, then new small items: making room for them evicts the
+    // big item (small holds more than its 5% of the bytes in it alone) long before
+    // the small items of main.
+    set(&s, b"big", &vec![7u8; 400 * 1024], 0, NOW).unwrap();
+    let cached = |s: &Store, k: &[u8]| s.with(k, NOW, |slot| slot.cas()).is_some();
+    let before: usize = (0..n).filter(|i| cached(&s, format!("k{i}").as_bytes())).count();
+    let mut added = 0;
+    while cached(&s, b"big") && added < 4000 {
+        set(&s, format!("new{added}").as_bytes(), &[b'y'; 100], 0, NOW).unwrap();
+        added += 1;
+    }
+    assert!(!cached(&s, b"big"), "an unread big item outlived {added} new items");
+    let after: usize = (0..n).filter(|i| cached(&s, format!("k{i}").as_bytes())).count();
+    // (With small's share counted in items, main lost 1,172 items first, and the big
+    // item went only after 1,697 new ones.)
+    assert_eq!(before - after, 0, "main lost items before the unread big item went");
+    check_all(&s);
+}
+
 #[test]
 fn too_large_items_are_refused_and_drop_the_old_value() {
     let s = Store::new(StoreConfig {
