@@ -320,13 +320,21 @@ async fn answer(
             let parsed = parse_request(rbuf, &limits);
             match parsed {
                 Ok(Some(Request::Get(get))) if router::runs_here(node, view.as_deref(), &get) => {
-                    for key in get.keys.iter() {
-                        exec::retrieve_one_to(node, get.kind, &key, now, counters, out, Some(sock));
+                    let mut keys = get.keys.iter().peekable();
+                    let mut ended = false;
+                    while let Some(key) = keys.next() {
+                        let direct = exec::Direct {
+                            sock,
+                            last: keys.peek().is_none(),
+                        };
+                        ended = exec::retrieve_one_to(node, get.kind, &key, now, counters, out, Some(direct));
                         if out.len() >= FLUSH_AT && flush(sock, out, counters).await.is_err() {
                             return Next::Close;
                         }
                     }
-                    out.put_slice(response::END);
+                    if !ended {
+                        out.put_slice(response::END);
+                    }
                 }
                 Ok(Some(Request::Peer(PeerRequest::Hello { name, proof }))) => {
                     let key = node.cluster.as_ref().and_then(|c| c.key.as_ref());

@@ -167,6 +167,9 @@ pub fn write_value_head(out: &mut BytesMut, key: &[u8], flags: u32, bytes: usize
 
 /// What ends a `VALUE` block after its data.
 pub const VALUE_END: &[u8] = b"\r\n";
+/// What ends the last `VALUE` block of a retrieval and the retrieval: [`VALUE_END`]
+/// then [`END`].
+pub const VALUE_END_LAST: &[u8] = b"\r\nEND\r\n";
 
 /// Appends a decimal number line (the answer to `incr`/`decr`).
 pub fn write_number(out: &mut BytesMut, n: u64) {

@@ -203,7 +203,18 @@ fn retrieve_all(node: &Node, get: GetRequest, now: u32, c: &mut Counters, out: &
 /// Looks up one key of a `get`/`gets`/`gat`/`gats` and appends its `VALUE` block on a
 /// hit. The connection calls this key by key so it can flush between keys.
 pub fn retrieve_one(node: &Node, kind: GetKind, key: &Bytes, now: u32, c: &mut Counters, out: &mut BytesMut) {
-    retrieve_one_to(node, kind, key, now, c, out, None);
+    let ended = retrieve_one_to(node, kind, key, now, c, out, None);
+    debug_assert!(!ended, "only a direct send writes END");
+}
+
+/// Where [`retrieve_one_to`] may send a large value itself: the client's socket, and
+/// whether the key is the retrieval's last (its `END` then goes in the same write).
+#[derive(Clone, Copy)]
+pub struct Direct<'a> {
+    /// The client's socket.
+    pub sock: &'a tokio::net::TcpStream,
+    /// Whether this is the retrieval's last key.
+    pub last: bool,
 }
 
 /// A value at least this long is sent from the store straight to the client
@@ -217,9 +228,14 @@ pub const DIRECT_VALUE: usize = 64 * 1024;
 /// the kernel), as memcached's `sendmsg` from the item does. What the socket does not
 /// take at once is left in `out`, in order, for the connection's next write.
 ///
+/// For the retrieval's last key the write ends with the retrieval's `END` too, and
+/// the return is true: the caller must not append another (one system call for a
+/// one-key `get` of a large value, not two).
+///
 /// The write happens under the shard's lock, which holds the value in place; it never
 /// blocks (a full socket takes less, or nothing). The request is counted in the node's
 /// statistics before its reply can reach the client, as at the end of a batch.
+#[must_use = "true means the END line is written"]
 pub fn retrieve_one_to(
     node: &Node,
     kind: GetKind,
@@ -227,8 +243,8 @@ pub fn retrieve_one_to(
     now: u32,
     c: &mut Counters,
     out: &mut BytesMut,
-    direct: Option<&tokio::net::TcpStream>,
-) {
+    direct: Option<Direct<'_>>,
+) -> bool {
     let touch_to = match kind {
         GetKind::Gat { exptime } | GetKind::Gats { exptime } => Some(absolute_expiry(exptime, now)),
         GetKind::Get | GetKind::Gets => None,
@@ -250,29 +266,34 @@ pub fn retrieve_one_to(
     let found = node.store.with(key, now, |slot| {
         let hit = slot.read(touch_to, |value, flags, cas| {
             let cas = kind.with_cas().then_some(cas);
-            // Whether the hit is counted already.
+            // Whether the hit is counted already, and whether END is written.
             let mut counted = false;
-            if let Some(sock) = direct.filter(|_| value.len() >= DIRECT_VALUE) {
+            if let Some(d) = direct.filter(|_| value.len() >= DIRECT_VALUE) {
                 let head = out.len();
                 response::write_value_head(out, key, flags, value.len(), cas);
                 count_hit(c);
                 node.stats.totals.absorb(c);
                 counted = true;
-                if send_direct(sock, out, value, c) {
-                    return counted;
+                let tail = if d.last {
+                    response::VALUE_END_LAST
+                } else {
+                    response::VALUE_END
+                };
+                if send_direct(d.sock, out, value, tail, c) {
+                    return (counted, d.last);
                 }
                 out.truncate(head);
             }
             // A large value: room from the thread's pooled grown buffers if any.
             crate::connection::pool::grow(out, key.len() + value.len() + 48);
             write_value(out, key, flags, value, cas);
-            counted
+            (counted, false)
         });
         (hit, slot.miss_reason())
     });
     match found {
-        (Some(true), _) => {}
-        (Some(false), _) => count_hit(c),
+        (Some((true, ended)), _) => return ended,
+        (Some((false, _)), _) => count_hit(c),
         (None, reason) => {
             if touch_to.is_some() {
                 c.touch_misses += 1;
@@ -286,16 +307,18 @@ pub fn retrieve_one_to(
             }
         }
     }
+    false
 }
 
-/// Writes `out`, `value` and the end of its `VALUE` block to `sock` without blocking,
+/// Writes `out`, `value` and `tail` (the end of its `VALUE` block, and maybe of the
+/// retrieval) to `sock` without blocking,
 /// leaving in `out` what it did not take; false (nothing written) if the socket is
 /// not writable now or failed (the connection's next write then sees the error).
-fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], c: &mut Counters) -> bool {
+fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], tail: &[u8], c: &mut Counters) -> bool {
     let bufs = [
         std::io::IoSlice::new(out),
         std::io::IoSlice::new(value),
-        std::io::IoSlice::new(response::VALUE_END),
+        std::io::IoSlice::new(tail),
     ];
     let Ok(n) = sock.try_write_vectored(&bufs) else {
         return false;
@@ -306,19 +329,19 @@ fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], c
     c.bytes_written += n as u64;
     if n < out.len() {
         out.advance(n);
-        crate::connection::pool::grow(out, value.len() + 2);
+        crate::connection::pool::grow(out, value.len() + tail.len());
         out.put_slice(value);
-        out.put_slice(response::VALUE_END);
+        out.put_slice(tail);
         return true;
     }
     let n = n - out.len();
     out.clear();
     if n < value.len() {
-        crate::connection::pool::grow(out, value.len() - n + 2);
+        crate::connection::pool::grow(out, value.len() - n + tail.len());
         out.put_slice(&value[n..]);
-        out.put_slice(response::VALUE_END);
+        out.put_slice(tail);
     } else {
-        out.put_slice(&response::VALUE_END[n - value.len()..]);
+        out.put_slice(&tail[n - value.len()..]);
     }
     true
 }
@@ -647,14 +670,14 @@ mod tests {
         let head = b"END\r\nVALUE k 0 16777216\r\n";
         let mut out = BytesMut::from(&head[..]);
         let mut c = Counters::default();
-        assert!(send_direct(&a, &mut out, &value, &mut c));
+        assert!(send_direct(&a, &mut out, &value, response::VALUE_END, &mut c));
         let sent = c.bytes_written as usize;
         let total = head.len() + value.len() + 2;
         assert!(sent > 0 && sent < total, "{sent} of {total} bytes sent at once");
         assert_eq!(out.len(), total - sent, "the rest is left to write");
         // The socket is full now: nothing more goes, and nothing is lost.
         let mut other = BytesMut::from(&b"x"[..]);
-        assert!(!send_direct(&a, &mut other, &value, &mut c));
+        assert!(!send_direct(&a, &mut other, &value, response::VALUE_END, &mut c));
         assert_eq!((&other[..], c.bytes_written as usize), (&b"x"[..], sent));
         let mut expected = head.to_vec();
         expected.extend_from_slice(&value);
@@ -670,10 +693,10 @@ mod tests {
         let head = b"VALUE k 0 102400\r\n";
         let mut out = BytesMut::from(&head[..]);
         let mut c = Counters::default();
-        assert!(send_direct(&a, &mut out, &value, &mut c));
+        assert!(send_direct(&a, &mut out, &value, response::VALUE_END_LAST, &mut c));
         assert!(out.is_empty());
-        assert_eq!(c.bytes_written as usize, head.len() + value.len() + 2);
-        let got = read_n(&mut b, head.len() + value.len() + 2).await;
-        assert!(got.starts_with(b"VALUE k 0 102400\r\n") && got.ends_with(b"\x07\r\n"));
+        assert_eq!(c.bytes_written as usize, head.len() + value.len() + 7);
+        let got = read_n(&mut b, head.len() + value.len() + 7).await;
+        assert!(got.starts_with(b"VALUE k 0 102400\r\n") && got.ends_with(b"\x07\r\nEND\r\n"));
     }
 }

@@ -294,3 +294,15 @@ fn hostile_bytes_never_panic() {
         while let Ok(Some(_)) = parse_response(&mut buf, expect, &limits) {}
     }
 }
+
+#[test]
+fn a_value_block_written_in_parts_is_the_whole_block() {
+    let mut whole = BytesMut::new();
+    write_value(&mut whole, b"k", 3, b"data", Some(9));
+    let mut parts = BytesMut::new();
+    write_value_head(&mut parts, b"k", 3, 4, Some(9));
+    parts.extend_from_slice(b"data");
+    parts.extend_from_slice(VALUE_END);
+    assert_eq!(whole, parts);
+    assert_eq!(VALUE_END_LAST, [VALUE_END, END].concat());
+}
