@@ -327,22 +327,22 @@ fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], t
         return false;
     }
     c.bytes_written += n as u64;
-    if n < out.len() {
-        out.advance(n);
-        crate::connection::pool::grow(out, value.len() + tail.len());
-        out.put_slice(value);
-        out.put_slice(tail);
-        return true;
-    }
-    let n = n - out.len();
-    out.clear();
-    if n < value.len() {
-        crate::connection::pool::grow(out, value.len() - n + tail.len());
-        out.put_slice(&value[n..]);
-        out.put_slice(tail);
+    // What the socket took came first from `out`, then from the value, then the tail.
+    let from_out = n.min(out.len());
+    if from_out == out.len() {
+        out.clear();
     } else {
-        out.put_slice(&tail[n - value.len()..]);
+        out.advance(from_out);
     }
+    let n = n - from_out;
+    let (value, tail) = if n < value.len() {
+        (&value[n..], tail)
+    } else {
+        (&[][..], &tail[n - value.len()..])
+    };
+    crate::connection::pool::grow(out, value.len() + tail.len());
+    out.put_slice(value);
+    out.put_slice(tail);
     true
 }
 
