@@ -40,11 +40,12 @@
 //! copying, and the dead bytes of deleted, replaced and moved items until their
 //! segment is reclaimed or compacted (`shard.rs`).
 //!
-//! Also charged to `-m` (memcached leaves its hash table out of its `-m`): the index,
-//! 4-byte locations plus a control byte a slot at a load between 7/16 and 7/8 (5.7 to
-//! 11.4 bytes per item; a full table doubles only if the budget less the doubled
-//! table still holds more items than it does now), and S3-FIFO's ghost (4 to 8 bytes
-//! per item in the main queue). [`StoreStats::index_bytes`] reports them;
+//! Also charged to `-m` (memcached leaves its hash table out of its `-m`): the index
+//! (`index.rs`), 4-byte locations plus a tag byte a slot and an overflow byte per 7
+//! slots, filled to 7/8 (5.9 bytes per item when full; a full table grows, to about
+//! what the budget can hold and at most double, only if the budget less a table a
+//! quarter bigger still holds more items than it does now, so a filled store's table
+//! ends nearly full), and S3-FIFO's ghost (4 to 8 bytes per item in the main queue). [`StoreStats::index_bytes`] reports them;
 //! `benches/memory.rs` measures items per MiB with and without them.
 //!
 //! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
@@ -94,6 +95,7 @@
 
 mod flush;
 mod ghost;
+mod index;
 mod item;
 mod policy;
 mod shard;

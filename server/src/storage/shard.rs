@@ -10,7 +10,7 @@
 //!   segment of its own, a mapping exactly its size ([`Mapping`]), which is pooled
 //!   when the item goes and resized for the next big item ([`Shard::append_big`]).
 //!   No allocation per item, no allocator header, no size-class rounding.
-//! - **Index**: a `hashbrown::HashTable<u32>` of item locations (segment id in the
+//! - **Index** (`index.rs`): a table of 4-byte item locations (segment id in the
 //!   upper 16 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
 //!   once per request by the store) and compared against the key bytes in the segment.
 //!   We hand it the hash, so there is no `Hasher` to seed and nothing is hashed twice.
@@ -54,11 +54,11 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::flush::FlushRule;
 use super::ghost::{fingerprint, Ghost};
+use super::index::Index;
 use super::item::{self, Bases, ItemMut, ItemRef, Meta};
 use super::policy::{PolicyKind, S3Tuning};
 use super::tombstone::Tombstones;
@@ -183,7 +183,7 @@ pub(super) struct Counters {
 
 /// One shard (see the module doc).
 pub(super) struct Shard {
-    table: HashTable<Loc>,
+    table: Index,
     /// Segments by id; `None` for ids in `free_ids`.
     segs: Vec<Option<Segment>>,
     free_ids: Vec<u32>,
@@ -229,21 +229,6 @@ fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
         .map_or(0, |s| hash_key(item::key_of(&s.buf[off_of(l)..])))
 }
 
-/// The bytes of a `hashbrown` table that can hold `capacity` entries of `entry` bytes:
-/// a power of two of buckets (at least 8/7 of the capacity past 8 buckets), each an
-/// entry and a control byte, plus one group of trailing control bytes.
-pub(super) fn table_bytes(capacity: usize, entry: usize) -> usize {
-    if capacity == 0 {
-        return 0;
-    }
-    let buckets = if capacity < 8 {
-        (capacity + 1).next_power_of_two()
-    } else {
-        (capacity * 8 / 7).next_power_of_two()
-    };
-    buckets * (entry + 1) + 16
-}
-
 /// The segment size for a shard budget of `limit` bytes.
 pub(super) fn segment_size(limit: usize) -> usize {
     (limit / SEGMENTS_PER_SHARD)
@@ -255,7 +240,7 @@ pub(super) fn segment_size(limit: usize) -> usize {
 impl Shard {
     pub(super) fn new(limit: usize, max_item_size: usize, policy: PolicyKind, tuning: S3Tuning) -> Shard {
         Shard {
-            table: HashTable::new(),
+            table: Index::default(),
             segs: Vec::new(),
             free_ids: Vec::new(),
             pool: Vec::new(),
@@ -310,7 +295,7 @@ impl Shard {
 
     /// Bytes of the index table and the ghost.
     pub(super) fn index_bytes(&self) -> usize {
-        table_bytes(self.table.capacity(), std::mem::size_of::<Loc>()) + self.ghost.bytes()
+        self.table.bytes() + self.ghost.bytes()
     }
 
     pub(super) fn items(&self) -> usize {
@@ -320,13 +305,11 @@ impl Shard {
     /// The item location holding `key`, if any (live or not).
     pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
         let segs = &self.segs;
-        self.table
-            .find(hash, |&l| {
-                segs.get(seg_of(l))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| item::key_of(&s.buf[off_of(l)..]) == key)
-            })
-            .copied()
+        self.table.find(hash, |l| {
+            segs.get(seg_of(l))
+                .and_then(Option::as_ref)
+                .is_some_and(|s| item::key_of(&s.buf[off_of(l)..]) == key)
+        })
     }
 
     pub(super) fn item(&self, l: Loc) -> Option<ItemRef<'_>> {
@@ -396,10 +379,9 @@ impl Shard {
         let state = self.liveness_of(r, now);
         let (fetched, size, cas) = (r.fetched(), r.size(), r.cas());
         // Only an item the index points at is live (a location is never trusted alone).
-        let Ok(found) = self.table.find_entry(hash, |&x| x == l) else {
+        if self.table.remove(hash, |x| x == l).is_none() {
             return false;
-        };
-        found.remove();
+        }
         if deleted || state == Liveness::Expired {
             self.bury(hash, cas, now);
         }
@@ -553,7 +535,7 @@ impl Shard {
             self.free_pool();
         }
         let segs = &self.segs;
-        self.table.shrink_to(self.items, |&x| loc_hash(segs, x));
+        self.table.shrink_to(self.items, |x| loc_hash(segs, x));
         self.fit(now);
         self.segs_trim();
     }
@@ -652,22 +634,31 @@ impl Shard {
             return false;
         }
         let segs = &self.segs;
-        self.table.shrink_to(2 * self.items, |&x| loc_hash(segs, x));
+        self.table.shrink_to(2 * self.items, |x| loc_hash(segs, x));
         true
     }
 
-    /// Makes room in the index for one more entry. A full table doubles only if the
-    /// budget less the doubled table still holds more items (of today's average size)
-    /// than the table holds now; else eviction makes the room, so the index never
-    /// costs more items than it lets in. Then [`Shard::fit`].
+    /// Makes room in the index for one more entry. A full table grows only if the
+    /// budget less the table grown by a step (a quarter), the ghost and eviction's
+    /// reserve still holds more items (of today's average size) than the table holds
+    /// now; else eviction makes the room, so the index never costs more items than it
+    /// lets in. It grows to about what the budget can hold, at most double: a store
+    /// filling up rebuilds its table a dozen times, not forty, and ends with its table
+    /// nearly full. Then [`Shard::fit`].
     fn reserve_index(&mut self, now: u32) {
-        if self.table.len() < self.table.capacity() {
+        let cap = self.table.capacity();
+        if self.table.len() < cap {
             return;
         }
-        let grown = table_bytes(self.table.capacity() + 1, std::mem::size_of::<Loc>()) + self.ghost.bytes();
         let avg = (self.live_bytes / self.items.max(1)).max(1);
-        let worth = self.limit.saturating_sub(grown) / avg > self.table.capacity();
-        if !worth {
+        // What is left for items: the budget less the table, the ghost and eviction's
+        // reserve.
+        let other = self.ghost.bytes() + RESERVE * self.seg_size;
+        let holds = |capacity: usize| self.limit.saturating_sub(Index::bytes_for(capacity) + other) / avg;
+        let step = self.table.grown_capacity();
+        let target = if holds(step) > cap {
+            holds(holds(step).min(2 * cap)).min(2 * cap).max(step)
+        } else {
             let patience = self.patience();
             let mut attempts = 0;
             while self.table.len() >= self.table.capacity() {
@@ -676,9 +667,10 @@ impl Shard {
                 }
                 attempts += 1;
             }
-        }
+            self.table.len() + 1
+        };
         let segs = &self.segs;
-        self.table.reserve(1, |&x| loc_hash(segs, x));
+        self.table.reserve_to(target, |x| loc_hash(segs, x));
         self.fit(now);
     }
 
@@ -946,7 +938,7 @@ impl Shard {
                     );
                     dst.live += 1;
                     self.live_bytes = self.live_bytes - size + len;
-                    if let Some(entry) = self.table.find_mut(hash, |&x| x == l) {
+                    if let Some(entry) = self.table.find_mut(hash, |x| x == l) {
                         *entry = new;
                     }
                     self.queue_items[q as usize] -= 1;
@@ -959,9 +951,7 @@ impl Shard {
             }
             // Evicted (or expired or flushed: reclaimed).
             let r = ItemRef::new(&seg.buf[at..], seg.bases);
-            if let Ok(found) = self.table.find_entry(hash, |&x| x == l) {
-                found.remove();
-            }
+            self.table.remove(hash, |x| x == l);
             match state {
                 Liveness::Live => {
                     self.counters.evictions += 1;
@@ -1060,7 +1050,7 @@ impl Shard {
         self.items += 1;
         self.live_bytes += len;
         let segs = &self.segs;
-        self.table.insert_unique(hash, l, |&x| loc_hash(segs, x));
+        self.table.insert_unique(hash, l, |x| loc_hash(segs, x));
         Ok(l)
     }
 
@@ -1197,6 +1187,7 @@ impl Shard {
         assert_eq!(per_queue, self.queue_items);
         assert_eq!(per_queue_bytes, self.queue_bytes);
         assert_eq!(self.table.len(), self.items);
+        self.table.check(|x| loc_hash(&self.segs, x));
         assert_eq!(live_bytes, self.live_bytes);
         assert_eq!(allocated, self.allocated);
         assert!(self.allocated + self.index_bytes() <= self.limit);
