@@ -36,7 +36,7 @@
 //! 192-byte slab chunk for the same item (48-byte header + 8 CAS + key + NUL + value +
 //! CRLF = 173, rounded up to its slab class): 1.6x the items per MiB. The full formula
 //! is in `docs/ARCHITECTURE.md`. What the segments lose: the unused tail of each open
-//! segment (less than one item), two segments per shard kept free for eviction's
+//! segment (less than one item), one segment per shard kept free for eviction's
 //! copying, and the dead bytes of deleted, replaced and moved items until their
 //! segment is reclaimed or compacted (`shard.rs`).
 //!

@@ -97,9 +97,12 @@ const MAX_SEGMENT: usize = 64 * 1024;
 const MIN_SEGMENT: usize = 1024;
 /// A shard's budget is cut into about this many segments.
 const SEGMENTS_PER_SHARD: usize = 64;
-/// Buffers of budget kept free for eviction's copy-forward: one per destination
-/// queue, since the items of one victim (at most a segment's worth) may go to both.
-pub(super) const RESERVE: usize = 2;
+/// Buffers of budget kept free for eviction's copy-forward. One: a victim's items
+/// (at most a segment's worth) go to one queue, main, except while eviction compacts,
+/// when unread items of a small victim go back to small; if that finds no buffer the
+/// item is evicted instead. Two (one per destination) cost 1.6 to 3.1% of a `-m 64`
+/// store's items and misses rose with them (`docs/bench/eviction.md`).
+pub(super) const RESERVE: usize = 1;
 /// The largest key a header can record.
 const MAX_KEY: usize = u8::MAX as usize;
 
