@@ -588,6 +588,20 @@ impl Shard {
         }
     }
 
+    /// Gives back the buffers of open segments that hold no live item (to the pool);
+    /// false if there were none.
+    fn release_empty_open(&mut self) -> bool {
+        let mut released = false;
+        for q in [Queue::Small, Queue::Main] {
+            let empty = self.open[q as usize].is_some_and(|id| self.seg_mut(id as usize).live == 0);
+            if empty {
+                self.seal(q);
+                released = true;
+            }
+        }
+        released
+    }
+
     /// The bytes segments may take: the budget less the index and the ghost.
     fn seg_limit(&self) -> usize {
         self.limit.saturating_sub(self.index_bytes())
@@ -790,7 +804,13 @@ impl Shard {
         };
         while !fits(self, reuse) {
             if !self.free_pooled(reuse) && !self.shrink_index() {
+                // Eviction skips an open segment; one left empty (its items deleted)
+                // still holds a buffer the big item may need.
                 if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
+                    if self.release_empty_open() {
+                        reuse = self.closest_pooled(len);
+                        continue;
+                    }
                     break;
                 }
                 attempts += 1;
