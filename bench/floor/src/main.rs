@@ -148,153 +148,81 @@ fn epoll(port: u16) {
     }
 }
 
-fn uring(port: u16) {
-    use io_uring::{opcode, types, IoUring};
-    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let lfd = l.as_raw_fd();
-    let mut ring: IoUring = match std::env::var("URING_FLAGS").as_deref() {
-        Ok("defer") => IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(4096)
-            .unwrap(),
-        Ok("coop") => IoUring::builder()
-            .setup_coop_taskrun()
-            .setup_single_issuer()
-            .build(4096)
-            .unwrap(),
-        _ => IoUring::new(4096).unwrap(),
-    };
-    const ACCEPT: u64 = u64::MAX;
-    // user_data: connection index * 2 + (0 recv, 1 send)
-    let mut conns: Vec<Option<(RawFd, Conn, bool)>> = Vec::new();
-    let push = |ring: &mut IoUring, e: io_uring::squeue::Entry| unsafe {
+/// Queues `e`, submitting first if the submission queue is full.
+fn push(ring: &mut io_uring::IoUring, e: io_uring::squeue::Entry) {
+    // Safety: every buffer an entry points at (a connection's, the provided pool)
+    // lives as long as the ring loop.
+    unsafe {
         while ring.submission().push(&e).is_err() {
             ring.submit().unwrap();
-        }
-    };
-    push(
-        &mut ring,
-        opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
-            .build()
-            .user_data(ACCEPT),
-    );
-    loop {
-        ring.submit_and_wait(1).unwrap();
-        let cqes: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (ud, res) in cqes {
-            if ud == ACCEPT {
-                if res >= 0 {
-                    let fd = res;
-                    let one: libc::c_int = 1;
-                    unsafe {
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            &one as *const _ as *const _,
-                            4,
-                        )
-                    };
-                    let i = conns.len();
-                    conns.push(Some((fd, Conn::new(), false)));
-                    let (_, c, _) = conns[i].as_mut().unwrap();
-                    let e = opcode::Recv::new(types::Fd(fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
-                        .build()
-                        .user_data((i as u64) << 1);
-                    push(&mut ring, e);
-                }
-                push(
-                    &mut ring,
-                    opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
-                        .build()
-                        .user_data(ACCEPT),
-                );
-                continue;
-            }
-            let i = (ud >> 1) as usize;
-            let is_send = ud & 1 == 1;
-            let Some((fd, c, sending)) = conns[i].as_mut() else {
-                continue;
-            };
-            let fd = *fd;
-            if is_send {
-                // Assume the whole reply went (small replies on loopback).
-                *sending = false;
-                c.out.clear();
-                continue;
-            }
-            if res <= 0 {
-                unsafe { libc::close(fd) };
-                conns[i] = None;
-                continue;
-            }
-            c.len += res as usize;
-            c.consume();
-            if !c.out.is_empty() && !*sending {
-                *sending = true;
-                let e = opcode::Send::new(types::Fd(fd), c.out.as_ptr(), c.out.len() as u32)
-                    .build()
-                    .user_data(((i as u64) << 1) | 1);
-                push(&mut ring, e);
-            }
-            let e = opcode::Recv::new(
-                types::Fd(fd),
-                unsafe { c.buf.as_mut_ptr().add(c.len) },
-                (c.buf.len() - c.len) as u32,
-            )
-            .build()
-            .user_data((i as u64) << 1);
-            push(&mut ring, e);
         }
     }
 }
 
-fn uring_multi(port: u16) {
+/// The io_uring loop. `multishot`: one multishot recv per connection into provided
+/// buffers (copied into the connection's buffer); else a recv into the connection's
+/// buffer re-armed after each completion.
+fn uring(port: u16, multishot: bool) {
     use io_uring::{cqueue, opcode, types, IoUring};
-    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let lfd = l.as_raw_fd();
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(4096)
-        .unwrap();
     const ACCEPT: u64 = u64::MAX;
     const PROVIDE: u64 = u64::MAX - 1;
+    const GROUP: u16 = 7;
     const BUFS: usize = 2048;
     const BUF: usize = 4096;
-    let mut pool = vec![0u8; BUFS * BUF];
-    let push = |ring: &mut IoUring, e: io_uring::squeue::Entry| unsafe {
-        while ring.submission().push(&e).is_err() {
-            ring.submit().unwrap();
-        }
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let lfd = types::Fd(l.as_raw_fd());
+    let flags = if multishot {
+        "defer".to_string()
+    } else {
+        std::env::var("URING_FLAGS").unwrap_or_default()
     };
-    push(
-        &mut ring,
-        opcode::ProvideBuffers::new(pool.as_mut_ptr(), BUF as i32, BUFS as u16, 7, 0)
+    let mut ring: IoUring = match flags.as_str() {
+        "defer" => IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(4096),
+        "coop" => IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(4096),
+        _ => IoUring::new(4096),
+    }
+    .unwrap();
+    let mut pool = vec![0u8; if multishot { BUFS * BUF } else { 0 }];
+    let provide = |pool: &mut [u8], first: usize, n: usize| {
+        let at = pool[first * BUF..].as_mut_ptr();
+        opcode::ProvideBuffers::new(at, BUF as i32, n as u16, GROUP, first as u16)
             .build()
-            .user_data(PROVIDE),
-    );
-    push(
-        &mut ring,
-        opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
+            .user_data(PROVIDE)
+    };
+    let accept = || {
+        opcode::Accept::new(lfd, std::ptr::null_mut(), std::ptr::null_mut())
             .build()
-            .user_data(ACCEPT),
-    );
+            .user_data(ACCEPT)
+    };
+    // user_data: connection index * 2, plus 1 for a send.
+    let arm = |ring: &mut IoUring, fd: RawFd, i: usize, c: &mut Conn| {
+        let e = if multishot {
+            opcode::RecvMulti::new(types::Fd(fd), GROUP).build()
+        } else {
+            let at = c.buf[c.len..].as_mut_ptr();
+            opcode::Recv::new(types::Fd(fd), at, (c.buf.len() - c.len) as u32).build()
+        };
+        push(ring, e.user_data((i as u64) << 1));
+    };
+    if multishot {
+        let e = provide(&mut pool, 0, BUFS);
+        push(&mut ring, e);
+    }
+    push(&mut ring, accept());
     let mut conns: Vec<Option<(RawFd, Conn, bool)>> = Vec::new();
-    let arm = |ring: &mut IoUring, fd: RawFd, i: usize| {
-        let e = opcode::RecvMulti::new(types::Fd(fd), 7)
-            .build()
-            .user_data((i as u64) << 1);
-        push(ring, e);
-    };
     loop {
         ring.submit_and_wait(1).unwrap();
         let cqes: Vec<(u64, i32, u32)> = ring
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
-        for (ud, res, flags) in cqes {
+        for (ud, res, cflags) in cqes {
             if ud == PROVIDE {
                 continue;
             }
@@ -302,74 +230,61 @@ fn uring_multi(port: u16) {
                 if res >= 0 {
                     let fd = res;
                     let one: libc::c_int = 1;
+                    // Safety: a valid socket and a c_int option.
                     unsafe {
                         libc::setsockopt(
                             fd,
                             libc::IPPROTO_TCP,
                             libc::TCP_NODELAY,
-                            &one as *const _ as *const _,
+                            (&one as *const libc::c_int).cast(),
                             4,
                         )
                     };
                     let i = conns.len();
                     conns.push(Some((fd, Conn::new(), false)));
-                    arm(&mut ring, fd, i);
+                    let (_, c, _) = conns[i].as_mut().unwrap();
+                    arm(&mut ring, fd, i, c);
                 }
-                push(
-                    &mut ring,
-                    opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
-                        .build()
-                        .user_data(ACCEPT),
-                );
+                push(&mut ring, accept());
                 continue;
             }
             let i = (ud >> 1) as usize;
-            let is_send = ud & 1 == 1;
             let Some((fd, c, sending)) = conns[i].as_mut() else {
                 continue;
             };
             let fd = *fd;
-            if is_send {
+            if ud & 1 == 1 {
+                // The whole reply went (unpipelined load: small replies on loopback).
                 *sending = false;
                 c.out.clear();
                 continue;
             }
+            if multishot && res == -libc::ENOBUFS {
+                arm(&mut ring, fd, i, c);
+                continue;
+            }
             if res <= 0 {
-                if res == -libc::ENOBUFS {
-                    arm(&mut ring, fd, i);
-                    continue;
-                }
+                // Safety: the connection's own socket, closed once.
                 unsafe { libc::close(fd) };
                 conns[i] = None;
                 continue;
             }
-            let bid = cqueue::buffer_select(flags).unwrap() as usize;
             let n = res as usize;
-            let src = &pool[bid * BUF..bid * BUF + n];
-            c.buf[c.len..c.len + n].copy_from_slice(src);
-            c.len += n;
-            c.consume();
-            push(
-                &mut ring,
-                opcode::ProvideBuffers::new(
-                    unsafe { pool.as_mut_ptr().add(bid * BUF) },
-                    BUF as i32,
-                    1,
-                    7,
-                    bid as u16,
-                )
-                .build()
-                .user_data(PROVIDE),
-            );
-            if !c.out.is_empty() && !*sending {
-                *sending = true;
-                let e = opcode::Send::new(types::Fd(fd), c.out.as_ptr(), c.out.len() as u32)
-                    .build()
-                    .user_data(((i as u64) << 1) | 1);
+            if multishot {
+                let bid = cqueue::buffer_select(cflags).unwrap() as usize;
+                c.buf[c.len..c.len + n].copy_from_slice(&pool[bid * BUF..bid * BUF + n]);
+                let e = provide(&mut pool, bid, 1);
                 push(&mut ring, e);
             }
-            if !cqueue::more(flags) {
-                arm(&mut ring, fd, i);
+            c.len += n;
+            c.consume();
+            if !c.out.is_empty() && !*sending {
+                *sending = true;
+                let e = opcode::Send::new(types::Fd(fd), c.out.as_ptr(), c.out.len() as u32).build();
+                push(&mut ring, e.user_data(((i as u64) << 1) | 1));
+            }
+            if !multishot || !cqueue::more(cflags) {
+                arm(&mut ring, fd, i, c);
             }
         }
     }
@@ -380,8 +295,8 @@ fn main() {
     let port: u16 = args[2].parse().unwrap();
     match args[1].as_str() {
         "epoll" => epoll(port),
-        "uring" => uring(port),
-        "multi" => uring_multi(port),
+        "uring" => uring(port, false),
+        "multi" => uring(port, true),
         _ => panic!("epoll or uring"),
     }
 }
