@@ -14,8 +14,9 @@
 //! Why not `hashbrown`, which this replaced: its bucket count is a power of two, so a
 //! table that has just doubled is half empty, and at 5 bytes a slot its entries cost
 //! 5.7 to 11.4 bytes per item (10.8 in a `-m 64` store filled with 100-byte values, whose
-//! shards had just doubled). Here the table grows by a quarter at a time and is
-//! filled to 7/8 before it grows: 5.9 to 7.3 bytes per item, charged to `-m` as before.
+//! shards had just doubled). Here a table is filled to 7/8 before it grows (5.9 bytes
+//! per item when full), and grows by as little as a quarter: the shard grows it to
+//! about what its budget holds (`Shard::reserve_index`), charged to `-m` as before.
 
 use super::shard::Loc;
 
@@ -117,10 +118,15 @@ impl Index {
         groups_for(capacity) * std::mem::size_of::<Group>()
     }
 
-    /// Its capacity after one growth step: a quarter more (at least one group).
+    /// Its capacity after the smallest growth step.
     pub(super) fn grown_capacity(&self) -> usize {
+        capacity_of(self.grown_groups())
+    }
+
+    /// Groups after the smallest growth step: a quarter more, at least one.
+    fn grown_groups(&self) -> usize {
         let n = self.groups.len();
-        capacity_of((n + n / 4).max(n + 1))
+        (n + n / 4).max(n + 1)
     }
 
     fn home(&self, hash: u64) -> usize {
@@ -191,9 +197,7 @@ impl Index {
     /// Adds `l` for `hash` (no entry `eq` to it may be present), growing first if full;
     /// `hasher` gives the hash of an entry already in the table.
     pub(super) fn insert_unique(&mut self, hash: u64, l: Loc, hasher: impl Fn(Loc) -> u64) {
-        if self.len >= self.capacity() {
-            self.reserve(1, hasher);
-        }
+        self.reserve_to(self.len + 1, hasher);
         self.place(hash, l);
     }
 
@@ -216,21 +220,12 @@ impl Index {
         }
     }
 
-    /// Makes room for `additional` more entries, a quarter more at a time.
-    pub(super) fn reserve(&mut self, additional: usize, hasher: impl Fn(Loc) -> u64) {
-        let want = self.len + additional;
-        if want <= self.capacity() {
-            return;
-        }
-        let n = self.groups.len();
-        let groups = groups_for(want).max(n + n / 4).max(n + 1);
-        self.rebuild(groups, hasher);
-    }
-
-    /// Makes room for `capacity` entries in all, growing by at least a quarter if it
-    /// must grow.
+    /// Makes room for `capacity` entries in all, growing by at least the smallest
+    /// step if it must grow.
     pub(super) fn reserve_to(&mut self, capacity: usize, hasher: impl Fn(Loc) -> u64) {
-        self.reserve(capacity.saturating_sub(self.len), hasher);
+        if capacity > self.capacity() {
+            self.rebuild(groups_for(capacity).max(self.grown_groups()), hasher);
+        }
     }
 
     /// Shrinks to the fewest groups that hold `min` entries and the ones it has, if

@@ -45,8 +45,9 @@
 //! slots, filled to 7/8 (5.9 bytes per item when full; a full table grows, to about
 //! what the budget can hold and at most double, only if the budget less a table a
 //! quarter bigger still holds more items than it does now, so a filled store's table
-//! ends nearly full), and S3-FIFO's ghost (4 to 8 bytes per item in the main queue). [`StoreStats::index_bytes`] reports them;
-//! `benches/memory.rs` measures items per MiB with and without them.
+//! ends nearly full), and S3-FIFO's ghost (4 to 8 bytes per item in the main queue).
+//! [`StoreStats::index_bytes`] reports them; `benches/memory.rs` measures items per
+//! MiB with and without them.
 //!
 //! [`Store::set_memory_limit`] (`cache_memlimit`) changes the limit at run time: a
 //! shrink evicts at once until every shard's segments fit its new slice and frees the

@@ -593,8 +593,8 @@ impl Shard {
     fn release_empty_open(&mut self) -> bool {
         let mut released = false;
         for q in [Queue::Small, Queue::Main] {
-            let empty = self.open[q as usize].is_some_and(|id| self.seg_mut(id as usize).live == 0);
-            if empty {
+            let open = self.open[q as usize].and_then(|id| self.segs[id as usize].as_ref());
+            if open.is_some_and(|s| s.live == 0) {
                 self.seal(q);
                 released = true;
             }
@@ -674,7 +674,7 @@ impl Shard {
         let holds = |capacity: usize| self.limit.saturating_sub(Index::bytes_for(capacity) + other) / avg;
         let step = self.table.grown_capacity();
         let target = if holds(step) > cap {
-            holds(holds(step).min(2 * cap)).min(2 * cap).max(step)
+            holds(step).min(2 * cap).max(step)
         } else {
             let patience = self.patience();
             let mut attempts = 0;
