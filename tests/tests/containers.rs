@@ -592,9 +592,13 @@ fn client(load: Arc<Load>, t: usize) {
                     Some([]) => tally.misses += u64::from(before > 0),
                     Some([(_, v), ..]) => {
                         tally.hits += 1;
-                        let state = load.keys[k].lock().unwrap().clone();
-                        match v.parse::<u64>() {
-                            Ok(seq) if state.may_read(seq, before) && seq >= 1 && seq <= state.attempted => {}
+                        let parsed = v.parse::<u64>();
+                        let fine = parsed.as_ref().is_ok_and(|&seq| {
+                            let state = load.keys[k].lock().unwrap();
+                            state.may_read(seq, before) && seq >= 1 && seq <= state.attempted
+                        });
+                        match parsed {
+                            Ok(_) if fine => {}
                             Ok(seq) if seq < before => violation(
                                 &load,
                                 format!(
