@@ -41,6 +41,13 @@ fn variants() -> Vec<(String, Option<S3Tuning>)> {
     for ghost_factor in [2, 4] {
         v.push((format!("ghost {ghost_factor}x"), Some(S3Tuning { ghost_factor, ..d })));
     }
+    v.push(("size-blind".to_string(), Some(S3Tuning { size_aware_pct: 0, ..d })));
+    for size_aware_pct in [50, 200] {
+        v.push((
+            format!("size-aware {size_aware_pct}%"),
+            Some(S3Tuning { size_aware_pct, ..d }),
+        ));
+    }
     v
 }
 
@@ -68,6 +75,10 @@ fn main() {
         ("zipf 1.2", 1.2, 0.0),
         ("scan mix", 0.99, 0.33),
     ];
+    if std::env::var_os("EVICTION_MIXED_ONLY").is_some() {
+        mixed(requests / 10, filter.as_deref());
+        return;
+    }
     print!("| {:<20} |", "variant");
     for (name, ..) in workloads {
         print!(" {name:>9} |");
@@ -94,6 +105,7 @@ fn main() {
                 value_len: VALUE_LEN,
                 seed: SEED,
                 scan,
+                value_max: None,
             };
             let ratio = hit_ratio(&store, &w);
             let st = store.stats();
@@ -108,4 +120,46 @@ fn main() {
         println!(" {overhead:>9.1} |");
     }
     println!("(miss ratios; lower is better)");
+    mixed(requests / 10, filter.as_deref());
+}
+
+/// `scripts/bench.sh`'s scenario 14 in process: values of 10 KiB to 512 KiB
+/// (log-uniform, fixed per key), Zipf 0.99 over 2,000 keys, read-through, a 64 MiB
+/// store in 8 shards (`ringcache -m 64 -t 1`). Prints the miss ratio and the items
+/// held per MiB at the end.
+fn mixed(requests: usize, filter: Option<&str>) {
+    const MIB: usize = 1 << 20;
+    let config = StoreConfig {
+        memory_limit: 64 * MIB,
+        shards: 8,
+        max_item_size: MIB,
+    };
+    println!();
+    println!("mixed sizes: read-through, 64 MiB budget, 8 shards, 10 KiB - 512 KiB values, 2000 keys, zipf 0.99, {requests} requests");
+    println!("| {:<20} | {:>9} | {:>13} |", "variant", "miss", "items per MiB");
+    for (name, tuning) in variants() {
+        if filter.is_some_and(|f| !f.split(',').any(|x| name.starts_with(x))) {
+            continue;
+        }
+        let store = match tuning {
+            Some(t) => Store::with_s3_tuning(config, t),
+            None => Store::with_policy(config, PolicyKind::Clock),
+        };
+        let w = Workload {
+            keys: 2000,
+            alpha: 0.99,
+            requests,
+            value_len: 10 * 1024,
+            seed: SEED,
+            scan: 0.0,
+            value_max: Some(512 * 1024),
+        };
+        let ratio = hit_ratio(&store, &w);
+        let st = store.stats();
+        println!(
+            "| {name:<20} | {:>9.4} | {:>13.2} |",
+            1.0 - ratio,
+            st.curr_items as f64 * MIB as f64 / config.memory_limit as f64
+        );
+    }
 }

@@ -326,8 +326,8 @@ impl Slot<'_> {
         }
         let mut idx = self.live_index()?;
         self.miss = MissReason::Absent;
+        self.shard.touch(idx);
         let mut m = self.shard.item_mut(idx)?;
-        m.bump_freq();
         if !m.try_mark_read(self.now, touch_to) {
             // The header has no room for the new last access or expiry: move the item.
             let mut meta = m.as_ref().meta();

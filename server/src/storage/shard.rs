@@ -130,6 +130,9 @@ struct Segment {
     epoch: u32,
     /// The CAS unique and time its items' headers are deltas from (`item.rs`).
     bases: Bases,
+    /// Reads of a big item (an `own` segment's) since it was stored or last passed
+    /// over by eviction: the policy weighs them against its size.
+    reads: u16,
 }
 
 /// A segment's bytes: a segment-size block from the heap, or a big item's own
@@ -224,6 +227,12 @@ pub(super) struct Shard {
     tombs: Option<Tombstones>,
     pub(super) flush: FlushRule,
     pub(super) counters: Counters,
+    /// The state of [`Shard::draw`].
+    rng: u64,
+    /// Sizes of the items stored lately (sum, count; both halved now and then): the
+    /// size-aware policy's yardstick, the workload's mean item rather than the mean
+    /// of the items the policy chose to keep.
+    stored: (u64, u64),
 }
 
 fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
@@ -266,6 +275,8 @@ impl Shard {
             tombs: None,
             flush: FlushRule::default(),
             counters: Counters::default(),
+            rng: 0x9E37_79B9_7F4A_7C15,
+            stored: (0, 0),
         }
     }
 
@@ -350,8 +361,11 @@ impl Shard {
 
     /// Counts a read of the item at `l` for the eviction policy.
     pub(super) fn touch(&mut self, l: Loc) {
-        if let Some(mut m) = self.item_mut(l) {
-            m.bump_freq();
+        if let Some(seg) = self.segs.get_mut(seg_of(l)).and_then(Option::as_mut) {
+            if seg.own {
+                seg.reads = seg.reads.saturating_add(1);
+            }
+            ItemMut::new(&mut seg.buf[off_of(l)..], seg.bases).bump_freq();
         }
     }
 
@@ -778,6 +792,7 @@ impl Shard {
                     own: false,
                     epoch: 0,
                     bases: fresh,
+                    reads: 0,
                 })
                 .ok_or(StoreError::OutOfMemory)?;
             self.open[q as usize] = Some(id);
@@ -842,6 +857,7 @@ impl Shard {
                 own: true,
                 epoch: 0,
                 bases: fresh,
+                reads: 0,
             })
             .ok_or(StoreError::OutOfMemory)?;
         self.fifo[q as usize].push_front(id);
@@ -882,6 +898,81 @@ impl Shard {
         }
     }
 
+    /// Where a live item of queue `q` goes when its segment is evicted, under
+    /// size-aware S3-FIFO (`S3Tuning::size_aware_pct`): `None` to evict it, else its
+    /// queue and header frequency. An item's worth is its reads per byte: an item r
+    /// times [`Shard::size_unit`] needs r reads (rounded, at least 1) since it last
+    /// passed to stay in main, and an unread one smaller than the unit stays with
+    /// probability 1 - r. With equal sizes that is S3-FIFO's rule (one read to stay,
+    /// none kept unread). A big item counts its reads in its segment
+    /// (`Segment::reads`, the surplus kept for the next pass); an item of a shared
+    /// segment has its 2-bit frequency, so it needs at most the frequency cap.
+    fn size_aware_dest(
+        &mut self,
+        q: Queue,
+        big_reads: Option<&mut u16>,
+        size: usize,
+        freq: u8,
+        compact: bool,
+    ) -> Option<(Queue, u8)> {
+        let unit = self.size_unit();
+        let need = self.reads_needed(size);
+        let (reads, need) = match &big_reads {
+            Some(r) => (**r, need),
+            None => {
+                let max = u16::from(self.tuning.max_freq.max(1));
+                (u16::from(self.tuning.freq(freq)), need.min(max))
+            }
+        };
+        match q {
+            Queue::Small if reads >= u16::from(self.tuning.promote_at.max(1)) => Some((Queue::Main, 0)),
+            Queue::Main if reads >= need => {
+                if let Some(r) = big_reads {
+                    *r -= need;
+                }
+                Some((Queue::Main, (reads - need).min(3) as u8))
+            }
+            Queue::Main if reads == 0 && size < unit && self.draw(unit) >= size => Some((Queue::Main, 0)),
+            q if compact => Some((q, 0)),
+            _ => None,
+        }
+    }
+
+    /// The size an item of one read per pass is worth keeping at: the mean size of
+    /// the items stored lately (not of those kept, which the policy itself skews
+    /// small) times `S3Tuning::size_aware_pct`.
+    fn size_unit(&self) -> usize {
+        let mean = match self.stored {
+            (bytes, n) if n > 0 => (bytes / n) as usize,
+            _ => self.live_bytes / self.items.max(1),
+        };
+        (mean.max(1) * usize::from(self.tuning.size_aware_pct) / 100).max(1)
+    }
+
+    /// Reads per pass an item of `size` bytes needs to stay in main: its size in
+    /// [`Shard::size_unit`]s, rounded, at least 1.
+    fn reads_needed(&self, size: usize) -> u16 {
+        let unit = self.size_unit();
+        ((size + unit / 2) / unit).clamp(1, usize::from(u16::MAX)) as u16
+    }
+
+    /// Counts an item of `len` bytes stored, for [`Shard::size_aware_dest`].
+    fn note_stored(&mut self, len: usize) {
+        if self.stored.1 >= 1 << 16 {
+            self.stored = (self.stored.0 / 2, self.stored.1 / 2);
+        }
+        self.stored = (self.stored.0 + len as u64, self.stored.1 + 1);
+    }
+
+    /// A pseudo-random number below `n` (xorshift64: the shard's own, seeded, so a
+    /// run replays exactly).
+    fn draw(&mut self, n: usize) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % n.max(1) as u64) as usize
+    }
+
     /// Evicts one segment: copies forward the items that earn it (unless `force`),
     /// evicts the rest, and reuses its buffer. False if there was nothing to evict.
     fn evict_one(&mut self, now: u32, force: bool) -> bool {
@@ -917,6 +1008,8 @@ impl Shard {
             // An item of a segment cut before a resize may not fit today's segments.
             let dest = if state != Liveness::Live || force || (!big && size > self.seg_size) {
                 None
+            } else if self.policy == PolicyKind::S3Fifo && self.tuning.size_aware_pct > 0 {
+                self.size_aware_dest(q, big.then_some(&mut seg.reads), size, r.freq(), compact)
             } else {
                 let promote = self.tuning.promote_at.max(1);
                 match (q, self.tuning.freq(r.freq())) {
@@ -1029,11 +1122,18 @@ impl Shard {
         }
         let q = match self.policy {
             PolicyKind::Clock => Queue::Main,
-            PolicyKind::S3Fifo if self.tuning.ghost_admit && self.ghost.take(fingerprint(hash)) => Queue::Main,
+            PolicyKind::S3Fifo
+                if self.tuning.ghost_admit
+                    && self.ghost.take(fingerprint(hash))
+                    && (self.tuning.size_aware_pct == 0 || self.reads_needed(len) == 1) =>
+            {
+                Queue::Main
+            }
             PolicyKind::S3Fifo => Queue::Small,
         };
         self.place(q, hash, key, &item.value, &meta, 0, now)?;
         self.counters.total_items += 1;
+        self.note_stored(len);
         // Eviction while placing may have grown the ghost's count of main's items.
         self.fit(now);
         Ok(())

@@ -608,6 +608,7 @@ fn default_policy_beats_clock_on_zipf() {
             value_len: 100,
             seed: 42,
             scan: 0.0,
+            value_max: None,
         };
         let ours = hit_ratio(&Store::with_policy(config, DEFAULT_POLICY), &w);
         let clock = hit_ratio(&Store::with_policy(config, PolicyKind::Clock), &w);
@@ -616,6 +617,82 @@ fn default_policy_beats_clock_on_zipf() {
             "alpha {alpha}: {DEFAULT_POLICY:?} {ours:.4} < CLOCK {clock:.4}"
         );
     }
+}
+
+/// With mixed sizes (a 32-fold range, Zipf popularity independent of size), the
+/// default S3-FIFO weighs an item's reads against its size: it must hit more often
+/// than the size-blind rule, and hold more items in the same memory.
+#[test]
+fn size_aware_eviction_hits_more_and_holds_more_items_of_mixed_sizes() {
+    let config = StoreConfig {
+        memory_limit: 4 << 20,
+        shards: 2,
+        max_item_size: 1 << 20,
+    };
+    let w = Workload {
+        keys: 600,
+        alpha: 0.99,
+        requests: 60_000,
+        value_len: 1024,
+        seed: 7,
+        scan: 0.0,
+        value_max: Some(32 * 1024),
+    };
+    let aware = Store::with_s3_tuning(config, S3Tuning::DEFAULT);
+    let blind = Store::with_s3_tuning(
+        config,
+        S3Tuning {
+            size_aware_pct: 0,
+            ..S3Tuning::DEFAULT
+        },
+    );
+    let (hit_aware, hit_blind) = (hit_ratio(&aware, &w), hit_ratio(&blind, &w));
+    let (items_aware, items_blind) = (aware.stats().curr_items, blind.stats().curr_items);
+    assert!(
+        hit_aware > hit_blind + 0.01,
+        "size-aware hit ratio {hit_aware:.4}, size-blind {hit_blind:.4}"
+    );
+    assert!(
+        items_aware * 10 > items_blind * 11,
+        "size-aware holds {items_aware} items, size-blind {items_blind}"
+    );
+    check_all(&aware);
+}
+
+/// With equal sizes, the size-aware rule is S3-FIFO's own: one read to stay in
+/// main, nothing kept unread (keys differ in length by a few bytes only).
+#[test]
+fn size_aware_eviction_changes_nothing_for_equal_sizes() {
+    let config = StoreConfig {
+        memory_limit: 512 * 1024,
+        shards: 4,
+        max_item_size: 1 << 20,
+    };
+    let fits = config.memory_limit / Store::new(config).item_cost(9, 100);
+    let w = Workload {
+        keys: fits * 10,
+        alpha: 0.99,
+        requests: 100_000,
+        value_len: 100,
+        seed: 42,
+        scan: 0.0,
+        value_max: None,
+    };
+    let aware = hit_ratio(&Store::with_s3_tuning(config, S3Tuning::DEFAULT), &w);
+    let blind = hit_ratio(
+        &Store::with_s3_tuning(
+            config,
+            S3Tuning {
+                size_aware_pct: 0,
+                ..S3Tuning::DEFAULT
+            },
+        ),
+        &w,
+    );
+    assert!(
+        (aware - blind).abs() < 0.002,
+        "size-aware {aware:.4}, size-blind {blind:.4}"
+    );
 }
 
 #[test]

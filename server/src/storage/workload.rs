@@ -58,6 +58,24 @@ pub(crate) struct Workload {
     pub seed: u64,
     /// The share of requests that are scan steps (0 for a pure Zipf trace).
     pub scan: f64,
+    /// Mixed sizes: key `rank`'s value is between `value_len` and this, log-uniform
+    /// and fixed per key ([`value_len_between`]), as `ringcache-bench --value-max`
+    /// draws them. `None`: every value is `value_len` bytes.
+    pub value_max: Option<usize>,
+}
+
+/// `min * (max / min)^u` with `u` in [0, 1) from a hash (splitmix64) of `id`: the
+/// load generator's sizes (`bench/src/load.rs`), so a trace here and a
+/// `scripts/bench.sh` scenario give a key the same size.
+pub(crate) fn value_len_between(min: usize, max: usize, id: u64) -> usize {
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    let min = min.max(1);
+    let len = min as f64 * (max as f64 / min as f64).powf(u);
+    (len as usize).clamp(min, max.max(min))
 }
 
 /// Replays `w` against `store` at a fixed clock and returns the hit ratio.
@@ -65,7 +83,7 @@ pub(crate) fn hit_ratio(store: &Store, w: &Workload) -> f64 {
     const NOW: u32 = 1_700_000_000;
     let zipf = Zipf::new(w.keys, w.alpha);
     let mut rng = StdRng::seed_from_u64(w.seed);
-    let value = Bytes::from(vec![b'v'; w.value_len]);
+    let value = Bytes::from(vec![b'v'; w.value_max.unwrap_or(w.value_len).max(w.value_len)]);
     let mut key = Vec::with_capacity(32);
     let mut hits = 0usize;
     let mut scanned = 0usize;
@@ -80,12 +98,19 @@ pub(crate) fn hit_ratio(store: &Store, w: &Workload) -> f64 {
             key.extend_from_slice(b"key:");
             key.extend_from_slice(itoa::Buffer::new().format(rank).as_bytes());
         }
+        let len = match w.value_max {
+            Some(max) if !key.starts_with(b"scan:") => {
+                let rank: u64 = std::str::from_utf8(&key[4..]).unwrap().parse().unwrap();
+                value_len_between(w.value_len, max, rank)
+            }
+            _ => w.value_len,
+        };
         let hit = store.with(&key, NOW, |slot| {
             if slot.get().is_some() {
                 return true;
             }
             // A refused set is a miss like any other.
-            let _ = slot.insert(Item::new(value.clone(), 0, 0, store.next_cas(), NOW));
+            let _ = slot.insert(Item::new(value.slice(..len), 0, 0, store.next_cas(), NOW));
             false
         });
         hits += usize::from(hit);
