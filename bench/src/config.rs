@@ -128,6 +128,11 @@ pub(crate) struct LoadArgs {
     /// Seconds of load before measuring starts (not counted anywhere).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
+    /// Requests of load before measuring starts (after --warmup's seconds; not counted
+    /// anywhere): a warm-up by count, so a cache fills whatever the machine's speed.
+    /// Bounded by 600 s: a warm-up that has not made this many by then fails the run.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_requests: u64,
     /// Stop after this many measured requests (whichever of this and --duration comes first).
     #[arg(short = 'n', long, default_value_t = 1_000_000_000)]
     pub requests: u64,
@@ -216,6 +221,10 @@ impl LoadArgs {
             "--duration must be in (0, 3600] s"
         );
         ensure!((0.0..=3600.0).contains(&self.warmup), "--warmup must be in [0, 3600] s");
+        ensure!(
+            self.warmup_requests == 0 || (!self.fill && !self.idle),
+            "--warmup-requests takes no --fill or --idle"
+        );
         ensure!(self.threads >= 1, "--threads must be >= 1");
         ensure!(self.clk_tck >= 1, "--clk-tck must be >= 1");
         ensure!(
@@ -279,6 +288,11 @@ mod tests {
         assert!(bad(&|a| a.value_max = Some(50)));
         assert!(bad(&|a| a.idle = true));
         assert!(!bad(&|a| a.value_max = Some(1 << 20)));
+        assert!(!bad(&|a| a.warmup_requests = 1000));
+        assert!(bad(&|a| {
+            a.warmup_requests = 1000;
+            a.fill = true;
+        }));
         assert!(bad(&|a| {
             a.server = "127.0.0.1:1,127.0.0.1:2".into();
             a.direct = true;

@@ -706,6 +706,31 @@ pub(crate) async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Resu
             ..base(KeySource::Random(dist), args.get_ratio, args.pipeline)
         }
     };
+    let plan = Arc::new(plan);
+    let start = Instant::now();
+    if args.warmup_requests > 0 {
+        // A warm-up by count, with the measured phase's plan (its key draws go on
+        // from where the warm-up's stopped).
+        const WARMUP_BOUND: Duration = Duration::from_secs(600);
+        let limits = Limits {
+            warmup_end: start,
+            deadline: start + WARMUP_BOUND,
+            budget: AtomicU64::new(args.warmup_requests),
+            stop: AtomicBool::new(false),
+        };
+        let (w, t) = phase(workers, plan.clone(), Arc::new(limits), router.clone())
+            .await
+            .context("warm-up")?;
+        workers = w;
+        if t.requests < args.warmup_requests {
+            bail!(
+                "the warm-up made {} of {} requests in {} s",
+                t.requests,
+                args.warmup_requests,
+                WARMUP_BOUND.as_secs()
+            );
+        }
+    }
     let start = Instant::now();
     let warmup_end = start + Duration::from_secs_f64(args.warmup);
     let limits = Arc::new(Limits {
@@ -717,7 +742,7 @@ pub(crate) async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Resu
     let watcher = args
         .fill
         .then(|| tokio::spawn(watch_evictions(args.server.clone(), limits.clone(), limit)));
-    let running = tokio::spawn(phase(workers, Arc::new(plan), limits.clone(), router));
+    let running = tokio::spawn(phase(workers, plan, limits.clone(), router));
     tokio::time::sleep_until(warmup_end.into()).await;
     let cpu0 = (cpu_sum(&args.server_pids)?, probe::own_cpu_ticks()?);
     let measured_from = Instant::now();
