@@ -42,6 +42,15 @@ fn variants() -> Vec<(String, Option<S3Tuning>)> {
         v.push((format!("ghost {ghost_factor}x"), Some(S3Tuning { ghost_factor, ..d })));
     }
     v.push(("size-blind".to_string(), Some(S3Tuning { size_aware_pct: 0, ..d })));
+    for unread_keep_max_pct in [0, 50, 100] {
+        v.push((
+            format!("unread kept <= {unread_keep_max_pct}%"),
+            Some(S3Tuning {
+                unread_keep_max_pct,
+                ..d
+            }),
+        ));
+    }
     for size_aware_pct in [50, 200] {
         v.push((
             format!("size-aware {size_aware_pct}%"),

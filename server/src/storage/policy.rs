@@ -56,13 +56,20 @@ pub struct S3Tuning {
     /// Size-aware S3-FIFO (0: off, the paper's size-blind rules). The yardstick is
     /// the mean size of the items stored lately times this percentage: an item r
     /// times that size needs r reads (rounded, at least 1) since it last passed to
-    /// stay in main, an unread one smaller than it stays with probability 1 - r, and
+    /// stay in main, an unread one smaller than it stays with probability 1 - r (at
+    /// most [`S3Tuning::unread_keep_max_pct`]), and
     /// the ghost admits to main only a key whose item needs one read. So an item's
     /// worth is its reads per byte, what maximises hits when sizes differ; with equal
     /// sizes (r = 1) every rule is the size-blind one. 100 by default: on the mixed
     /// sizes of `scripts/bench.sh`'s scenario 14 it cut misses by a fifth and held
     /// two thirds more items than size-blind (`docs/bench/eviction.md`).
     pub size_aware_pct: u16,
+    /// The most an unread item of main may be kept with, in percent (size-aware
+    /// only). Each kept item is copied forward, under the shard's lock: 100 kept
+    /// the most small items and hit most often on scenario 14's mixed sizes, but
+    /// cost a tenth more server CPU per request and p99 latency than the
+    /// size-blind rule; 70 keeps most of the hits for about a third of that.
+    pub unread_keep_max_pct: u8,
 }
 
 impl S3Tuning {
@@ -74,6 +81,7 @@ impl S3Tuning {
         ghost_admit: true,
         ghost_factor: 1,
         size_aware_pct: 100,
+        unread_keep_max_pct: 70,
     };
 
     /// The frequency the policy sees for an item whose header records `freq`.

@@ -903,7 +903,7 @@ impl Shard {
     /// queue and header frequency. An item's worth is its reads per byte: an item r
     /// times [`Shard::size_unit`] needs r reads (rounded, at least 1) since it last
     /// passed to stay in main, and an unread one smaller than the unit stays with
-    /// probability 1 - r. With equal sizes that is S3-FIFO's rule (one read to stay,
+    /// probability 1 - r, at most `S3Tuning::unread_keep_max_pct`. With equal sizes that is S3-FIFO's rule (one read to stay,
     /// none kept unread). A big item counts its reads in its segment
     /// (`Segment::reads`, the surplus kept for the next pass); an item of a shared
     /// segment has its 2-bit frequency, so it needs at most the frequency cap.
@@ -932,7 +932,9 @@ impl Shard {
                 }
                 Some((Queue::Main, (reads - need).min(3) as u8))
             }
-            Queue::Main if reads == 0 && size < unit && self.draw(unit) >= size => Some((Queue::Main, 0)),
+            Queue::Main if reads == 0 && size < unit && self.draw(unit) >= size.max(unit * self.keep_floor() / 100) => {
+                Some((Queue::Main, 0))
+            }
             q if compact => Some((q, 0)),
             _ => None,
         }
@@ -947,6 +949,11 @@ impl Shard {
             _ => self.live_bytes / self.items.max(1),
         };
         (mean.max(1) * usize::from(self.tuning.size_aware_pct) / 100).max(1)
+    }
+
+    /// 100 less the most an unread item may be kept with, in percent.
+    fn keep_floor(&self) -> usize {
+        100 - usize::from(self.tuning.unread_keep_max_pct.min(100))
     }
 
     /// Reads per pass an item of `size` bytes needs to stay in main: its size in
