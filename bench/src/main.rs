@@ -18,6 +18,7 @@ mod probe;
 mod reply;
 mod report;
 mod result;
+mod sizes;
 
 use std::process::ExitCode;
 

@@ -62,7 +62,7 @@ pub struct S3Tuning {
     /// worth is its reads per byte, what maximises hits when sizes differ; with equal
     /// sizes (r = 1) every rule is the size-blind one. 100 by default: on the mixed
     /// sizes of `scripts/bench.sh`'s scenario 14 it cut misses by a fifth and held
-    /// two thirds more items than size-blind (`docs/bench/eviction.md`).
+    /// half again as many items as size-blind (`docs/bench/eviction.md`).
     pub size_aware_pct: u16,
     /// The most an unread item of main may be kept with, in percent (size-aware
     /// only). Each kept item is copied forward, under the shard's lock: 100 kept

@@ -64,19 +64,11 @@ pub(crate) struct Workload {
     pub value_max: Option<usize>,
 }
 
-/// `min * (max / min)^u` with `u` in [0, 1) from a hash (splitmix64) of `id`: the
-/// load generator's sizes (`bench/src/load.rs`), so a trace here and a
-/// `scripts/bench.sh` scenario give a key the same size.
-pub(crate) fn value_len_between(min: usize, max: usize, id: u64) -> usize {
-    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
-    let min = min.max(1);
-    let len = min as f64 * (max as f64 / min as f64).powf(u);
-    (len as usize).clamp(min, max.max(min))
-}
+/// The load generator's per-key sizes (`ringcache-bench --value-max`), so a trace here
+/// and a `scripts/bench.sh` scenario give a key the same size.
+#[path = "../../../bench/src/sizes.rs"]
+mod sizes;
+use sizes::value_len_between;
 
 /// Replays `w` against `store` at a fixed clock and returns the hit ratio.
 pub(crate) fn hit_ratio(store: &Store, w: &Workload) -> f64 {
