@@ -67,8 +67,9 @@ pub struct S3Tuning {
     /// The most an unread item of main may be kept with, in percent (size-aware
     /// only). Each kept item is copied forward, under the shard's lock: 100 kept
     /// the most small items and hit most often on scenario 14's mixed sizes, but
-    /// cost a tenth more server CPU per request and p99 latency than the
-    /// size-blind rule; 70 keeps most of the hits for about a third of that.
+    /// cost about 4% more server CPU per request and a tenth more p99 latency than
+    /// the size-blind rule; 70 keeps most of the hits at about the size-blind
+    /// rule's cost (`docs/bench/eviction.md`).
     pub unread_keep_max_pct: u8,
 }
 
