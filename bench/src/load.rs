@@ -696,8 +696,8 @@ pub(crate) async fn run(args: &LoadArgs, result: &mut RunResult) -> anyhow::Resu
         }
     };
     let plan = Arc::new(plan);
-    let start = Instant::now();
     if args.warmup_requests > 0 {
+        let start = Instant::now();
         // A warm-up by count, with the measured phase's plan (its key draws go on
         // from where the warm-up's stopped).
         const WARMUP_BOUND: Duration = Duration::from_secs(600);

@@ -103,10 +103,7 @@ fn main() {
         print!("| {name:<20} |");
         let mut overhead = 0.0;
         for (_, alpha, scan) in workloads {
-            let store = match tuning {
-                Some(t) => Store::with_s3_tuning(config, t),
-                None => Store::with_policy(config, PolicyKind::Clock),
-            };
+            let store = store_for(config, tuning);
             let w = Workload {
                 keys,
                 alpha,
@@ -132,6 +129,14 @@ fn main() {
     mixed(requests / 10, filter.as_deref());
 }
 
+/// A store running `tuning` (`None`: CLOCK).
+fn store_for(config: StoreConfig, tuning: Option<S3Tuning>) -> Store {
+    match tuning {
+        Some(t) => Store::with_s3_tuning(config, t),
+        None => Store::with_policy(config, PolicyKind::Clock),
+    }
+}
+
 /// `scripts/bench.sh`'s scenario 14 in process: values of 10 KiB to 512 KiB
 /// (log-uniform, fixed per key), Zipf 0.99 over 2,000 keys, read-through, a 64 MiB
 /// store in 8 shards (`ringcache -m 64 -t 1`). Prints the miss ratio and the items
@@ -150,10 +155,7 @@ fn mixed(requests: usize, filter: Option<&str>) {
         if filter.is_some_and(|f| !f.split(',').any(|x| name.starts_with(x))) {
             continue;
         }
-        let store = match tuning {
-            Some(t) => Store::with_s3_tuning(config, t),
-            None => Store::with_policy(config, PolicyKind::Clock),
-        };
+        let store = store_for(config, tuning);
         let w = Workload {
             keys: 2000,
             alpha: 0.99,

@@ -326,8 +326,7 @@ impl Slot<'_> {
         }
         let mut idx = self.live_index()?;
         self.miss = MissReason::Absent;
-        self.shard.touch(idx);
-        let mut m = self.shard.item_mut(idx)?;
+        let mut m = self.shard.item_read(idx)?;
         if !m.try_mark_read(self.now, touch_to) {
             // The header has no room for the new last access or expiry: move the item.
             let mut meta = m.as_ref().meta();

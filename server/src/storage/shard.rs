@@ -361,12 +361,19 @@ impl Shard {
 
     /// Counts a read of the item at `l` for the eviction policy.
     pub(super) fn touch(&mut self, l: Loc) {
-        if let Some(seg) = self.segs.get_mut(seg_of(l)).and_then(Option::as_mut) {
-            if seg.own {
-                seg.reads = seg.reads.saturating_add(1);
-            }
-            ItemMut::new(&mut seg.buf[off_of(l)..], seg.bases).bump_freq();
+        self.item_read(l);
+    }
+
+    /// Counts a read of the item at `l` for the eviction policy (its frequency, and a
+    /// big item's read count) and hands it out for the read's own updates.
+    pub(super) fn item_read(&mut self, l: Loc) -> Option<ItemMut<'_>> {
+        let seg = self.segs.get_mut(seg_of(l))?.as_mut()?;
+        if seg.own {
+            seg.reads = seg.reads.saturating_add(1);
         }
+        let mut m = ItemMut::new(&mut seg.buf[off_of(l)..], seg.bases);
+        m.bump_freq();
+        Some(m)
     }
 
     /// Removes the item at `l` (a delete, a replacement, or an expired or flushed item
@@ -916,7 +923,7 @@ impl Shard {
         compact: bool,
     ) -> Option<(Queue, u8)> {
         let unit = self.size_unit();
-        let need = self.reads_needed(size);
+        let need = reads_for(size, unit);
         let (reads, need) = match &big_reads {
             Some(r) => (**r, need),
             None => {
@@ -954,13 +961,6 @@ impl Shard {
     /// 100 less the most an unread item may be kept with, in percent.
     fn keep_floor(&self) -> usize {
         100 - usize::from(self.tuning.unread_keep_max_pct.min(100))
-    }
-
-    /// Reads per pass an item of `size` bytes needs to stay in main: its size in
-    /// [`Shard::size_unit`]s, rounded, at least 1.
-    fn reads_needed(&self, size: usize) -> u16 {
-        let unit = self.size_unit();
-        ((size + unit / 2) / unit).clamp(1, usize::from(u16::MAX)) as u16
     }
 
     /// Counts an item of `len` bytes stored, for [`Shard::size_aware_dest`].
@@ -1132,7 +1132,7 @@ impl Shard {
             PolicyKind::S3Fifo
                 if self.tuning.ghost_admit
                     && self.ghost.take(fingerprint(hash))
-                    && (self.tuning.size_aware_pct == 0 || self.reads_needed(len) == 1) =>
+                    && (self.tuning.size_aware_pct == 0 || reads_for(len, self.size_unit()) == 1) =>
             {
                 Queue::Main
             }
@@ -1322,6 +1322,12 @@ impl Shard {
         assert_eq!(allocated, self.allocated);
         assert!(self.allocated + self.index_bytes() <= self.limit);
     }
+}
+
+/// Reads per pass an item of `size` bytes needs to stay in main: its size in units
+/// of `unit` ([`Shard::size_unit`]), rounded, at least 1.
+fn reads_for(size: usize, unit: usize) -> u16 {
+    ((size + unit / 2) / unit.max(1)).clamp(1, usize::from(u16::MAX)) as u16
 }
 
 /// Frees a segment buffer, first handing its whole pages back to the kernel.

@@ -81,21 +81,17 @@ pub(crate) fn hit_ratio(store: &Store, w: &Workload) -> f64 {
     let mut scanned = 0usize;
     for _ in 0..w.requests {
         key.clear();
-        if w.scan > 0.0 && rng.gen::<f64>() < w.scan {
+        let len = if w.scan > 0.0 && rng.gen::<f64>() < w.scan {
             key.extend_from_slice(b"scan:");
             key.extend_from_slice(itoa::Buffer::new().format(scanned).as_bytes());
             scanned = (scanned + 1) % w.keys.max(1);
+            w.value_len
         } else {
             let rank = zipf.sample(&mut rng);
             key.extend_from_slice(b"key:");
             key.extend_from_slice(itoa::Buffer::new().format(rank).as_bytes());
-        }
-        let len = match w.value_max {
-            Some(max) if !key.starts_with(b"scan:") => {
-                let rank: u64 = std::str::from_utf8(&key[4..]).unwrap().parse().unwrap();
-                value_len_between(w.value_len, max, rank)
-            }
-            _ => w.value_len,
+            w.value_max
+                .map_or(w.value_len, |max| value_len_between(w.value_len, max, rank as u64))
         };
         let hit = store.with(&key, NOW, |slot| {
             if slot.get().is_some() {
