@@ -266,7 +266,7 @@ impl Run {
             5..=7 => {
                 let touch = (op == 7).then(|| self.exptime(inp));
                 let (got, reason) = self.store.with(&key, now, |slot| {
-                    let got = slot.read(touch, |v, flags, cas| (Bytes::copy_from_slice(v), flags, cas));
+                    let got = slot.read(touch, |v, flags, cas| (v.to_bytes(), flags, cas));
                     (got, slot.miss_reason())
                 });
                 match got {

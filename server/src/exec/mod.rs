@@ -15,7 +15,7 @@ use ringcache_protocol::text::{ArithOp, GetKind, GetRequest, Limits, Request, St
 
 use crate::node::Node;
 use crate::stats::Counters;
-use crate::storage::{absolute_expiry, Item, MissReason, StoreError};
+use crate::storage::{absolute_expiry, Item, MissReason, StoreError, Value};
 
 /// The first line a node sends on a connection to a peer (followed by its name):
 /// requests on such a connection are executed locally and never forwarded again, so
@@ -286,7 +286,16 @@ pub fn retrieve_one_to(
             }
             // A large value: room from the thread's pooled grown buffers if any.
             crate::connection::pool::grow(out, key.len() + value.len() + 48);
-            write_value(out, key, flags, value, cas);
+            match value.as_slice() {
+                Some(v) => write_value(out, key, flags, v, cas),
+                None => {
+                    response::write_value_head(out, key, flags, value.len(), cas);
+                    for piece in value.slices() {
+                        out.put_slice(piece);
+                    }
+                    out.put_slice(response::VALUE_END);
+                }
+            }
             (counted, false)
         });
         (hit, slot.miss_reason())
@@ -310,17 +319,32 @@ pub fn retrieve_one_to(
     false
 }
 
-/// Writes `out`, `value` and `tail` (the end of its `VALUE` block, and maybe of the
-/// retrieval) to `sock` without blocking,
-/// leaving in `out` what it did not take; false (nothing written) if the socket is
-/// not writable now or failed (the connection's next write then sees the error).
-fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], tail: &[u8], c: &mut Counters) -> bool {
-    let bufs = [
-        std::io::IoSlice::new(out),
-        std::io::IoSlice::new(value),
-        std::io::IoSlice::new(tail),
-    ];
-    let Ok(n) = sock.try_write_vectored(&bufs) else {
+/// The most pieces of a value one direct send writes (a big item is one piece per
+/// chunk; the kernel takes 1,024 in all): the rest goes into `out`, for the
+/// connection's next write.
+const MAX_PIECES: usize = 64;
+
+/// Writes `out`, `value` (each of its pieces) and `tail` (the end of its `VALUE`
+/// block, and maybe of the retrieval) to `sock` without blocking, leaving in `out`
+/// what it did not take; false (nothing written) if the socket is not writable now or
+/// failed (the connection's next write then sees the error).
+fn send_direct(
+    sock: &tokio::net::TcpStream,
+    out: &mut BytesMut,
+    value: Value<'_>,
+    tail: &[u8],
+    c: &mut Counters,
+) -> bool {
+    let written = {
+        let mut bufs = Vec::with_capacity(MAX_PIECES + 2);
+        bufs.push(std::io::IoSlice::new(out));
+        bufs.extend(value.slices().take(MAX_PIECES).map(std::io::IoSlice::new));
+        if value.slices().nth(MAX_PIECES).is_none() {
+            bufs.push(std::io::IoSlice::new(tail));
+        }
+        sock.try_write_vectored(&bufs)
+    };
+    let Ok(n) = written else {
         return false;
     };
     if n == 0 {
@@ -334,15 +358,16 @@ fn send_direct(sock: &tokio::net::TcpStream, out: &mut BytesMut, value: &[u8], t
     } else {
         out.advance(from_out);
     }
-    let n = n - from_out;
-    let (value, tail) = if n < value.len() {
-        (&value[n..], tail)
-    } else {
-        (&[][..], &tail[n - value.len()..])
-    };
-    crate::connection::pool::grow(out, value.len() + tail.len());
-    out.put_slice(value);
-    out.put_slice(tail);
+    let mut skip = n - from_out;
+    crate::connection::pool::grow(out, value.len() + tail.len() - skip);
+    for piece in value.slices().chain(std::iter::once(tail)) {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        out.put_slice(&piece[skip..]);
+        skip = 0;
+    }
     true
 }
 
@@ -665,19 +690,35 @@ mod tests {
     async fn a_direct_send_leaves_what_the_socket_did_not_take_in_order() {
         use tokio::io::AsyncWriteExt;
         let (mut a, mut b) = socket_pair().await;
-        // Far more than loopback's socket buffers hold while nobody reads.
+        // Far more than loopback's socket buffers hold while nobody reads, stored as a
+        // big item in 64 KiB chunks: 256 pieces, more than one write sends.
         let value: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+        let store = crate::storage::Store::new(crate::storage::StoreConfig {
+            memory_limit: 64 << 20,
+            shards: 1,
+            max_item_size: 32 << 20,
+        });
+        let item = Item::new(Bytes::from(value.clone()), 0, 0, store.next_cas(), NOW);
+        store.with(b"k", NOW, |slot| slot.insert(item)).unwrap();
+        let send = |out: &mut BytesMut, c: &mut Counters| {
+            store.with(b"k", NOW, |slot| {
+                slot.read(None, |v, _, _| {
+                    assert!(v.as_slice().is_none() && v.slices().count() > MAX_PIECES);
+                    send_direct(&a, out, v, response::VALUE_END, c)
+                })
+            })
+        };
         let head = b"END\r\nVALUE k 0 16777216\r\n";
         let mut out = BytesMut::from(&head[..]);
         let mut c = Counters::default();
-        assert!(send_direct(&a, &mut out, &value, response::VALUE_END, &mut c));
+        assert_eq!(send(&mut out, &mut c), Some(true));
         let sent = c.bytes_written as usize;
         let total = head.len() + value.len() + 2;
         assert!(sent > 0 && sent < total, "{sent} of {total} bytes sent at once");
         assert_eq!(out.len(), total - sent, "the rest is left to write");
         // The socket is full now: nothing more goes, and nothing is lost.
         let mut other = BytesMut::from(&b"x"[..]);
-        assert!(!send_direct(&a, &mut other, &value, response::VALUE_END, &mut c));
+        assert_eq!(send(&mut other, &mut c), Some(false));
         assert_eq!((&other[..], c.bytes_written as usize), (&b"x"[..], sent));
         let mut expected = head.to_vec();
         expected.extend_from_slice(&value);
@@ -693,7 +734,13 @@ mod tests {
         let head = b"VALUE k 0 102400\r\n";
         let mut out = BytesMut::from(&head[..]);
         let mut c = Counters::default();
-        assert!(send_direct(&a, &mut out, &value, response::VALUE_END_LAST, &mut c));
+        assert!(send_direct(
+            &a,
+            &mut out,
+            Value::flat(&value),
+            response::VALUE_END_LAST,
+            &mut c
+        ));
         assert!(out.is_empty());
         assert_eq!(c.bytes_written as usize, head.len() + value.len() + 7);
         let got = read_n(&mut b, head.len() + value.len() + 7).await;

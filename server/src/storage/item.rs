@@ -195,6 +195,14 @@ pub(super) fn min_size(key_len: usize, value_len: usize) -> usize {
 /// access frequency `freq`.
 pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta, bases: Bases, freq: u8) {
     debug_assert_eq!(out.len(), size(key.len(), value.len(), meta, bases));
+    let at = write_head(out, key, value.len(), meta, bases, freq);
+    out[at..].copy_from_slice(value);
+}
+
+/// Writes the header and key of an item with a value of `value_len` bytes at the start
+/// of `out`; returns where the value goes. For a big item in chunks, `out` is its first
+/// chunk.
+pub(super) fn write_head(out: &mut [u8], key: &[u8], value_len: usize, meta: &Meta, bases: Bases, freq: u8) -> usize {
     let (cas, neg) = cas_delta(meta.cas, bases.cas);
     let ext = (if meta.bits & M_STALE != 0 { EXT_STALE } else { 0 })
         | (if meta.bits & M_WIN_SENT != 0 { EXT_WIN_SENT } else { 0 });
@@ -223,7 +231,7 @@ pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta, bases
         put_varint(&mut out[at..], v, w);
         at += w;
     };
-    put(value.len() as u64);
+    put(value_len as u64);
     put(cas);
     put(time_delta(meta.last_access, bases.time));
     if meta.flags != 0 {
@@ -233,7 +241,7 @@ pub(super) fn write(out: &mut [u8], key: &[u8], value: &[u8], meta: &Meta, bases
         put(time_delta(meta.exptime, bases.time));
     }
     out[at..at + key.len()].copy_from_slice(key);
-    out[at + key.len()..].copy_from_slice(value);
+    at + key.len()
 }
 
 /// The key of the item at the start of `buf`, found by skipping the header's varints
@@ -340,13 +348,22 @@ fn decode(b: &[u8], bases: Bases) -> Header {
 #[derive(Clone, Copy)]
 pub(super) struct ItemRef<'a> {
     buf: &'a [u8],
+    /// For a big item in chunks (`shard.rs`): the chunks after `buf`, the first one.
+    rest: &'a [Box<[u8]>],
     h: Header,
 }
 
 impl<'a> ItemRef<'a> {
     pub(super) fn new(buf: &'a [u8], bases: Bases) -> ItemRef<'a> {
+        ItemRef::chunked(buf, &[], bases)
+    }
+
+    /// The item at the start of `buf` whose bytes go on in `rest`: a big item's first
+    /// chunk (which holds its header, key and the value's start) and the others.
+    pub(super) fn chunked(buf: &'a [u8], rest: &'a [Box<[u8]>], bases: Bases) -> ItemRef<'a> {
         ItemRef {
             buf,
+            rest,
             h: decode(buf, bases),
         }
     }
@@ -369,9 +386,20 @@ impl<'a> ItemRef<'a> {
         &self.buf[at..at + self.key_len()]
     }
 
-    pub(super) fn value(self) -> &'a [u8] {
+    pub(super) fn value(self) -> Value<'a> {
         let start = usize::from(self.h.key_at) + self.key_len();
-        &self.buf[start..start + self.value_len()]
+        let len = self.value_len();
+        // A chunked item fills its first chunk; any other lies within `buf`.
+        let end = if self.rest.is_empty() {
+            start + len
+        } else {
+            self.buf.len().min(start + len)
+        };
+        Value {
+            head: &self.buf[start..end],
+            rest: self.rest,
+            len,
+        }
     }
 
     pub(super) fn cas(self) -> u64 {
@@ -431,6 +459,92 @@ impl<'a> ItemRef<'a> {
             fetched: self.fetched(),
             last_access: self.last_access(),
         }
+    }
+}
+
+/// An item's value as it lies in the store: one slice, or for a big item (stored in
+/// segment-size chunks, `shard.rs`) one slice per chunk, in order. Borrowed under the
+/// shard's lock.
+#[derive(Clone, Copy)]
+pub struct Value<'a> {
+    /// The value's bytes in the buffer that holds the item's header.
+    head: &'a [u8],
+    /// The chunks after that buffer (the last one partly the value's).
+    rest: &'a [Box<[u8]>],
+    len: usize,
+}
+
+impl<'a> Value<'a> {
+    /// A value that is one slice.
+    pub fn flat(bytes: &'a [u8]) -> Value<'a> {
+        Value {
+            head: bytes,
+            rest: &[],
+            len: bytes.len(),
+        }
+    }
+
+    /// The value's length in bytes.
+    pub fn len(self) -> usize {
+        self.len
+    }
+
+    /// Whether the value has no bytes.
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// The value's bytes, if they are one slice (every value no bigger than a
+    /// segment).
+    pub fn as_slice(self) -> Option<&'a [u8]> {
+        (self.head.len() == self.len).then_some(self.head)
+    }
+
+    /// The value's pieces, in order: the first may be empty, no other is.
+    pub fn slices(self) -> impl Iterator<Item = &'a [u8]> + Clone {
+        let mut left = self.len - self.head.len();
+        std::iter::once(self.head).chain(self.rest.iter().map_while(move |c| {
+            let n = left.min(c.len());
+            left -= n;
+            (n > 0).then(|| &c[..n])
+        }))
+    }
+
+    /// A copy of the value in one buffer.
+    pub fn to_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for s in self.slices() {
+            v.extend_from_slice(s);
+        }
+        v
+    }
+
+    /// A copy of the value as [`Bytes`].
+    pub fn to_bytes(self) -> Bytes {
+        match self.as_slice() {
+            Some(s) => Bytes::copy_from_slice(s),
+            None => Bytes::from(self.to_vec()),
+        }
+    }
+}
+
+impl PartialEq<[u8]> for Value<'_> {
+    fn eq(&self, other: &[u8]) -> bool {
+        if self.len != other.len() {
+            return false;
+        }
+        let mut at = 0;
+        self.slices().all(|s| {
+            let same = *s == other[at..at + s.len()];
+            at += s.len();
+            same
+        })
+    }
+}
+
+impl std::fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Value").field("len", &self.len).finish()
     }
 }
 
@@ -589,7 +703,7 @@ mod tests {
             let mut buf = vec![0xAA; n + 4];
             write(&mut buf[..n], b"key", b"value", &m, B, 2);
             let r = ItemRef::new(&buf, B);
-            assert_eq!((r.key(), r.value()), (&b"key"[..], &b"value"[..]));
+            assert_eq!((r.key(), r.value().as_slice()), (&b"key"[..], Some(&b"value"[..])));
             assert_eq!(key_of(&buf), b"key");
             assert_eq!(r.meta(), m);
             assert_eq!(r.size(), n);

@@ -20,8 +20,9 @@
 //! expiry only when set; `item.rs`), then key and value, with no allocation,
 //! allocator header or size-class rounding per item. A segment is
 //! `memory_limit / shards / 64` bytes (1 KiB to 64 KiB); an item larger than that
-//! gets a segment of its own, exactly its size: a mapping that the next big item
-//! takes over (resized, its shared pages not faulted in again) when this one goes.
+//! gets a segment of its own made of segment-size chunks (its last chunk partly
+//! unused), so every buffer is the same size: buffers go back to the shard's pool and
+//! are reused, not freed and faulted in again, whatever mix of sizes comes and goes.
 //!
 //! `memory_limit` (`-m`) bounds the segments, the index and S3-FIFO's ghost: each
 //! shard's segments (in use, reserved for eviction, or pooled) get its slice less its
@@ -64,7 +65,8 @@
 //! # Values
 //! A value is copied into its segment on insert, never kept as the `Bytes` slice it
 //! arrived in (which would pin a whole connection read buffer). [`Slot::read`] lends
-//! the value in place under the lock (the `get` hot path); [`Slot::get`] hands out an
+//! the value in place under the lock (the `get` hot path), as a [`Value`]: one slice,
+//! or a big item's slice per chunk; [`Slot::get`] hands out an
 //! [`Item`] whose `value` is a fresh copy, and changes the caller makes to that `Item`
 //! are written back when [`Store::with`] returns.
 //!
@@ -112,6 +114,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use item::Meta;
+pub use item::Value;
 pub use policy::{PolicyKind, S3Tuning};
 use shard::{hash_key, Liveness, Loc, Shard};
 
@@ -300,7 +303,7 @@ impl Slot<'_> {
         if self.view.is_none() {
             let idx = self.live_index()?;
             let r = self.shard.item(idx)?;
-            let value = Bytes::copy_from_slice(r.value());
+            let value = r.value().to_bytes();
             let original = value.clone();
             let item = r.to_item(value);
             self.shard.touch(idx);
@@ -314,7 +317,7 @@ impl Slot<'_> {
     /// get-and-touch sets its expiry to `touch_to`), then calls `f` with its value
     /// (borrowed from the store, under the shard lock), flags and CAS unique. `None` on
     /// a miss, with [`Slot::miss_reason`] saying why. The hot path of `get`.
-    pub fn read<R>(&mut self, touch_to: Option<u32>, f: impl FnOnce(&[u8], u32, u64) -> R) -> Option<R> {
+    pub fn read<R>(&mut self, touch_to: Option<u32>, f: impl FnOnce(Value<'_>, u32, u64) -> R) -> Option<R> {
         if let Some(view) = &mut self.view {
             // A `get` earlier in this call handed out a copy: read that one.
             view.item.fetched = true;
@@ -322,7 +325,7 @@ impl Slot<'_> {
             if let Some(exp) = touch_to {
                 view.item.exptime = exp;
             }
-            return Some(f(&view.item.value, view.item.flags, view.item.cas));
+            return Some(f(Value::flat(&view.item.value), view.item.flags, view.item.cas));
         }
         let mut idx = self.live_index()?;
         self.miss = MissReason::Absent;

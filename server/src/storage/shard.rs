@@ -7,9 +7,13 @@
 //!   and unaligned, to the *open* segment of their queue; a full segment is *sealed*
 //!   and joins its queue's FIFO. A segment is one `Box<[u8]>` of `seg_size` bytes
 //!   (`budget / 64`, between 1 KiB and 64 KiB); an item larger than that gets a
-//!   segment of its own, a mapping exactly its size ([`Mapping`]), which is pooled
-//!   when the item goes and resized for the next big item ([`Shard::append_big`]).
-//!   No allocation per item, no allocator header, no size-class rounding.
+//!   segment of its own made of segment-size chunks ([`Shard::append_big`]): the
+//!   first holds its header, key and the value's start, the last only the rest,
+//!   rounded up to a page. Chunks and tails come from, and go back to, the shard's
+//!   pools: memory stays resident and is reused whatever mix of sizes comes and goes
+//!   (a mapping sized for each big item cost a fifth of the CPU of a large-value load
+//!   in page faults and unmapping). No allocation per small item, no allocator
+//!   header, no size-class rounding but a big item's tail.
 //! - **Index** (`index.rs`): a table of 4-byte item locations (segment id in the
 //!   upper 16 bits, byte offset in the lower), probed with the key's xxh3 hash (computed
 //!   once per request by the store) and compared against the key bytes in the segment.
@@ -63,7 +67,6 @@ use super::item::{self, Bases, ItemMut, ItemRef, Meta};
 use super::policy::{PolicyKind, S3Tuning};
 use super::tombstone::Tombstones;
 use super::{Item, StoreError};
-use crate::sys::Mapping;
 
 /// Hashes a key for shard choice and the shard's table.
 pub(super) fn hash_key(key: &[u8]) -> u64 {
@@ -103,6 +106,10 @@ const SEGMENTS_PER_SHARD: usize = 64;
 /// item is evicted instead. Two (one per destination) cost 1.6 to 3.1% of a `-m 64`
 /// store's items and misses rose with them (`docs/bench/eviction.md`).
 pub(super) const RESERVE: usize = 1;
+/// A big item's last chunk holds the rest of it in this many bytes' multiples (a
+/// page): the most a big item wastes, where a whole last chunk would waste up to a
+/// segment.
+const TAIL_ROUND: usize = 4096;
 /// The largest key a header can record.
 const MAX_KEY: usize = u8::MAX as usize;
 
@@ -135,12 +142,31 @@ struct Segment {
     reads: u16,
 }
 
-/// A segment's bytes: a segment-size block from the heap, or a big item's own
-/// mapping (which a later big item can take over without faulting its pages in again;
-/// see [`Shard::append_big`]).
+/// A segment's bytes: a segment-size block, or a big item's chunks (at least two:
+/// segment-size blocks, the last maybe smaller; see [`Shard::append_big`]). It derefs
+/// to the first block, which holds every item's header and key.
 enum Buf {
     Heap(Box<[u8]>),
-    Mapped(Mapping),
+    Chunks(Vec<Box<[u8]>>),
+}
+
+impl Buf {
+    /// The chunks after the first (none for a plain segment).
+    fn rest(&self) -> &[Box<[u8]>] {
+        match self {
+            Buf::Heap(_) => &[],
+            Buf::Chunks(c) => &c[1..],
+        }
+    }
+
+    /// Bytes allocated, every chunk's.
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        match self {
+            Buf::Heap(b) => b.len(),
+            Buf::Chunks(c) => c.iter().map(|b| b.len()).sum(),
+        }
+    }
 }
 
 impl std::ops::Deref for Buf {
@@ -149,7 +175,7 @@ impl std::ops::Deref for Buf {
     fn deref(&self) -> &[u8] {
         match self {
             Buf::Heap(b) => b,
-            Buf::Mapped(m) => m,
+            Buf::Chunks(c) => &c[0],
         }
     }
 }
@@ -158,8 +184,15 @@ impl std::ops::DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [u8] {
         match self {
             Buf::Heap(b) => b,
-            Buf::Mapped(m) => m,
+            Buf::Chunks(c) => &mut c[0],
         }
+    }
+}
+
+impl Segment {
+    /// The item at byte `off`.
+    fn item(&self, off: usize) -> ItemRef<'_> {
+        ItemRef::chunked(&self.buf[off..], self.buf.rest(), self.bases)
     }
 }
 
@@ -195,9 +228,12 @@ pub(super) struct Shard {
     free_ids: Vec<u32>,
     /// Segment-size buffers not in use (allocated, so counted in `allocated`).
     pool: Vec<Box<[u8]>>,
-    /// Big items' mappings not in use, for the next big item (also counted in
-    /// `allocated`, and freed before anything is evicted).
-    big_pool: Vec<Mapping>,
+    /// Big items' tails not in use, by size (`len / TAIL_ROUND - 1`), for the next
+    /// big items' (allocated, so counted in `allocated`, and freed before anything is
+    /// evicted).
+    tails: Vec<Vec<Box<[u8]>>>,
+    /// Bytes of the pooled tails.
+    tail_bytes: usize,
     /// Sealed segments per queue, newest at the front.
     fifo: [VecDeque<u32>; 2],
     /// The segment each queue appends to.
@@ -256,7 +292,8 @@ impl Shard {
             segs: Vec::new(),
             free_ids: Vec::new(),
             pool: Vec::new(),
-            big_pool: Vec::new(),
+            tails: Vec::new(),
+            tail_bytes: 0,
             fifo: [VecDeque::new(), VecDeque::new()],
             open: [None, None],
             queue_items: [0, 0],
@@ -328,7 +365,7 @@ impl Shard {
 
     pub(super) fn item(&self, l: Loc) -> Option<ItemRef<'_>> {
         let seg = self.segs.get(seg_of(l))?.as_ref()?;
-        Some(ItemRef::new(&seg.buf[off_of(l)..], seg.bases))
+        Some(seg.item(off_of(l)))
     }
 
     pub(super) fn item_mut(&mut self, l: Loc) -> Option<ItemMut<'_>> {
@@ -462,52 +499,67 @@ impl Shard {
         self.free_ids.push(id as u32);
     }
 
-    /// Pools a segment-size buffer or a big item's mapping; frees any other (a
-    /// segment cut to the size before a resize).
+    /// Pools a segment's buffers (a big item's chunks too) if they are segment-size;
+    /// frees any other (one cut to the size before a resize).
     fn recycle(&mut self, buf: Buf) {
         match buf {
-            Buf::Heap(buf) if buf.len() == self.seg_size => self.pool.push(buf),
-            Buf::Heap(buf) => {
-                self.allocated -= buf.len();
-                free_buffer(buf);
+            Buf::Heap(buf) => self.recycle_one(buf),
+            Buf::Chunks(chunks) => {
+                for buf in chunks {
+                    self.recycle_one(buf);
+                }
             }
-            Buf::Mapped(m) => self.big_pool.push(m),
         }
+    }
+
+    /// Pools a segment-size buffer or a big item's tail; frees any other (a segment
+    /// from before a resize).
+    fn recycle_one(&mut self, buf: Box<[u8]>) {
+        let len = buf.len();
+        if len == self.seg_size {
+            self.pool.push(buf);
+        } else if len < self.seg_size && len.is_multiple_of(TAIL_ROUND) {
+            let class = len / TAIL_ROUND - 1;
+            if self.tails.len() <= class {
+                self.tails.resize_with(class + 1, Vec::new);
+            }
+            self.tails[class].push(buf);
+            self.tail_bytes += len;
+        } else {
+            self.allocated -= len;
+            free_buffer(buf);
+        }
+    }
+
+    /// A pooled tail of `len` bytes, if there is one.
+    fn pooled_tail(&mut self, len: usize) -> Option<Box<[u8]>> {
+        let buf = self.tails.get_mut(len / TAIL_ROUND - 1)?.pop()?;
+        self.tail_bytes -= len;
+        Some(buf)
     }
 
     /// Frees every pooled buffer.
     fn free_pool(&mut self) {
-        for buf in std::mem::take(&mut self.pool) {
-            self.allocated -= buf.len();
-            free_buffer(buf);
-        }
-        for m in std::mem::take(&mut self.big_pool) {
-            self.allocated -= m.len();
-        }
+        while self.free_pooled() {}
     }
 
     /// Frees one pooled buffer (a segment-size one first, else the biggest pooled
-    /// mapping other than `keep`, an index into `big_pool`); false if there was none.
-    fn free_pooled(&mut self, keep: Option<usize>) -> bool {
-        if let Some(buf) = self.pool.pop() {
-            self.allocated -= buf.len();
-            free_buffer(buf);
-            return true;
-        }
-        let victim = (0..self.big_pool.len())
-            .filter(|&i| Some(i) != keep)
-            .max_by_key(|&i| self.big_pool[i].len());
-        let Some(i) = victim else {
-            return false;
+    /// tail); false if there was none.
+    fn free_pooled(&mut self) -> bool {
+        let buf = match self.pool.pop() {
+            Some(buf) => buf,
+            None => {
+                let Some(class) = self.tails.iter().rposition(|t| !t.is_empty()) else {
+                    return false;
+                };
+                let buf = self.tails[class].pop().expect("a tail in the class");
+                self.tail_bytes -= buf.len();
+                buf
+            }
         };
-        let m = self.big_pool.swap_remove(i);
-        self.allocated -= m.len();
+        self.allocated -= buf.len();
+        free_buffer(buf);
         true
-    }
-
-    /// Bytes of the pooled mappings.
-    fn big_pooled(&self) -> usize {
-        self.big_pool.iter().map(|m| m.len()).sum()
     }
 
     /// This shard's slice of the memory budget, in bytes.
@@ -629,9 +681,9 @@ impl Shard {
     }
 
     /// Segment-size buffers that could be had without evicting: pooled, unallocated,
-    /// or in place of pooled mappings.
+    /// or in place of pooled tails.
     fn available(&self) -> usize {
-        self.pool.len() + self.seg_limit().saturating_sub(self.allocated - self.big_pooled()) / self.seg_size
+        self.pool.len() + self.seg_limit().saturating_sub(self.allocated - self.tail_bytes) / self.seg_size
     }
 
     /// Brings segments, index and ghost back within the budget after the index or the
@@ -655,7 +707,7 @@ impl Shard {
         let patience = self.patience();
         let mut attempts = 0;
         while self.allocated + extra + self.index_bytes() > self.limit {
-            if self.free_pooled(None) || self.shrink_index() {
+            if self.free_pooled() || self.shrink_index() {
                 continue;
             }
             if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
@@ -718,8 +770,10 @@ impl Shard {
             return Some(buf);
         }
         while self.allocated + self.seg_size > self.seg_limit() {
-            let m = self.big_pool.pop()?;
-            self.allocated -= m.len();
+            if self.tail_bytes == 0 {
+                return None;
+            }
+            self.free_pooled();
         }
         self.allocated += self.seg_size;
         Some(vec![0; self.seg_size].into_boxed_slice())
@@ -809,54 +863,53 @@ impl Shard {
     }
 
     /// A segment of its own, with bases `fresh`, for an item of `len` (more than
-    /// `seg_size`) bytes.
-    ///
-    /// Its buffer is a pooled mapping where there is one (a big item's that was
-    /// evicted, deleted or replaced; the one closest in size), resized to `len`: the
-    /// pages the two share are not faulted in again. Other pooled buffers are freed,
-    /// and segments evicted, until the item fits beside the eviction reserve.
+    /// `seg_size`) bytes, in chunks ([`Shard::big_layout`]): segment-size buffers from
+    /// the pool or the unallocated budget, and a tail cut to what it holds, evicting
+    /// until they fit beside the eviction reserve.
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
+        let (full, tail) = self.big_layout(len);
+        let need = full * self.seg_size + tail;
         self.fit(now);
         let patience = self.patience();
         let mut attempts = 0;
-        let mut reuse = self.closest_pooled(len);
-        let fits = |s: &Shard, reuse: Option<usize>| {
-            let reused = reuse.map_or(0, |i| s.big_pool[i].len());
-            s.allocated - reused + len + RESERVE * s.seg_size + s.index_bytes() <= s.limit
-        };
-        while !fits(self, reuse) {
-            if !self.free_pooled(reuse) && !self.shrink_index() {
+        while self.room() < need + RESERVE * self.seg_size {
+            if self.shrink_index() {
+                continue;
+            }
+            if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
                 // Eviction skips an open segment; one left empty (its items deleted)
                 // still holds a buffer the big item may need.
-                if !self.evict_one(now, attempts >= patience) || attempts > 2 * patience {
-                    if self.release_empty_open() {
-                        reuse = self.closest_pooled(len);
-                        continue;
-                    }
-                    break;
+                if self.release_empty_open() {
+                    continue;
                 }
-                attempts += 1;
+                break;
             }
-            reuse = self.closest_pooled(len);
+            attempts += 1;
         }
-        let reused = reuse.map_or(0, |i| self.big_pool[i].len());
-        if self.allocated - reused + len > self.seg_limit() {
+        if self.room() < need {
             return Err(StoreError::OutOfMemory);
         }
-        let mapped = match reuse {
-            Some(i) => {
-                let m = self.big_pool.swap_remove(i);
-                self.allocated -= m.len();
-                m.resize(len)
+        let mut chunks: Vec<Box<[u8]>> = Vec::with_capacity(full + 1);
+        chunks.extend((0..full).map_while(|_| self.spare_buffer()));
+        if tail > 0 {
+            if let Some(buf) = self.pooled_tail(tail) {
+                chunks.push(buf);
+            } else {
+                // Room for a new tail: free pooled buffers if need be.
+                while self.allocated + tail > self.seg_limit() && self.free_pooled() {}
+                if self.allocated + tail <= self.seg_limit() {
+                    self.allocated += tail;
+                    chunks.push(vec![0; tail].into_boxed_slice());
+                }
             }
-            None => Mapping::new(len),
-        };
-        // The kernel refused a mapping (`vm.max_map_count`, say): the heap then.
-        let buf = mapped.map_or_else(|| Buf::Heap(vec![0; len].into_boxed_slice()), Buf::Mapped);
-        self.allocated += len;
+        }
+        if chunks.len() < full + usize::from(tail > 0) {
+            self.recycle(Buf::Chunks(chunks));
+            return Err(StoreError::OutOfMemory);
+        }
         let id = self
             .new_segment(Segment {
-                buf,
+                buf: Buf::Chunks(chunks),
                 used: len,
                 live: 0,
                 queue: q,
@@ -871,16 +924,32 @@ impl Shard {
         Ok(loc(id, 0))
     }
 
-    /// The pooled mapping to reuse for a big item of `len` bytes: the smallest at
-    /// least that long (shrunk, it faults nothing in), else the longest.
-    fn closest_pooled(&self, len: usize) -> Option<usize> {
-        let sizes = self.big_pool.iter().map(|m| m.len()).enumerate();
-        sizes
-            .clone()
-            .filter(|&(_, n)| n >= len)
-            .min_by_key(|&(_, n)| n)
-            .or_else(|| sizes.max_by_key(|&(_, n)| n))
-            .map(|(i, _)| i)
+    /// How a big item of `len` bytes is cut: full segment-size chunks, and the bytes of
+    /// a last, smaller chunk for the rest (0 for none), rounded up to [`TAIL_ROUND`]. A
+    /// tail as big as a segment is a full chunk.
+    fn big_layout(&self, len: usize) -> (usize, usize) {
+        let (full, rest) = (len / self.seg_size, len % self.seg_size);
+        match rest.next_multiple_of(TAIL_ROUND) {
+            0 => (full, 0),
+            tail if tail >= self.seg_size => (full + 1, 0),
+            tail => (full, tail),
+        }
+    }
+
+    /// Bytes of buffers an item of `len` bytes takes: its own if it is bigger than a
+    /// segment, else `len` of a shared one.
+    fn charge(&self, len: usize) -> usize {
+        if len > self.seg_size {
+            let (full, tail) = self.big_layout(len);
+            full * self.seg_size + tail
+        } else {
+            len
+        }
+    }
+
+    /// Bytes of buffers that could be had without evicting: pooled or unallocated.
+    fn room(&self) -> usize {
+        self.pool.len() * self.seg_size + self.seg_limit().saturating_sub(self.allocated - self.tail_bytes)
     }
 
     /// Whether queue `q` holds any segment with something in it.
@@ -1002,7 +1071,8 @@ impl Shard {
         let big = seg.own;
         let mut off = 0;
         while off < seg.used {
-            let r = ItemRef::new(&seg.buf[off..], seg.bases);
+            // Borrows the buffer alone: the policy may count a big item's reads.
+            let r = ItemRef::chunked(&seg.buf[off..], seg.buf.rest(), seg.bases);
             let size = r.size();
             let at = off;
             off += size;
@@ -1048,13 +1118,14 @@ impl Shard {
                     time: now,
                 };
                 if let Ok((new, len)) = self.append(to, |b| item::size(klen, vlen, &meta, b), fresh, now, true) {
-                    let r = ItemRef::new(&seg.buf[at..], seg.bases);
+                    let r = seg.item(at);
+                    let value = r.value().as_slice().expect("only a big item is in chunks");
                     let dst = self.seg_mut(seg_of(new));
                     let bases = dst.bases;
                     item::write(
                         &mut dst.buf[off_of(new)..off_of(new) + len],
                         r.key(),
-                        r.value(),
+                        value,
                         &meta,
                         bases,
                         freq,
@@ -1073,7 +1144,7 @@ impl Shard {
                 }
             }
             // Evicted (or expired or flushed: reclaimed).
-            let r = ItemRef::new(&seg.buf[at..], seg.bases);
+            let r = seg.item(at);
             self.table.remove(hash, |x| x == l);
             match state {
                 Liveness::Live => {
@@ -1123,7 +1194,7 @@ impl Shard {
         if key.len() > MAX_KEY
             || item.value.len() > u32::MAX as usize
             || key.len() + item.value.len() > self.max_item_size
-            || len + RESERVE * self.seg_size > self.limit
+            || self.charge(len) + RESERVE * self.seg_size > self.limit
         {
             return Err(StoreError::TooLarge);
         }
@@ -1173,7 +1244,22 @@ impl Shard {
         };
         let seg = self.seg_mut(seg_of(l));
         let bases = seg.bases;
-        item::write(&mut seg.buf[off_of(l)..off_of(l) + len], key, value, meta, bases, freq);
+        match &mut seg.buf {
+            Buf::Heap(buf) => item::write(&mut buf[off_of(l)..off_of(l) + len], key, value, meta, bases, freq),
+            Buf::Chunks(chunks) => {
+                // Header, key and the value's start fill the first chunk; the value
+                // goes on in the others.
+                let at = item::write_head(&mut chunks[0], key, vlen, meta, bases, freq);
+                let mut value = value;
+                for (i, chunk) in chunks.iter_mut().enumerate() {
+                    let to = &mut chunk[if i == 0 { at } else { 0 }..];
+                    let n = to.len().min(value.len());
+                    to[..n].copy_from_slice(&value[..n]);
+                    value = &value[n..];
+                }
+                debug_assert!(value.is_empty());
+            }
+        }
         seg.live += 1;
         self.queue_items[q as usize] += 1;
         self.queue_bytes[q as usize] += len;
@@ -1192,7 +1278,7 @@ impl Shard {
             return Err(StoreError::OutOfMemory);
         };
         let q = seg.queue;
-        let r = ItemRef::new(&seg.buf[off_of(l)..], seg.bases);
+        let r = seg.item(off_of(l));
         let freq = r.freq();
         let key = r.key().to_vec();
         let value = r.value().to_vec();
@@ -1230,7 +1316,7 @@ impl Shard {
                 self.cursor = (id + 1, 0, 0);
                 continue;
             }
-            let r = ItemRef::new(&seg.buf[off..], seg.bases);
+            let r = seg.item(off);
             self.cursor.2 += r.size();
             examined += 1;
             if !r.is_dead() && self.liveness_of(r, now) != Liveness::Live {
@@ -1247,10 +1333,14 @@ impl Shard {
         for seg in self.segs.iter().flatten() {
             let mut off = 0;
             while off < seg.used {
-                let r = ItemRef::new(&seg.buf[off..], seg.bases);
+                let r = seg.item(off);
                 off += r.size();
                 if !r.is_dead() && heat(r.freq()) && self.liveness_of(r, now) == Liveness::Live {
-                    f(r.key(), r.value(), r.flags(), r.exptime(), r.cas());
+                    let value = r.value();
+                    match value.as_slice() {
+                        Some(v) => f(r.key(), v, r.flags(), r.exptime(), r.cas()),
+                        None => f(r.key(), &value.to_vec(), r.flags(), r.exptime(), r.cas()),
+                    }
                 }
             }
         }
@@ -1264,7 +1354,7 @@ impl Shard {
             let mut off = 0;
             // Re-read the segment every step: a removal may reclaim it (or rewind it).
             while let Some(seg) = self.segs[id].as_ref().filter(|s| off < s.used) {
-                let r = ItemRef::new(&seg.buf[off..], seg.bases);
+                let r = seg.item(off);
                 let at = off;
                 off += r.size();
                 if !r.is_dead() && !keep(r.key()) && self.remove(loc(id as u32, at), now) {
@@ -1280,7 +1370,16 @@ impl Shard {
     pub(super) fn check(&self) {
         let mut live = 0;
         let mut live_bytes = 0;
-        let mut allocated: usize = self.pool.iter().map(|b| b.len()).sum::<usize>() + self.big_pooled();
+        let mut allocated: usize = self
+            .pool
+            .iter()
+            .chain(self.tails.iter().flatten())
+            .map(|b| b.len())
+            .sum();
+        assert_eq!(
+            self.tail_bytes,
+            self.tails.iter().flatten().map(|b| b.len()).sum::<usize>()
+        );
         let mut per_queue = [0, 0];
         let mut per_queue_bytes = [0, 0];
         for (id, seg) in self.segs.iter().enumerate() {
@@ -1288,7 +1387,7 @@ impl Shard {
                 assert!(self.free_ids.contains(&(id as u32)));
                 continue;
             };
-            allocated += seg.buf.len();
+            allocated += seg.buf.allocated();
             let q = seg.queue as usize;
             if seg.sealed {
                 assert_eq!(self.fifo[q].iter().filter(|&&s| s as usize == id).count(), 1);
@@ -1298,7 +1397,7 @@ impl Shard {
             }
             let (mut n, mut off, mut seg_bytes) = (0, 0, 0);
             while off < seg.used {
-                let r = ItemRef::new(&seg.buf[off..], seg.bases);
+                let r = seg.item(off);
                 if !r.is_dead() {
                     n += 1;
                     live_bytes += r.size();
@@ -1332,11 +1431,10 @@ fn reads_for(size: usize, unit: usize) -> u16 {
 
 /// Frees a segment buffer, first handing its whole pages back to the kernel.
 ///
-/// A segment-size buffer comes from the malloc heap (a big item's is a [`Mapping`]),
-/// and a freed heap block stays resident until malloc reuses it.
-/// Buffers are pooled, so this only happens when big items need the room: without
-/// it, a store that had been full of small items and then fills with big ones would
-/// hold both in RSS.
+/// A segment-size buffer comes from the malloc heap, and a freed heap block stays
+/// resident until malloc reuses it.
+/// Buffers are pooled, so this only happens when the budget shrinks (or the index
+/// or ghost grows into it): without it, the memory given back would stay in RSS.
 fn free_buffer(mut buf: Box<[u8]>) {
     crate::sys::discard_pages(&mut buf);
     drop(buf);

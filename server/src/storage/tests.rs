@@ -277,36 +277,47 @@ fn big_items_get_segments_of_their_own() {
     check_all(&s);
 }
 
-/// A big item's mapping outlives the item: a deleted or evicted big item's buffer is
-/// kept (still counted) and the next big item takes it over, resized, instead of
-/// mapping and faulting in fresh pages; and it is freed before anything is evicted
-/// for a segment.
+/// A big item is made of segment-size chunks and a tail cut to pages. The chunks go
+/// back to the shard's pool when it goes: the next big item, of whatever size, and
+/// small items take them over rather than allocating (and faulting in) fresh memory.
+/// The value reads back whole across the chunks.
 #[test]
-fn a_big_items_buffer_is_kept_for_the_next_big_item() {
+fn a_big_items_chunks_are_pooled_for_whatever_comes_next() {
+    // 4 MiB in one shard: 64 KiB segments.
     let s = store(4 << 20, 1);
     let allocated = |s: &Store| s.stats().allocated as usize;
-    set(&s, b"a", &vec![1u8; 300 * 1024], 0, NOW).unwrap();
-    let with_a = allocated(&s);
+    let pattern = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8 ^ seed).collect() };
+    set(&s, b"small", b"v", 0, NOW).unwrap();
+    let before = allocated(&s);
+    const K: usize = 1024;
+    let a = pattern(300 * K, 1);
+    set(&s, b"a", &a, 0, NOW).unwrap();
+    // 300 KiB and a header: four chunks and a tail of 44 KiB and the header, in pages.
+    assert_eq!(allocated(&s) - before, 4 * 64 * K + 48 * K);
+    assert_eq!(get(&s, b"a", NOW).0.as_deref(), Some(&a[..]));
+    check_all(&s);
     assert!(s.with(b"a", NOW, |slot| slot.remove()));
-    assert_eq!(allocated(&s), with_a, "the deleted item's mapping is kept");
+    let pooled = 4 * 64 * K + 48 * K;
+    assert_eq!(allocated(&s) - before, pooled, "chunks and tail are pooled");
+    // An item of the same size takes all of them; a smaller one pooled chunks and a
+    // new tail; a bigger one adds only what it lacks.
+    set(&s, b"a", &a, 0, NOW).unwrap();
+    assert_eq!(allocated(&s) - before, pooled);
+    assert!(s.with(b"a", NOW, |slot| slot.remove()));
+    let b = pattern(200 * K, 2);
+    set(&s, b"b", &b, 0, NOW).unwrap();
+    assert_eq!(allocated(&s) - before, pooled + 12 * K, "3 chunks of the 4 and a tail");
+    let c = pattern(500 * K, 3);
+    set(&s, b"c", &c, 0, NOW).unwrap();
+    assert_eq!(allocated(&s) - before, pooled + 12 * K + 6 * 64 * K + 56 * K);
+    assert_eq!(get(&s, b"b", NOW).0.as_deref(), Some(&b[..]));
+    assert_eq!(get(&s, b"c", NOW).0.as_deref(), Some(&c[..]));
     check_all(&s);
-    // A smaller big item takes it over, shrunk to its size.
-    set(&s, b"b", &vec![2u8; 200 * 1024], 0, NOW).unwrap();
-    assert_eq!(
-        with_a - allocated(&s),
-        100 * 1024,
-        "the mapping was shrunk, not kept whole"
-    );
-    check_all(&s);
-    // A bigger one grows it.
-    assert!(s.with(b"b", NOW, |slot| slot.remove()));
-    set(&s, b"c", &vec![3u8; 500 * 1024], 0, NOW).unwrap();
-    assert_eq!(allocated(&s) - with_a, 200 * 1024);
-    assert_eq!(get(&s, b"c", NOW).0.as_deref(), Some(&vec![3u8; 500 * 1024][..]));
-    check_all(&s);
-    // A pooled mapping gives its room to small items before anything is evicted: as
+    // Pooled chunks give their room to small items before anything is evicted: as
     // many fit as in a store that never held a big item.
+    assert!(s.with(b"b", NOW, |slot| slot.remove()));
     assert!(s.with(b"c", NOW, |slot| slot.remove()));
+    assert!(s.with(b"small", NOW, |slot| slot.remove()));
     let until_evicting = |s: &Store| {
         let mut n = 0;
         while s.stats().evictions == 0 && n < 100_000 {
@@ -316,27 +327,8 @@ fn a_big_items_buffer_is_kept_for_the_next_big_item() {
         n
     };
     let (n, fresh) = (until_evicting(&s), until_evicting(&store(4 << 20, 1)));
-    assert_eq!(n, fresh, "with a big mapping pooled");
+    assert_eq!(n, fresh, "with a big item's chunks pooled");
     check_all(&s);
-}
-
-/// A kernel out of mappings (`vm.max_map_count`) costs nothing but the mapping: big
-/// items then come from the heap, and the store works as before.
-#[test]
-fn big_items_fall_back_to_the_heap_when_mapping_fails() {
-    crate::sys::REFUSE_MAPPINGS.with(|r| r.set(true));
-    let s = store(4 << 20, 1);
-    for i in 0..30u8 {
-        set(&s, format!("big{i}").as_bytes(), &vec![i; 300 * 1024], 0, NOW).unwrap();
-        let got = get(&s, format!("big{i}").as_bytes(), NOW).0;
-        assert!(
-            got.as_deref() == Some(&vec![i; 300 * 1024][..]),
-            "big{i} did not read back"
-        );
-        check_all(&s);
-    }
-    assert!(s.stats().evictions > 0);
-    crate::sys::REFUSE_MAPPINGS.with(|r| r.set(false));
 }
 
 /// S3-FIFO's small queue is measured in bytes, as in the paper: one large new item
@@ -842,6 +834,14 @@ fn a_sweep_stops_at_the_end_of_a_lap() {
     check_all(&s);
 }
 
+/// A model value's bytes for `version`, `len` long: each byte depends on its position,
+/// so a value read back with its pieces out of order or shifted does not match.
+fn model_bytes(version: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (version.wrapping_mul(31).wrapping_add(i as u64) % 251) as u8)
+        .collect()
+}
+
 /// A model check: under random sets, gets, deletes, touches, flushes and sweeps with
 /// a budget far too small for the keys (so eviction, copy-forward, compaction and
 /// big items all happen), every hit returns exactly the last value written to its
@@ -885,7 +885,7 @@ fn every_hit_is_the_last_write() {
                     } else {
                         rng.gen_range(8..200)
                     };
-                    let mut value = vec![b'.'; len];
+                    let mut value = model_bytes(version, len);
                     value[..8].copy_from_slice(&version.to_le_bytes());
                     let flags = rng.gen::<u32>();
                     let exptime = if rng.gen_bool(0.1) {
@@ -904,7 +904,11 @@ fn every_hit_is_the_last_write() {
                     let touch = rng.gen_bool(0.05).then(|| now + rng.gen_range(1..400));
                     let got = s.with(key.as_bytes(), now, |slot| {
                         slot.read(touch, |v, flags, cas| {
-                            (u64::from_le_bytes(v[..8].try_into().unwrap()), flags, cas)
+                            // Every byte, wherever it lies (a big item's are in chunks).
+                            let v = v.to_vec();
+                            let version = u64::from_le_bytes(v[..8].try_into().unwrap());
+                            assert!(v[8..] == model_bytes(version, v.len())[8..], "key:{k}'s bytes");
+                            (version, flags, cas)
                         })
                     });
                     if let Some((v, flags, cas)) = got {
