@@ -271,7 +271,7 @@ struct Field {
 
 /// A decoded header.
 #[derive(Debug, Clone, Copy)]
-struct Header {
+pub(super) struct Header {
     key_len: u8,
     /// Where the key starts (= header length).
     key_at: u8,
@@ -361,11 +361,18 @@ impl<'a> ItemRef<'a> {
     /// The item at the start of `buf` whose bytes go on in `rest`: a big item's first
     /// chunk (which holds its header, key and the value's start) and the others.
     pub(super) fn chunked(buf: &'a [u8], rest: &'a [Box<[u8]>], bases: Bases) -> ItemRef<'a> {
-        ItemRef {
-            buf,
-            rest,
-            h: decode(buf, bases),
-        }
+        ItemRef::decoded(buf, rest, decode(buf, bases))
+    }
+
+    /// The item at the start of `buf` (and `rest`) whose header `h` is decoded
+    /// already: a read decodes it once for its checks, its update and its reply.
+    pub(super) fn decoded(buf: &'a [u8], rest: &'a [Box<[u8]>], h: Header) -> ItemRef<'a> {
+        ItemRef { buf, rest, h }
+    }
+
+    /// The decoded header, for [`ItemRef::decoded`] and [`ItemMut::try_mark_read`].
+    pub(super) fn header(self) -> Header {
+        self.h
     }
 
     pub(super) fn key_len(self) -> usize {
@@ -590,8 +597,9 @@ impl<'a> ItemMut<'a> {
 
     /// Records a read at `now`: fetched, last access, and for get-and-touch a new
     /// expiry. False, with nothing changed, if the new values need a wider header.
-    pub(super) fn try_mark_read(&mut self, now: u32, touch_to: Option<u32>) -> bool {
-        let h = self.as_ref().h;
+    /// `h` is the item's header as decoded before this call (the bits may have
+    /// changed since, the fields not).
+    pub(super) fn try_mark_read(&mut self, h: &Header, now: u32, touch_to: Option<u32>) -> bool {
         let last = time_delta(h.last_access.max(now), self.bases.time);
         if !Self::fits(h.last_f, last) {
             return false;
@@ -729,14 +737,22 @@ mod tests {
         }
         assert_eq!(w.as_ref().freq(), 3);
         w.set_freq(1);
-        assert!(w.try_mark_read(B.time + 20, Some(B.time + 50)));
+        let h = w.as_ref().header();
+        assert!(w.try_mark_read(&h, B.time + 20, Some(B.time + 50)));
         assert_eq!(
             (w.as_ref().last_access(), w.as_ref().exptime()),
             (B.time + 20, B.time + 50)
         );
         assert!(w.as_ref().fetched());
-        assert!(!w.try_mark_read(B.time + 100_000, None), "last access needs more bytes");
-        assert!(!w.try_mark_read(B.time, Some(0)), "no expiry field to clear in place");
+        let h = w.as_ref().header();
+        assert!(
+            !w.try_mark_read(&h, B.time + 100_000, None),
+            "last access needs more bytes"
+        );
+        assert!(
+            !w.try_mark_read(&h, B.time, Some(0)),
+            "no expiry field to clear in place"
+        );
         // Smaller values pad to the old width and decode the same.
         let small = Meta {
             flags: 1,

@@ -116,7 +116,7 @@ use bytes::Bytes;
 use item::Meta;
 pub use item::Value;
 pub use policy::{PolicyKind, S3Tuning};
-use shard::{hash_key, Liveness, Loc, Shard};
+use shard::{hash_key, Liveness, Loc, Read, Shard};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
@@ -327,19 +327,32 @@ impl Slot<'_> {
             }
             return Some(f(Value::flat(&view.item.value), view.item.flags, view.item.cas));
         }
-        let mut idx = self.live_index()?;
-        self.miss = MissReason::Absent;
-        let mut m = self.shard.item_read(idx)?;
-        if !m.try_mark_read(self.now, touch_to) {
-            // The header has no room for the new last access or expiry: move the item.
-            let mut meta = m.as_ref().meta();
-            meta.bits |= item::M_FETCHED;
-            meta.last_access = meta.last_access.max(self.now);
-            if let Some(exp) = touch_to {
-                meta.exptime = exp;
+        let idx = self.shard.find(self.hash, self.key)?;
+        match self.shard.read(idx, self.now, touch_to) {
+            Read::Hit(r) => {
+                self.miss = MissReason::Absent;
+                return Some(f(r.value(), r.flags(), r.cas()));
             }
-            idx = self.shard.relocate(idx, self.hash, &meta, self.now).ok()?;
+            Read::Absent => return None,
+            Read::Gone(state) => {
+                self.shard.remove_hashed(idx, self.hash, self.now, false);
+                self.miss = match state {
+                    Liveness::Flushed => MissReason::Flushed,
+                    _ => MissReason::Expired,
+                };
+                return None;
+            }
+            Read::NoRoom => {}
         }
+        // The header has no room for the new last access or expiry: move the item.
+        self.miss = MissReason::Absent;
+        let mut meta = self.shard.item(idx)?.meta();
+        meta.bits |= item::M_FETCHED;
+        meta.last_access = meta.last_access.max(self.now);
+        if let Some(exp) = touch_to {
+            meta.exptime = exp;
+        }
+        let idx = self.shard.relocate(idx, self.hash, &meta, self.now).ok()?;
         let r = self.shard.item(idx)?;
         Some(f(r.value(), r.flags(), r.cas()))
     }

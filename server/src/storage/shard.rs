@@ -196,6 +196,30 @@ impl Segment {
     }
 }
 
+/// What [`Shard::read`] found.
+pub(super) enum Read<'a> {
+    /// A live item, its read counted and recorded.
+    Hit(ItemRef<'a>),
+    /// An expired or flushed item, left as it was.
+    Gone(Liveness),
+    /// A live item, its read counted, whose header has no room for the read's new
+    /// last access or expiry: the caller moves it.
+    NoRoom,
+    /// No item at that location.
+    Absent,
+}
+
+/// Whether an item may be served at `now` under `flush` (flush first, as memcached).
+fn liveness(flush: &FlushRule, r: ItemRef<'_>, now: u32) -> Liveness {
+    if flush.is_flushed(r.cas(), r.last_access()) {
+        Liveness::Flushed
+    } else if r.exptime() != 0 && r.exptime() <= now {
+        Liveness::Expired
+    } else {
+        Liveness::Live
+    }
+}
+
 /// Whether a found item may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Liveness {
@@ -387,13 +411,34 @@ impl Shard {
     }
 
     fn liveness_of(&self, r: ItemRef<'_>, now: u32) -> Liveness {
-        if self.flush.is_flushed(r.cas(), r.last_access()) {
-            Liveness::Flushed
-        } else if r.exptime() != 0 && r.exptime() <= now {
-            Liveness::Expired
-        } else {
-            Liveness::Live
+        liveness(&self.flush, r, now)
+    }
+
+    /// A read of the item at `l` at `now` that decodes its header once: if the item
+    /// is live, counts the read for the eviction policy (its frequency, and a big
+    /// item's read count), records it (fetched, last access, and for get-and-touch
+    /// the expiry `touch_to`) and hands the item out. The hot path of `get`; the
+    /// caller has applied `flush.advance(now)`.
+    pub(super) fn read(&mut self, l: Loc, now: u32, touch_to: Option<u32>) -> Read<'_> {
+        let Some(seg) = self.segs.get_mut(seg_of(l)).and_then(Option::as_mut) else {
+            return Read::Absent;
+        };
+        let (off, bases) = (off_of(l), seg.bases);
+        let r = ItemRef::new(&seg.buf[off..], bases);
+        let h = r.header();
+        match liveness(&self.flush, r, now) {
+            Liveness::Live => {}
+            gone => return Read::Gone(gone),
         }
+        if seg.own {
+            seg.reads = seg.reads.saturating_add(1);
+        }
+        let mut m = ItemMut::new(&mut seg.buf[off..], bases);
+        m.bump_freq();
+        if !m.try_mark_read(&h, now, touch_to) {
+            return Read::NoRoom;
+        }
+        Read::Hit(ItemRef::decoded(&seg.buf[off..], seg.buf.rest(), h))
     }
 
     /// Counts a read of the item at `l` for the eviction policy.
