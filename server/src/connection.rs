@@ -332,9 +332,13 @@ async fn answer(
                     let mut keys = get.keys.iter().peekable();
                     let mut ended = false;
                     while let Some(key) = keys.next() {
+                        let last = keys.peek().is_none();
                         let direct = exec::Direct {
                             sock,
-                            last: keys.peek().is_none(),
+                            last,
+                            // No request follows in the buffer: this reply ends the
+                            // batch's, and the batch would write it next anyway.
+                            ends_batch: last && rbuf.is_empty(),
                         };
                         ended = exec::retrieve_one_to(node, get.kind, &key, now, counters, out, Some(direct));
                         if out.len() >= FLUSH_AT && flush(sock, out, counters).await.is_err() {

@@ -215,6 +215,11 @@ pub struct Direct<'a> {
     pub sock: &'a tokio::net::TcpStream,
     /// Whether this is the retrieval's last key.
     pub last: bool,
+    /// Whether the reply to this key is the last the batch has to write (the
+    /// retrieval's last key, and no request after it read yet): sending it now costs
+    /// no system call the batch would not make anyway, so values of
+    /// [`DIRECT_VALUE_LAST`] bytes or more go directly too.
+    pub ends_batch: bool,
 }
 
 /// A value at least this long is sent from the store straight to the client
@@ -222,8 +227,15 @@ pub struct Direct<'a> {
 /// copy costs more than the system call the block then needs of its own.
 pub const DIRECT_VALUE: usize = 64 * 1024;
 
+/// A value at least this long whose reply ends the batch ([`Direct::ends_batch`]) is
+/// sent from the store straight to the client: one `writev` of what `out` holds, the
+/// value and its end, where a copy into `out` would be followed by a `write` of it
+/// all. Below it the copy costs less than the vector's extra pieces.
+pub const DIRECT_VALUE_LAST: usize = 4 * 1024;
+
 /// [`retrieve_one`], and for a client connection's socket `direct`, a value of
-/// [`DIRECT_VALUE`] bytes or more goes from the store to the socket in one `writev`,
+/// [`DIRECT_VALUE`] bytes or more (or [`DIRECT_VALUE_LAST`] if its reply ends the
+/// batch) goes from the store to the socket in one `writev`,
 /// after what `out` holds and with its `VALUE` line, so the value is copied once (into
 /// the kernel), as memcached's `sendmsg` from the item does. What the socket does not
 /// take at once is left in `out`, in order, for the connection's next write.
@@ -268,7 +280,9 @@ pub fn retrieve_one_to(
             let cas = kind.with_cas().then_some(cas);
             // Whether the hit is counted already, and whether END is written.
             let mut counted = false;
-            if let Some(d) = direct.filter(|_| value.len() >= DIRECT_VALUE) {
+            let direct =
+                direct.filter(|d| value.len() >= DIRECT_VALUE || d.ends_batch && value.len() >= DIRECT_VALUE_LAST);
+            if let Some(d) = direct {
                 let head = out.len();
                 response::write_value_head(out, key, flags, value.len(), cas);
                 count_hit(c);
@@ -725,6 +739,38 @@ mod tests {
         expected.extend_from_slice(b"\r\n");
         let (_, got) = tokio::join!(async { a.write_all(&out).await.unwrap() }, read_n(&mut b, total));
         assert!(got == expected, "the bytes arrived out of order");
+    }
+
+    /// A value too small to be sent directly mid-batch goes directly when its reply
+    /// ends the batch (one `writev` instead of a copy and a `write`).
+    #[tokio::test]
+    async fn a_value_whose_reply_ends_the_batch_goes_directly() {
+        let (a, mut b) = socket_pair().await;
+        let n = node();
+        let v = vec![5u8; 10 * 1024];
+        let item = Item::new(Bytes::from(v.clone()), 0, 0, n.store.next_cas(), NOW);
+        n.store.with(b"k", NOW, |slot| slot.insert(item)).unwrap();
+        let mut c = Counters::default();
+        let get = |ends_batch, out: &mut BytesMut, c: &mut Counters| {
+            let d = Direct {
+                sock: &a,
+                last: true,
+                ends_batch,
+            };
+            retrieve_one_to(&n, GetKind::Get, &Bytes::from_static(b"k"), NOW, c, out, Some(d))
+        };
+        let mut out = BytesMut::new();
+        assert!(!get(false, &mut out, &mut c), "mid-batch: copied");
+        assert_eq!(out.len(), "VALUE k 0 10240\r\n".len() + v.len() + 2);
+        let mut out = BytesMut::new();
+        assert!(get(true, &mut out, &mut c), "ends the batch: sent with its END");
+        assert!(out.is_empty());
+        let mut want = b"VALUE k 0 10240\r\n".to_vec();
+        want.extend_from_slice(&v);
+        want.extend_from_slice(b"\r\nEND\r\n");
+        assert_eq!(read_n(&mut b, want.len()).await, want);
+        // A direct send counts its hit in the node's totals before it goes out.
+        assert_eq!(c.get_hits + n.stats.totals.snapshot().get_hits, 2);
     }
 
     #[tokio::test]

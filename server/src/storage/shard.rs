@@ -589,7 +589,7 @@ impl Shard {
     }
 
     /// Frees one pooled buffer (a segment-size one first, else the biggest pooled
-    /// tail); false if there was none.
+    /// tail), giving its pages back to the kernel; false if there was none.
     fn free_pooled(&mut self) -> bool {
         let buf = match self.pool.pop() {
             Some(buf) => buf,
@@ -939,6 +939,15 @@ impl Shard {
         if tail > 0 {
             if let Some(buf) = self.pooled_tail(tail) {
                 chunks.push(buf);
+            } else if self.allocated + tail > self.seg_limit() && !self.pool.is_empty() {
+                // No room beside the pooled buffers: a pooled segment-size buffer is
+                // cut down to the tail in place, so the tail's pages are resident
+                // already and the rest go back to the kernel (freeing it and
+                // allocating the tail anew faulted every tail's pages in: 6% of a
+                // large-value load's CPU).
+                let buf = self.pool.pop().expect("a pooled buffer");
+                self.allocated -= buf.len() - tail;
+                chunks.push(cut(buf, tail));
             } else {
                 // Room for a new tail: free pooled buffers if need be.
                 while self.allocated + tail > self.seg_limit() && self.free_pooled() {}
@@ -1472,6 +1481,15 @@ impl Shard {
 /// of `unit` ([`Shard::size_unit`]), rounded, at least 1.
 fn reads_for(size: usize, unit: usize) -> u16 {
     ((size + unit / 2) / unit.max(1)).clamp(1, usize::from(u16::MAX)) as u16
+}
+
+/// `buf` cut to its first `len` bytes in place (malloc shrinks the block), the pages
+/// past them handed back to the kernel first.
+fn cut(buf: Box<[u8]>, len: usize) -> Box<[u8]> {
+    let mut v = buf.into_vec();
+    crate::sys::discard_pages(&mut v[len..]);
+    v.truncate(len);
+    v.into_boxed_slice()
 }
 
 /// Frees a segment buffer, first handing its whole pages back to the kernel.
