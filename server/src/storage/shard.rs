@@ -1291,6 +1291,11 @@ impl Shard {
         let (klen, vlen) = (key.len(), value.len());
         self.reserve_index(now);
         let fresh_len = item::size(klen, vlen, meta, fresh);
+        if fresh_len > self.seg_size && fresh_len - vlen > self.seg_size {
+            // A big item's header and key go in its first chunk, a segment long: in a
+            // shard under 864 bytes a segment is shorter than the longest key.
+            return Err(StoreError::TooLarge);
+        }
         let (l, len) = if fresh_len > self.seg_size {
             (self.append_big(q, fresh_len, fresh, now)?, fresh_len)
         } else {
@@ -1434,6 +1439,12 @@ impl Shard {
             self.tail_bytes,
             self.tails.iter().flatten().map(|b| b.len()).sum::<usize>()
         );
+        assert!(self.pool.iter().all(|b| b.len() == self.seg_size));
+        for (class, tails) in self.tails.iter().enumerate() {
+            assert!(tails
+                .iter()
+                .all(|b| b.len() == (class + 1) * TAIL_ROUND && b.len() < self.seg_size));
+        }
         let mut per_queue = [0, 0];
         let mut per_queue_bytes = [0, 0];
         for (id, seg) in self.segs.iter().enumerate() {
@@ -1442,6 +1453,22 @@ impl Shard {
                 continue;
             };
             allocated += seg.buf.allocated();
+            match &seg.buf {
+                Buf::Heap(b) => assert!(!seg.own && seg.used <= b.len()),
+                Buf::Chunks(c) => {
+                    assert!(seg.own && c.len() >= 2);
+                    assert!(seg.buf.allocated() >= seg.used);
+                    let r = seg.item(0);
+                    assert!(
+                        r.size() - r.value_len() <= c[0].len(),
+                        "header and key in the first chunk"
+                    );
+                    assert!(
+                        c[..c.len() - 1].iter().all(|b| b.len() == c[0].len()),
+                        "only the tail is shorter"
+                    );
+                }
+            }
             let q = seg.queue as usize;
             if seg.sealed {
                 assert_eq!(self.fifo[q].iter().filter(|&&s| s as usize == id).count(), 1);

@@ -363,6 +363,30 @@ fn the_small_queues_share_is_of_bytes_not_items() {
     check_all(&s);
 }
 
+/// A big item's header and key go in its first chunk, one segment long: in a shard
+/// so small that its segments are shorter than a long key, the item is refused, not
+/// written past the chunk. (Found by review: a panic under the shard's lock, reached
+/// with `-t 256 -m 4097` and `cache_memlimit 1`.)
+#[test]
+fn a_long_key_in_a_tiny_shard_does_not_panic() {
+    // 600 bytes in one shard: 200-byte segments.
+    let s = Store::new(StoreConfig {
+        memory_limit: 600,
+        shards: 1,
+        max_item_size: 1024,
+    });
+    let key = [b'k'; 200];
+    match set(&s, &key, b"0123456789", 0, NOW) {
+        Ok(()) => assert_eq!(get(&s, &key, NOW).0.as_deref(), Some(&b"0123456789"[..])),
+        Err(e) => assert!(matches!(e, StoreError::TooLarge | StoreError::OutOfMemory), "{e:?}"),
+    }
+    check_all(&s);
+    // A short key's item of the same size is stored, in chunks.
+    set(&s, b"k", &[b'v'; 300], 0, NOW).unwrap();
+    assert_eq!(get(&s, b"k", NOW).0.as_deref(), Some(&[b'v'; 300][..]));
+    check_all(&s);
+}
+
 #[test]
 fn an_empty_store_takes_a_big_item_that_fits_beside_the_reserve() {
     // Deleting a store's only item leaves its open segment empty but allocated, and
