@@ -728,7 +728,7 @@ impl Shard {
     /// Segment-size buffers that could be had without evicting: pooled, unallocated,
     /// or in place of pooled tails.
     fn available(&self) -> usize {
-        self.pool.len() + self.seg_limit().saturating_sub(self.allocated - self.tail_bytes) / self.seg_size
+        self.room() / self.seg_size
     }
 
     /// Brings segments, index and ghost back within the budget after the index or the
@@ -1001,7 +1001,8 @@ impl Shard {
         }
     }
 
-    /// Bytes of buffers that could be had without evicting: pooled or unallocated.
+    /// Bytes of buffers that could be had without evicting: pooled (tails too, which
+    /// can be freed for room) or unallocated.
     fn room(&self) -> usize {
         self.pool.len() * self.seg_size + self.seg_limit().saturating_sub(self.allocated - self.tail_bytes)
     }
