@@ -61,7 +61,7 @@ use std::collections::VecDeque;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::flush::FlushRule;
-use super::ghost::{fingerprint, Ghost};
+use super::ghost::Ghost;
 use super::index::Index;
 use super::item::{self, Bases, ItemMut, ItemRef, Meta};
 use super::policy::{PolicyKind, S3Tuning};
@@ -1208,7 +1208,7 @@ impl Shard {
                         self.counters.evicted_unfetched += 1;
                     }
                     if q == Queue::Small && self.policy == PolicyKind::S3Fifo && self.tuning.ghost_admit {
-                        self.ghost.insert(fingerprint(hash));
+                        self.ghost.insert(hash);
                     }
                 }
                 Liveness::Expired | Liveness::Flushed => {
@@ -1257,7 +1257,7 @@ impl Shard {
             PolicyKind::Clock => Queue::Main,
             PolicyKind::S3Fifo
                 if self.tuning.ghost_admit
-                    && self.ghost.take(fingerprint(hash))
+                    && self.ghost.take(hash)
                     && (self.tuning.size_aware_pct == 0 || reads_for(len, self.size_unit()) == 1) =>
             {
                 Queue::Main
