@@ -314,7 +314,8 @@ impl HandoffPace {
 /// runs before any request, and a request handler would then see a fresh beat. Every
 /// caller that finds the gap waits until the drop is done ([`FreezeGuard::after_freeze`]).
 /// (Gossip tells the node it was declared down a moment later, and the rejoin drops the
-/// store again: see `crate::membership`.)
+/// store again: see `crate::membership`.) The drop also revokes the ring the node was
+/// frozen on, so requests that waited in its sockets do not run ([`Cluster::drop_store`]).
 pub struct FreezeGuard {
     started: std::time::Instant,
     /// Milliseconds since `started` at the last beat.
@@ -431,18 +432,32 @@ pub struct Cluster {
     ring_config: RingConfig,
     /// The hand-off's budget, bytes per second (0: none); see [`HandoffPace`].
     handoff_rate: u64,
+    /// Set (before the store is emptied) by every drop of the store: the ring version
+    /// in force then, and until when (ms since `clock`) it stays revoked; see
+    /// [`Cluster::drop_store`]. `dropped` says whether to look at it at all.
+    revoked: std::sync::Mutex<Option<(u64, u64)>>,
+    dropped: AtomicBool,
+    /// How long a ring stays revoked after a drop when it does not change meanwhile.
+    revoke_for: Duration,
 }
 
 impl Cluster {
     /// Joins the cluster and starts following it.
     pub async fn start(config: ClusterConfig, store: Arc<Store>) -> std::io::Result<Arc<Cluster>> {
         let stats = Arc::new(ClusterStats::default());
+        // The cluster, once it exists (the membership starts first): a drop goes
+        // through `Cluster::drop_store`, which revokes the ring of the moment.
+        let cluster_cell: Arc<std::sync::OnceLock<std::sync::Weak<Cluster>>> = Arc::default();
         let on_down: OnDeclaredDown = {
             let store = store.clone();
             let stats = stats.clone();
-            Arc::new(move || {
-                stats.resets.fetch_add(1, Relaxed);
-                store.flush_all(crate::node::unix_now(), 0);
+            let cell = cluster_cell.clone();
+            Arc::new(move || match cell.get().and_then(std::sync::Weak::upgrade) {
+                Some(cluster) => cluster.drop_store(),
+                None => {
+                    stats.resets.fetch_add(1, Relaxed);
+                    store.flush_all(crate::node::unix_now(), 0);
+                }
             })
         };
         let membership = Membership::start(config.gossip.clone(), on_down).await?;
@@ -451,7 +466,9 @@ impl Cluster {
             config.gossip.key.clone(),
             config.peer_timeout,
         ));
-        Ok(Cluster::follow(config, store, membership, peers, stats))
+        let cluster = Cluster::follow(config, store, membership, peers, stats);
+        let _ = cluster_cell.set(Arc::downgrade(&cluster));
+        Ok(cluster)
     }
 
     /// Follows `membership` (a running gossip task, or views a test publishes), reaching
@@ -497,6 +514,9 @@ impl Cluster {
             ring_tx: tx.clone(),
             ring_config: config.ring,
             handoff_rate: config.handoff_rate,
+            revoked: std::sync::Mutex::new(None),
+            dropped: AtomicBool::new(false),
+            revoke_for: config.gossip.probe_period * 2 + config.gossip.probe_rtt,
         });
         Cluster::probe_peers(&cluster);
         let weak = Arc::downgrade(&cluster);
@@ -812,8 +832,53 @@ impl Cluster {
 
     fn drop_after_freeze(&self) {
         warn!("this process was frozen longer than failure detection; dropping local data");
+        self.drop_store();
+    }
+
+    /// Drops every item (after a freeze, when the cluster declared this node down, when
+    /// its side regained a majority), and first revokes the ring of the moment: until
+    /// this node's ring changes, or for two probe periods and a probe round trip (time
+    /// for gossip to tell it whether it was declared down), it refuses key commands
+    /// from clients and peers ([`STORE_DROPPED`]).
+    ///
+    /// Emptying the store is not enough. A frozen node's sockets hold requests its
+    /// peers sent before they declared it down: writes forwarded to it as the primary,
+    /// fenced with the ring they shared then, which the senders gave up on, placed
+    /// again on other owners and had acknowledged, and newer writes after them. The
+    /// thawed node is still on that ring until gossip catches up (its membership
+    /// renews its identity and drops the store again, and only then is the new ring
+    /// published), so the fence lets such a write run, with a CAS unique minted now,
+    /// newer than the writes acknowledged meanwhile: it survives the drop that precedes
+    /// the new ring, and the hand-off and read repair then keep it on every owner over
+    /// the acknowledged value (membership_events, freeze). And a client's write run
+    /// under that ring would be acknowledged by a node the others no longer count.
+    pub fn drop_store(&self) {
+        let until = self.clock.elapsed().as_millis() as u64 + self.revoke_for.as_millis() as u64;
+        {
+            let mut revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *revoked = Some((self.ring_version(), until));
+            self.dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.stats.resets.fetch_add(1, Relaxed);
         self.store.flush_all(crate::node::unix_now(), 0);
+    }
+
+    /// Whether the ring this node is on was revoked by a drop of its store that is
+    /// still recent (see [`Cluster::drop_store`]): key commands are refused.
+    pub fn ring_revoked(&self) -> bool {
+        if !self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let mut revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.clock.elapsed().as_millis() as u64;
+        match *revoked {
+            Some((version, until)) if version == self.ring_version() && now < until => true,
+            _ => {
+                *revoked = None;
+                self.dropped.store(false, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+        }
     }
 
     /// Whether this node is in the repair window after a ring change: for
@@ -904,13 +969,25 @@ impl Cluster {
     }
 
     /// Why this node must not run key commands now, as the reply to send: still
-    /// joining ([`JOINING`]), or its side of the cluster holds no majority
-    /// ([`NO_QUORUM`], see [`crate::quorum`]). `None` while it may serve keys.
+    /// joining ([`JOINING`]), its side of the cluster holds no majority
+    /// ([`NO_QUORUM`], see [`crate::quorum`]), or it has just dropped its store and
+    /// is still on the ring it held then ([`STORE_DROPPED`], see
+    /// [`Cluster::drop_store`]). `None` while it may serve keys.
     pub fn refuse_keys(&self) -> Option<&'static [u8]> {
         if self.joining() {
             Some(JOINING)
-        } else if !self.membership.in_quorum() {
+        } else {
+            self.refuse_peer_keys()
+        }
+    }
+
+    /// [`Cluster::refuse_keys`] for a peer's request, which runs while this node joins
+    /// (the peer placed it here).
+    pub fn refuse_peer_keys(&self) -> Option<&'static [u8]> {
+        if !self.membership.in_quorum() {
             Some(NO_QUORUM)
+        } else if self.ring_revoked() {
+            Some(STORE_DROPPED)
         } else {
             None
         }
@@ -1073,7 +1150,7 @@ async fn until_dropped(mut rx: watch::Receiver<Arc<RingView>>, id: &NodeId) {
 /// How often each peer's round trip is measured (see `Cluster::probe_peers`).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-pub use ringcache_protocol::text::response::{JOINING, NO_QUORUM};
+pub use ringcache_protocol::text::response::{JOINING, NO_QUORUM, STORE_DROPPED};
 
 /// Drops every item whose key `view` does not place on this node, shard by shard, while
 /// `current` (the node's ring version) is still `view`'s; returns how many.

@@ -122,6 +122,15 @@ error_line!(
     NO_QUORUM, NO_QUORUM_MSG, "SERVER_ERROR", "no quorum: this node is cut off from most of its cluster"
 );
 error_line!(
+    /// ringcache: a key command to a node that has just dropped its store (it was
+    /// frozen longer than failure detection, or the cluster declared it down, or its
+    /// side regained a majority) and is still on the ring it held then: requests placed
+    /// with that ring may have waited in its sockets since before the drop, and the
+    /// cluster may have moved on without it. Nothing was done; a client should use
+    /// another node.
+    STORE_DROPPED, STORE_DROPPED_MSG, "SERVER_ERROR", "store dropped: waiting for the cluster's verdict"
+);
+error_line!(
     /// `incr`/`decr` on a value that is not a number.
     NON_NUMERIC, NON_NUMERIC_MSG, "CLIENT_ERROR", "cannot increment or decrement non-numeric value"
 );

@@ -78,13 +78,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: Request, out: &mut BytesMut) -> Flow
         // A peer's requests run while this node joins (the peer placed them here), but
         // not while its side has no quorum: what it holds may be stale (a read repair
         // would take it), and a replica there must not acknowledge.
-        true => (!ctx.cluster.membership.in_quorum()
-            && (uses_keys(&req)
+        // Nor just after it dropped its store, while still on the ring it held then.
+        true => ctx.cluster.refuse_peer_keys().filter(|_| {
+            uses_keys(&req)
                 || matches!(
                     req,
                     Request::Peer(PeerRequest::Get { .. } | PeerRequest::Set { .. } | PeerRequest::Del { .. })
-                )))
-        .then_some(crate::cluster::NO_QUORUM),
+                )
+        }),
     };
     if let Some(refusal) = refusal {
         if !req.noreply() {

@@ -818,3 +818,55 @@ async fn a_hand_off_is_applied_only_by_an_owner_on_the_ring_it_is_for() {
         "a node on another ring took a hand-off"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_queued_for_a_frozen_node_is_not_run_once_it_dropped_its_store() {
+    // membership_events (freeze): node 1 is frozen (SIGSTOP) while a write forwarded to
+    // it, fenced with the ring of the moment, waits unread in its socket. The others
+    // declare it down; the forward is given up, placed again and acknowledged, and a
+    // newer write is acknowledged after it. Node 1 thaws: it drops its store (the freeze
+    // guard, then the rejoin), but until its membership and ring catch up it is still
+    // on the ring the queued write was fenced with, so the fence lets the write run,
+    // with a CAS unique minted now: newer than the acknowledged write's, which the
+    // hand-off then cannot bring back. Every owner then served the old value.
+    for replicas in [1, 2] {
+        let tc = TestCluster::start(3, replicas).await;
+        tokio::time::sleep(PAST_REPAIR).await;
+        let key = key_where(&tc, |o| o[0] == 1 && !o.contains(&0));
+        let version = tc.cluster(1).ring_version();
+        let queued = format!("rc_ring {version}\r\n{}", set(&key, "old"));
+
+        for n in [0, 2] {
+            tc.set_members(n, &[0, 2]).await;
+        }
+        tc.settle().await;
+        assert_eq!(run(&tc, 0, &set(&key, "old")).await.0, "STORED\r\n");
+        assert_eq!(run(&tc, 0, &set(&key, "new")).await.0, "STORED\r\n");
+
+        // The thaw: node 1 drops its store, still on its old ring, and reads the queue.
+        tc.cluster(1).drop_store();
+        let reply = crate::peer_connection::answer(tc.nodes[1].clone(), Bytes::from(queued), tc.now()).await;
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        assert!(
+            reply.starts_with("SERVER_ERROR"),
+            "R={replicas}: the queued write ran: {reply:?}"
+        );
+        // Nor does it acknowledge a client's write under that ring.
+        let reply = run(&tc, 1, &set(&key, "lost")).await.0;
+        assert!(reply.starts_with("SERVER_ERROR"), "R={replicas}: {reply:?}");
+
+        // Node 1 is back on everybody's ring: it serves the acknowledged write (or a miss).
+        for n in [0, 1, 2] {
+            tc.set_members(n, &[0, 1, 2]).await;
+        }
+        tc.settle().await;
+        tokio::time::sleep(PAST_REPAIR).await;
+        for n in 0..3 {
+            let reply = run(&tc, n, &format!("get {key}\r\n")).await.0;
+            assert!(
+                reply == value(&key, "new") || reply == "END\r\n",
+                "R={replicas}: node {n} answered {reply:?}"
+            );
+        }
+    }
+}

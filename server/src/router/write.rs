@@ -120,6 +120,13 @@ pub async fn write_here(
         return Err(req);
     }
     let noreply = req.noreply();
+    if let Some(refusal) = cluster.ring_revoked().then_some(crate::cluster::STORE_DROPPED) {
+        // The store was dropped while the repair waited (see `Cluster::drop_store`).
+        if !noreply {
+            out.put_slice(refusal);
+        }
+        return Ok(Flow::Continue);
+    }
     let before = out.len();
     let flow = exec::execute(node, req, now, ctx.counters, out);
     let applied = applied_state(node, key, now);
