@@ -326,7 +326,17 @@ async fn answer(
                     break;
                 }
             }
-            let parsed = parse_request(rbuf, &limits);
+            let mut parsed = parse_request(rbuf, &limits);
+            if matches!(parsed, Ok(None)) && rbuf.len() > 2 {
+                // A big value's line is in: read the value straight into the store.
+                match Box::pin(land(node, sock, rbuf, out, counters, &limits, shard)).await {
+                    Landed::No => {}
+                    Landed::Done => continue,
+                    Landed::Close => return Next::Close,
+                    Landed::Route(req) => parsed = Ok(Some(req)),
+                    Landed::Err(e) => parsed = Err(e),
+                }
+            }
             match parsed {
                 Ok(Some(Request::Get(get))) if router::runs_here(node, view.as_deref(), &get) => {
                     let mut keys = get.keys.iter().peekable();
@@ -433,6 +443,114 @@ async fn answer(
             },
             () = node.connections.stopped(shard) => return Next::Close,
         };
+    }
+}
+
+/// The least value [`land`] reads into the store: a smaller one is in the read buffer
+/// at once or nearly (and a store's segments are rarely smaller).
+const LAND_MIN: usize = 16 * 1024;
+
+/// What [`land`] did.
+enum Landed {
+    /// Nothing: not a big value, or not one this node stores itself.
+    No,
+    /// Read the value into the store and ran the request; its reply is in `out`.
+    Done,
+    /// The client went away, or the node stops.
+    Close,
+    /// Read the value, but the request is no longer this node's alone to run (the
+    /// ring changed meanwhile): here it is, with the value, to route as any other.
+    Route(Request),
+    /// The value was not followed by `\r\n`.
+    Err(ringcache_protocol::text::ParseError),
+}
+
+/// When `rbuf` holds the whole line of a storage command with a big value still to
+/// come, and this node would store it itself (no cluster, or a cluster of one that
+/// serves keys): reads the value straight into the chunks of the store it will live
+/// in, as memcached reads a value into the item it allocated from the line, so a big
+/// `set` costs no copy of its value and no read buffer of its size (a tenth of the
+/// server's CPU on large values went to that copy). Replies already in `out` are sent
+/// first, since the client may wait for them. Boxed by the caller: its state is not
+/// part of every batch's.
+async fn land(
+    node: &Node,
+    sock: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    counters: &mut Counters,
+    limits: &Limits,
+    shard: usize,
+) -> Landed {
+    use ringcache_protocol::text::{pending_store, StoreMode};
+    let Some(p) = pending_store(rbuf, limits) else {
+        return Landed::No;
+    };
+    if p.len < LAND_MIN || matches!(p.mode, StoreMode::Append | StoreMode::Prepend) || !runs_all_here(node) {
+        return Landed::No;
+    }
+    let now = unix_now();
+    let key = bytes::Bytes::copy_from_slice(&rbuf[p.key.0..p.key.1]);
+    let exptime = crate::storage::absolute_expiry(p.exptime, now);
+    let Some(mut landing) = node.store.land(&key, p.len, p.flags, exptime, now) else {
+        return Landed::No;
+    };
+    rbuf.advance(p.line);
+    while !landing.is_full() && !rbuf.is_empty() {
+        let spare = landing.spare();
+        let n = spare.len().min(rbuf.len());
+        spare[..n].copy_from_slice(&rbuf[..n]);
+        rbuf.advance(n);
+        landing.advance(n);
+    }
+    if flush(sock, out, counters).await.is_err() {
+        return Landed::Close;
+    }
+    while !landing.is_full() {
+        let n = tokio::select! {
+            r = sock.read(landing.spare()) => match r {
+                Ok(0) | Err(_) => return Landed::Close,
+                Ok(n) => n,
+            },
+            () = node.connections.stopped(shard) => return Landed::Close,
+        };
+        counters.bytes_read += n as u64;
+        landing.advance(n);
+    }
+    while rbuf.len() < 2 {
+        if rbuf.capacity() - rbuf.len() < 64 {
+            pool::grow(rbuf, READ_BUF);
+        }
+        let n = tokio::select! {
+            r = sock.read_buf(rbuf) => match r {
+                Ok(0) | Err(_) => return Landed::Close,
+                Ok(n) => n,
+            },
+            () = node.connections.stopped(shard) => return Landed::Close,
+        };
+        counters.bytes_read += n as u64;
+    }
+    let end = [rbuf[0], rbuf[1]];
+    rbuf.advance(2);
+    match p.finish(key, bytes::Bytes::new(), end) {
+        None => Landed::Err(p.bad_chunk()),
+        Some(req) if runs_all_here(node) => {
+            exec::execute_landed(node, req, &mut landing, unix_now(), counters, out);
+            Landed::Done
+        }
+        Some(mut req) => {
+            req.value = landing.to_bytes();
+            Landed::Route(Request::Store(req))
+        }
+    }
+}
+
+/// Whether this node runs every key command itself, now: no cluster, or a cluster
+/// of one that serves keys (`router::runs_locally`).
+fn runs_all_here(node: &Node) -> bool {
+    match &node.cluster {
+        None => true,
+        Some(cluster) => cluster.ring().ring.len() <= 1 && cluster.refuse_keys().is_none(),
     }
 }
 
@@ -684,23 +802,78 @@ mod tests {
         assert_eq!(pool::lent(), 0);
     }
 
-    /// A large reply's grown buffer is kept (bounded) and the next large reply on the
-    /// thread grows into it, instead of a fresh allocation each time.
+    /// A read buffer grown for a large request is kept (bounded) and the next large
+    /// request on the thread grows into it, instead of a fresh allocation each time.
+    /// (`append` is read into the buffer: a big `set` is read into the store, see
+    /// `a_big_value_is_read_into_the_store`.)
     #[tokio::test]
     async fn a_grown_buffer_is_pooled_within_its_bound_and_reused() {
         let mut c = one_conn().await;
-        let (value, _) = big_set_and_get(&mut c).await;
+        let append = |n: usize| {
+            let mut req = format!("append big 0 0 {n}\r\n").into_bytes();
+            req.extend_from_slice(&vec![b'a'; n]);
+            req.extend_from_slice(b"\r\n");
+            req
+        };
+        c.write_all(b"set big 0 0 1\r\nv\r\n").await.unwrap();
+        read_until(&mut c, b"STORED\r\n").await;
+        c.write_all(&append(300 * 1024)).await.unwrap();
+        read_until(&mut c, b"STORED\r\n").await;
         settle().await;
         let (n, bytes) = pool::pooled_big();
         assert!(n >= 1, "no grown buffer kept");
         assert!(bytes <= pool::BIG_KEEP);
         for _ in 0..3 {
-            c.write_all(b"get big\r\n").await.unwrap();
-            let reply = read_until(&mut c, b"END\r\n").await;
-            assert_eq!(reply.len(), 20 + value.len() + 2 + 5);
+            c.write_all(&append(100 * 1024)).await.unwrap();
+            read_until(&mut c, b"STORED\r\n").await;
             settle().await;
             assert_eq!(pool::pooled_big(), (n, bytes), "the kept buffer was not the one reused");
         }
+    }
+
+    /// A big value is read straight into the store: no read buffer grows for it,
+    /// whatever part of it came with its line, and pipelined requests around it are
+    /// answered in order; a value not followed by `\r\n` is refused as memcached
+    /// refuses it, and the connection goes on.
+    #[tokio::test]
+    async fn a_big_value_is_read_into_the_store() {
+        let mut c = one_conn().await;
+        settle().await;
+        let grown = pool::pooled_big();
+        let value: Vec<u8> = (0..700 * 1024).map(|i| (i % 253) as u8).collect();
+        for split in [0, 10, 20 * 1024, 300 * 1024, value.len(), value.len() + 1] {
+            let mut req = b"set s 0 0 1\r\nx\r\n".to_vec();
+            req.extend_from_slice(format!("set big{split} 3 0 {}\r\n", value.len()).as_bytes());
+            let at = req.len() + split;
+            req.extend_from_slice(&value);
+            req.extend_from_slice(format!("\r\nget s\r\nget big{split}\r\n").as_bytes());
+            c.write_all(&req[..at]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            c.write_all(&req[at..]).await.unwrap();
+            let mut want = format!(
+                "STORED\r\nSTORED\r\nVALUE s 0 1\r\nx\r\nEND\r\nVALUE big{split} 3 {}\r\n",
+                value.len()
+            )
+            .into_bytes();
+            want.extend_from_slice(&value);
+            want.extend_from_slice(b"\r\nEND\r\n");
+            let mut got = vec![0; want.len()];
+            tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
+                .await
+                .expect("replies")
+                .unwrap();
+            assert!(got == want, "replies through split {split}");
+        }
+        settle().await;
+        assert_eq!(pool::pooled_big(), grown, "a read buffer grew for a big set");
+        assert_eq!(pool::lent(), 0);
+        // Not followed by \r\n: refused once its bytes are in, and the next request runs.
+        let mut req = format!("set bad 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"XYget bad\r\n");
+        c.write_all(&req).await.unwrap();
+        let reply = read_until(&mut c, b"END\r\n").await;
+        assert_eq!(reply, b"CLIENT_ERROR bad data chunk\r\nEND\r\n");
     }
 
     /// A value long enough to go from the store straight to the socket

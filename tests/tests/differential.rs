@@ -162,6 +162,33 @@ fn storage() -> Group {
                 .send("gets $Ka\r\n")
                 .send_cas("delete $Ka\r\ncas $Ka 0 0 2 $CAS\r\nv2\r\n"),
             c("set_500k_value").send(set("$Ka", &big)).send("get $Ka\r\n"),
+            // Big values are read straight into the store (`connection::land`): every
+            // storage command that can take that path, sent whole and in pieces.
+            c("set_500k_value_in_pieces")
+                .send(format!("get $Ka\r\nset $Ka 5 0 {}\r\n{}", big.len(), &big[..1000]))
+                .pause_ms(20)
+                .send(&big[1000..300 * 1024])
+                .pause_ms(20)
+                .send(format!("{}\r\nget $Ka\r\n", &big[300 * 1024..])),
+            c("big_add_replace_cas")
+                .send(st("add", "$Ka", "1", "0", &big))
+                .send(st("add", "$Ka", "2", "0", &big[1..]))
+                .send(st("replace", "$Kb", "3", "0", &big))
+                .send(st("replace", "$Ka", "4", "0", &big[2..]))
+                .send("gets $Ka\r\n")
+                .send_cas(format!("cas $Ka 6 0 {} $CAS\r\n{}\r\n", big.len() - 3, &big[3..]))
+                .send_cas(format!("cas $Ka 7 0 {} $CAS\r\n{}\r\n", big.len() - 4, &big[4..]))
+                .send("get $Ka $Kb\r\n"),
+            c("big_set_noreply_and_bad_chunk")
+                .send(format!("set $Ka 0 0 {} noreply\r\n{big}\r\n", big.len()))
+                .send(format!("set $Kb 0 0 {}\r\n{big}XYget $Kb\r\n", big.len()))
+                .send(format!("set $Kb 0 0 {} noreply\r\n{big}\nXget $Kb\r\n", big.len()))
+                .send("get $Ka\r\n"),
+            c("big_append_prepend")
+                .send(set("$Ka", "<>"))
+                .send(st("append", "$Ka", "0", "0", &big[..100 * 1024]))
+                .send(st("prepend", "$Ka", "0", "0", &big[..200 * 1024]))
+                .send("get $Ka\r\n"),
             c("set_value_over_item_size")
                 .send(set("$Ka", &too_big))
                 .send("get $Ka\r\n"),

@@ -205,6 +205,85 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     carry_out(buf, plan, end, next, limits)
 }
 
+/// A storage command (`set`, `add`, ...) whose line is buffered whole and valid but
+/// whose data block is not: what a server needs to read the data block somewhere
+/// other than the read buffer (straight into the store, as memcached reads a value
+/// into the item it allocated from the line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingStore {
+    /// Bytes of the command line, its `\n` included: the data block starts here.
+    pub line: usize,
+    /// Which storage command.
+    pub mode: StoreMode,
+    /// The key's place in the buffer.
+    pub key: (usize, usize),
+    /// The client flags.
+    pub flags: u32,
+    /// The exptime as sent.
+    pub exptime: i64,
+    /// Bytes of the data block, not counting its `\r\n`.
+    pub len: usize,
+    /// Whether the line ends in `noreply`.
+    pub noreply: bool,
+}
+
+impl PendingStore {
+    /// The request once the data block `value` and its `\r\n` are read, given the
+    /// key (`buf[key.0..key.1]` as it was). `None` when the two bytes after the block
+    /// are not `\r\n`: the answer is then [`PendingStore::bad_chunk`], as
+    /// [`parse_request`] gives it.
+    pub fn finish(&self, key: Bytes, value: Bytes, end: [u8; 2]) -> Option<StoreRequest> {
+        (end == *b"\r\n").then(|| StoreRequest {
+            mode: self.mode,
+            key,
+            flags: self.flags,
+            exptime: self.exptime,
+            value,
+            noreply: self.noreply,
+        })
+    }
+
+    /// The error for a data block not followed by `\r\n` (nothing to swallow: the
+    /// block and the two bytes were read).
+    pub fn bad_chunk(&self) -> ParseError {
+        ParseError::reply(if self.noreply { b"" } else { replies::BAD_CHUNK })
+    }
+}
+
+/// The storage command at the front of `buf` when [`parse_request`] would wait for
+/// its data block (`Ok(None)` with the line complete); `None` in every other case.
+/// Reads the line exactly as [`parse_request`] does, and leaves `buf` as it is.
+pub fn pending_store(buf: &[u8], limits: &Limits) -> Option<PendingStore> {
+    let nl = memchr(b'\n', buf)?;
+    if nl >= LINE_MAX {
+        return None;
+    }
+    let next = nl + 1;
+    let mut end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    if let Some(nul) = memchr(0, &buf[..end]) {
+        end = nul;
+    }
+    match plan(&buf[..end], limits) {
+        Plan::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            len,
+            noreply,
+        } if buf.len() < next + len + 2 => Some(PendingStore {
+            line: next,
+            mode,
+            key,
+            flags,
+            exptime,
+            len,
+            noreply,
+        }),
+        _ => None,
+    }
+}
+
 /// No `\n` buffered yet: wait, or give up on a line that is already too long.
 #[cold]
 fn incomplete_line(buf: &mut BytesMut) -> Result<Option<Request>, ParseError> {

@@ -386,17 +386,56 @@ fn send_direct(
 }
 
 /// Executes a storage command and returns its reply line.
+/// Runs a storage command whose value was read into `landing` (`req.value` is not
+/// looked at; see `storage::Store::land`), and appends its reply to `out`.
+pub fn execute_landed(
+    node: &Node,
+    req: StoreRequest,
+    landing: &mut crate::storage::Landing<'_>,
+    now: u32,
+    c: &mut Counters,
+    out: &mut BytesMut,
+) -> Flow {
+    let noreply = req.noreply;
+    let reply = store_item_from(node, req, Some(landing), now, c);
+    if !noreply {
+        out.put_slice(reply);
+    }
+    Flow::Continue
+}
+
 fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'static [u8] {
+    store_item_from(node, req, None, now, c)
+}
+
+/// [`store_item`] with the value in `landing` if there is one.
+fn store_item_from(
+    node: &Node,
+    mut req: StoreRequest,
+    mut landing: Option<&mut crate::storage::Landing<'_>>,
+    now: u32,
+    c: &mut Counters,
+) -> &'static [u8] {
     c.cmd_set += 1;
+    if matches!(req.mode, StoreMode::Append | StoreMode::Prepend) {
+        // Joined with the old value anyway: no use for the chunks.
+        if let Some(l) = landing.take() {
+            req.value = l.to_bytes();
+        }
+    }
     let exptime = absolute_expiry(req.exptime, now);
     let limits = Limits {
         max_item_size: node.settings.max_item_size,
     };
     let outcome = node.store.with(&req.key, now, |slot| {
+        let put = |slot: &mut crate::storage::Slot<'_>, item: Item| match landing {
+            Some(l) => slot.insert_landed(item, l),
+            None => slot.insert(item),
+        };
         // A plain set needs nothing of the old item: skip copying it out.
         if req.mode == StoreMode::Set {
             let item = Item::new(req.value, req.flags, exptime, node.store.next_cas(), now);
-            return slot.insert(item).map(|()| Outcome::Stored);
+            return put(slot, item).map(|()| Outcome::Stored);
         }
         let current = slot.get();
         let value = match (req.mode, current) {
@@ -434,7 +473,7 @@ fn store_item(node: &Node, req: StoreRequest, now: u32, c: &mut Counters) -> &'s
             }
         };
         let item = Item::new(value, req.flags, exptime, node.store.next_cas(), now);
-        slot.insert(item).map(|()| Outcome::Stored)
+        put(slot, item).map(|()| Outcome::Stored)
     });
     let outcome = outcome.unwrap_or_else(|e| match e {
         StoreError::TooLarge => {

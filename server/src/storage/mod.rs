@@ -64,7 +64,11 @@
 //!
 //! # Values
 //! A value is copied into its segment on insert, never kept as the `Bytes` slice it
-//! arrived in (which would pin a whole connection read buffer). [`Slot::read`] lends
+//! arrived in (which would pin a whole connection read buffer). A big value can
+//! instead be read straight into the chunks it will live in, as memcached reads a
+//! value into the item it allocated from the command line: [`Store::land`] lends
+//! them once the line is parsed, the connection reads into [`Landing::spare`], and
+//! [`Slot::insert_landed`] stores the item without copying the value. [`Slot::read`] lends
 //! the value in place under the lock (the `get` hot path), as a [`Value`]: one slice,
 //! or a big item's slice per chunk; [`Slot::get`] hands out an
 //! [`Item`] whose `value` is a fresh copy, and changes the caller makes to that `Item`
@@ -116,7 +120,7 @@ use bytes::Bytes;
 use item::Meta;
 pub use item::Value;
 pub use policy::{PolicyKind, S3Tuning};
-use shard::{hash_key, Liveness, Loc, Read, Shard};
+use shard::{gather, hash_key, Liveness, Loc, Read, Shard, Src};
 
 /// Relative exptimes up to this many seconds (30 days); larger ones are Unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
@@ -392,6 +396,27 @@ impl Slot<'_> {
         self.shard.store(self.hash, self.key, &item, self.now)
     }
 
+    /// [`Slot::insert`] with the value read into `landing` (for this key, and full):
+    /// stored without a copy when the item comes out as the chunks were laid out for
+    /// (the chunks are then the item's), else copied out of them (the landing keeps
+    /// its chunks). A landing of another key, or not full, is stored as a copy of
+    /// what it holds. Drop the landing outside [`Store::with`]: giving its chunks back
+    /// takes its shard's lock.
+    pub fn insert_landed(&mut self, item: Item, landing: &mut Landing<'_>) -> Result<(), StoreError> {
+        self.view = None;
+        if landing.hash != self.hash || !landing.is_full() || landing.chunks.is_empty() {
+            debug_assert!(false, "a landing of another key, or not full: {landing:?}");
+            let value = landing.to_bytes();
+            return self.insert(Item { value, ..item });
+        }
+        let src = Src::Landed {
+            chunks: std::mem::take(&mut landing.chunks),
+            head: landing.head,
+            len: landing.len,
+        };
+        self.shard.store_from(self.hash, self.key, &item, src, self.now)
+    }
+
     /// Whether a version with CAS unique `cas` is newer than every version of the key
     /// this store holds or remembers (a live item, or a tombstone): what
     /// [`Store::keep_newer`] keeps.
@@ -446,7 +471,98 @@ impl Slot<'_> {
     }
 }
 
+/// Chunks of the store lent for a big value to be read into ([`Store::land`]), in
+/// order: the value's bytes go to [`Landing::spare`], then [`Slot::insert_landed`]
+/// stores the item. Dropped unstored, the chunks go back to their shard.
+pub struct Landing<'a> {
+    store: &'a Store,
+    shard: usize,
+    hash: u64,
+    /// Empty once stored.
+    chunks: Vec<Box<[u8]>>,
+    /// Bytes of header and key before the value.
+    head: usize,
+    /// The value's length, and how much of it is filled.
+    len: usize,
+    filled: usize,
+}
+
+impl Landing<'_> {
+    /// Where the value's next bytes go: the rest of the chunk they fall in, at most
+    /// what is still to come (empty once full).
+    pub fn spare(&mut self) -> &mut [u8] {
+        let at = self.head + self.filled;
+        let left = self.len - self.filled;
+        let size = self.chunks[0].len();
+        let (i, off) = (at / size, at % size);
+        match self.chunks.get_mut(i) {
+            Some(c) => {
+                let end = c.len().min(off + left);
+                &mut c[off..end]
+            }
+            None => &mut [],
+        }
+    }
+
+    /// Counts `n` more bytes of the value as written to [`Landing::spare`].
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len - self.filled);
+        self.filled += n;
+    }
+
+    /// Whether the whole value is in.
+    pub fn is_full(&self) -> bool {
+        self.filled == self.len
+    }
+
+    /// The value's bytes filled so far, copied out.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(gather(&self.chunks, self.head, self.filled))
+    }
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        if !self.chunks.is_empty() {
+            let chunks = std::mem::take(&mut self.chunks);
+            self.store.lock(self.shard).return_chunks(chunks);
+        }
+    }
+}
+
+impl std::fmt::Debug for Landing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Landing")
+            .field("shard", &self.shard)
+            .field("chunks", &self.chunks.len())
+            .field("len", &self.len)
+            .field("filled", &self.filled)
+            .finish()
+    }
+}
+
 impl Store {
+    /// Lends the chunks a `key` with a `value_len`-byte value, `flags` and absolute
+    /// `exptime`, stored at Unix time `now`, will live in, for the value to be read
+    /// straight into them; `None` unless the item is big (over a segment) and there is
+    /// room for it now, in which case the value is read and stored as usual. The
+    /// chunks count against the memory limit from now on.
+    pub fn land(&self, key: &[u8], value_len: usize, flags: u32, exptime: u32, now: u32) -> Option<Landing<'_>> {
+        let hash = hash_key(key);
+        let i = (hash >> 32) as usize & self.mask;
+        let meta = Meta::of(&Item::new(Bytes::new(), flags, exptime, 0, now), now);
+        let (chunks, head) = self.lock(i).lend_chunks(key.len(), value_len, &meta, now)?;
+        Some(Landing {
+            store: self,
+            shard: i,
+            hash,
+            chunks,
+            head,
+            len: value_len,
+            filled: 0,
+        })
+    }
+
     /// A store running [`DEFAULT_POLICY`].
     pub fn new(cfg: StoreConfig) -> Store {
         Store::with_policy(cfg, DEFAULT_POLICY)

@@ -274,8 +274,11 @@ pub(super) struct Shard {
     /// This shard's slice of the memory budget, in bytes.
     limit: usize,
     max_item_size: usize,
-    /// Bytes of segment and pooled buffers.
+    /// Bytes of segment and pooled buffers, and of chunks lent out (`lent`).
     allocated: usize,
+    /// Bytes of chunks lent for big values being read into place
+    /// ([`Shard::lend_chunks`]), counted in `allocated` until they come back.
+    lent: usize,
     /// Sum of the live items' sizes.
     live_bytes: usize,
     items: usize,
@@ -293,6 +296,41 @@ pub(super) struct Shard {
     /// size-aware policy's yardstick, the workload's mean item rather than the mean
     /// of the items the policy chose to keep.
     stored: (u64, u64),
+}
+
+/// Where a stored item's value comes from.
+pub(super) enum Src<'v> {
+    /// Bytes to copy in.
+    Copy(&'v [u8]),
+    /// Chunks from [`Shard::lend_chunks`] with the value already read into place:
+    /// `head` bytes (header and key) are left before it, and it is `len` bytes long.
+    Landed {
+        chunks: Vec<Box<[u8]>>,
+        head: usize,
+        len: usize,
+    },
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Copy(v) => v.len(),
+            Src::Landed { len, .. } => *len,
+        }
+    }
+}
+
+/// The `len` bytes after the first `head` of `chunks`, in one vector.
+pub(super) fn gather(chunks: &[Box<[u8]>], head: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut skip = head;
+    for c in chunks {
+        let from = skip.min(c.len());
+        skip -= from;
+        let n = (c.len() - from).min(len - out.len());
+        out.extend_from_slice(&c[from..from + n]);
+    }
+    out
 }
 
 fn loc_hash(segs: &[Option<Segment>], l: Loc) -> u64 {
@@ -329,6 +367,7 @@ impl Shard {
             limit,
             max_item_size,
             allocated: 0,
+            lent: 0,
             live_bytes: 0,
             items: 0,
             cursor: (0, 0, 0),
@@ -912,6 +951,13 @@ impl Shard {
     /// the pool or the unallocated budget, and a tail cut to what it holds, evicting
     /// until they fit beside the eviction reserve.
     fn append_big(&mut self, q: Queue, len: usize, fresh: Bases, now: u32) -> Result<Loc, StoreError> {
+        let chunks = self.take_chunks(len, now)?;
+        self.big_segment(q, len, fresh, chunks)
+    }
+
+    /// The chunks a big item of `len` bytes is made of ([`Shard::big_layout`]), from
+    /// the pool or the unallocated budget, evicting for room; counted in `allocated`.
+    fn take_chunks(&mut self, len: usize, now: u32) -> Result<Vec<Box<[u8]>>, StoreError> {
         let (full, tail) = self.big_layout(len);
         let need = full * self.seg_size + tail;
         self.fit(now);
@@ -961,6 +1007,11 @@ impl Shard {
             self.recycle(Buf::Chunks(chunks));
             return Err(StoreError::OutOfMemory);
         }
+        Ok(chunks)
+    }
+
+    /// A big item's segment of `chunks` at the front of queue `q`.
+    fn big_segment(&mut self, q: Queue, len: usize, fresh: Bases, chunks: Vec<Box<[u8]>>) -> Result<Loc, StoreError> {
         let id = self
             .new_segment(Segment {
                 buf: Buf::Chunks(chunks),
@@ -976,6 +1027,56 @@ impl Shard {
             .ok_or(StoreError::OutOfMemory)?;
         self.fifo[q as usize].push_front(id);
         Ok(loc(id, 0))
+    }
+
+    /// Chunks for a big item of a `key_len`-byte key and a `value_len`-byte value with
+    /// `meta`, stored now, lent so that the value can be read straight into place
+    /// before the item is stored ([`super::Store::land`]): the chunks (counted in
+    /// `allocated` and `lent`) and how many bytes of header and key go before the
+    /// value. `None` if the item would not be big, would be refused, or finds no
+    /// room.
+    pub(super) fn lend_chunks(
+        &mut self,
+        key_len: usize,
+        value_len: usize,
+        meta: &Meta,
+        now: u32,
+    ) -> Option<(Vec<Box<[u8]>>, usize)> {
+        let fresh = Bases {
+            cas: meta.cas,
+            time: now,
+        };
+        let len = item::size(key_len, value_len, meta, fresh);
+        if len <= self.seg_size
+            || len - value_len > self.seg_size
+            || key_len > MAX_KEY
+            || value_len > u32::MAX as usize
+            || key_len + value_len > self.max_item_size
+            || self.charge(len) + RESERVE * self.seg_size > self.limit
+        {
+            return None;
+        }
+        let chunks = self.take_chunks(len, now).ok()?;
+        self.lent += chunks.iter().map(|c| c.len()).sum::<usize>();
+        Some((chunks, len - value_len))
+    }
+
+    /// Takes back chunks from [`Shard::lend_chunks`] that were not stored.
+    pub(super) fn return_chunks(&mut self, chunks: Vec<Box<[u8]>>) {
+        self.lent -= chunks.iter().map(|c| c.len()).sum::<usize>();
+        self.recycle(Buf::Chunks(chunks));
+    }
+
+    /// Whether `chunks` are what [`Shard::take_chunks`] gives for a big item of `len`
+    /// bytes today.
+    fn fits_layout(&self, chunks: &[Box<[u8]>], len: usize) -> bool {
+        if len <= self.seg_size {
+            return false;
+        }
+        let (full, tail) = self.big_layout(len);
+        chunks.len() == full + usize::from(tail > 0)
+            && chunks[..full].iter().all(|c| c.len() == self.seg_size)
+            && (tail == 0 || chunks[full].len() == tail)
     }
 
     /// How a big item of `len` bytes is cut: full segment-size chunks, and the bytes of
@@ -1231,26 +1332,57 @@ impl Shard {
     /// removes the old one, as memcached does, so a failed `set` never leaves the
     /// previous value behind.
     pub(super) fn store(&mut self, hash: u64, key: &[u8], item: &Item, now: u32) -> Result<(), StoreError> {
+        self.store_from(hash, key, item, Src::Copy(&item.value), now)
+    }
+
+    /// [`Shard::store`] with the value from `src` (`item.value` is not looked at).
+    pub(super) fn store_from(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        item: &Item,
+        src: Src<'_>,
+        now: u32,
+    ) -> Result<(), StoreError> {
+        if let Src::Landed { chunks, .. } = &src {
+            self.lent -= chunks.iter().map(|c| c.len()).sum::<usize>();
+        }
         if let Some(old) = self.find(hash, key) {
             self.remove_hashed(old, hash, now, false);
         }
         // The store time is now, whatever the caller's copy says: the flush rule
         // compares it.
         let meta = Meta::of(item, now);
+        let vlen = src.len();
         let len = item::size(
             key.len(),
-            item.value.len(),
+            vlen,
             &meta,
             Bases {
                 cas: meta.cas,
                 time: now,
             },
         );
+        // A value read into chunks laid out for another item (a header of another
+        // width, the clock having moved on; or a segment size changed since) is
+        // copied out and stored as any other: rare, and never wrong.
+        let gathered;
+        let src = match src {
+            Src::Landed { chunks, head, len: v } if len - v != head || !self.fits_layout(&chunks, len) => {
+                gathered = gather(&chunks, head, v);
+                self.recycle(Buf::Chunks(chunks));
+                Src::Copy(&gathered)
+            }
+            src => src,
+        };
         if key.len() > MAX_KEY
-            || item.value.len() > u32::MAX as usize
-            || key.len() + item.value.len() > self.max_item_size
+            || vlen > u32::MAX as usize
+            || key.len() + vlen > self.max_item_size
             || self.charge(len) + RESERVE * self.seg_size > self.limit
         {
+            if let Src::Landed { chunks, .. } = src {
+                self.recycle(Buf::Chunks(chunks));
+            }
             return Err(StoreError::TooLarge);
         }
         let q = match self.policy {
@@ -1264,7 +1396,7 @@ impl Shard {
             }
             PolicyKind::S3Fifo => Queue::Small,
         };
-        self.place(q, hash, key, &item.value, &meta, 0, now)?;
+        self.place(q, hash, key, src, &meta, 0, now)?;
         self.counters.total_items += 1;
         self.note_stored(len);
         // Eviction while placing may have grown the ghost's count of main's items.
@@ -1280,7 +1412,7 @@ impl Shard {
         q: Queue,
         hash: u64,
         key: &[u8],
-        value: &[u8],
+        value: Src<'_>,
         meta: &Meta,
         freq: u8,
         now: u32,
@@ -1292,15 +1424,23 @@ impl Shard {
         let (klen, vlen) = (key.len(), value.len());
         self.reserve_index(now);
         let fresh_len = item::size(klen, vlen, meta, fresh);
+        let (value, landed) = match value {
+            Src::Copy(v) => (v, None),
+            Src::Landed { chunks, .. } => (&[][..], Some(chunks)),
+        };
         if fresh_len > self.seg_size && fresh_len - vlen > self.seg_size {
             // A big item's header and key go in its first chunk, a segment long: in a
             // shard under 864 bytes a segment is shorter than the longest key.
+            if let Some(chunks) = landed {
+                self.recycle(Buf::Chunks(chunks));
+            }
             return Err(StoreError::TooLarge);
         }
-        let (l, len) = if fresh_len > self.seg_size {
-            (self.append_big(q, fresh_len, fresh, now)?, fresh_len)
-        } else {
-            self.append(q, |b| item::size(klen, vlen, meta, b), fresh, now, false)?
+        let (l, len) = match landed {
+            // `store_from` checked that they are laid out for this item.
+            Some(chunks) => (self.big_segment(q, fresh_len, fresh, chunks)?, fresh_len),
+            None if fresh_len > self.seg_size => (self.append_big(q, fresh_len, fresh, now)?, fresh_len),
+            None => self.append(q, |b| item::size(klen, vlen, meta, b), fresh, now, false)?,
         };
         let seg = self.seg_mut(seg_of(l));
         let bases = seg.bases;
@@ -1310,6 +1450,7 @@ impl Shard {
                 // Header, key and the value's start fill the first chunk; the value
                 // goes on in the others.
                 let at = item::write_head(&mut chunks[0], key, vlen, meta, bases, freq);
+                // A landed value is in place already (`value` is empty then).
                 let mut value = value;
                 for (i, chunk) in chunks.iter_mut().enumerate() {
                     let to = &mut chunk[if i == 0 { at } else { 0 }..];
@@ -1343,7 +1484,7 @@ impl Shard {
         let key = r.key().to_vec();
         let value = r.value().to_vec();
         self.remove_hashed(l, hash, now, false);
-        self.place(q, hash, &key, &value, meta, freq, now)
+        self.place(q, hash, &key, Src::Copy(&value), meta, freq, now)
     }
 
     /// Examines up to `budget` items from the sweep cursor, removing expired and
@@ -1435,7 +1576,8 @@ impl Shard {
             .iter()
             .chain(self.tails.iter().flatten())
             .map(|b| b.len())
-            .sum();
+            .sum::<usize>()
+            + self.lent;
         assert_eq!(
             self.tail_bytes,
             self.tails.iter().flatten().map(|b| b.len()).sum::<usize>()

@@ -331,6 +331,107 @@ fn a_big_items_chunks_are_pooled_for_whatever_comes_next() {
     check_all(&s);
 }
 
+/// Fills `l` from `value` in pieces of at most `step` bytes, as reads would.
+fn fill_landing(l: &mut Landing<'_>, value: &[u8], step: usize) {
+    let mut at = 0;
+    while !l.is_full() {
+        let spare = l.spare();
+        let n = spare.len().min(step);
+        assert!(n > 0, "room until full");
+        spare[..n].copy_from_slice(&value[at..at + n]);
+        l.advance(n);
+        at += n;
+    }
+    assert_eq!(at, value.len());
+    assert!(l.spare().is_empty());
+}
+
+/// Stores `key` from a landing filled with `value`.
+fn set_landed(s: &Store, key: &[u8], value: &[u8], flags: u32, exptime: u32, now: u32) -> Result<(), StoreError> {
+    let mut l = s.land(key, value.len(), flags, exptime, now).expect("a big item lands");
+    fill_landing(&mut l, value, 7000);
+    let item = Item::new(Bytes::new(), flags, exptime, s.next_cas(), now);
+    s.with(key, now, |slot| slot.insert_landed(item, &mut l))
+}
+
+/// A big value read straight into the chunks it lives in: stored as a copied one
+/// would be, in the same memory, and every chunk accounted for whether the landing
+/// is stored, dropped half-filled, or outlived by a change of the memory limit.
+#[test]
+fn a_landed_value_is_stored_in_the_chunks_it_was_read_into() {
+    const K: usize = 1024;
+    let pattern = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8 ^ seed).collect() };
+    let allocated = |s: &Store| s.stats().allocated as usize;
+    // 4 MiB in one shard: 64 KiB segments. A value within a segment does not land.
+    let s = store(4 << 20, 1);
+    assert!(s.land(b"k", 60 * K, 0, 0, NOW).is_none());
+    assert!(s.land(b"k", 2 << 20, 0, 0, NOW).is_none(), "over -I");
+    let before = allocated(&s);
+    let a = pattern(300 * K, 1);
+    set_landed(&s, b"a", &a, 7, 0, NOW).unwrap();
+    // The same memory as a copied value: four chunks and a tail of 44 KiB and the
+    // header, in pages.
+    assert_eq!(allocated(&s) - before, 4 * 64 * K + 48 * K);
+    check_all(&s);
+    let got = s.with(b"a", NOW, |slot| slot.get().map(|i| (i.value.clone(), i.flags)));
+    assert_eq!(got, Some((Bytes::from(a.clone()), 7)));
+    // Replacing it takes its chunks back from the pool, landed or copied.
+    let b = pattern(300 * K, 2);
+    set_landed(&s, b"a", &b, 0, NOW + 3600, NOW).unwrap();
+    assert_eq!(allocated(&s) - before, 2 * (4 * 64 * K + 48 * K));
+    assert_eq!(get(&s, b"a", NOW).0.as_deref(), Some(&b[..]));
+    check_all(&s);
+    // A landing dropped half-filled gives its chunks back to the pool.
+    let held = allocated(&s);
+    let mut l = s.land(b"c", 500 * K, 0, 0, NOW).unwrap();
+    fill_part(&mut l, 100 * K);
+    assert!(allocated(&s) > held);
+    check_all(&s);
+    drop(l);
+    check_all(&s);
+    assert_eq!(get(&s, b"c", NOW).0, None);
+    let pooled = allocated(&s);
+    set(&s, b"c", &pattern(500 * K, 3), 0, NOW).unwrap();
+    assert_eq!(allocated(&s), pooled, "the next big item takes them");
+    check_all(&s);
+    // Stored later than it landed, with a header of another width (an expiry 200 s
+    // away is 50 s away by then, a one-byte delta instead of two): copied.
+    let d = pattern(100 * K, 4);
+    let mut l = s.land(b"d", d.len(), 0, NOW + 200, NOW).unwrap();
+    fill_landing(&mut l, &d, 4096);
+    let later = NOW + 150;
+    let item = Item::new(Bytes::new(), 0, NOW + 200, s.next_cas(), later);
+    s.with(b"d", later, |slot| slot.insert_landed(item, &mut l)).unwrap();
+    drop(l);
+    assert_eq!(get(&s, b"d", later).0.as_deref(), Some(&d[..]));
+    check_all(&s);
+    // A landing outlives a smaller memory limit (new segment size): stored by copy,
+    // its chunks freed, the accounts still right.
+    let e = pattern(200 * K, 5);
+    let mut l = s.land(b"e", e.len(), 0, 0, NOW).unwrap();
+    fill_landing(&mut l, &e, 65536);
+    s.set_memory_limit(2 << 20, NOW);
+    check_all(&s);
+    let item = Item::new(Bytes::new(), 0, 0, s.next_cas(), NOW);
+    s.with(b"e", NOW, |slot| slot.insert_landed(item, &mut l)).unwrap();
+    drop(l);
+    check_all(&s);
+    assert_eq!(get(&s, b"e", NOW).0.as_deref(), Some(&e[..]));
+    assert!(allocated(&s) <= 2 << 20);
+}
+
+/// Fills the first `n` bytes of `l`'s value with anything.
+fn fill_part(l: &mut Landing<'_>, n: usize) {
+    let mut done = 0;
+    while done < n {
+        let spare = l.spare();
+        let k = spare.len().min(n - done);
+        spare[..k].fill(0xAB);
+        l.advance(k);
+        done += k;
+    }
+}
+
 /// S3-FIFO's small queue is measured in bytes, as in the paper: one large new item
 /// in small is a large share of the memory however few items small holds, so it is
 /// the next to go if nobody reads it, rather than popular small items of main.

@@ -842,3 +842,51 @@ fn hostile_bytes() {
         assert!(rest.len() <= input.len());
     }
 }
+
+/// `pending_store` names the storage command `parse_request` waits on, at every cut
+/// between its line and the end of its data block, and the request it finishes is
+/// the one `parse_request` gives for the whole input; it is `None` everywhere else.
+#[test]
+fn a_pending_store_finishes_as_the_parser_would() {
+    let limits = Limits { max_item_size: 4096 };
+    let inputs: [&[u8]; 6] = [
+        b"set k 5 0 10\r\n0123456789\r\n",
+        b"  add   kk 0 -1 3 noreply\r\nabc\r\n",
+        b"cas k 1 2 4 77\r\nwxyz\r\n",
+        b"append k 0 0 2\nxy\r\n",
+        b"set k 0 0 3\r\nabcXY",
+        b"set k\x000 0 0 3\r\nabc\r\n",
+    ];
+    for input in inputs {
+        let mut whole = BytesMut::from(input);
+        let expected = parse_request(&mut whole, &limits);
+        let nl = input.iter().position(|&c| c == b'\n').unwrap();
+        for cut in 0..input.len() {
+            let buf = &input[..cut];
+            let mut probe = BytesMut::from(buf);
+            let waits = matches!(parse_request(&mut probe, &limits), Ok(None));
+            let pending = pending_store(buf, &limits);
+            let Some(p) = pending else {
+                assert!(
+                    cut <= nl || !waits || !matches!(expected, Ok(Some(Request::Store(_)))),
+                    "{input:?} at {cut}"
+                );
+                continue;
+            };
+            assert!(waits && cut > nl, "{input:?} at {cut}");
+            assert_eq!(p.line, nl + 1);
+            let key = Bytes::copy_from_slice(&input[p.key.0..p.key.1]);
+            let value = Bytes::copy_from_slice(&input[p.line..p.line + p.len]);
+            let end = [input[p.line + p.len], input[p.line + p.len + 1]];
+            let got = match p.finish(key, value, end) {
+                Some(req) => Ok(Some(Request::Store(req))),
+                None => Err(p.bad_chunk()),
+            };
+            assert_eq!(got, expected, "{input:?} at {cut}");
+        }
+    }
+    // Not a storage command, or a value too large: nothing pending.
+    assert_eq!(pending_store(b"get k\r\n", &limits), None);
+    assert_eq!(pending_store(b"set k 0 0 5000\r\nab", &limits), None);
+    assert_eq!(pending_store(b"set k 0 0 bad\r\nab", &limits), None);
+}
