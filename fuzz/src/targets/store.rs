@@ -19,6 +19,10 @@
 //!   immediate `flush_all` leaves no item and no live byte, and one operation never
 //!   allocates more than the limit plus twice the value it carries.
 //!
+//! Some sets of big values go the way a connection reads them: into chunks lent by
+//! `Store::land`, in pieces, stored with `Slot::insert_landed`, or abandoned half-way
+//! (nothing stored, the key's last write still the one to find).
+//!
 //! Only the public API is used (`Store`, `Slot`, `Item`, `StoreStats`), so the target
 //! keeps working when the store's internals change.
 
@@ -243,7 +247,36 @@ impl Run {
                     self.store.next_cas(),
                     now,
                 );
-                let r = self.store.with(&key, now, |slot| slot.insert(item.clone()));
+                let r = match (op == 3).then(|| self.store.land(&key, item.value.len(), item.flags, item.exptime, now))
+                {
+                    // A big value read into the store's chunks in pieces, as a
+                    // connection does; sometimes abandoned half-way (the client went
+                    // away): nothing is stored then, and the chunks go back.
+                    Some(Some(mut landing)) => {
+                        self.sig.add_str("landed");
+                        let step = 1 + usize::from(inp.u8()) * 97;
+                        let abandon = inp.u8().is_multiple_of(8);
+                        let mut at = 0;
+                        while !(landing.is_full() || abandon && at > 0) {
+                            let spare = landing.spare();
+                            let n = spare.len().min(step);
+                            spare[..n].copy_from_slice(&item.value[at..at + n]);
+                            landing.advance(n);
+                            at += n;
+                        }
+                        if !landing.is_full() {
+                            self.sig.add_str("abandoned");
+                            return Ok(());
+                        }
+                        let bare = Item {
+                            value: Bytes::new(),
+                            ..item.clone()
+                        };
+                        self.store
+                            .with(&key, now, |slot| slot.insert_landed(bare, &mut landing))
+                    }
+                    _ => self.store.with(&key, now, |slot| slot.insert(item.clone())),
+                };
                 self.inserted(key, &item, r)?;
             }
             // add: only when the key holds nothing live
