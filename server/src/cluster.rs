@@ -437,8 +437,12 @@ pub struct Cluster {
     /// [`Cluster::drop_store`]. `dropped` says whether to look at it at all.
     revoked: std::sync::Mutex<Option<(u64, u64)>>,
     dropped: AtomicBool,
-    /// How long a ring stays revoked after a drop when it does not change meanwhile.
+    /// How long a ring stays revoked after a drop when it does not change meanwhile
+    /// and the other members do not confirm it ([`Cluster::confirm_after_drops`]).
     revoke_for: Duration,
+    /// Wakes [`Cluster::confirm_after_drops`] after a drop (from any thread: the
+    /// freeze guard's is not the runtime's).
+    confirm: Arc<tokio::sync::Notify>,
 }
 
 impl Cluster {
@@ -516,9 +520,11 @@ impl Cluster {
             handoff_rate: config.handoff_rate,
             revoked: std::sync::Mutex::new(None),
             dropped: AtomicBool::new(false),
-            revoke_for: config.gossip.probe_period * 2 + config.gossip.probe_rtt,
+            revoke_for: config.gossip.probe_period * 4 + config.gossip.suspect_timeout + config.gossip.probe_rtt,
+            confirm: Arc::default(),
         });
         Cluster::probe_peers(&cluster);
+        Cluster::confirm_after_drops(&cluster);
         let weak = Arc::downgrade(&cluster);
         let _ = cluster.freeze.on_thaw.set(Box::new(move || {
             // A node serving alone has nobody who could have moved on without it.
@@ -837,9 +843,11 @@ impl Cluster {
 
     /// Drops every item (after a freeze, when the cluster declared this node down, when
     /// its side regained a majority), and first revokes the ring of the moment: until
-    /// this node's ring changes, or for two probe periods and a probe round trip (time
-    /// for gossip to tell it whether it was declared down), it refuses key commands
-    /// from clients and peers ([`STORE_DROPPED`]).
+    /// this node's ring changes, or every other member of the ring reports that very
+    /// ring as its own ([`Cluster::confirm_after_drops`]), or at most for four probe
+    /// periods, a suspicion and a probe round trip (time for gossip to tell it whether
+    /// it was declared down: 1.3 s by default), it refuses key commands from clients
+    /// and peers ([`STORE_DROPPED`]).
     ///
     /// Emptying the store is not enough. A frozen node's sockets hold requests its
     /// peers sent before they declared it down: writes forwarded to it as the primary,
@@ -859,8 +867,82 @@ impl Cluster {
             *revoked = Some((self.ring_version(), until));
             self.dropped.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        self.confirm.notify_one();
         self.stats.resets.fetch_add(1, Relaxed);
         self.store.flush_all(crate::node::unix_now(), 0);
+    }
+
+    /// Ends a revocation ([`Cluster::drop_store`]) as soon as every other member of the
+    /// revoked ring answers that it is on that same ring version: then nobody moved on
+    /// to another ring while this node stood still or was cut off, so nobody gave up
+    /// on a request waiting in this node's sockets and placed it again elsewhere, and
+    /// a request fenced with that ring is as current as any. (A regained majority
+    /// often finds the ring converged already; without this it refused keys for the
+    /// whole bound.) A member that does not answer does not agree. Asks every
+    /// [`CONFIRM_POLL`] while the revocation lasts.
+    fn confirm_after_drops(cluster: &Arc<Cluster>) {
+        let weak = Arc::downgrade(cluster);
+        let confirm = cluster.confirm.clone();
+        tokio::spawn(async move {
+            loop {
+                // Woken by a drop; now and then just to see whether the cluster is gone.
+                let _ = tokio::time::timeout(Duration::from_secs(1), confirm.notified()).await;
+                loop {
+                    let Some(cluster) = weak.upgrade() else { return };
+                    let Some(version) = cluster.revoked_version() else {
+                        break;
+                    };
+                    if cluster.peers_on(version).await {
+                        cluster.lift(version);
+                        break;
+                    }
+                    drop(cluster);
+                    tokio::time::sleep(CONFIRM_POLL).await;
+                }
+            }
+        });
+    }
+
+    /// The ring version revoked now, if a revocation is in force.
+    fn revoked_version(&self) -> Option<u64> {
+        self.ring_revoked().then(|| self.ring_version())
+    }
+
+    /// Ends the revocation of ring `version` (if it is still the one in force).
+    fn lift(&self, version: u64) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*revoked, Some((v, _)) if v == version) {
+            *revoked = None;
+            self.dropped.store(false, std::sync::atomic::Ordering::SeqCst);
+            info!(
+                version,
+                "every other member is on the ring this node was on when it dropped its store; serving keys"
+            );
+        }
+    }
+
+    /// Whether every other member of this node's ring answers that its ring is
+    /// `version` (and this node's still is).
+    async fn peers_on(&self, version: u64) -> bool {
+        let view = self.ring();
+        if view.version != version {
+            return false;
+        }
+        let me = view.me.and_then(|m| view.ring.node(m));
+        let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
+            let pool = self.peer(peer.client);
+            let wait = self.peer_timeout;
+            async move {
+                match pool
+                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                    .await
+                {
+                    Ok(reply) => crate::admin::health::stat(&reply, "cluster_ring_version") == Some(version),
+                    Err(_) => false,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await.into_iter().all(|same| same)
     }
 
     /// Whether the ring this node is on was revoked by a drop of its store that is
@@ -1146,6 +1228,10 @@ async fn until_dropped(mut rx: watch::Receiver<Arc<RingView>>, id: &NodeId) {
         std::future::pending::<()>().await;
     }
 }
+
+/// How often a revoked ring is put to the other members (see
+/// `Cluster::confirm_after_drops`).
+const CONFIRM_POLL: Duration = Duration::from_millis(50);
 
 /// How often each peer's round trip is measured (see `Cluster::probe_peers`).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
