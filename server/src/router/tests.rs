@@ -870,3 +870,35 @@ async fn a_write_queued_for_a_frozen_node_is_not_run_once_it_dropped_its_store()
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_store_serves_again_once_every_other_member_confirms_its_ring() {
+    // A drop revokes the ring of the moment (see the test above). When every other
+    // member answers that it is on that very ring, nobody moved on without this node,
+    // and it serves again at once, not after the revocation's time bound (four probe
+    // periods, a suspicion and a round trip: 3.7 s with the test cluster's gossip
+    // settings); while they are on another ring it keeps refusing.
+    let tc = TestCluster::start(3, 1).await;
+    tokio::time::sleep(PAST_REPAIR).await;
+    let key = key_where(&tc, |o| o[0] == 1);
+    tc.cluster(1).drop_store();
+    let reply = run(&tc, 1, &set(&key, "v")).await.0;
+    assert!(reply.starts_with("SERVER_ERROR store dropped"), "{reply:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(run(&tc, 1, &set(&key, "v")).await.0, "STORED\r\n");
+    assert!(!tc.cluster(1).ring_revoked());
+
+    // The others move on to a ring without node 1; node 1 has not heard yet.
+    for n in [0, 2] {
+        tc.set_members(n, &[0, 2]).await;
+    }
+    tc.settle().await;
+    tc.cluster(1).drop_store();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tc.cluster(1).ring_revoked(),
+        "lifted though the others are on another ring"
+    );
+    let reply = run(&tc, 1, &set(&key, "v")).await.0;
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply:?}");
+}
