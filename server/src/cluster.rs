@@ -924,25 +924,32 @@ impl Cluster {
     /// Whether every other member of this node's ring answers that its ring is
     /// `version` (and this node's still is).
     async fn peers_on(&self, version: u64) -> bool {
+        self.ring_version() == version
+            && self
+                .all_peers_say(|reply| {
+                    reply.is_some_and(|r| crate::admin::health::stat(r, "cluster_ring_version") == Some(version))
+                })
+                .await
+    }
+
+    /// Asks every other member of this node's ring for its `stats` and says whether
+    /// `agrees` holds of every answer (`None` for a member that did not answer).
+    async fn all_peers_say(&self, agrees: impl Fn(Option<&[u8]>) -> bool) -> bool {
         let view = self.ring();
-        if view.version != version {
-            return false;
-        }
         let me = view.me.and_then(|m| view.ring.node(m));
         let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
             let pool = self.peer(peer.client);
             let wait = self.peer_timeout;
             async move {
-                match pool
-                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
+                pool.request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
                     .await
-                {
-                    Ok(reply) => crate::admin::health::stat(&reply, "cluster_ring_version") == Some(version),
-                    Err(_) => false,
-                }
+                    .ok()
             }
         });
-        futures_util::future::join_all(asks).await.into_iter().all(|same| same)
+        futures_util::future::join_all(asks)
+            .await
+            .iter()
+            .all(|reply| agrees(reply.as_deref()))
     }
 
     /// Whether the ring this node is on was revoked by a drop of its store that is
@@ -1015,26 +1022,15 @@ impl Cluster {
     /// Whether every other member of this node's ring that answers reports ring
     /// `version` adopted and its hand-off finished.
     async fn peers_handed_off(&self, version: u64) -> bool {
-        let view = self.ring();
-        let me = view.me.and_then(|m| view.ring.node(m));
-        let asks = view.ring.nodes().iter().filter(|n| Some(*n) != me).map(|peer| {
-            let pool = self.peer(peer.client);
-            let wait = self.peer_timeout;
-            async move {
-                match pool
-                    .request(Bytes::from_static(b"stats\r\n"), Expect::Lines, wait)
-                    .await
-                {
-                    Ok(reply) => {
-                        crate::admin::health::stat(&reply, "cluster_ring_version") == Some(version)
-                            && crate::admin::health::stat(&reply, "cluster_handoff_version") == Some(version)
-                    }
-                    // Not waited for (see `hold_window`).
-                    Err(_) => true,
-                }
+        self.all_peers_say(|reply| match reply {
+            Some(r) => {
+                crate::admin::health::stat(r, "cluster_ring_version") == Some(version)
+                    && crate::admin::health::stat(r, "cluster_handoff_version") == Some(version)
             }
-        });
-        futures_util::future::join_all(asks).await.into_iter().all(|done| done)
+            // Not waited for (see `hold_window`).
+            None => true,
+        })
+        .await
     }
 
     /// Whether this node is still joining its cluster: it was started with seeds and

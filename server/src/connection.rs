@@ -482,8 +482,8 @@ async fn land(
     limits: &Limits,
     shard: usize,
 ) -> Landed {
-    use ringcache_protocol::text::{pending_store, StoreMode};
-    let Some(p) = pending_store(rbuf, limits) else {
+    use ringcache_protocol::text::{pending_store, PendingStore, StoreMode};
+    let Some(PendingStore { line, store: p }) = pending_store(rbuf, limits) else {
         return Landed::No;
     };
     if p.len < LAND_MIN || matches!(p.mode, StoreMode::Append | StoreMode::Prepend) || !runs_all_here(node) {
@@ -495,7 +495,7 @@ async fn land(
     let Some(mut landing) = node.store.land(&key, p.len, p.flags, exptime, now) else {
         return Landed::No;
     };
-    rbuf.advance(p.line);
+    rbuf.advance(line);
     while !landing.is_full() && !rbuf.is_empty() {
         let spare = landing.spare();
         let n = spare.len().min(rbuf.len());

@@ -27,5 +27,5 @@ pub mod response;
 pub mod value;
 
 pub use frame::Expect;
-pub use parse::{parse_request, pending_store, ParseError, PendingStore};
+pub use parse::{parse_request, pending_store, ParseError, PendingStore, StoreLine};
 pub use request::*;

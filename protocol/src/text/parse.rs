@@ -144,14 +144,7 @@ enum Plan {
         kind: GetKind,
         keys: (usize, usize),
     },
-    Store {
-        mode: StoreMode,
-        key: (usize, usize),
-        flags: u32,
-        exptime: i64,
-        len: usize,
-        noreply: bool,
-    },
+    Store(StoreLine),
     Delete {
         key: (usize, usize),
         noreply: bool,
@@ -196,23 +189,22 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
             return Err(hang_up(buf, replies::LINE_TOO_LONG));
         }
     }
-    let next = nl + 1;
-    let mut end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
-    if let Some(nul) = memchr(0, &buf[..end]) {
-        end = nul;
-    }
+    let end = line_end(buf, nl);
     let plan = plan(&buf[..end], limits);
-    carry_out(buf, plan, end, next, limits)
+    carry_out(buf, plan, end, nl + 1, limits)
 }
 
-/// A storage command (`set`, `add`, ...) whose line is buffered whole and valid but
-/// whose data block is not: what a server needs to read the data block somewhere
-/// other than the read buffer (straight into the store, as memcached reads a value
-/// into the item it allocated from the line).
+/// Where the command in the line ending at the `\n` at `nl` ends: before one `\r`
+/// (unless the line is just `\r`), or at the first NUL, as C's `strlen` sees it.
+fn line_end(buf: &[u8], nl: usize) -> usize {
+    let end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    memchr(0, &buf[..end]).unwrap_or(end)
+}
+
+/// A storage command's line (`set`, `add`, ...), read and valid: everything but its
+/// data block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingStore {
-    /// Bytes of the command line, its `\n` included: the data block starts here.
-    pub line: usize,
+pub struct StoreLine {
     /// Which storage command.
     pub mode: StoreMode,
     /// The key's place in the buffer.
@@ -227,11 +219,10 @@ pub struct PendingStore {
     pub noreply: bool,
 }
 
-impl PendingStore {
-    /// The request once the data block `value` and its `\r\n` are read, given the
-    /// key (`buf[key.0..key.1]` as it was). `None` when the two bytes after the block
-    /// are not `\r\n`: the answer is then [`PendingStore::bad_chunk`], as
-    /// [`parse_request`] gives it.
+impl StoreLine {
+    /// The request once the data block `value` and the two bytes after it (`end`)
+    /// are read, given the key (`buf[key.0..key.1]` as it was). `None` when `end` is
+    /// not `\r\n`: the answer is then [`StoreLine::bad_chunk`].
     pub fn finish(&self, key: Bytes, value: Bytes, end: [u8; 2]) -> Option<StoreRequest> {
         (end == *b"\r\n").then(|| StoreRequest {
             mode: self.mode,
@@ -250,6 +241,18 @@ impl PendingStore {
     }
 }
 
+/// A storage command whose line is buffered whole and valid but whose data block is
+/// not: what a server needs to read the data block somewhere other than the read
+/// buffer (straight into the store, as memcached reads a value into the item it
+/// allocated from the line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingStore {
+    /// Bytes of the command line, its `\n` included: the data block starts here.
+    pub line: usize,
+    /// The line, read.
+    pub store: StoreLine,
+}
+
 /// The storage command at the front of `buf` when [`parse_request`] would wait for
 /// its data block (`Ok(None)` with the line complete); `None` in every other case.
 /// Reads the line exactly as [`parse_request`] does, and leaves `buf` as it is.
@@ -259,27 +262,8 @@ pub fn pending_store(buf: &[u8], limits: &Limits) -> Option<PendingStore> {
         return None;
     }
     let next = nl + 1;
-    let mut end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
-    if let Some(nul) = memchr(0, &buf[..end]) {
-        end = nul;
-    }
-    match plan(&buf[..end], limits) {
-        Plan::Store {
-            mode,
-            key,
-            flags,
-            exptime,
-            len,
-            noreply,
-        } if buf.len() < next + len + 2 => Some(PendingStore {
-            line: next,
-            mode,
-            key,
-            flags,
-            exptime,
-            len,
-            noreply,
-        }),
+    match plan(&buf[..line_end(buf, nl)], limits) {
+        Plan::Store(store) if buf.len() < next + store.len + 2 => Some(PendingStore { line: next, store }),
         _ => None,
     }
 }
@@ -336,33 +320,19 @@ fn carry_out(
             kind,
             keys: Keys::new(take(buf, keys, next)),
         }),
-        Plan::Store {
-            mode,
-            key,
-            flags,
-            exptime,
-            len,
-            noreply,
-        } => {
-            let total = next + len + 2;
+        Plan::Store(store) => {
+            let total = next + store.len + 2;
             if buf.len() < total {
                 return Ok(None);
             }
-            if buf[total - 2..total] != *b"\r\n" {
-                buf.advance(total);
-                return Err(ParseError::reply(if noreply { b"" } else { replies::BAD_CHUNK }));
-            }
-            let key = take(buf, key, next);
-            let value = buf.split_to(len).freeze();
+            let end = [buf[total - 2], buf[total - 1]];
+            let key = take(buf, store.key, next);
+            let value = buf.split_to(store.len).freeze();
             buf.advance(2);
-            Request::Store(StoreRequest {
-                mode,
-                key,
-                flags,
-                exptime,
-                value,
-                noreply,
-            })
+            match store.finish(key, value, end) {
+                Some(req) => Request::Store(req),
+                None => return Err(store.bad_chunk()),
+            }
         }
         Plan::Delete { key, noreply } => Request::Delete {
             key: take(buf, key, next),
@@ -672,14 +642,14 @@ fn store(line: &[u8], i: usize, mode: StoreMode, limits: &Limits) -> Plan {
             ..quiet(noreply, replies::TOO_LARGE)
         });
     }
-    Plan::Store {
+    Plan::Store(StoreLine {
         mode,
         key: a.r[0],
         flags,
         exptime: exptime as i64,
         len,
         noreply,
-    }
+    })
 }
 
 /// `delete <key> [0] [noreply]`.

@@ -875,12 +875,13 @@ fn a_pending_store_finishes_as_the_parser_would() {
             };
             assert!(waits && cut > nl, "{input:?} at {cut}");
             assert_eq!(p.line, nl + 1);
-            let key = Bytes::copy_from_slice(&input[p.key.0..p.key.1]);
-            let value = Bytes::copy_from_slice(&input[p.line..p.line + p.len]);
-            let end = [input[p.line + p.len], input[p.line + p.len + 1]];
-            let got = match p.finish(key, value, end) {
+            let s = &p.store;
+            let key = Bytes::copy_from_slice(&input[s.key.0..s.key.1]);
+            let value = Bytes::copy_from_slice(&input[p.line..p.line + s.len]);
+            let end = [input[p.line + s.len], input[p.line + s.len + 1]];
+            let got = match s.finish(key, value, end) {
                 Some(req) => Ok(Some(Request::Store(req))),
-                None => Err(p.bad_chunk()),
+                None => Err(s.bad_chunk()),
             };
             assert_eq!(got, expected, "{input:?} at {cut}");
         }
