@@ -120,10 +120,10 @@ pub async fn write_here(
         return Err(req);
     }
     let noreply = req.noreply();
-    if let Some(refusal) = cluster.ring_revoked().then_some(crate::cluster::STORE_DROPPED) {
+    if cluster.ring_revoked() {
         // The store was dropped while the repair waited (see `Cluster::drop_store`).
         if !noreply {
-            out.put_slice(refusal);
+            out.put_slice(crate::cluster::STORE_DROPPED);
         }
         return Ok(Flow::Continue);
     }

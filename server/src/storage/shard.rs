@@ -1047,13 +1047,7 @@ impl Shard {
             time: now,
         };
         let len = item::size(key_len, value_len, meta, fresh);
-        if len <= self.seg_size
-            || len - value_len > self.seg_size
-            || key_len > MAX_KEY
-            || value_len > u32::MAX as usize
-            || key_len + value_len > self.max_item_size
-            || self.charge(len) + RESERVE * self.seg_size > self.limit
-        {
+        if len <= self.seg_size || len - value_len > self.seg_size || self.too_large(key_len, value_len, len) {
             return None;
         }
         let chunks = self.take_chunks(len, now).ok()?;
@@ -1065,6 +1059,16 @@ impl Shard {
     pub(super) fn return_chunks(&mut self, chunks: Vec<Box<[u8]>>) {
         self.lent -= chunks.iter().map(|c| c.len()).sum::<usize>();
         self.recycle(Buf::Chunks(chunks));
+    }
+
+    /// Whether an item of a `key_len`-byte key and a `value_len`-byte value, `len`
+    /// bytes stored, is refused as too large: over `-I`, or more than the budget can
+    /// ever hold beside eviction's reserve.
+    fn too_large(&self, key_len: usize, value_len: usize, len: usize) -> bool {
+        key_len > MAX_KEY
+            || value_len > u32::MAX as usize
+            || key_len + value_len > self.max_item_size
+            || self.charge(len) + RESERVE * self.seg_size > self.limit
     }
 
     /// Whether `chunks` are what [`Shard::take_chunks`] gives for a big item of `len`
@@ -1375,11 +1379,7 @@ impl Shard {
             }
             src => src,
         };
-        if key.len() > MAX_KEY
-            || vlen > u32::MAX as usize
-            || key.len() + vlen > self.max_item_size
-            || self.charge(len) + RESERVE * self.seg_size > self.limit
-        {
+        if self.too_large(key.len(), vlen, len) {
             if let Src::Landed { chunks, .. } = src {
                 self.recycle(Buf::Chunks(chunks));
             }
