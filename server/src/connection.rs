@@ -34,10 +34,12 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use ringcache_protocol::text::peer::PeerRequest;
-use ringcache_protocol::text::{parse_request, response, Limits, Request};
+use ringcache_protocol::text::{
+    parse_request, pending_store, response, Limits, PendingStore, Request, StoreLine, StoreMode,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
@@ -48,6 +50,7 @@ use crate::exec::{self, Flow};
 use crate::node::{unix_now, Node};
 use crate::router;
 use crate::stats::Counters;
+use crate::storage::Landing;
 
 /// Capacity a read buffer is topped up to when it runs low.
 const READ_BUF: usize = pool::SIZE;
@@ -327,10 +330,13 @@ async fn answer(
                 }
             }
             let mut parsed = parse_request(rbuf, &limits);
-            if matches!(parsed, Ok(None)) && rbuf.len() > 2 {
-                // A big value's line is in: read the value straight into the store.
-                match Box::pin(land(node, sock, rbuf, out, counters, &limits, shard)).await {
-                    Landed::No => {}
+            // A big value's line is in: read the value straight into the store (the
+            // boxed future only when it will).
+            if let Some(landing) = matches!(parsed, Ok(None))
+                .then(|| landing(node, rbuf, &limits))
+                .flatten()
+            {
+                match Box::pin(land(node, sock, rbuf, out, counters, landing, shard)).await {
                     Landed::Done => continue,
                     Landed::Close => return Next::Close,
                     Landed::Route(req) => parsed = Ok(Some(req)),
@@ -452,8 +458,6 @@ const LAND_MIN: usize = 16 * 1024;
 
 /// What [`land`] did.
 enum Landed {
-    /// Nothing: not a big value, or not one this node stores itself.
-    No,
     /// Read the value into the store and ran the request; its reply is in `out`.
     Done,
     /// The client went away, or the node stops.
@@ -465,36 +469,40 @@ enum Landed {
     Err(ringcache_protocol::text::ParseError),
 }
 
+/// A big value whose line [`land`] reads past: the line's length, the line, the key,
+/// and the chunks the value goes into.
+type Pending<'a> = (usize, StoreLine, Bytes, Landing<'a>);
+
 /// When `rbuf` holds the whole line of a storage command with a big value still to
 /// come, and this node would store it itself (no cluster, or a cluster of one that
-/// serves keys): reads the value straight into the chunks of the store it will live
-/// in, as memcached reads a value into the item it allocated from the line, so a big
-/// `set` costs no copy of its value and no read buffer of its size (a tenth of the
-/// server's CPU on large values went to that copy). Replies already in `out` are sent
-/// first, since the client may wait for them. Boxed by the caller: its state is not
-/// part of every batch's.
+/// serves keys): the chunks of the store it will live in, for [`land`]. `None`, at the
+/// cost of a look at the line, for anything else.
+fn landing<'a>(node: &'a Node, rbuf: &BytesMut, limits: &Limits) -> Option<Pending<'a>> {
+    let PendingStore { line, store } = pending_store(rbuf, limits)?;
+    if store.len < LAND_MIN || matches!(store.mode, StoreMode::Append | StoreMode::Prepend) || !runs_all_here(node) {
+        return None;
+    }
+    let now = unix_now();
+    let key = Bytes::copy_from_slice(&rbuf[store.key.0..store.key.1]);
+    let exptime = crate::storage::absolute_expiry(store.exptime, now);
+    let landing = node.store.land(&key, store.len, store.flags, exptime, now)?;
+    Some((line, store, key, landing))
+}
+
+/// Reads a big value straight into the chunks of the store it will live in
+/// ([`landing`]), as memcached reads a value into the item it allocated from the line,
+/// so a big `set` needs no read buffer of its size and no copy out of one. Replies
+/// already in `out` are sent first, since the client may wait for them. Boxed by the
+/// caller: its state is not part of every batch's.
 async fn land(
     node: &Node,
     sock: &mut TcpStream,
     rbuf: &mut BytesMut,
     out: &mut BytesMut,
     counters: &mut Counters,
-    limits: &Limits,
+    (line, p, key, mut landing): Pending<'_>,
     shard: usize,
 ) -> Landed {
-    use ringcache_protocol::text::{pending_store, PendingStore, StoreMode};
-    let Some(PendingStore { line, store: p }) = pending_store(rbuf, limits) else {
-        return Landed::No;
-    };
-    if p.len < LAND_MIN || matches!(p.mode, StoreMode::Append | StoreMode::Prepend) || !runs_all_here(node) {
-        return Landed::No;
-    }
-    let now = unix_now();
-    let key = bytes::Bytes::copy_from_slice(&rbuf[p.key.0..p.key.1]);
-    let exptime = crate::storage::absolute_expiry(p.exptime, now);
-    let Some(mut landing) = node.store.land(&key, p.len, p.flags, exptime, now) else {
-        return Landed::No;
-    };
     rbuf.advance(line);
     while !landing.is_full() && !rbuf.is_empty() {
         let spare = landing.spare();
@@ -532,7 +540,7 @@ async fn land(
     }
     let end = [rbuf[0], rbuf[1]];
     rbuf.advance(2);
-    match p.finish(key, bytes::Bytes::new(), end) {
+    match p.finish(key, Bytes::new(), end) {
         None => Landed::Err(p.bad_chunk()),
         Some(req) if runs_all_here(node) => {
             exec::execute_landed(node, req, &mut landing, unix_now(), counters, out);
@@ -546,12 +554,11 @@ async fn land(
 }
 
 /// Whether this node runs every key command itself, now: no cluster, or a cluster
-/// of one that serves keys (`router::runs_locally`).
+/// of one that serves keys ([`router::keys_run_here`]).
 fn runs_all_here(node: &Node) -> bool {
-    match &node.cluster {
-        None => true,
-        Some(cluster) => cluster.ring().ring.len() <= 1 && cluster.refuse_keys().is_none(),
-    }
+    node.cluster
+        .as_ref()
+        .is_none_or(|cluster| router::keys_run_here(cluster, &cluster.ring()))
 }
 
 /// Writes `out` mid-batch, counting its bytes.

@@ -190,7 +190,18 @@ pub fn runs_here(node: &Node, view: Option<&RingView>, get: &GetRequest) -> bool
 /// connection then calls [`exec::execute`] itself and skips boxing [`handle`]'s
 /// future, an allocation and a copy of its state for every such request.
 pub fn runs_locally(cluster: &crate::cluster::Cluster, view: &RingView, req: &Request) -> bool {
-    view.ring.len() <= 1 && !matches!(req, Request::Get(_)) && (!uses_keys(req) || cluster.refuse_keys().is_none())
+    !matches!(req, Request::Get(_))
+        && if uses_keys(req) {
+            keys_run_here(cluster, view)
+        } else {
+            view.ring.len() <= 1
+        }
+}
+
+/// Whether this node runs every key command itself, with nothing to route: a cluster
+/// of one that does not refuse keys.
+pub fn keys_run_here(cluster: &crate::cluster::Cluster, view: &RingView) -> bool {
+    view.ring.len() <= 1 && cluster.refuse_keys().is_none()
 }
 
 /// Whether `req` reads or changes items (which a node still joining must refuse).
